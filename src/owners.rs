@@ -5,11 +5,13 @@
 //! reads `socket:[<inode>]`. The wanted inodes sit in a hash map sized up front (`ss` and
 //! `netstat` use fixed 256/211-bucket tables, which turns this step quadratic on busy hosts).
 //!
-//! The scan stops early once every wanted inode has an owner. Sockets shared across `fork` keep
-//! their descriptor number in every process that inherited them, so for the processes left
-//! unscanned one `readlinkat` at each found descriptor number still finds those sharers (an
-//! nginx master and its workers on one listening socket); a socket passed over a UNIX socket
-//! under another number in a not-yet-scanned process is the case this can miss.
+//! Once every wanted inode has an owner (a port check wants one or two), the rest of the scan
+//! looks only for processes sharing those sockets: small processes (at most [`SMALL_PROCESS`]
+//! descriptors) are still resolved in full, while large ones are resolved only where a shared
+//! socket sits in practice — at the descriptor numbers it has in the owners already found (a
+//! socket inherited across `fork` keeps its number: an nginx master and its workers) and at
+//! 0-9 (inetd and systemd socket activation). A socket passed under another number to a process
+//! holding hundreds of descriptors is the one case this can miss; a full listing resolves all.
 //!
 //! Processes whose descriptors we may not read (another user's, without root or
 //! `CAP_SYS_PTRACE`+`CAP_DAC_READ_SEARCH`) are counted, never fatal.
@@ -26,6 +28,10 @@ use rustix::io::Errno;
 
 use crate::model::{Owner, Socket};
 
+/// Above this many descriptors, a process scanned after every wanted socket was found has only
+/// its likely sharing points resolved (see [`attach`]).
+pub const SMALL_PROCESS: usize = 256;
+
 /// What an owner scan could see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ScanStats {
@@ -35,7 +41,8 @@ pub struct ScanStats {
     pub unreadable: usize,
     /// Descriptors resolved with `readlinkat`.
     pub descriptors: usize,
-    /// True when the scan stopped early because every wanted inode was found.
+    /// True when every wanted inode was found before the last process, so later large
+    /// processes were only checked at their likely sharing points.
     pub stopped_early: bool,
 }
 
@@ -66,14 +73,15 @@ pub fn attach(proc_root: &Path, sockets: &mut [Socket]) -> ScanStats {
         index,
         remaining: 0,
         found_fds: Vec::new(),
+        fd_nums: Vec::new(),
         dir_buf: vec![MaybeUninit::uninit(); 32 * 1024],
     };
     scan.remaining = scan.index.len();
-    let mut next = 0;
-    while next < pids.len() {
-        let pid = pids[next];
-        next += 1;
-        match scan.process(&proc_dir, pid, sockets) {
+    for &pid in &pids {
+        // Once every wanted socket has an owner, the rest only need checking for sharers.
+        let selective = scan.remaining == 0;
+        stats.stopped_early |= selective;
+        match scan.process(&proc_dir, pid, selective, sockets) {
             Ok(n) => {
                 stats.processes_scanned += 1;
                 stats.descriptors += n;
@@ -81,13 +89,6 @@ pub fn attach(proc_root: &Path, sockets: &mut [Socket]) -> ScanStats {
             Err(Errno::ACCESS) | Err(Errno::PERM) => stats.unreadable += 1,
             Err(_) => {} // the process exited meanwhile
         }
-        if scan.remaining == 0 {
-            stats.stopped_early = next < pids.len();
-            break;
-        }
-    }
-    if stats.stopped_early {
-        scan.probe_sharers(&proc_dir, &pids[next..], sockets);
     }
     stats
 }
@@ -104,15 +105,22 @@ struct Scan {
     remaining: usize,
     /// Descriptor numbers at which wanted sockets were found.
     found_fds: Vec<u32>,
+    /// The current process's descriptor numbers (reused).
+    fd_nums: Vec<u32>,
     dir_buf: Vec<MaybeUninit<u8>>,
 }
 
 impl Scan {
-    /// Lists one process's descriptors; returns how many were resolved.
+    /// Lists one process's descriptors and resolves them; returns how many were resolved.
+    ///
+    /// With `selective`, a process holding more than [`SMALL_PROCESS`] descriptors has only
+    /// its likely sharing points resolved: the descriptor numbers where wanted sockets were
+    /// found elsewhere (inherited across `fork`) and 0-9 (inetd, systemd socket activation).
     fn process(
         &mut self,
         proc_dir: &OwnedFd,
         pid: u32,
+        selective: bool,
         sockets: &mut [Socket],
     ) -> Result<usize, Errno> {
         let mut path = itoa_buf(pid);
@@ -124,23 +132,33 @@ impl Scan {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let mut program: Option<Arc<str>> = None;
-        let mut resolved = 0;
+        self.fd_nums.clear();
         let mut dir = RawDir::new(fd_dir.as_fd(), &mut self.dir_buf);
-        let mut hits: Vec<(u64, u32)> = Vec::new();
         while let Some(entry) = dir.next() {
             let Ok(entry) = entry else { break };
-            let name = entry.file_name();
-            let Some(fd_num) = parse_u32(name.to_bytes()) else {
+            if let Some(n) = parse_u32(entry.file_name().to_bytes()) {
+                self.fd_nums.push(n);
+            }
+        }
+        let all = !selective || self.fd_nums.len() <= SMALL_PROCESS;
+        let mut resolved = 0;
+        let mut hits: Vec<(u64, u32)> = Vec::new();
+        let mut name = [0u8; 12];
+        for &fd_num in &self.fd_nums {
+            if !all && fd_num >= 10 && !self.found_fds.contains(&fd_num) {
+                continue;
+            }
+            resolved += 1;
+            let Some(name) = fd_name(fd_num, &mut name) else {
                 continue;
             };
-            resolved += 1;
             if let Some(inode) = socket_inode(fd_dir.as_fd(), name)
                 && self.index.contains_key(&inode)
             {
                 hits.push((inode, fd_num));
             }
         }
+        let mut program: Option<Arc<str>> = None;
         for (inode, fd_num) in hits {
             let program = program
                 .get_or_insert_with(|| read_comm(proc_dir, pid))
@@ -164,32 +182,9 @@ impl Scan {
         if !slot.found {
             slot.found = true;
             self.remaining -= 1;
-            if !self.found_fds.contains(&fd_num) {
-                self.found_fds.push(fd_num);
-            }
         }
-    }
-
-    /// After an early stop: looks at the found descriptor numbers in the processes not
-    /// scanned, where a socket inherited across `fork` would sit.
-    fn probe_sharers(&mut self, proc_dir: &OwnedFd, pids: &[u32], sockets: &mut [Socket]) {
-        let fds = self.found_fds.clone();
-        for &pid in pids {
-            for &fd_num in &fds {
-                let mut path = itoa_buf(pid);
-                path.extend_from_slice(b"/fd/");
-                path.extend_from_slice(&itoa_buf(fd_num));
-                path.push(0);
-                let Ok(path) = CStr::from_bytes_with_nul(&path) else {
-                    continue;
-                };
-                if let Some(inode) = socket_inode(proc_dir.as_fd(), path)
-                    && self.index.contains_key(&inode)
-                {
-                    let program = read_comm(proc_dir, pid);
-                    self.add_owner(inode, fd_num, Owner { pid, program }, sockets);
-                }
-            }
+        if !self.found_fds.contains(&fd_num) {
+            self.found_fds.push(fd_num);
         }
     }
 }
@@ -237,6 +232,25 @@ fn read_comm(proc_dir: &OwnedFd, pid: u32) -> Arc<str> {
         })
         .unwrap_or_default();
     Arc::from(text)
+}
+
+/// Writes a descriptor number as a NUL-terminated name into `buf`.
+fn fd_name(n: u32, buf: &mut [u8; 12]) -> Option<&CStr> {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    buf[..len].copy_from_slice(&digits[i..]);
+    buf[len] = 0;
+    CStr::from_bytes_with_nul(&buf[..=len]).ok()
 }
 
 fn itoa_buf(n: u32) -> Vec<u8> {

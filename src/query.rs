@@ -776,3 +776,309 @@ impl Service {
         Ok((target, snapshot))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conn(args: Value) -> Result<ConnectionsQuery, InputError> {
+        let map = args.as_object().cloned().unwrap_or_default();
+        ConnectionsArgs::from_json(&map)?.validate(Some(DEFAULT_MCP_LIMIT))
+    }
+
+    fn port(args: Value) -> Result<PortQuery, InputError> {
+        let map = args.as_object().cloned().unwrap_or_default();
+        PortArgs::from_json(&map)?.validate()
+    }
+
+    /// SPEC §1.4: every bad input names the parameter and the allowed values.
+    #[test]
+    fn bad_inputs_name_the_parameter_and_allowed_values() {
+        let cases: Vec<(Result<(), InputError>, &str, &str)> = vec![
+            (
+                port(json!({"port": 0})).map(|_| ()),
+                "'port'",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": 65536})).map(|_| ()),
+                "'port'",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": "abc"})).map(|_| ()),
+                "'port'",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": "80"})).map(|_| ()),
+                "\"80\" (a string)",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": 80.5})).map(|_| ()),
+                "Invalid port: 80.5",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": -1})).map(|_| ()),
+                "'port'",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({})).map(|_| ()),
+                "'port' is required",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": true})).map(|_| ()),
+                "'port'",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": 80, "proto": "icmp"})).map(|_| ()),
+                "'proto'",
+                "tcp, udp",
+            ),
+            (
+                port(json!({"port": 80, "proto": "all"})).map(|_| ()),
+                "'proto'",
+                "tcp, udp",
+            ),
+            (
+                port(json!({"port": 80, "ssh_port": 70000})).map(|_| ()),
+                "'ssh_port'",
+                "between 1 and 65535",
+            ),
+            (
+                port(json!({"port": 80, "prot": "tcp"})).map(|_| ()),
+                "unknown parameter 'prot'",
+                "port, proto, host, ssh_port",
+            ),
+            (
+                conn(json!({"proto": "icmp"})).map(|_| ()),
+                "'proto'",
+                "tcp, udp, all",
+            ),
+            (
+                conn(json!({"proto": 6})).map(|_| ()),
+                "'proto'",
+                "tcp, udp, all",
+            ),
+            (
+                conn(json!({"state": "LISTENN"})).map(|_| ()),
+                "'state'",
+                "ESTABLISHED",
+            ),
+            (
+                conn(json!({"state": "LISTEN", "proto": "udp"})).map(|_| ()),
+                "'state'",
+                "TCP only",
+            ),
+            (
+                conn(json!({"port": 0})).map(|_| ()),
+                "'port'",
+                "between 1 and 65535",
+            ),
+            (
+                conn(json!({"local_port": 65536})).map(|_| ()),
+                "'local_port'",
+                "between 1 and 65535",
+            ),
+            (
+                conn(json!({"remote_port": "x"})).map(|_| ()),
+                "'remote_port'",
+                "between 1 and 65535",
+            ),
+            (
+                conn(json!({"pid": 0})).map(|_| ()),
+                "'pid'",
+                "positive integer",
+            ),
+            (
+                conn(json!({"limit": -5})).map(|_| ()),
+                "'limit'",
+                "0 means no limit",
+            ),
+            (
+                conn(json!({"limit": 1.5})).map(|_| ()),
+                "'limit'",
+                "0 means no limit",
+            ),
+            (
+                conn(json!({"host": 5})).map(|_| ()),
+                "'host'",
+                "configured remote host",
+            ),
+        ];
+        for (i, (result, needle1, needle2)) in cases.into_iter().enumerate() {
+            let err = result.expect_err(&format!("case {i} must be rejected"));
+            let msg = err.to_string();
+            assert!(
+                msg.contains(needle1) && msg.contains(needle2),
+                "case {i}: {msg}"
+            );
+            assert!(msg.starts_with("Invalid "), "case {i}: {msg}");
+        }
+    }
+
+    #[test]
+    fn good_inputs_and_spellings() {
+        for (spelling, state) in [
+            ("ESTAB", TcpState::Established),
+            ("established", TcpState::Established),
+            ("SYN-SENT", TcpState::SynSent),
+            ("syn_recv", TcpState::SynRecv),
+            ("FIN-WAIT-1", TcpState::FinWait1),
+            ("fin_wait2", TcpState::FinWait2),
+            ("TIME-WAIT", TcpState::TimeWait),
+            ("UNCONN", TcpState::Close),
+            ("close-wait", TcpState::CloseWait),
+            ("LAST_ACK", TcpState::LastAck),
+            ("LISTENING", TcpState::Listen),
+            ("Closing", TcpState::Closing),
+        ] {
+            let q = conn(json!({ "state": spelling })).unwrap();
+            assert_eq!(q.state, Some(state), "{spelling}");
+        }
+        let q = conn(json!({"port": 80.0, "limit": 0, "host": "LOCALHOST", "program": " Nginx "}))
+            .unwrap();
+        assert_eq!(q.ssh_port, Some(80));
+        assert_eq!(q.limit, None, "0 means no limit");
+        assert_eq!(q.host, HostSpec::Local);
+        assert_eq!(q.program.as_deref(), Some("nginx"));
+        assert_eq!(conn(json!({})).unwrap().limit, Some(DEFAULT_MCP_LIMIT));
+        assert_eq!(conn(json!({"host": "::1"})).unwrap().host, HostSpec::Local);
+        assert_eq!(
+            conn(json!({"host": "web-1"})).unwrap().host,
+            HostSpec::Remote("web-1".into())
+        );
+        let p = port(json!({"port": 443, "proto": "UDP", "host": null})).unwrap();
+        assert_eq!(
+            (p.port, p.transport, p.host),
+            (443, Transport::Udp, HostSpec::Local)
+        );
+    }
+
+    fn sock(
+        proto: crate::model::Protocol,
+        lport: u16,
+        fport: Option<u16>,
+        state: Option<TcpState>,
+        owners: &[(u32, &str)],
+    ) -> Socket {
+        let mut s = Socket::new(
+            proto,
+            "127.0.0.1".parse().unwrap(),
+            lport,
+            crate::model::Endpoint {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: fport,
+            },
+        );
+        s.state = state;
+        s.inode = Some(u64::from(lport));
+        s.owners = owners
+            .iter()
+            .map(|(pid, p)| crate::model::Owner {
+                pid: *pid,
+                program: Arc::from(*p),
+            })
+            .collect();
+        s
+    }
+
+    fn target(local: bool) -> Target {
+        Target {
+            host: if local {
+                "localhost".into()
+            } else {
+                "web-1".into()
+            },
+            label: if local {
+                "local host".into()
+            } else {
+                "remote host web-1 (192.168.1.100)".into()
+            },
+            local,
+            source: Arc::new(crate::source::LocalSource::default()),
+        }
+    }
+
+    #[test]
+    fn messages_follow_the_spec() {
+        use crate::model::Protocol::*;
+        let snap = Snapshot {
+            sockets: vec![
+                sock(Tcp, 80, None, Some(TcpState::Listen), &[(812, "nginx")]),
+                sock(
+                    Tcp,
+                    443,
+                    None,
+                    Some(TcpState::Listen),
+                    &[(91, "nginx"), (90, "nginx")],
+                ),
+                sock(
+                    Tcp,
+                    5000,
+                    Some(80),
+                    Some(TcpState::Established),
+                    &[(7, "curl")],
+                ),
+                sock(Udp, 53, None, None, &[]),
+            ],
+            owners: OwnerCoverage::Complete,
+            notes: vec![],
+        };
+        let q = conn(json!({"proto": "tcp"})).unwrap();
+        let env = q.answer(&target(true), &snap);
+        assert_eq!(
+            env.message,
+            "Successfully obtained local TCP connections, total 3"
+        );
+        let env = q.answer(&target(false), &snap);
+        assert_eq!(
+            env.message,
+            "Successfully obtained TCP connections on remote host web-1 (192.168.1.100), total 3"
+        );
+        let p = |n: u16| {
+            PortArgs {
+                port: Some(n.into()),
+                ..Default::default()
+            }
+            .validate()
+            .unwrap()
+        };
+        assert_eq!(
+            p(80).answer(&target(true), &snap).message,
+            "Port 80/TCP on local host is occupied by: nginx (pid 812)"
+        );
+        let env = p(443).answer(&target(false), &snap);
+        assert_eq!(
+            env.message,
+            "Port 443/TCP on remote host web-1 (192.168.1.100) is occupied by: nginx (pid 90), nginx (pid 91)"
+        );
+        assert_eq!(
+            env.data.unwrap().occupations.len(),
+            2,
+            "one row per sharing process"
+        );
+        // Port 5000 is only a foreign port of nothing; port 80 as a foreign port never counts.
+        assert_eq!(
+            p(8080).answer(&target(true), &snap).message,
+            "Port 8080/TCP on local host is not occupied"
+        );
+        let partial = Snapshot {
+            owners: OwnerCoverage::Partial {
+                unreadable_processes: 3,
+            },
+            ..snap.clone()
+        };
+        let env = conn(json!({"proto": "udp"}))
+            .unwrap()
+            .answer(&target(true), &partial);
+        assert!(env.message.contains("CAP_SYS_PTRACE"), "{}", env.message);
+        assert!(env.message.contains("sudo"), "{}", env.message);
+    }
+}

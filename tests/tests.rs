@@ -1,0 +1,6 @@
+//! The one integration test binary: every file under tests/ is a module here.
+
+mod support;
+
+mod cli;
+mod local;
