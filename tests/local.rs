@@ -19,7 +19,7 @@ fn snapshot(backend: Backend) -> Vec<Socket> {
         .sockets
 }
 
-fn find<'a>(sockets: &'a [Socket], protocol: Protocol, local: SocketAddr) -> Vec<&'a Socket> {
+fn find(sockets: &[Socket], protocol: Protocol, local: SocketAddr) -> Vec<&Socket> {
     sockets
         .iter()
         .filter(|s| {
