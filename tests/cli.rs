@@ -170,3 +170,54 @@ fn help_lists_every_command_and_option() {
         assert!(text.contains(word), "connections --help lacks {word}");
     }
 }
+
+#[test]
+fn unprivileged_user_gets_rows_without_owners_and_a_hint() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        eprintln!(
+            "SKIPPED unprivileged_user_gets_rows_without_owners_and_a_hint: needs root to switch to nobody"
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root; this test must not skip there"
+        );
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().unwrap().port().to_string();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_netstat-mcp"))
+        .args(["port", &port, "--json"])
+        .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
+        .output()
+        .expect("run setpriv");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "still occupied: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["data"]["is_occupied"], true);
+    assert_eq!(
+        v["data"]["occupations"][0]["pid"],
+        Value::Null,
+        "nobody may not read root's fds"
+    );
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("CAP_SYS_PTRACE") && msg.contains("sudo"),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with(&format!(
+            "Port {port}/TCP on local host is occupied by: an unknown process"
+        )),
+        "{msg}"
+    );
+}
