@@ -202,9 +202,14 @@ fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
 }
 
 fn print_json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("netstat-mcp: cannot render JSON: {e}"),
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        eprintln!("netstat-mcp: cannot write JSON: {e}");
     }
 }
 
