@@ -1,0 +1,2 @@
+mod mcp;
+mod support;
