@@ -306,6 +306,12 @@ impl NetstatTool {
         if truncated {
             message.push_str(". The output was cut at 1 MiB; narrow it with -t, -u or -l, or use query_network_connections with filters");
         }
+        if args.programs && stderr.contains("processes could be identified") {
+            let _ = write!(
+                message,
+                ". netstat could not identify every process, so some PID/Program cells show '-'; to see them, {OWNER_HINT}"
+            );
+        }
         Ok(Envelope::ok(
             message,
             NetstatData {

@@ -646,6 +646,32 @@ async fn netstat_passes_allowed_flags_verbatim_without_a_shell() {
 }
 
 #[tokio::test]
+async fn netstat_warning_about_unidentified_processes_says_how_to_fix_it() {
+    let fake = FakeNetstat::new(
+        "echo '(Not all processes could be identified, non-owned process info' >&2\n\
+         echo ' will not be shown, you would have to be root to see it all.)' >&2\n\
+         echo 'Active Internet connections (only servers)'",
+    );
+    let server = Server::start_with(&[], &[fake_path(&fake)]).await;
+    let out = server.call("netstat", json!({"args": ["-tlpn"]})).await;
+    assert_eq!(out["success"], true, "{out}");
+    assert!(
+        out["data"]["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("(Not all processes could be identified"),
+        "{out}"
+    );
+    let message = out["message"].as_str().unwrap_or_default();
+    assert!(message.contains("CAP_SYS_PTRACE"), "{message}");
+    // Without -p the same warning is not about the PID column.
+    let out = server.call("netstat", json!({"args": ["-tln"]})).await;
+    let message = out["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("CAP_SYS_PTRACE"), "{message}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn netstat_failure_and_timeout_are_tool_errors() {
     let failing = FakeNetstat::new("echo 'netstat: no support for AF INET' >&2\nexit 3");
     let server = Server::start_with(&[], &[fake_path(&failing)]).await;

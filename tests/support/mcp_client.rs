@@ -165,8 +165,11 @@ impl Raw {
     /// Starts the server and completes the MCP handshake.
     pub async fn start(env: &[(&str, OsString)]) -> Raw {
         let mut cmd = Command::new(bin());
+        // Verbose logging, discarded: every stdout line must still be a JSON-RPC message.
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env("RUST_LOG", "trace")
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
