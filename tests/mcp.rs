@@ -862,6 +862,9 @@ async fn in_process(
 #[tokio::test]
 async fn collection_failure_is_a_tool_error_with_the_cause() {
     let client = in_process(Arc::new(Failing)).await;
+    let tools = within("tools/list", client.list_all_tools())
+        .await
+        .expect("tools/list");
     for (tool, args) in [
         ("query_network_connections", json!({})),
         ("check_port_occupation", json!({"port": 22})),
@@ -873,6 +876,17 @@ async fn collection_failure_is_a_tool_error_with_the_cause() {
             .expect("a tool result, not a JSON-RPC error");
         assert_eq!(result.is_error, Some(true));
         let out = result.structured_content.expect("structured");
+        let schema = tools
+            .iter()
+            .find(|t| t.name == tool)
+            .and_then(|t| t.output_schema.clone())
+            .expect("outputSchema");
+        let validator =
+            jsonschema::validator_for(&Value::Object((*schema).clone())).expect("valid schema");
+        assert!(
+            validator.is_valid(&out),
+            "{tool}: {out} does not match its outputSchema"
+        );
         assert_eq!(out["success"], false);
         assert_eq!(out["data"], Value::Null);
         let message = out["message"].as_str().unwrap_or_default();
