@@ -7,10 +7,15 @@
 //! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
+//! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
+//!   that knows rmcp.
+//! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 
 pub mod cli;
 pub mod error;
+pub mod mcp;
 pub mod model;
+pub mod netstat_tool;
 pub mod owners;
 pub mod query;
 pub mod source;
