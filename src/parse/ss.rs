@@ -8,8 +8,10 @@
 //!
 //! Addresses: `127.0.0.1:80`, `[::1]:80`, `[::ffff:127.0.0.1]:80`, `0.0.0.0%lo:53`,
 //! `[fe80::1]%eth0:123`, and the old unbracketed `:::22`. A host `*` is the IPv6 wildcard of a
-//! dual-stack socket (modern `ss` prints `0.0.0.0` for an IPv4 wildcard and `[::]` for a
-//! v6-only one). Owners: `users:(("nginx",pid=812,fd=6),("nginx",pid=813,fd=6))`, and the old
+//! dual-stack socket in modern `ss` (which prints `0.0.0.0` for an IPv4 wildcard and `[::]` for
+//! a v6-only one), but the IPv4 wildcard in old `ss` (iproute2 before 4.17, e.g. CentOS 7), which
+//! never prints `0.0.0.0`: so `*` is read as IPv4 when the text contains no `0.0.0.0` at all.
+//! Ports must be numeric (`ss -n`). Owners: `users:(("nginx",pid=812,fd=6),("nginx",pid=813,fd=6))`, and the old
 //! `users:(("sshd",812,3))`.
 
 use super::{
@@ -27,6 +29,7 @@ pub fn parse(text: &str) -> Parsed {
 pub fn parse_as(text: &str, transport: Option<Transport>) -> Parsed {
     let mut out = Parsed::default();
     let mut guessed = None;
+    let star_v4 = !text.contains("0.0.0.0");
     for (no, line) in numbered(text) {
         let trimmed = line.trim();
         if trimmed.is_empty() || is_header(trimmed) {
@@ -44,7 +47,7 @@ pub fn parse_as(text: &str, transport: Option<Transport>) -> Parsed {
             Some(t) => t,
             None => *guessed.get_or_insert_with(|| guess_transport(text, &mut out)),
         };
-        match parse_line(trimmed, default) {
+        match parse_line(trimmed, default, star_v4) {
             Ok(socket) => out.sockets.push(socket),
             Err(reason) => out.skip(no, line, reason),
         }
@@ -134,7 +137,7 @@ fn guess_transport(text: &str, out: &mut Parsed) -> Transport {
     }
 }
 
-fn parse_line(line: &str, default: Transport) -> Result<Socket, String> {
+fn parse_line(line: &str, default: Transport, star_v4: bool) -> Result<Socket, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let (transport, start) = match words.first().copied().unwrap_or("") {
         "tcp" => (Transport::Tcp, 1),
@@ -185,10 +188,11 @@ fn parse_line(line: &str, default: Transport) -> Result<Socket, String> {
     let local_port =
         local_port.ok_or_else(|| format!("local port of `{}` is `*`", clip(local, 60)))?;
     let (peer_ip, peer_port) = address(peer, "peer")?;
-    let ipv6 = local_ip.is_none_or(|ip| ip.is_ipv6()) || peer_ip.is_some_and(|ip| ip.is_ipv6());
+    let ipv6 =
+        local_ip.map_or(!star_v4, |ip| ip.is_ipv6()) || peer_ip.is_some_and(|ip| ip.is_ipv6());
     let mut socket = Socket::new(
         protocol_for(transport, ipv6),
-        in_family(local_ip.unwrap_or(unspecified(true)), ipv6),
+        in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6),
         local_port,
         Endpoint {
             ip: in_family(peer_ip.unwrap_or(unspecified(ipv6)), ipv6),
@@ -231,8 +235,8 @@ fn address(word: &str, which: &str) -> Result<(Option<std::net::IpAddr>, Option<
     let (h, p) = word
         .rsplit_once(':')
         .ok_or_else(|| format!("{which} address `{}` has no `:port`", clip(word, 60)))?;
-    let port = port_or_star(p).map_err(|e| format!("{which} address: {e}"))?;
-    let ip = host(h).map_err(|e| format!("{which} address: {e}"))?;
+    let port = port_or_star(p).map_err(|e| format!("{which} address: {e} (run ss with -n)"))?;
+    let ip = host(h).map_err(|e| format!("{which} address: {e} (run ss with -n)"))?;
     Ok((ip, port))
 }
 
@@ -294,13 +298,20 @@ mod tests {
 
     #[test]
     fn old_users_format_and_extras() {
-        let p = parse("tcp LISTEN 0 128 *:22 *:* users:((\"sshd\",812,3)) uid:0 ino:1234 sk:1 <->");
+        let p = parse(
+            "tcp LISTEN 0 128 *:22 *:* users:((\"sshd\",812,3)) uid:0 ino:1234 sk:1 <->\nudp UNCONN 0 0 0.0.0.0:1 0.0.0.0:*",
+        );
         let s = &p.sockets[0];
         assert_eq!(s.owners[0].pid, 812);
         assert_eq!(s.inode, Some(1234));
         assert_eq!(s.uid, Some(0));
         assert_eq!(s.protocol, Protocol::Tcp6);
         assert_eq!(s.local_ip, "::".parse::<IpAddr>().unwrap());
+        // Old ss (no `0.0.0.0` anywhere): `*` is the IPv4 wildcard.
+        let p = parse("tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 [::]:22 [::]:*");
+        assert_eq!(p.sockets[0].protocol, Protocol::Tcp);
+        assert_eq!(p.sockets[0].local_ip, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(p.sockets[1].protocol, Protocol::Tcp6);
     }
 
     #[test]
