@@ -9,6 +9,8 @@
 //!   [`query::Service`] both faces (CLI, MCP) call.
 //! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
 //!   that knows rmcp.
+//! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
+//!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 
 pub mod cli;
@@ -17,5 +19,6 @@ pub mod mcp;
 pub mod model;
 pub mod netstat_tool;
 pub mod owners;
+pub mod parse;
 pub mod query;
 pub mod source;

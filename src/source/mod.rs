@@ -53,6 +53,15 @@ impl Want {
             Transport::Udp => self.udp,
         }
     }
+
+    /// Whether a socket is one this want asks for (for sources that cannot filter at the
+    /// source, such as parsed text).
+    pub fn admits(&self, s: &Socket) -> bool {
+        let transport = s.protocol.transport();
+        self.wants(transport)
+            && self.local_port.is_none_or(|p| p == s.local_port)
+            && (transport == Transport::Udp || s.state.is_some_and(|st| self.states.contains(st)))
+    }
 }
 
 /// How complete the owner columns of a snapshot are.
