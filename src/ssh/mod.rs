@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use russh::client;
 use russh::keys::agent::AgentIdentity;
@@ -507,16 +508,43 @@ impl SshPool {
         Ok(Session { handle })
     }
 
+    /// Opens a session channel. sshd frees a closed channel's session slot a little after the
+    /// close, so a refused open on a live connection (`MaxSessions` reached) is retried a few
+    /// times with backoff before giving up; a closed connection is a dead session.
+    async fn open_channel(
+        &self,
+        session: &Session,
+        target: &Target<'_>,
+    ) -> Result<russh::Channel<client::Msg>, ExecFailure> {
+        let mut delay = Duration::from_millis(10);
+        let mut last = String::new();
+        for _ in 0..8 {
+            match session.handle.channel_open_session().await {
+                Ok(c) => return Ok(c),
+                Err(e) if session.handle.is_closed() => {
+                    return Err(ExecFailure::SessionDead(e.to_string()));
+                }
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    last = format!("{reason:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(ExecFailure::SessionDead(e.to_string())),
+            }
+        }
+        Err(ExecFailure::Final(target.protocol(
+            "opening a channel",
+            format!("the server keeps refusing new channels ({last}); its MaxSessions may be lower than {MAX_CHANNELS_PER_HOST}, or other clients share this login"),
+        )))
+    }
+
     async fn exec(
         &self,
         session: &Session,
         target: &Target<'_>,
         command: RemoteCommand,
     ) -> Result<CommandOutput, ExecFailure> {
-        let channel = match session.handle.channel_open_session().await {
-            Ok(c) => c,
-            Err(e) => return Err(ExecFailure::SessionDead(e.to_string())),
-        };
+        let channel = self.open_channel(session, target).await?;
         let (mut read, write) = channel.split();
         let mut guard = KillOnDrop { write: Some(write) };
         if let Some(w) = guard.write.as_ref()

@@ -1,0 +1,6 @@
+//! The one integration test binary.
+
+mod ssh;
+mod support {
+    pub mod sshd;
+}
