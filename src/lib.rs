@@ -2,8 +2,19 @@
 //!
 //! # Layout
 //! - [`model`]: plain data — sockets, endpoints, protocols, TCP states, owners.
+//! - [`error`]: the error type; every variant says what to do.
+//! - [`source`]: where sockets come from — netlink and `/proc/net` locally, SSH remotely.
+//! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
+//! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
+//!   [`query::Service`] both faces (CLI, MCP) call.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+
+pub mod cli;
 pub mod config;
+pub mod error;
 pub mod model;
+pub mod owners;
+pub mod query;
+pub mod source;
 pub mod ssh;

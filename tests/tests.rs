@@ -1,6 +1,7 @@
-//! The one integration test binary.
+//! The one integration test binary: every file under tests/ is a module here.
 
+mod support;
+
+mod cli;
+mod local;
 mod ssh;
-mod support {
-    pub mod sshd;
-}
