@@ -7,6 +7,8 @@
 //! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
+//! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
+//!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
 
@@ -15,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod owners;
+pub mod parse;
 pub mod query;
 pub mod source;
 pub mod ssh;
