@@ -245,9 +245,11 @@ impl NetstatConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<NetstatConfig, ConfigError> {
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        // Only an explicit --config must exist; a path from the environment or the default
+        // place that holds no file means local-only (SPEC §3), with a warning for the former.
         let (path, required) = match (explicit, env(CONFIG_ENV).filter(|p| !p.is_empty())) {
             (Some(p), _) => (p.to_path_buf(), true),
-            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, Some(p)) => (PathBuf::from(p), false),
             (None, None) => match &home {
                 Some(h) => (h.join(".config/netstat-mcp/config.toml"), false),
                 None => return Ok(NetstatConfig::local_only()),
@@ -256,6 +258,9 @@ impl NetstatConfig {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                if explicit.is_none() && env(CONFIG_ENV).is_some_and(|p| !p.is_empty()) {
+                    tracing::warn!(config = %path.display(), "${CONFIG_ENV} names no file; only the local machine is available");
+                }
                 let mut config = NetstatConfig::local_only();
                 config.ssh = SshSettings::with_home(home.as_deref());
                 return Ok(config);
@@ -1025,6 +1030,19 @@ use_agent = true
         let err = NetstatConfig::load_with(Some(&missing), &no_env).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
         assert!(err.to_string().contains("missing.toml"));
+        // $NETSTAT_MCP_CONFIG naming no file: local only (logged), not an error.
+        let missing_s = missing.to_string_lossy().to_string();
+        let env_missing = |n: &str| match n {
+            "HOME" => Some(home_s.clone()),
+            CONFIG_ENV => Some(missing_s.clone()),
+            _ => None,
+        };
+        assert!(
+            NetstatConfig::load_with(None, &env_missing)
+                .unwrap()
+                .remote_hosts
+                .is_empty()
+        );
     }
 
     #[test]

@@ -442,3 +442,426 @@ async fn cancelled_call_kills_the_remote_command() {
         .unwrap();
     assert_sees_listener(&out, sshd.port);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The remote source and the service/CLI over SSH
+
+mod remote {
+    use std::collections::HashSet;
+    use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
+    use std::process::{Command, Output};
+    use std::sync::Arc;
+
+    use netstat_mcp::error::Error;
+    use netstat_mcp::model::{Protocol, Socket, TcpState};
+    use netstat_mcp::query::{ConnectionsArgs, PortArgs, Service};
+    use netstat_mcp::source::SshRemotes;
+    use netstat_mcp::source::{Backend, LocalSource, RemoteSources, Snapshot, Source, Want};
+    use netstat_mcp::ssh::RemoteCommand;
+    use serde_json::Value;
+
+    use super::password;
+    use crate::support::sshd::{Sshd, UserPath};
+
+    type Key = (Protocol, IpAddr, u16, IpAddr, Option<u16>, Option<TcpState>);
+
+    fn key(s: &Socket) -> Key {
+        (
+            s.protocol,
+            s.local_ip,
+            s.local_port,
+            s.foreign.ip,
+            s.foreign.port,
+            s.state,
+        )
+    }
+
+    /// Sockets this test holds open: TCP and UDP, IPv4 and IPv6, listening and connected.
+    struct Mine {
+        _tcp4: TcpListener,
+        _tcp6: TcpListener,
+        _udp4: UdpSocket,
+        _udp6: UdpSocket,
+        _client: TcpStream,
+        _server: TcpStream,
+        ports: Vec<u16>,
+    }
+
+    fn open_mine() -> Mine {
+        let tcp4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp6 = TcpListener::bind("[::1]:0").unwrap();
+        let udp4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp6 = UdpSocket::bind("[::1]:0").unwrap();
+        let client = TcpStream::connect(tcp4.local_addr().unwrap()).unwrap();
+        let (server, _) = tcp4.accept().unwrap();
+        let ports = vec![
+            tcp4.local_addr().unwrap().port(),
+            tcp6.local_addr().unwrap().port(),
+            udp4.local_addr().unwrap().port(),
+            udp6.local_addr().unwrap().port(),
+            client.local_addr().unwrap().port(),
+        ];
+        Mine {
+            _tcp4: tcp4,
+            _tcp6: tcp6,
+            _udp4: udp4,
+            _udp6: udp6,
+            _client: client,
+            _server: server,
+            ports,
+        }
+    }
+
+    fn service(remotes: &SshRemotes) -> Service {
+        Service::new(
+            Arc::new(LocalSource::new(Backend::Auto)),
+            Arc::new(remotes.clone()),
+        )
+    }
+
+    async fn remote_snapshot(remotes: &SshRemotes) -> Snapshot {
+        let target = remotes.lookup("test-sshd", None).unwrap();
+        assert_eq!(target.label, "remote host test-sshd (127.0.0.1)");
+        assert!(!target.local);
+        target.source.collect(Want::all()).await.unwrap()
+    }
+
+    /// What the remote listing shows equals what the local engine shows: our own sockets with
+    /// identical fields (owners aside: the SSH user may not see root's processes), and every
+    /// listening/UDP socket that existed both before and after the remote call.
+    fn assert_same_as_local(before: &Snapshot, remote: &Snapshot, after: &Snapshot, mine: &Mine) {
+        let stable = |s: &&Socket| {
+            s.state == Some(TcpState::Listen)
+                || s.protocol.transport() == netstat_mcp::model::Transport::Udp
+        };
+        let b: HashSet<Key> = before.sockets.iter().filter(stable).map(key).collect();
+        let a: HashSet<Key> = after.sockets.iter().filter(stable).map(key).collect();
+        let r: HashSet<Key> = remote.sockets.iter().map(key).collect();
+        let missing: Vec<&Key> = b.intersection(&a).filter(|k| !r.contains(*k)).collect();
+        assert!(missing.is_empty(), "remote listing lacks {missing:?}");
+        for port in &mine.ports {
+            let local: HashSet<Key> = before
+                .sockets
+                .iter()
+                .filter(|s| s.local_port == *port)
+                .map(key)
+                .collect();
+            let remote_mine: HashSet<Key> = remote
+                .sockets
+                .iter()
+                .filter(|s| s.local_port == *port)
+                .map(key)
+                .collect();
+            assert!(!local.is_empty(), "local engine misses port {port}");
+            assert_eq!(local, remote_mine, "port {port}");
+        }
+        // Root holds our sockets; the unprivileged SSH user sees no owner for them, and is told.
+        let ours = remote
+            .sockets
+            .iter()
+            .find(|s| s.local_port == mine.ports[0] && s.state == Some(TcpState::Listen))
+            .unwrap();
+        assert!(ours.owners.is_empty(), "{ours:?}");
+        assert!(
+            remote
+                .notes
+                .iter()
+                .any(|n| n.contains("SSH user netstat-mcp-test may not inspect")),
+            "{:?}",
+            remote.notes
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remote_listing_matches_local_engine() {
+        let sshd = Sshd::start(UserPath::System);
+        let mine = open_mine();
+        let remotes = SshRemotes::new(sshd.config("", &password()));
+        let local = LocalSource::new(Backend::Auto);
+        let before = local.collect(Want::all()).await.unwrap();
+        let remote = remote_snapshot(&remotes).await;
+        let after = local.collect(Want::all()).await.unwrap();
+        assert_same_as_local(&before, &remote, &after, &mine);
+        assert_eq!(
+            remotes
+                .pool()
+                .remembered_command(&remotes.config().remote_hosts[0], None),
+            Some(RemoteCommand::NetstatWide)
+        );
+
+        // Through the service (the core of the CLI and MCP faces): filters, messages, port check.
+        let service = service(&remotes);
+        let map = |v: Value| v.as_object().cloned().unwrap();
+        let query = ConnectionsArgs::from_json(&map(serde_json::json!({
+            "host": "test-sshd", "proto": "tcp", "state": "LISTEN", "local_port": mine.ports[0]
+        })))
+        .unwrap()
+        .validate(Some(500))
+        .unwrap();
+        let env = service.connections(&query).await.unwrap();
+        let data = env.data.as_ref().unwrap();
+        assert_eq!(data.host, "test-sshd");
+        assert_eq!(data.connection_count, 1, "{}", env.message);
+        assert!(
+            env.message.starts_with(
+                "Successfully obtained TCP connections on remote host test-sshd (127.0.0.1), total 1"
+            ),
+            "{}",
+            env.message
+        );
+        assert!(
+            env.message.contains("use an SSH user with root rights"),
+            "{}",
+            env.message
+        );
+        assert_eq!(data.connections[0].pid, None);
+
+        let port = PortArgs::from_json(&map(serde_json::json!({
+            "host": "test-sshd", "port": mine.ports[0]
+        })))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let env = service.port(&port).await.unwrap();
+        assert!(env.data.as_ref().unwrap().is_occupied, "{}", env.message);
+        assert!(
+            env.message.starts_with(&format!(
+                "Port {}/TCP on remote host test-sshd (127.0.0.1) is occupied",
+                mine.ports[0]
+            )),
+            "{}",
+            env.message
+        );
+        // One handshake for everything above.
+        assert_eq!(remotes.pool().handshakes(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn falls_back_to_ss_then_proc_net() {
+        // No netstat, but ss.
+        let sshd = Sshd::start(UserPath::Bare);
+        std::os::unix::fs::symlink("/usr/bin/ss", sshd.bin.join("ss")).unwrap();
+        let mine = open_mine();
+        let remotes = SshRemotes::new(sshd.config("", &password()));
+        let local = LocalSource::new(Backend::Auto);
+        let before = local.collect(Want::all()).await.unwrap();
+        let remote = remote_snapshot(&remotes).await;
+        let after = local.collect(Want::all()).await.unwrap();
+        assert_eq!(
+            remotes
+                .pool()
+                .remembered_command(&remotes.config().remote_hosts[0], None),
+            Some(RemoteCommand::Ss)
+        );
+        assert_same_as_local(&before, &remote, &after, &mine);
+
+        // Neither netstat nor ss: /proc/net.
+        std::fs::remove_file(sshd.bin.join("ss")).unwrap();
+        let remotes = SshRemotes::new(sshd.config("", &password()));
+        let remote = remote_snapshot(&remotes).await;
+        assert_eq!(
+            remotes
+                .pool()
+                .remembered_command(&remotes.config().remote_hosts[0], None),
+            Some(RemoteCommand::ProcNet)
+        );
+        let ports: HashSet<u16> = remote.sockets.iter().map(|s| s.local_port).collect();
+        for p in &mine.ports {
+            assert!(ports.contains(p), "/proc/net listing lacks port {p}");
+        }
+        assert!(
+            remote
+                .notes
+                .iter()
+                .any(|n| n.contains("neither netstat nor ss")),
+            "{:?}",
+            remote.notes
+        );
+
+        // Nothing usable at all: a clear error naming what was tried.
+        std::fs::remove_file(sshd.bin.join("cat")).unwrap();
+        let remotes = SshRemotes::new(sshd.config("", &password()));
+        let target = remotes.lookup("test-sshd", None).unwrap();
+        let err = target.source.collect(Want::all()).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("no usable command on test-sshd (127.0.0.1)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("netstat -tunapW") && msg.contains("ss -tunap"),
+            "{msg}"
+        );
+        assert!(msg.contains("Install net-tools"), "{msg}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_and_hostile_hosts_run_nothing() {
+        let sshd = Sshd::start(UserPath::System);
+        let remotes = SshRemotes::new(sshd.config("", &password()));
+        let service = service(&remotes);
+        for host in [
+            "web-9",
+            "a;id",
+            "$(id)",
+            "`id`",
+            "x' || id '",
+            "\"quoted\"",
+            "test-sshd\nid",
+            "test-sshd;id",
+            "127.0.0.1:22",
+        ] {
+            let map = serde_json::json!({"host": host})
+                .as_object()
+                .cloned()
+                .unwrap();
+            let result = match ConnectionsArgs::from_json(&map).and_then(|a| a.validate(Some(500)))
+            {
+                Ok(q) => service.connections(&q).await.map(|_| ()),
+                Err(e) => Err(Error::Input(e)),
+            };
+            let err = result.expect_err(host);
+            assert_eq!(
+                err.to_string(),
+                format!("Authentication config for remote host not found: {host}"),
+                "{host:?}"
+            );
+        }
+        assert_eq!(remotes.pool().handshakes(), 0, "nothing was contacted");
+        // The only connection sshd saw is the readiness probe of the test setup.
+        assert_eq!(
+            sshd.log().matches("Connection from").count(),
+            1,
+            "{}",
+            sshd.log()
+        );
+    }
+
+    fn netstat_mcp(config: &std::path::Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("NETSTAT_MCP_CONFIG")
+            .output()
+            .expect("run netstat-mcp")
+    }
+
+    fn json(out: &Output) -> Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    #[test]
+    fn cli_over_ssh_hosts_connections_port() {
+        use std::os::unix::fs::PermissionsExt;
+        let sshd = Sshd::start(UserPath::System);
+        let mine = open_mine();
+        let config = sshd.root().join("netstat-mcp.toml");
+        std::fs::write(&config, sshd.config_text("", &password())).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        // hosts: name, address, port, user, auth; never the password.
+        let out = netstat_mcp(&config, &["hosts"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("test-sshd"))
+            .expect("host row");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            &cells[..4],
+            [
+                "test-sshd",
+                "127.0.0.1",
+                &sshd.port.to_string(),
+                "netstat-mcp-test"
+            ]
+        );
+        assert!(row.contains("password (in config)"), "{row}");
+        assert!(!text.contains(super::PASSWORD), "{text}");
+        let hosts = json(&netstat_mcp(&config, &["hosts", "--json"]));
+        assert_eq!(hosts[0]["name"], "test-sshd");
+        assert_eq!(hosts[0]["auth"], "password (in config)");
+
+        // connections --host: our sockets, the same as the local listing.
+        let remote = json(&netstat_mcp(
+            &config,
+            &["connections", "--host", "test-sshd", "--json"],
+        ));
+        let local = json(&netstat_mcp(&config, &["connections", "--json"]));
+        assert_eq!(remote["success"], true, "{remote}");
+        assert_eq!(remote["data"]["host"], "test-sshd");
+        let rows = |v: &Value, port: u16| -> HashSet<String> {
+            v["data"]["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["local_port"].as_u64() == Some(u64::from(port)))
+                .map(|c| {
+                    format!(
+                        "{} {}:{} {}:{} {}",
+                        c["protocol"],
+                        c["local_ip"],
+                        c["local_port"],
+                        c["foreign_ip"],
+                        c["foreign_port"],
+                        c["state"]
+                    )
+                })
+                .collect()
+        };
+        for port in &mine.ports {
+            let l = rows(&local, *port);
+            assert!(!l.is_empty(), "local misses {port}");
+            assert_eq!(l, rows(&remote, *port), "port {port}");
+        }
+
+        // port --host: occupied (exit 0) and free (exit 1).
+        let p = mine.ports[0].to_string();
+        let out = netstat_mcp(&config, &["port", &p, "--host", "test-sshd"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&format!(
+                "Port {p}/TCP on remote host test-sshd (127.0.0.1) is occupied"
+            )),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+
+        // An unknown or hostile host: the SPEC message, exit 2.
+        for host in ["nope", "a;id"] {
+            let out = netstat_mcp(&config, &["connections", "--host", host]);
+            assert_eq!(out.status.code(), Some(2));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(&format!(
+                    "Authentication config for remote host not found: {host}"
+                )),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        // A remote failure is its own clear error: the sshd's key is unknown.
+        std::fs::write(&sshd.known_hosts, "").unwrap();
+        let out = netstat_mcp(&config, &["connections", "--host", "test-sshd", "--json"]);
+        assert_eq!(out.status.code(), Some(2));
+        let v = json(&out);
+        assert_eq!(v["success"], false);
+        assert!(
+            v["message"].as_str().unwrap().contains("is not known"),
+            "{v}"
+        );
+    }
+}

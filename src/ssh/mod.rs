@@ -39,19 +39,6 @@ use crate::config::{AuthMethod, HostKeyPolicy, MAX_CHANNELS_PER_HOST, RemoteHost
 /// Output larger than this is refused rather than held in memory (100k sockets is ~15 MB).
 const MAX_OUTPUT_BYTES: usize = 256 * 1024 * 1024;
 
-/// The `/proc/net` tables, one per [`RemoteCommand::ProcNet`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProcFile {
-    Tcp,
-    Tcp6,
-    Udp,
-    Udp6,
-}
-
-impl ProcFile {
-    pub const ALL: [ProcFile; 4] = [ProcFile::Tcp, ProcFile::Tcp6, ProcFile::Udp, ProcFile::Udp6];
-}
-
 /// The only commands we ever run remotely. Each is a fixed string; none takes an argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RemoteCommand {
@@ -61,8 +48,9 @@ pub enum RemoteCommand {
     Netstat,
     /// `ss -tunap` (iproute2).
     Ss,
-    /// `cat /proc/net/<file>`.
-    ProcNet(ProcFile),
+    /// The four `/proc/net/{tcp,tcp6,udp,udp6}` tables, each after a `== name` marker
+    /// ([`crate::parse::PROC_NET_COMMAND`]).
+    ProcNet,
     /// `true`: a no-op used by tests and health checks.
     True,
 }
@@ -74,10 +62,7 @@ impl RemoteCommand {
             RemoteCommand::NetstatWide => "env LC_ALL=C netstat -tunapW",
             RemoteCommand::Netstat => "env LC_ALL=C netstat -tunap",
             RemoteCommand::Ss => "env LC_ALL=C ss -tunap",
-            RemoteCommand::ProcNet(ProcFile::Tcp) => "cat /proc/net/tcp",
-            RemoteCommand::ProcNet(ProcFile::Tcp6) => "cat /proc/net/tcp6",
-            RemoteCommand::ProcNet(ProcFile::Udp) => "cat /proc/net/udp",
-            RemoteCommand::ProcNet(ProcFile::Udp6) => "cat /proc/net/udp6",
+            RemoteCommand::ProcNet => crate::parse::PROC_NET_COMMAND,
             RemoteCommand::True => "true",
         }
     }
@@ -962,12 +947,9 @@ mod tests {
             RemoteCommand::NetstatWide,
             RemoteCommand::Netstat,
             RemoteCommand::Ss,
-            RemoteCommand::ProcNet(ProcFile::Tcp),
-            RemoteCommand::ProcNet(ProcFile::Tcp6),
-            RemoteCommand::ProcNet(ProcFile::Udp),
-            RemoteCommand::ProcNet(ProcFile::Udp6),
             RemoteCommand::True,
         ];
+        // The simple commands carry no shell syntax at all.
         for c in all {
             let line = c.command_line();
             assert!(
@@ -979,6 +961,11 @@ mod tests {
         assert_eq!(
             RemoteCommand::NetstatWide.command_line(),
             "env LC_ALL=C netstat -tunapW"
+        );
+        assert!(
+            RemoteCommand::ProcNet
+                .command_line()
+                .contains("/proc/net/$f")
         );
     }
 
