@@ -290,6 +290,28 @@ async fn refused_port_is_refused() {
     assert!(msg.contains("test-sshd (127.0.0.1)"), "{msg}");
 }
 
+/// A port that accepts TCP but never speaks SSH: the connect timeout covers the key exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_is_a_connect_timeout() {
+    let sshd = Sshd::start(UserPath::System);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let config = sshd.config("connect_timeout_secs = 1", &password());
+    let (pool, host) = pool_and_host(&config);
+    let t0 = Instant::now();
+    let err = pool
+        .run(&host, Some(port), RemoteCommand::True)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        matches!(err, SshError::ConnectTimeout { secs: 1, .. }),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(err.to_string().contains("connect_timeout_secs"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeat_call_reuses_the_session() {
     let sshd = Sshd::start(UserPath::System);

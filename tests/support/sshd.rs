@@ -240,7 +240,7 @@ impl Sshd {
 
     pub fn config_text(&self, ssh_extra: &str, host_extra: &str) -> String {
         format!(
-            "[ssh]\nknown_hosts = \"{kh}\"\nconnect_timeout_secs = 10\n{ssh_extra}\n\n\
+            "[ssh]\nknown_hosts = \"{kh}\"\n{ssh_extra}\n\n\
              [[remote_hosts]]\nname = \"test-sshd\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{USER}\"\n{host_extra}\n",
             kh = self.known_hosts.display(),
             port = self.port
