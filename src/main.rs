@@ -21,6 +21,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &config.warnings {
+        eprintln!("netstat-mcp: warning: {warning}");
+    }
     let remotes = SshRemotes::new(config);
     let service = Service::new(
         Arc::new(LocalSource::new(cli.backend.into())),
