@@ -12,8 +12,11 @@
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
+//! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
+//! - [`ssh`]: the SSH session pool and fixed remote commands.
 
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod mcp;
 pub mod model;
@@ -22,3 +25,4 @@ pub mod owners;
 pub mod parse;
 pub mod query;
 pub mod source;
+pub mod ssh;

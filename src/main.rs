@@ -3,9 +3,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use netstat_mcp::cli::{self, Cli, Command};
+use netstat_mcp::config::NetstatConfig;
 use netstat_mcp::mcp::{self, NetstatServer};
 use netstat_mcp::query::Service;
-use netstat_mcp::source::{LocalSource, NoRemotes};
+use netstat_mcp::source::{LocalSource, SshRemotes};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -15,13 +16,25 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let config = match NetstatConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netstat-mcp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for warning in &config.warnings {
+        eprintln!("netstat-mcp: warning: {warning}");
+    }
+    let remotes = SshRemotes::new(config);
     let service = Service::new(
         Arc::new(LocalSource::new(cli.backend.into())),
-        Arc::new(NoRemotes),
+        Arc::new(remotes.clone()),
     );
     match &cli.command {
         Some(Command::Connections(opts)) => cli::connections(&service, opts).await,
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
+        Some(Command::Hosts(opts)) => cli::hosts(remotes.config(), opts),
         None | Some(Command::Serve(_)) => match mcp::serve_stdio(NetstatServer::new(service)).await
         {
             Ok(()) => ExitCode::SUCCESS,

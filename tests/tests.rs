@@ -6,3 +6,4 @@ mod cli;
 mod local;
 mod mcp;
 mod parse;
+mod ssh;

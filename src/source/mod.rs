@@ -8,6 +8,7 @@
 pub mod local;
 pub mod netlink;
 pub mod procfs;
+pub mod remote;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use crate::error::Error;
 use crate::model::{Socket, StateSet, Transport};
 
 pub use local::{Backend, LocalSource};
+pub use remote::{RemoteSource, SshRemotes};
 
 /// A boxed, sendable future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -2,3 +2,4 @@
 
 pub mod mcp_client;
 pub mod net;
+pub mod sshd;
