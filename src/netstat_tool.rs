@@ -18,7 +18,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, InputError};
-use crate::model::{Protocol, Socket, StateSet, TcpState, Transport};
+use crate::model::{Socket, StateSet, TcpState, Transport};
+use crate::parse::render::{Listing, RenderOptions, render_netstat};
 use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
 use crate::source::{OwnerCoverage, Want};
 
@@ -379,11 +380,16 @@ async fn native(
         owners: args.programs,
     };
     let (_, snapshot) = service.snapshot(&HostSpec::Local, None, want).await?;
-    let mut shown: Vec<&Socket> = snapshot.sockets.iter().filter(|s| args.shows(s)).collect();
+    let mut shown: Vec<Socket> = snapshot
+        .sockets
+        .into_iter()
+        .filter(|s| args.shows(s))
+        .collect();
     shown.sort_by_key(|s| s.protocol);
     let text = render_netstat(
         &shown,
         &RenderOptions {
+            wide: false,
             programs: args.programs,
             listing: args.listing(),
         },
@@ -415,87 +421,10 @@ async fn native(
     Ok(Envelope::ok(message, d))
 }
 
-/// Which sockets a listing claims to show; only the title line changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Listing {
-    #[default]
-    All,
-    Listening,
-    Connected,
-}
-
-/// Options of the native rendering, mirroring netstat's flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RenderOptions {
-    /// `-p`: add the `PID/Program name` column.
-    pub programs: bool,
-    pub listing: Listing,
-}
-
-/// Renders sockets in net-tools `netstat -tun[a|l][p]` columns.
-///
-/// The one switch-over point: when `crate::parse::render` lands, this becomes a call to its
-/// `render_netstat`, which reproduces net-tools' widths and address cuts exactly.
-pub fn render_netstat(sockets: &[&Socket], options: &RenderOptions) -> String {
-    let mut out = String::with_capacity(128 + sockets.len() * 110);
-    out.push_str(match options.listing {
-        Listing::All => "Active Internet connections (servers and established)\n",
-        Listing::Listening => "Active Internet connections (only servers)\n",
-        Listing::Connected => "Active Internet connections (w/o servers)\n",
-    });
-    let mut header = String::from(
-        "Proto Recv-Q Send-Q Local Address           Foreign Address         State      ",
-    );
-    if options.programs {
-        header.push_str(" PID/Program name");
-    }
-    out.push_str(header.trim_end());
-    out.push('\n');
-    for s in sockets {
-        let local = address(s, s.local_ip, Some(s.local_port));
-        let foreign = address(s, s.foreign.ip, s.foreign.port);
-        let state = s.state.map_or("", TcpState::netstat_name);
-        let mut line = format!(
-            "{:<5} {:>6} {:>6} {:<23} {:<23} {:<11}",
-            s.protocol.as_str(),
-            s.recv_queue,
-            s.send_queue,
-            local,
-            foreign,
-            state
-        );
-        if options.programs {
-            line.push(' ');
-            match s.owners.iter().min_by_key(|o| o.pid) {
-                Some(o) => {
-                    let _ = write!(line, "{}/{}", o.pid, o.program);
-                }
-                None => line.push('-'),
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// `addr:port` as netstat prints it: v4-mapped addresses on IPv6 sockets as IPv4, `*` for no
-/// port.
-fn address(s: &Socket, ip: std::net::IpAddr, port: Option<u16>) -> String {
-    let ip = match ip {
-        std::net::IpAddr::V6(a) if matches!(s.protocol, Protocol::Tcp6 | Protocol::Udp6) => a
-            .to_ipv4_mapped()
-            .map_or_else(|| a.to_string(), |v4| v4.to_string()),
-        other => other.to_string(),
-    };
-    let port = port.map_or_else(|| "*".to_string(), |p| p.to_string());
-    format!("{ip}:{port}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Owner};
+    use crate::model::{Endpoint, Owner, Protocol};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn parse(args: &[&str]) -> Result<NetstatArgs, InputError> {
@@ -600,8 +529,9 @@ mod tests {
         let mut mapped = sock(Protocol::Tcp6, 22, Some(TcpState::Established), Some(40000));
         mapped.local_ip = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         let text = render_netstat(
-            &[&s, &mapped],
+            &[s, mapped],
             &RenderOptions {
+                wide: false,
                 programs: true,
                 listing: Listing::All,
             },
@@ -612,13 +542,14 @@ mod tests {
             "Active Internet connections (servers and established)"
         );
         assert!(lines[1].starts_with("Proto Recv-Q Send-Q Local Address"));
-        assert!(lines[1].ends_with("State       PID/Program name"));
+        // net-tools pads the program column to 20 characters, header included.
+        assert!(lines[1].ends_with("State       PID/Program name    "));
         assert_eq!(
             lines[2],
-            "tcp        0      0 127.0.0.1:8080          0.0.0.0:*               LISTEN      42/nginx"
+            "tcp        0      0 127.0.0.1:8080          0.0.0.0:*               LISTEN      42/nginx            "
         );
         assert!(lines[3].starts_with("tcp6       0      0 10.0.0.1:22             ::1:40000"));
-        assert!(lines[3].ends_with("ESTABLISHED -"));
+        assert!(lines[3].trim_end().ends_with("ESTABLISHED -"));
     }
 
     #[test]
