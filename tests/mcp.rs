@@ -762,7 +762,8 @@ async fn netstat_without_a_binary_renders_the_columns_natively() {
     assert!(mine.starts_with("tcp "), "{mine}");
     assert!(mine.contains("LISTEN"), "{mine}");
     assert!(
-        mine.trim_end().ends_with(&format!("{}/{}", me(), own_comm())),
+        mine.trim_end()
+            .ends_with(&format!("{}/{}", me(), own_comm())),
         "{mine}"
     );
     // -l: no connected sockets; -t: no UDP.

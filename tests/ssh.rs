@@ -886,4 +886,95 @@ mod remote {
             "{v}"
         );
     }
+
+    /// Both tools through the real MCP server (a child process on stdio) to the real sshd.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mcp_over_ssh_both_tools() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::support::mcp_client::Server;
+
+        let sshd = Sshd::start(UserPath::System);
+        let mine = open_mine();
+        let config = sshd.root().join("netstat-mcp.toml");
+        std::fs::write(&config, sshd.config_text("", &password())).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = config.to_string_lossy().into_owned();
+        let server = Server::start_with(&["--config", &config], &[]).await;
+
+        let listener = mine.ports[0];
+        let out = server
+            .call(
+                "query_network_connections",
+                serde_json::json!({"host": "test-sshd", "proto": "tcp", "local_port": listener}),
+            )
+            .await;
+        assert_eq!(out["success"], true, "{out}");
+        assert_eq!(out["data"]["host"], "test-sshd");
+        let rows = out["data"]["connections"].as_array().unwrap();
+        assert!(
+            rows.iter()
+                .any(|r| r["state"] == "LISTEN" && r["local_ip"] == "127.0.0.1"),
+            "{out}"
+        );
+        assert!(
+            out["message"].as_str().unwrap().starts_with(
+                "Successfully obtained TCP connections on remote host test-sshd (127.0.0.1), total"
+            ),
+            "{out}"
+        );
+
+        // check_port_occupation with ssh_port given explicitly (the sshd's own port).
+        let out = server
+            .call(
+                "check_port_occupation",
+                serde_json::json!({"host": "127.0.0.1", "port": listener, "ssh_port": sshd.port}),
+            )
+            .await;
+        // `127.0.0.1` means the local machine (SPEC §1.1), so this is answered locally, with owners.
+        assert_eq!(out["data"]["host"], "localhost", "{out}");
+        let out = server
+            .call(
+                "check_port_occupation",
+                serde_json::json!({"host": "test-sshd", "port": listener, "ssh_port": sshd.port}),
+            )
+            .await;
+        assert_eq!(out["data"]["is_occupied"], true, "{out}");
+        assert!(
+            out["message"].as_str().unwrap().starts_with(&format!(
+                "Port {listener}/TCP on remote host test-sshd (127.0.0.1) is occupied"
+            )),
+            "{out}"
+        );
+
+        // Unknown host over MCP: a tool error with the SPEC message, and the server goes on.
+        let result = server
+            .call_raw(
+                "check_port_occupation",
+                serde_json::json!({"host": "web-9", "port": 80}),
+            )
+            .await
+            .unwrap();
+        let v = server.check("check_port_occupation", &result);
+        assert_eq!(
+            v["message"],
+            "Authentication config for remote host not found: web-9"
+        );
+        // A refused SSH port: its own clear error.
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let result = server
+            .call_raw(
+                "query_network_connections",
+                serde_json::json!({"host": "test-sshd", "port": closed}),
+            )
+            .await
+            .unwrap();
+        let v = server.check("query_network_connections", &result);
+        assert_eq!(v["success"], false);
+        assert!(v["message"].as_str().unwrap().contains("refused"), "{v}");
+        server.stop().await;
+    }
 }
