@@ -408,6 +408,47 @@ fn debian12_captures_agree_across_tools() {
     }
 }
 
+/// `netstat -e`, `ss -e` and `/proc/net` name the same inode and uid for each of our sockets.
+#[test]
+fn debian12_extended_columns_agree_on_inodes() {
+    let netstat = parse::parse(
+        Format::NetTools,
+        &fixture("net-tools/debian12-tunapeW-ours.txt"),
+    );
+    let ss = parse::parse(Format::Ss, &fixture("ss/debian12-6.1-tunapeH-ours.txt"));
+    assert!(netstat.skipped.is_empty() && ss.skipped.is_empty());
+    let mut proc_all = String::new();
+    for f in ["tcp", "tcp6", "udp", "udp6"] {
+        proc_all.push_str(&fixture(&format!("proc-net/debian12-{f}.txt")));
+    }
+    let procfs = parse::parse(Format::ProcNet, &proc_all);
+    assert_eq!(netstat.sockets.len(), 19);
+    let same = |a: &Socket, b: &Socket| {
+        a.protocol == b.protocol
+            && a.local_ip == b.local_ip
+            && a.local_port == b.local_port
+            && a.foreign == b.foreign
+            && a.state == b.state
+    };
+    for n in &netstat.sockets {
+        assert!(n.inode.is_some(), "{n:?}");
+        assert_eq!(n.uid, Some(0));
+        let s = ss
+            .sockets
+            .iter()
+            .find(|s| same(s, n))
+            .unwrap_or_else(|| panic!("ss lacks {n:?}"));
+        assert_eq!(s.inode, n.inode, "{n:?}");
+        let p = procfs
+            .sockets
+            .iter()
+            .find(|p| same(p, n))
+            .unwrap_or_else(|| panic!("/proc lacks {n:?}"));
+        assert_eq!(p.inode, n.inode, "{n:?}");
+        assert_eq!(p.uid, n.uid);
+    }
+}
+
 #[test]
 fn bsd_captures() {
     let f = parse::parse(Format::Bsd, &fixture("bsd/freebsd12-an.txt"));
@@ -724,10 +765,14 @@ fn check_all(text: &str) {
 
 // ---- local fallback against a real listener ----
 
+/// Generous: `ss -p`/`netstat -p` walk every process's fds, which takes seconds on a host with
+/// 100k sockets (as when a benchmark runs next to the tests).
+const LIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
 fn own_listener_found(cmd: &FallbackCommand) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let port = listener.local_addr().expect("local addr").port();
-    let text = external::run_command(cmd.program, cmd.args, Duration::from_secs(10))
+    let text = external::run_command(cmd.program, cmd.args, LIVE_TIMEOUT)
         .unwrap_or_else(|e| panic!("{} must be installed for this test: {e}", cmd.program));
     let parsed = parse::parse(cmd.format, &text);
     let ours = parsed
@@ -765,8 +810,7 @@ fn fallback_commands_find_our_own_listener() {
 fn run_fallback_uses_the_first_working_command() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let port = listener.local_addr().expect("local addr").port();
-    let (cmd, parsed) =
-        external::run_fallback(Duration::from_secs(10)).expect("some fallback works here");
+    let (cmd, parsed) = external::run_fallback(LIVE_TIMEOUT).expect("some fallback works here");
     assert_eq!(cmd.program, "ss");
     assert!(parsed.sockets.iter().any(|s| s.local_port == port));
     // A missing first command falls through to the next.
@@ -782,9 +826,9 @@ fn run_fallback_uses_the_first_working_command() {
             format: Format::Ss,
         },
     ];
-    let (used, parsed) = external::run_first(&cmds, Duration::from_secs(10)).expect("ss works");
+    let (used, parsed) = external::run_first(&cmds, LIVE_TIMEOUT).expect("ss works");
     assert_eq!(used.program, "ss");
     assert!(parsed.sockets.iter().any(|s| s.local_port == port));
-    let err = external::run_first(&cmds[..1], Duration::from_secs(10)).unwrap_err();
+    let err = external::run_first(&cmds[..1], LIVE_TIMEOUT).unwrap_err();
     assert!(err.to_string().contains("netstat-mcp-missing"), "{err}");
 }

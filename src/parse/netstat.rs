@@ -9,6 +9,8 @@
 //!   *address* (`fe80::fc:ff:fe00::18443`). Such an address is unreadable: the line is reported
 //!   as skipped (run with `-W`). A 23-character IPv6 column that still parses may have lost
 //!   trailing digits; it is kept and a note says so.
+//! - With `-e`, `User` (a uid with `-n`) and `Inode` columns come before the program; both are
+//!   kept.
 //! - The program column is `pid/name`, where the name may hold spaces and colons
 //!   (`1234/nginx: master`), `-` when unknown, and is cut by netstat to 19 characters.
 //!
@@ -103,26 +105,45 @@ fn parse_line(line: &str) -> Result<(Socket, bool), String> {
     let local_ip = in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6);
     let foreign_ip = in_family(foreign_ip.unwrap_or(unspecified(ipv6)), ipv6);
 
-    // What is left: [State] [PID/Program name], either may be absent.
+    // What is left: [State] [User Inode] [PID/Program name]; each may be absent.
     let mut tail = rest.trim();
     let mut state = None;
     let first = tail.split_whitespace().next().unwrap_or("");
-    if !first.is_empty() && !looks_like_owner(first) {
-        match TcpState::parse(first) {
-            Some(s) => {
-                state = Some(s);
-                next_word(&mut tail);
-                tail = tail.trim();
-            }
-            None => return Err(format!("state `{}` is not a TCP state", clip(first, 30))),
+    if let Some(s) = TcpState::parse(first) {
+        state = Some(s);
+        next_word(&mut tail);
+        tail = tail.trim();
+    }
+    // `-e`: User (uid with -n, else a name) and Inode.
+    let mut uid = None;
+    let mut inode = None;
+    {
+        let mut probe = tail;
+        let user = next_word(&mut probe);
+        let ino = next_word(&mut probe);
+        if !user.is_empty()
+            && !looks_like_owner(user)
+            && !ino.is_empty()
+            && ino.bytes().all(|b| b.is_ascii_digit())
+        {
+            uid = user.parse::<u32>().ok();
+            inode = ino.parse::<u64>().ok().filter(|&n| n != 0);
+            tail = probe.trim();
         }
+    }
+    let first = tail.split_whitespace().next().unwrap_or("");
+    if !first.is_empty() && !looks_like_owner(first) {
+        return Err(format!(
+            "`{}` is neither a TCP state nor a PID/Program column",
+            clip(first, 30)
+        ));
     }
     if transport == Transport::Tcp && state.is_none() {
         return Err("TCP line has no state".into());
     }
-    if transport == Transport::Udp && state.is_some_and(|s| s != TcpState::Established) {
+    if let Some(s) = state.filter(|&s| transport == Transport::Udp && s != TcpState::Established) {
         // netstat prints nothing for an unconnected UDP socket; keep other words honest.
-        return Err(format!("UDP state `{first}` is not ESTABLISHED or empty"));
+        return Err(format!("UDP state `{s}` is not ESTABLISHED or empty"));
     }
 
     let mut socket = Socket::new(
@@ -137,6 +158,8 @@ fn parse_line(line: &str) -> Result<(Socket, bool), String> {
     socket.state = state;
     socket.recv_queue = recv_queue;
     socket.send_queue = send_queue;
+    socket.uid = uid;
+    socket.inode = inode;
     if !tail.is_empty() && tail != "-" {
         let (pid, program) = tail
             .split_once('/')
@@ -233,6 +256,26 @@ mod tests {
         assert_eq!(s.state, None);
         assert_eq!(&*s.owners[0].program, "pysrv: master");
         let s = one("udp        0      0 127.0.0.1:15353         0.0.0.0:*");
+        assert!(s.owners.is_empty());
+    }
+
+    #[test]
+    fn extended_columns() {
+        let s = one(
+            "udp6       0      0 :::15354                :::*                                0          17015      9054/pysrv: master  ",
+        );
+        assert_eq!(s.uid, Some(0));
+        assert_eq!(s.inode, Some(17015));
+        assert_eq!(&*s.owners[0].program, "pysrv: master");
+        let s = one(
+            "tcp        0      0 0.0.0.0:22              0.0.0.0:*               LISTEN      root       21767      1215/sshd           ",
+        );
+        assert_eq!(s.uid, None);
+        assert_eq!(s.inode, Some(21767));
+        let s = one(
+            "tcp        0      0 1.2.3.4:5              6.7.8.9:10               TIME_WAIT   0          0          -",
+        );
+        assert_eq!(s.inode, None);
         assert!(s.owners.is_empty());
     }
 
