@@ -193,3 +193,63 @@ fn loadgen_exits_after_hold_secs_without_any_signal() {
     assert!(status.success(), "loadgen exited with {status}");
     assert!(!alive(ready.workers[0]));
 }
+
+/// `bench/report.py`, run from the repository root.
+fn report_py(args: &[&str]) -> std::process::Output {
+    Command::new("python3")
+        .arg("bench/report.py")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run python3 (needed by the benchmark's count check)")
+}
+
+#[test]
+fn bench_report_unit_tests_pass() {
+    let out = Command::new("python3")
+        .arg("bench/test_report.py")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run python3 bench/test_report.py");
+    assert!(
+        out.status.success(),
+        "bench/test_report.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn benchmark_count_check_agrees_with_the_kernel_on_real_ss_output() {
+    let (mut child, ready) = start(&["--connections", "200", "--per-worker", "100"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run_ss = |args: &[&str], file: &str| {
+        let out = Command::new("ss").args(args).output().expect("run ss");
+        assert!(out.status.success(), "ss {args:?} failed");
+        let path = dir.path().join(file);
+        std::fs::write(&path, &out.stdout).expect("write ss output");
+        path
+    };
+    let port = ready.port.to_string();
+    let all = run_ss(&["-tanp"], "all.out");
+    let filter = format!("sport = :{port}");
+    let local = run_ss(&["-tanp", &filter], "local.out");
+    let count = |mode: &str, path: &std::path::Path| {
+        let out = report_py(&[
+            "count",
+            "--kind",
+            "ss",
+            "--mode",
+            mode,
+            "--port",
+            &port,
+            path.to_str().expect("utf-8 temp path"),
+        ]);
+        assert!(out.status.success(), "report.py count failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Listener + 200 accepted + 200 client ends, every one owned by a loadgen process.
+    assert_eq!(count("list", &all), "401 401");
+    assert_eq!(count("local", &local), "201 201");
+    drop(child.stdin.take());
+    assert!(wait_exit(&mut child).success());
+}
