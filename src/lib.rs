@@ -2,4 +2,20 @@
 //!
 //! # Layout
 //! - [`model`]: plain data — sockets, endpoints, protocols, TCP states, owners.
+//! - [`error`]: the error type; every variant says what to do.
+//! - [`source`]: where sockets come from — netlink and `/proc/net` locally, SSH remotely.
+//! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
+//! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
+//!   [`query::Service`] both faces (CLI, MCP) call.
+//! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
+//!   that knows rmcp.
+//! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
+
+pub mod cli;
+pub mod error;
+pub mod mcp;
 pub mod model;
+pub mod netstat_tool;
+pub mod owners;
+pub mod query;
+pub mod source;

@@ -1,1 +1,8 @@
+//! The one integration test binary: every file under tests/ is a module here.
+
+mod support;
+
+mod cli;
 mod loadgen;
+mod local;
+mod mcp;

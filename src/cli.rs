@@ -1,0 +1,327 @@
+//! The command line: clap options → the same queries the MCP server runs → a table or the
+//! SPEC JSON. The MCP server itself starts from `main` when no subcommand (or `serve`) is given.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::error::{Error, InputError};
+use crate::query::{ConnectionsArgs, ConnectionsData, Envelope, PortArgs, PortData, Service};
+use crate::source::Backend;
+
+/// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
+///
+/// With no command, serves the Model Context Protocol on stdio (what MCP clients launch).
+#[derive(Debug, Parser)]
+#[command(name = "netstat-mcp", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (TOML) with remote hosts; else $NETSTAT_MCP_CONFIG, else
+    /// ~/.config/netstat-mcp/config.toml. No file means local only.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// How to list local sockets: netlink sock_diag (falling back to /proc/net), or one of them.
+    #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Netlink,
+    Procfs,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Netlink => Backend::Netlink,
+            BackendArg::Procfs => Backend::Procfs,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP (stdio by default).
+    Serve(ServeArgs),
+    /// List TCP/UDP sockets (IPv4 and IPv6) with their owning processes.
+    Connections(ConnectionsOpts),
+    /// Tell whether a local port is in use and which processes hold it.
+    /// Exit status: 0 occupied, 1 free, 2 error.
+    Port(PortOpts),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {}
+
+#[derive(Debug, Args)]
+pub struct ConnectionsOpts {
+    /// Protocol: tcp, udp or all (IPv4 and IPv6 both included).
+    #[arg(long, default_value = "all")]
+    pub proto: String,
+    /// TCP state, e.g. LISTEN, ESTABLISHED, TIME_WAIT (netstat or ss spelling, any case).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// A configured remote host (name or address); default the local machine.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// SSH port for --host, overriding the configured one.
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<i64>,
+    /// Only sockets with this local port.
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+    /// Only sockets with this remote (foreign) port.
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+    /// Only sockets held by this process id.
+    #[arg(long)]
+    pub pid: Option<i64>,
+    /// Only sockets held by a program whose name contains this (case-insensitive).
+    #[arg(long)]
+    pub program: Option<String>,
+    /// Show at most this many rows (0 or absent: all).
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Skip the owner (pid/program) lookup: faster, and needs no privileges.
+    #[arg(long)]
+    pub no_owners: bool,
+    /// Print the SPEC JSON envelope instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortOpts {
+    /// The port to check (1-65535).
+    #[arg(value_name = "PORT", allow_hyphen_values = true)]
+    pub port: String,
+    /// Protocol: tcp or udp.
+    #[arg(long, default_value = "tcp")]
+    pub proto: String,
+    /// A configured remote host (name or address); default the local machine.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// SSH port for --host, overriding the configured one.
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<i64>,
+    /// Print the SPEC JSON envelope instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `connections`. Exit 0 on success, 2 on error.
+pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode {
+    let args = ConnectionsArgs {
+        proto: Some(opts.proto.clone()),
+        state: opts.state.clone(),
+        host: opts.host.clone(),
+        port: opts.ssh_port,
+        local_port: opts.local_port,
+        remote_port: opts.remote_port,
+        pid: opts.pid,
+        program: opts.program.clone(),
+        limit: opts.limit,
+    };
+    let result = match args.validate(None) {
+        Ok(mut query) => {
+            query.owners = !opts.no_owners;
+            service.connections(&query).await
+        }
+        Err(e) => Err(Error::Input(e)),
+    };
+    match result {
+        Ok(envelope) => {
+            if opts.json {
+                print_json(&envelope);
+            } else {
+                print!("{}", connections_table(&envelope));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail::<ConnectionsData>(&e, opts.json),
+    }
+}
+
+/// Runs `port`. Exit 0 occupied, 1 free, 2 error.
+pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
+    let port = match opts.port.trim().parse::<i64>() {
+        Ok(p) => Some(p),
+        Err(_) => {
+            let e = InputError {
+                param: "port".into(),
+                given: format!("'{}'", opts.port.escape_default()),
+                allowed: "must be an integer between 1 and 65535".into(),
+            };
+            return fail::<PortData>(&Error::Input(e), opts.json);
+        }
+    };
+    let args = PortArgs {
+        port,
+        proto: Some(opts.proto.clone()),
+        host: opts.host.clone(),
+        ssh_port: opts.ssh_port,
+    };
+    let result = match args.validate() {
+        Ok(query) => service.port(&query).await,
+        Err(e) => Err(Error::Input(e)),
+    };
+    match result {
+        Ok(envelope) => {
+            if opts.json {
+                print_json(&envelope);
+            } else {
+                print!("{}", port_text(&envelope));
+            }
+            let occupied = envelope.data.as_ref().is_some_and(|d| d.is_occupied);
+            if occupied {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail::<PortData>(&e, opts.json),
+    }
+}
+
+fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
+    if json {
+        print_json(&Envelope::<T>::error(err));
+    } else {
+        eprintln!("netstat-mcp: {err}");
+    }
+    ExitCode::from(2)
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        eprintln!("netstat-mcp: cannot write JSON: {e}");
+    }
+}
+
+/// `addr:port` with IPv6 in brackets, `*` for no port.
+fn endpoint(ip: &str, port: Option<u16>) -> String {
+    let port = port.map_or_else(|| "*".to_string(), |p| p.to_string());
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn owner_cell(pid: Option<u32>, program: Option<&str>) -> String {
+    match (pid, program) {
+        (Some(pid), Some(p)) => format!("{pid}/{p}"),
+        (Some(pid), None) => pid.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+/// The listing as an aligned table with the message as a footer.
+pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
+    let mut out = String::new();
+    if let Some(data) = &envelope.data {
+        let rows: Vec<Vec<String>> = data
+            .connections
+            .iter()
+            .map(|c| {
+                vec![
+                    c.protocol.clone(),
+                    c.recv_queue.to_string(),
+                    c.send_queue.to_string(),
+                    endpoint(&c.local_ip, Some(c.local_port)),
+                    endpoint(&c.foreign_ip, c.foreign_port),
+                    c.state.clone().unwrap_or_default(),
+                    owner_cell(c.pid, c.program.as_deref()),
+                ]
+            })
+            .collect();
+        let headers = [
+            "Proto",
+            "Recv-Q",
+            "Send-Q",
+            "Local Address",
+            "Foreign Address",
+            "State",
+            "PID/Program",
+        ];
+        out.push_str(&table(
+            &headers,
+            &[false, true, true, false, false, false, false],
+            &rows,
+        ));
+    }
+    let _ = writeln!(out, "{}", envelope.message);
+    out
+}
+
+/// The port check as its message, then the holding sockets.
+pub fn port_text(envelope: &Envelope<PortData>) -> String {
+    let mut out = format!("{}\n", envelope.message);
+    if let Some(data) = envelope.data.as_ref().filter(|d| d.is_occupied) {
+        let rows: Vec<Vec<String>> = data
+            .occupations
+            .iter()
+            .map(|o| {
+                vec![
+                    o.protocol.clone(),
+                    endpoint(&o.local_ip, Some(o.local_port)),
+                    o.state.clone().unwrap_or_default(),
+                    owner_cell(o.pid, o.program.as_deref()),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["Proto", "Local Address", "State", "PID/Program"],
+            &[false; 4],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// Renders an aligned text table; `right` marks right-aligned (numeric) columns.
+fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            if i > 0 {
+                text.push(' ');
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                let _ = write!(text, "{cell:>w$}");
+            } else {
+                let _ = write!(text, "{cell:<w$}");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! The library's error type. Every variant carries the context a user needs to act on it.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A caller's bad input: which parameter, what was given, what is allowed.
+///
+/// Rendered as one sentence naming the parameter and the allowed values, e.g.
+/// `Invalid port: 0. Parameter 'port' must be an integer between 1 and 65535.`
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid {param}: {given}. Parameter '{param}' {allowed}.")]
+pub struct InputError {
+    /// The parameter's name as the caller spells it.
+    pub param: String,
+    /// What was given, rendered for the message (strings quoted).
+    pub given: String,
+    /// What is allowed, as the end of a sentence ("must be one of: tcp, udp, all").
+    pub allowed: String,
+}
+
+/// Everything that can go wrong when answering a query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Input(#[from] InputError),
+
+    /// A remote host that is not in the configuration. The text is fixed by the SPEC.
+    #[error("Authentication config for remote host not found: {host}")]
+    UnknownHost { host: String },
+
+    /// The netlink `sock_diag` socket failed at some stage.
+    #[error("netlink sock_diag {stage} failed: {source}")]
+    Netlink {
+        stage: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A kernel or procfs file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// No way to list sockets on this machine worked.
+    #[error("no way to list local sockets worked: {detail}")]
+    NoLocalSource { detail: String },
+
+    /// An external program failed (exit status and trimmed stderr).
+    #[error("{program} failed ({status}): {stderr}")]
+    Command {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// An external program did not finish in time and was killed.
+    #[error("{program} did not finish within {secs} s and was stopped")]
+    CommandTimeout { program: String, secs: u64 },
+
+    /// A remote host failed; `detail` says what happened and what to do.
+    #[error("remote host {host}: {detail}")]
+    Remote { host: String, detail: String },
+}
+
+impl Error {
+    /// Whether the error is the caller's fault (bad input or unknown host).
+    pub fn is_input(&self) -> bool {
+        matches!(self, Error::Input(_) | Error::UnknownHost { .. })
+    }
+}

@@ -1,0 +1,292 @@
+//! Socket inode → owning processes (pid, program), from `/proc/<pid>/fd`.
+//!
+//! Every process's descriptor directory is listed with `getdents64` into one reused buffer
+//! and each descriptor is resolved with one `readlinkat` into a stack buffer; a socket's link
+//! reads `socket:[<inode>]`. The wanted inodes sit in a hash map sized up front (`ss` and
+//! `netstat` use fixed 256/211-bucket tables, which turns this step quadratic on busy hosts).
+//!
+//! Once every wanted inode has an owner (a port check wants one or two), the rest of the scan
+//! looks only for processes sharing those sockets: small processes (at most [`SMALL_PROCESS`]
+//! descriptors) are still resolved in full, while large ones are resolved only where a shared
+//! socket sits in practice — at the descriptor numbers it has in the owners already found (a
+//! socket inherited across `fork` keeps its number: an nginx master and its workers) and at
+//! 0-9 (inetd and systemd socket activation). A socket passed under another number to a process
+//! holding hundreds of descriptors is the one case this can miss; a full listing resolves all.
+//!
+//! Processes whose descriptors we may not read (another user's, without root or
+//! `CAP_SYS_PTRACE`+`CAP_DAC_READ_SEARCH`) are counted, never fatal.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags, RawDir};
+use rustix::io::Errno;
+
+use crate::model::{Owner, Socket};
+
+/// Above this many descriptors, a process scanned after every wanted socket was found has only
+/// its likely sharing points resolved (see [`attach`]).
+pub const SMALL_PROCESS: usize = 256;
+
+/// What an owner scan could see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanStats {
+    /// Processes whose descriptors were listed.
+    pub processes_scanned: usize,
+    /// Processes whose descriptors could not be read (permission).
+    pub unreadable: usize,
+    /// Descriptors resolved with `readlinkat`.
+    pub descriptors: usize,
+    /// True when every wanted inode was found before the last process, so later large
+    /// processes were only checked at their likely sharing points.
+    pub stopped_early: bool,
+}
+
+/// Fills in `owners` of every socket with an inode, scanning `<proc_root>/<pid>/fd`.
+pub fn attach(proc_root: &Path, sockets: &mut [Socket]) -> ScanStats {
+    let mut index: HashMap<u64, Slot> = HashMap::with_capacity(sockets.len());
+    for (i, s) in sockets.iter().enumerate() {
+        if let Some(inode) = s.inode {
+            index.entry(inode).or_insert(Slot {
+                first: i,
+                found: false,
+            });
+        }
+    }
+    let mut stats = ScanStats::default();
+    if index.is_empty() {
+        return stats;
+    }
+    let Ok(proc_dir) = rustix::fs::open(
+        proc_root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return stats;
+    };
+    let pids = list_pids(&proc_dir);
+    let mut scan = Scan {
+        index,
+        remaining: 0,
+        found_fds: Vec::new(),
+        fd_nums: Vec::new(),
+        dir_buf: vec![MaybeUninit::uninit(); 32 * 1024],
+    };
+    scan.remaining = scan.index.len();
+    for &pid in &pids {
+        // Once every wanted socket has an owner, the rest only need checking for sharers.
+        let selective = scan.remaining == 0;
+        stats.stopped_early |= selective;
+        match scan.process(&proc_dir, pid, selective, sockets) {
+            Ok(n) => {
+                stats.processes_scanned += 1;
+                stats.descriptors += n;
+            }
+            Err(Errno::ACCESS) | Err(Errno::PERM) => stats.unreadable += 1,
+            Err(_) => {} // the process exited meanwhile
+        }
+    }
+    stats
+}
+
+/// Where a wanted inode's socket is, and whether an owner was found yet.
+struct Slot {
+    first: usize,
+    found: bool,
+}
+
+struct Scan {
+    index: HashMap<u64, Slot>,
+    /// Wanted inodes without an owner yet.
+    remaining: usize,
+    /// Descriptor numbers at which wanted sockets were found.
+    found_fds: Vec<u32>,
+    /// The current process's descriptor numbers (reused).
+    fd_nums: Vec<u32>,
+    dir_buf: Vec<MaybeUninit<u8>>,
+}
+
+impl Scan {
+    /// Lists one process's descriptors and resolves them; returns how many were resolved.
+    ///
+    /// With `selective`, a process holding more than [`SMALL_PROCESS`] descriptors has only
+    /// its likely sharing points resolved: the descriptor numbers where wanted sockets were
+    /// found elsewhere (inherited across `fork`) and 0-9 (inetd, systemd socket activation).
+    fn process(
+        &mut self,
+        proc_dir: &OwnedFd,
+        pid: u32,
+        selective: bool,
+        sockets: &mut [Socket],
+    ) -> Result<usize, Errno> {
+        let mut path = itoa_buf(pid);
+        path.extend_from_slice(b"/fd\0");
+        let path = CStr::from_bytes_with_nul(&path).map_err(|_| Errno::INVAL)?;
+        let fd_dir = rustix::fs::openat(
+            proc_dir,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        self.fd_nums.clear();
+        let mut dir = RawDir::new(fd_dir.as_fd(), &mut self.dir_buf);
+        while let Some(entry) = dir.next() {
+            let Ok(entry) = entry else { break };
+            if let Some(n) = parse_u32(entry.file_name().to_bytes()) {
+                self.fd_nums.push(n);
+            }
+        }
+        let all = !selective || self.fd_nums.len() <= SMALL_PROCESS;
+        let mut resolved = 0;
+        let mut hits: Vec<(u64, u32)> = Vec::new();
+        let mut name = [0u8; 12];
+        for &fd_num in &self.fd_nums {
+            if !all && fd_num >= 10 && !self.found_fds.contains(&fd_num) {
+                continue;
+            }
+            resolved += 1;
+            let Some(name) = fd_name(fd_num, &mut name) else {
+                continue;
+            };
+            if let Some(inode) = socket_inode(fd_dir.as_fd(), name)
+                && self.index.contains_key(&inode)
+            {
+                hits.push((inode, fd_num));
+            }
+        }
+        let mut program: Option<Arc<str>> = None;
+        for (inode, fd_num) in hits {
+            let program = program
+                .get_or_insert_with(|| read_comm(proc_dir, pid))
+                .clone();
+            self.add_owner(inode, fd_num, Owner { pid, program }, sockets);
+        }
+        Ok(resolved)
+    }
+
+    fn add_owner(&mut self, inode: u64, fd_num: u32, owner: Owner, sockets: &mut [Socket]) {
+        let Some(slot) = self.index.get_mut(&inode) else {
+            return;
+        };
+        // The same inode may appear in several sockets only if a source returned duplicates;
+        // owners go to the first.
+        let socket = &mut sockets[slot.first];
+        if socket.owners.iter().any(|o| o.pid == owner.pid) {
+            return;
+        }
+        socket.owners.push(owner);
+        if !slot.found {
+            slot.found = true;
+            self.remaining -= 1;
+        }
+        if !self.found_fds.contains(&fd_num) {
+            self.found_fds.push(fd_num);
+        }
+    }
+}
+
+/// Reads a descriptor link; returns the inode when it is `socket:[<inode>]`.
+fn socket_inode<Fd: AsFd>(dir: Fd, name: &CStr) -> Option<u64> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+    let (link, _) = rustix::fs::readlinkat_raw(dir, name, &mut buf).ok()?;
+    let rest = link.strip_prefix(b"socket:[")?;
+    let digits = rest.strip_suffix(b"]")?;
+    parse_u64(digits)
+}
+
+/// The numeric entries of `/proc`, in the order the kernel lists them.
+fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
+    let mut pids = Vec::with_capacity(512);
+    let mut dir = RawDir::new(proc_dir.as_fd(), &mut buf);
+    while let Some(entry) = dir.next() {
+        let Ok(entry) = entry else { break };
+        if let Some(pid) = parse_u32(entry.file_name().to_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `/proc/<pid>/comm` without the newline, as netstat shows the program.
+fn read_comm(proc_dir: &OwnedFd, pid: u32) -> Arc<str> {
+    let mut path = itoa_buf(pid);
+    path.extend_from_slice(b"/comm\0");
+    let text = CStr::from_bytes_with_nul(&path)
+        .ok()
+        .and_then(|p| {
+            rustix::fs::openat(proc_dir, p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+        })
+        .and_then(|fd| {
+            let mut buf = [0u8; 64];
+            let n = rustix::io::read(&fd, &mut buf).ok()?;
+            Some(
+                String::from_utf8_lossy(&buf[..n])
+                    .trim_end_matches('\n')
+                    .to_string(),
+            )
+        })
+        .unwrap_or_default();
+    Arc::from(text)
+}
+
+/// Writes a descriptor number as a NUL-terminated name into `buf`.
+fn fd_name(n: u32, buf: &mut [u8; 12]) -> Option<&CStr> {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    buf[..len].copy_from_slice(&digits[i..]);
+    buf[len] = 0;
+    CStr::from_bytes_with_nul(&buf[..=len]).ok()
+}
+
+fn itoa_buf(n: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(n.to_string().as_bytes());
+    v
+}
+
+fn parse_u32(digits: &[u8]) -> Option<u32> {
+    parse_u64(digits).and_then(|n| u32::try_from(n).ok())
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_parse_strictly() {
+        assert_eq!(parse_u64(b"12345"), Some(12345));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"12a"), None);
+        assert_eq!(parse_u64(b"99999999999999999999"), None);
+        assert_eq!(parse_u32(b"4294967296"), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! The local machine's sockets: netlink `sock_diag` first, `/proc/net` when netlink is refused,
+//! and the parsers over `ss`/`netstat`/`lsof` output where neither exists; then owners from
+//! `/proc/<pid>/fd`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::model::{Socket, Transport};
+use crate::owners;
+use crate::source::{BoxFuture, OwnerCoverage, Snapshot, Source, Want, netlink, procfs};
+
+/// How the local source lists sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// netlink, falling back to `/proc/net`, then to external commands.
+    #[default]
+    Auto,
+    Netlink,
+    Procfs,
+}
+
+/// Sockets of the machine we run on.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    backend: Backend,
+    proc_root: PathBuf,
+}
+
+impl Default for LocalSource {
+    fn default() -> Self {
+        LocalSource::new(Backend::Auto)
+    }
+}
+
+impl LocalSource {
+    pub fn new(backend: Backend) -> LocalSource {
+        LocalSource {
+            backend,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+
+    /// Collects synchronously (the async [`Source`] runs this on a blocking thread).
+    pub fn collect_blocking(&self, want: Want) -> Result<Snapshot, Error> {
+        let mut notes = Vec::new();
+        let mut sockets = match self.backend {
+            Backend::Netlink => netlink_sockets(&want)?,
+            Backend::Procfs => procfs::sockets(&self.proc_root, &want)?,
+            Backend::Auto => {
+                match netlink_sockets(&want) {
+                    Ok(s) => s,
+                    Err(netlink_err) => {
+                        tracing::warn!(cause = %netlink_err, "netlink sock_diag unavailable; reading /proc/net");
+                        match procfs::sockets(&self.proc_root, &want) {
+                            Ok(s) => {
+                                notes.push("netlink sock_diag was unavailable, so /proc/net was read instead".to_string());
+                                s
+                            }
+                            Err(proc_err) => {
+                                return Err(Error::NoLocalSource {
+                                    detail: format!("{netlink_err}; {proc_err}"),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let owners = if want.owners {
+            let stats = owners::attach(&self.proc_root, &mut sockets);
+            tracing::debug!(?stats, "owner scan");
+            if stats.unreadable > 0 {
+                OwnerCoverage::Partial {
+                    unreadable_processes: stats.unreadable,
+                }
+            } else {
+                OwnerCoverage::Complete
+            }
+        } else {
+            OwnerCoverage::NotRequested
+        };
+        Ok(Snapshot {
+            sockets,
+            owners,
+            notes,
+        })
+    }
+}
+
+impl Source for LocalSource {
+    fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        let this = Arc::new(self.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || this.collect_blocking(want))
+                .await
+                .map_err(|e| Error::NoLocalSource {
+                    detail: format!("collector task failed: {e}"),
+                })?
+        })
+    }
+}
+
+fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
+    let mut diag = netlink::Diag::open()?;
+    let mut out = Vec::new();
+    for transport in [Transport::Tcp, Transport::Udp] {
+        if !want.wants(transport) {
+            continue;
+        }
+        for ipv6 in [false, true] {
+            diag.dump(transport, ipv6, want.states, want.local_port, &mut out)?;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,111 @@
+//! Where sockets come from.
+//!
+//! A [`Source`] answers one [`Want`] with a [`Snapshot`]. The local machine has
+//! [`LocalSource`] (netlink `sock_diag`, falling back to `/proc/net`, owners from
+//! `/proc/<pid>/fd`); remote hosts get theirs through a [`RemoteSources`] lookup. The query layer
+//! never knows which one it talks to, so tests can hand it fixture data.
+
+pub mod local;
+pub mod netlink;
+pub mod procfs;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::model::{Socket, StateSet, Transport};
+
+pub use local::{Backend, LocalSource};
+
+/// A boxed, sendable future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a query needs from a source. Sources may return more than asked (the query layer filters
+/// again); asking narrowly lets the kernel do the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub tcp: bool,
+    pub udp: bool,
+    /// TCP states wanted. UDP sockets are never filtered by state.
+    pub states: StateSet,
+    /// Only sockets whose local port is this one.
+    pub local_port: Option<u16>,
+    /// Whether to look up owning processes (pid, program).
+    pub owners: bool,
+}
+
+impl Want {
+    /// Everything, with owners.
+    pub fn all() -> Want {
+        Want {
+            tcp: true,
+            udp: true,
+            states: StateSet::ALL,
+            local_port: None,
+            owners: true,
+        }
+    }
+
+    pub fn wants(&self, transport: Transport) -> bool {
+        match transport {
+            Transport::Tcp => self.tcp,
+            Transport::Udp => self.udp,
+        }
+    }
+}
+
+/// How complete the owner columns of a snapshot are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerCoverage {
+    /// Owners were not asked for.
+    NotRequested,
+    /// Every process's descriptors could be read.
+    Complete,
+    /// Some processes could not be inspected (no permission); their sockets show no owner.
+    Partial { unreadable_processes: usize },
+}
+
+/// The sockets a source returned, and how much it could see.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub sockets: Vec<Socket>,
+    pub owners: OwnerCoverage,
+    /// Short remarks for the result message (e.g. a fallback that was used).
+    pub notes: Vec<String>,
+}
+
+/// Something that lists sockets.
+pub trait Source: Send + Sync {
+    fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>>;
+}
+
+/// A host the query layer talks to, with how messages name it.
+#[derive(Clone)]
+pub struct Target {
+    /// `data.host` in results: `localhost`, or the configured host's name.
+    pub host: String,
+    /// How messages name it: `local host` or `remote host web-1 (192.168.1.100)`.
+    pub label: String,
+    /// True for the local machine.
+    pub local: bool,
+    pub source: Arc<dyn Source>,
+}
+
+/// Looks up configured remote hosts. Only configured hosts are reachable.
+pub trait RemoteSources: Send + Sync {
+    /// The source for a configured host (by `name` or `host`), with the SSH port overridden
+    /// when given. Anything not configured is [`Error::UnknownHost`].
+    fn lookup(&self, host: &str, ssh_port: Option<u16>) -> Result<Target, Error>;
+}
+
+/// No remote hosts configured: every lookup is an unknown host.
+pub struct NoRemotes;
+
+impl RemoteSources for NoRemotes {
+    fn lookup(&self, host: &str, _ssh_port: Option<u16>) -> Result<Target, Error> {
+        Err(Error::UnknownHost {
+            host: host.to_string(),
+        })
+    }
+}

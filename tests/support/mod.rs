@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests.
+
+pub mod mcp_client;
+pub mod net;
