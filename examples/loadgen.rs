@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Opens a listener on `127.0.0.1:P` (the *loaded port*) and an idle listener on
-//! `127.0.0.1:Q` (port 0 = let the kernel choose), then N client connections to the loaded port.
+//! `127.0.0.1:Q` (port 0, the default = a free port below the ephemeral range, so no client
+//! socket can share the number), then N client connections to the loaded port.
 //! Both ends are held, so the host has about 2N ESTABLISHED sockets plus the listeners. The
 //! process open-files limit is 20000 here, so the work is spread over child processes (this same
 //! executable re-run with a hidden `--worker` flag), each holding at most K (default 15000)
@@ -252,6 +253,41 @@ fn bind_listener(port: u16) -> Result<Socket, LoadgenError> {
     Ok(socket)
 }
 
+/// Bind a listener on `port`, or, for port 0, on a free port *below* the ephemeral range.
+///
+/// The client sockets bind `127.0.0.x:0`, and the kernel may give one of them the same port
+/// number as a listener on 127.0.0.1 (another address, so no conflict for the kernel) — which
+/// would add a stray socket to "who holds port P". Ports below the ephemeral range are never
+/// handed out that way. `salt` spreads the two listeners (and concurrent runs) apart.
+fn bind_listener_below_ephemeral(port: u16, salt: u32) -> Result<Socket, LoadgenError> {
+    if port != 0 {
+        return bind_listener(port);
+    }
+    let low = 10_000u32;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&start| start > low + 1000)
+        .unwrap_or(32768);
+    let span = high - low;
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(salt * 4099)
+        % span;
+    let mut last = None;
+    for i in 0..200u32 {
+        let candidate = u16::try_from(low + (start + i * 101) % span).unwrap_or(0);
+        match bind_listener(candidate) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(LoadgenError::Usage {
+        arg: "--port".to_string(),
+        reason: "no free port found below the ephemeral range; pass one".to_string(),
+    }))
+}
+
 fn local_port(socket: &Socket) -> Result<u16, LoadgenError> {
     let addr = socket
         .local_addr()
@@ -323,9 +359,9 @@ fn run_parent(opts: &Options) -> Result<(), LoadgenError> {
             per_worker: opts.per_worker,
         });
     }
-    let listener = bind_listener(opts.port)?;
+    let listener = bind_listener_below_ephemeral(opts.port, 0)?;
     let port = local_port(&listener)?;
-    let idle = bind_listener(opts.idle_port)?;
+    let idle = bind_listener_below_ephemeral(opts.idle_port, 1)?;
     let idle_port = local_port(&idle)?;
     let mut udp = Vec::with_capacity(opts.udp);
     for _ in 0..opts.udp {

@@ -253,3 +253,28 @@ fn benchmark_count_check_agrees_with_the_kernel_on_real_ss_output() {
     drop(child.stdin.take());
     assert!(wait_exit(&mut child).success());
 }
+
+#[test]
+fn loadgen_default_ports_are_below_the_ephemeral_range() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("read ip_local_port_range");
+    let first: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("ephemeral range start");
+    let (mut child, ready) = start(&["--connections", "20"]);
+    assert!(
+        ready.port < first,
+        "loaded port {} in the ephemeral range",
+        ready.port
+    );
+    assert!(
+        ready.idle_port < first,
+        "idle port {} in the ephemeral range",
+        ready.idle_port
+    );
+    assert_ne!(ready.port, ready.idle_port);
+    drop(child.stdin.take());
+    assert!(wait_exit(&mut child).success());
+}
