@@ -278,3 +278,43 @@ fn loadgen_default_ports_are_below_the_ephemeral_range() {
     drop(child.stdin.take());
     assert!(wait_exit(&mut child).success());
 }
+
+/// `netstat-mcp port <port> --proto tcp --json` → (pid, state) of each occupation.
+fn port_owners(port: u16) -> Vec<(Option<u64>, Option<String>)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+        .args(["port", &port.to_string(), "--proto", "tcp", "--json"])
+        .output()
+        .expect("run netstat-mcp port");
+    assert!(out.status.success(), "port {port} reported free");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    v["data"]["occupations"]
+        .as_array()
+        .expect("occupations array")
+        .iter()
+        .map(|o| (o["pid"].as_u64(), o["state"].as_str().map(str::to_string)))
+        .collect()
+}
+
+#[test]
+fn port_owners_are_found_when_big_processes_are_scanned_after_the_owner() {
+    // Acceptors hold 300 sockets each: more than owners::SMALL_PROCESS, so once the idle
+    // listener's owner (the parent) is found, they are checked without listing their fds.
+    let (mut child, ready) = start(&["--connections", "600", "--per-worker", "300"]);
+    let parent = u64::from(ready.pid);
+    let idle = port_owners(ready.idle_port);
+    assert_eq!(idle, vec![(Some(parent), Some("LISTEN".to_string()))]);
+
+    let loaded = port_owners(ready.port);
+    assert_eq!(loaded.len(), 601, "listener + 600 accepted sockets");
+    let ours: Vec<u64> = ready.workers.iter().map(|&p| u64::from(p)).collect();
+    for (pid, state) in &loaded {
+        let pid = pid.expect("every socket on the loaded port has an owner");
+        match state.as_deref() {
+            Some("LISTEN") => assert_eq!(pid, parent),
+            Some("ESTABLISHED") => assert!(ours.contains(&pid), "accepted socket owned by {pid}"),
+            other => panic!("unexpected state {other:?}"),
+        }
+    }
+    drop(child.stdin.take());
+    assert!(wait_exit(&mut child).success());
+}
