@@ -277,20 +277,26 @@ fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
 
 fn print_json<T: Serialize>(value: &T) {
     use std::io::Write as _;
+    // Pretty for a person at a terminal; compact (a third of the bytes) for pipes and programs.
+    let pretty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = serde_json::to_writer_pretty(&mut out, value)
-        .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(out))
-        .and_then(|()| out.flush());
+    let written = if pretty {
+        serde_json::to_writer_pretty(&mut out, value)
+    } else {
+        serde_json::to_writer(&mut out, value)
+    }
+    .map_err(std::io::Error::from)
+    .and_then(|()| writeln!(out))
+    .and_then(|()| out.flush());
     if let Err(e) = written {
         eprintln!("netstat-mcp: cannot write JSON: {e}");
     }
 }
 
 /// `addr:port` with IPv6 in brackets, `*` for no port.
-fn endpoint(ip: &str, port: Option<u16>) -> String {
+fn endpoint(ip: std::net::IpAddr, port: Option<u16>) -> String {
     let port = port.map_or_else(|| "*".to_string(), |p| p.to_string());
-    if ip.contains(':') {
+    if ip.is_ipv6() {
         format!("[{ip}]:{port}")
     } else {
         format!("{ip}:{port}")
@@ -314,12 +320,12 @@ pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
             .iter()
             .map(|c| {
                 vec![
-                    c.protocol.clone(),
+                    c.protocol.to_string(),
                     c.recv_queue.to_string(),
                     c.send_queue.to_string(),
-                    endpoint(&c.local_ip, Some(c.local_port)),
-                    endpoint(&c.foreign_ip, c.foreign_port),
-                    c.state.clone().unwrap_or_default(),
+                    endpoint(c.local_ip, Some(c.local_port)),
+                    endpoint(c.foreign_ip, c.foreign_port),
+                    c.state.unwrap_or_default().to_string(),
                     owner_cell(c.pid, c.program.as_deref()),
                 ]
             })
@@ -352,9 +358,9 @@ pub fn port_text(envelope: &Envelope<PortData>) -> String {
             .iter()
             .map(|o| {
                 vec![
-                    o.protocol.clone(),
-                    endpoint(&o.local_ip, Some(o.local_port)),
-                    o.state.clone().unwrap_or_default(),
+                    o.protocol.to_string(),
+                    endpoint(o.local_ip, Some(o.local_port)),
+                    o.state.unwrap_or_default().to_string(),
                     owner_cell(o.pid, o.program.as_deref()),
                 ]
             })

@@ -459,3 +459,24 @@ fn agrees_with_ss_on_hundreds_of_connections() {
     assert_eq!(tcp_us, tcp_ss, "TCP rows differ from ss -tanpH");
     assert_eq!(udp_us, udp_ss, "UDP rows differ from ss -uanpH");
 }
+
+#[test]
+fn one_legacy_tcp_dump_returns_both_families_and_filters_by_port() {
+    let v4 = tcp_listener("127.0.0.1");
+    let v6 = tcp_listener("::1");
+    let mut diag = netstat_mcp::source::netlink::Diag::open().expect("netlink");
+    let mut all = Vec::new();
+    diag.dump_tcp_any_family(netstat_mcp::model::StateSet::ALL, None, &mut all)
+        .expect("TCPDIAG_GETSOCK dump");
+    assert_eq!(find(&all, Protocol::Tcp, v4.local_addr().unwrap()).len(), 1);
+    assert_eq!(
+        find(&all, Protocol::Tcp6, v6.local_addr().unwrap()).len(),
+        1
+    );
+    let mut one = Vec::new();
+    let port = v6.local_addr().unwrap().port();
+    diag.dump_tcp_any_family(netstat_mcp::model::StateSet::ALL, Some(port), &mut one)
+        .expect("filtered dump");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!((one[0].protocol, one[0].local_port), (Protocol::Tcp6, port));
+}

@@ -119,15 +119,57 @@ impl Source for LocalSource {
 fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
     let mut diag = netlink::Diag::open()?;
     let mut out = Vec::new();
-    for transport in [Transport::Tcp, Transport::Udp] {
-        if !want.wants(transport) {
-            continue;
+    if want.local_port.is_none() {
+        out.reserve(socket_count_estimate(want));
+    }
+    if want.tcp {
+        let before = out.len();
+        if let Err(e) = diag.dump_tcp_any_family(want.states, want.local_port, &mut out) {
+            tracing::debug!(cause = %e, "TCPDIAG_GETSOCK refused; one sock_diag request per family");
+            out.truncate(before);
+            for ipv6 in [false, true] {
+                diag.dump(Transport::Tcp, ipv6, want.states, want.local_port, &mut out)?;
+            }
         }
+    }
+    if want.udp {
         for ipv6 in [false, true] {
-            diag.dump(transport, ipv6, want.states, want.local_port, &mut out)?;
+            diag.dump(Transport::Udp, ipv6, want.states, want.local_port, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// How many sockets a full dump will return, from `/proc/net/sockstat{,6}`, so the vector is
+/// allocated once (growing it by doubling would hold two copies at the peak). 0 if unknown.
+fn socket_count_estimate(want: &Want) -> usize {
+    let mut total = 0usize;
+    for file in ["/proc/net/sockstat", "/proc/net/sockstat6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some((proto, fields)) = line.split_once(':') else {
+                continue;
+            };
+            let wanted = match proto {
+                "TCP" | "TCP6" => want.tcp,
+                "UDP" | "UDP6" => want.udp,
+                _ => false,
+            };
+            if !wanted {
+                continue;
+            }
+            let words: Vec<&str> = fields.split_whitespace().collect();
+            for pair in words.chunks(2) {
+                if let ["inuse" | "tw", n] = pair {
+                    total += n.parse::<usize>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    // Sockets come and go between the estimate and the dump.
+    total + total / 16 + 16
 }
 
 /// Last resort: run `ss`, `netstat` or `lsof` and parse their output.

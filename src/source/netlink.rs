@@ -129,14 +129,44 @@ impl Diag {
     ) -> Result<(), Error> {
         self.seq = self.seq.wrapping_add(1);
         let request = encode_request(transport, ipv6, states, local_port, self.seq);
+        self.send(&request)?;
+        self.receive(transport, local_port, out)
+    }
+
+    /// Dumps TCP sockets of both address families in one pass over the kernel's tables, with
+    /// the older `TCPDIAG_GETSOCK` request (whose family is "any"). Two `sock_diag` requests
+    /// (IPv4, then IPv6) each walk every TCP socket of the host; this walks them once, which
+    /// halves the kernel's share of a port check on a host with 100k connections. On error
+    /// `out` may hold a partial dump: the caller truncates it and falls back to [`Diag::dump`].
+    pub fn dump_tcp_any_family(
+        &mut self,
+        states: StateSet,
+        local_port: Option<u16>,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), Error> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = encode_compat_tcp_request(states, local_port, self.seq);
+        self.send(&request)?;
+        self.receive(Transport::Tcp, local_port, out)
+    }
+
+    fn send(&mut self, request: &[u8]) -> Result<(), Error> {
         let kernel = NlAddr::new(0, 0);
         self.socket
-            .send_to(&request, &kernel, 0)
+            .send_to(request, &kernel, 0)
             .map_err(|source| Error::Netlink {
                 stage: "request",
                 source,
             })?;
-        let protocol = Protocol::new(transport, ipv6);
+        Ok(())
+    }
+
+    fn receive(
+        &mut self,
+        transport: Transport,
+        local_port: Option<u16>,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), Error> {
         loop {
             let n = self
                 .socket
@@ -154,11 +184,41 @@ impl Diag {
                     ),
                 });
             }
-            if parse_batch(&self.buf[..n], protocol, local_port, out)? {
+            if parse_batch(&self.buf[..n], transport, local_port, out)? {
                 return Ok(());
             }
         }
     }
+}
+
+/// `TCPDIAG_GETSOCK`: the pre-`sock_diag` request type for TCP, still served by the kernel.
+const TCPDIAG_GETSOCK: u16 = 18;
+
+/// Builds the legacy TCP dump request: `nlmsghdr` + `inet_diag_req` (v1: family, address
+/// lengths, extensions, the 48-byte socket id, states, tables) (+ the bytecode attribute).
+fn encode_compat_tcp_request(states: StateSet, local_port: Option<u16>, seq: u32) -> Vec<u8> {
+    const REQ_LEN: usize = 4 + 48 + 4 + 4;
+    let bc = local_port.map(port_filter_bytecode);
+    let total = 16 + REQ_LEN + bc.map_or(0, |b| 4 + b.len());
+    let mut buf = Vec::with_capacity(total);
+    buf.extend_from_slice(&(total as u32).to_ne_bytes());
+    buf.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    // idiag_family (ignored: the kernel dumps both), src_len, dst_len, ext.
+    buf.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    // The socket id: ports, addresses, interface, cookie — unused by a dump.
+    buf.extend_from_slice(&[0u8; 48]);
+    buf.extend_from_slice(&states.bits().to_ne_bytes());
+    // idiag_dbs: unused.
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    if let Some(bc) = bc {
+        buf.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
+        buf.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        buf.extend_from_slice(&bc);
+    }
+    buf
 }
 
 /// Builds the dump request: `nlmsghdr` + `inet_diag_req_v2` (+ the bytecode attribute).
@@ -213,7 +273,7 @@ fn encode_request(
 /// Parses one received batch. Returns true when the dump is complete.
 fn parse_batch(
     mut batch: &[u8],
-    protocol: Protocol,
+    transport: Transport,
     local_port: Option<u16>,
     out: &mut Vec<Socket>,
 ) -> Result<bool, Error> {
@@ -237,9 +297,10 @@ fn parse_batch(
                     source: io::Error::from_raw_os_error(-code),
                 });
             }
-            SOCK_DIAG_BY_FAMILY => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 let header = InetResponseHeader::parse(msg.payload())
                     .map_err(|e| malformed(format!("bad inet_diag_msg: {e}")))?;
+                let protocol = Protocol::new(transport, header.family == AF_INET6);
                 if let Some(socket) = to_socket(&header, protocol)
                     && local_port.is_none_or(|p| p == socket.local_port)
                 {
