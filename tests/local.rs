@@ -292,7 +292,7 @@ fn filters_and_limit() {
     });
     let d = listen.data.unwrap();
     assert_eq!(d.connection_count, 1);
-    assert_eq!(d.connections[0].state.as_deref(), Some("LISTEN"));
+    assert_eq!(d.connections[0].state, Some("LISTEN"));
     assert!(
         listen.message.contains("UDP sockets are left out"),
         "{}",
