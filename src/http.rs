@@ -533,8 +533,8 @@ where
     };
     drain.abort();
     app.sessions_cancel.cancel();
-    let open = app.sessions.sessions.read().await.len();
-    tracing::info!(open_sessions = open, "HTTP server stopped");
+    let closed = app.sessions.sessions.read().await.len();
+    tracing::info!(sessions_closed = closed, "HTTP server stopped");
     result.map_err(|source| HttpError::Serve {
         addr: local,
         source,
