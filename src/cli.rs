@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::config::NetstatConfig;
 use crate::error::{Error, InputError};
 use crate::query::{ConnectionsArgs, ConnectionsData, Envelope, PortArgs, PortData, Service};
 use crate::source::Backend;
@@ -57,6 +58,16 @@ pub enum Command {
     /// Tell whether a local port is in use and which processes hold it.
     /// Exit status: 0 occupied, 1 free, 2 error.
     Port(PortOpts),
+    /// List the configured remote hosts (name, address, SSH port, user, auth method; never a
+    /// secret).
+    Hosts(HostsOpts),
+}
+
+#[derive(Debug, Args)]
+pub struct HostsOpts {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +247,69 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     }
 }
 
+/// One configured remote host, as `hosts --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct HostRow {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub auth: String,
+}
+
+/// Runs `hosts`: the configured remote hosts. Exit 0.
+pub fn hosts(config: &NetstatConfig, opts: &HostsOpts) -> ExitCode {
+    let rows: Vec<HostRow> = config
+        .remote_hosts
+        .iter()
+        .map(|h| HostRow {
+            name: h.name.clone(),
+            host: h.host.clone(),
+            port: h.port,
+            username: h.username.clone(),
+            auth: h.auth_method(),
+        })
+        .collect();
+    if opts.json {
+        print_json(&rows);
+    } else {
+        print!("{}", hosts_table(config, &rows));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The configured hosts as an aligned table, with where the config came from.
+pub fn hosts_table(config: &NetstatConfig, rows: &[HostRow]) -> String {
+    let from = config
+        .path
+        .as_ref()
+        .map_or_else(|| "no config file".to_string(), |p| p.display().to_string());
+    if rows.is_empty() {
+        return format!(
+            "No remote hosts configured ({from}); only the local machine is available\n"
+        );
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.host.clone(),
+                r.port.to_string(),
+                r.username.clone(),
+                r.auth.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["Name", "Host", "Port", "User", "Auth"],
+        &[false, false, true, false, false],
+        &cells,
+    );
+    let _ = writeln!(out, "{} remote host(s) from {from}", rows.len());
+    out
+}
+
 fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
     if json {
         print_json(&Envelope::<T>::error(err));
@@ -246,9 +320,14 @@ fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
 }
 
 fn print_json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("netstat-mcp: cannot render JSON: {e}"),
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        eprintln!("netstat-mcp: cannot write JSON: {e}");
     }
 }
 

@@ -60,9 +60,21 @@ pub enum Error {
     #[error("{program} did not finish within {secs} s and was stopped")]
     CommandTimeout { program: String, secs: u64 },
 
+    /// SSH to a remote host failed (refused, timeout, authentication, host key, no usable
+    /// command); the message names the host and says what to do.
+    /// (Boxed: SSH errors carry much context and this type travels in every `Result`.)
+    #[error(transparent)]
+    Ssh(Box<crate::ssh::SshError>),
+
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },
+}
+
+impl From<crate::ssh::SshError> for Error {
+    fn from(e: crate::ssh::SshError) -> Error {
+        Error::Ssh(Box::new(e))
+    }
 }
 
 impl Error {

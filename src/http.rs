@@ -100,6 +100,17 @@ pub enum HttpError {
     )]
     BadAllowedOrigin { value: String, reason: String },
 
+    /// The address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source}. If another program holds the port, pick another \
+         with --http ADDR:PORT (`netstat-mcp port PORT` shows who holds it)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The listener's own address could not be read.
     #[error("cannot read the listening socket's address: {source}")]
     LocalAddr {
@@ -320,7 +331,6 @@ fn allow_lists(
 /// The assembled service: the axum router plus the handles shutdown needs.
 struct App {
     router: Router,
-    sessions: Arc<LocalSessionManager>,
     /// Cancels every rmcp session (and their event streams).
     sessions_cancel: CancellationToken,
     /// Tracks responses to calls (POST/DELETE) until their bodies are finished.
@@ -341,8 +351,7 @@ where
         .with_cancellation_token(sessions_cancel.clone());
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = Some(options.session_idle_timeout);
-    let sessions = Arc::new(manager);
-    let service = StreamableHttpService::new(move || Ok(factory()), sessions.clone(), config);
+    let service = StreamableHttpService::new(move || Ok(factory()), Arc::new(manager), config);
     let in_flight = TaskTracker::new();
 
     let mut router = Router::new()
@@ -360,7 +369,6 @@ where
     ));
     Ok(App {
         router,
-        sessions,
         sessions_cancel,
         in_flight,
     })
@@ -454,6 +462,17 @@ impl HttpBody for Tracked {
     }
 }
 
+/// Binds `addr` for [`serve_http`], refusing a non-loopback address when `options` has no token
+/// (before anything listens on it).
+pub async fn bind(addr: SocketAddr, options: &HttpOptions) -> Result<TcpListener, HttpError> {
+    if !addr.ip().is_loopback() && options.token.is_none() {
+        return Err(HttpError::TokenRequired { addr });
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
+}
+
 /// Serves MCP over streamable HTTP on `listener` until `shutdown` resolves, then drains calls in
 /// flight and returns `Ok(())`.
 ///
@@ -533,8 +552,7 @@ where
     };
     drain.abort();
     app.sessions_cancel.cancel();
-    let closed = app.sessions.sessions.read().await.len();
-    tracing::info!(sessions_closed = closed, "HTTP server stopped");
+    tracing::info!("HTTP server stopped");
     result.map_err(|source| HttpError::Serve {
         addr: local,
         source,

@@ -7,13 +7,25 @@
 //! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
+//! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
+//!   that knows rmcp.
+//! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
+//!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
+//! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
+//! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
+//! - [`ssh`]: the SSH session pool and fixed remote commands.
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
 //!   graceful shutdown — around any MCP handler.
 
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod http;
+pub mod mcp;
 pub mod model;
+pub mod netstat_tool;
 pub mod owners;
+pub mod parse;
 pub mod query;
 pub mod source;
+pub mod ssh;

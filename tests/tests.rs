@@ -5,3 +5,6 @@ mod support;
 mod cli;
 mod http;
 mod local;
+mod mcp;
+mod parse;
+mod ssh;

@@ -46,20 +46,35 @@ impl LocalSource {
         let mut notes = Vec::new();
         let mut sockets = match self.backend {
             Backend::Netlink => netlink_sockets(&want)?,
-            Backend::Procfs => procfs::sockets(&self.proc_root, &want)?,
+            Backend::Procfs => {
+                let (sockets, remarks) = procfs::sockets(&self.proc_root, &want)?;
+                notes.extend(remarks);
+                sockets
+            }
             Backend::Auto => {
                 match netlink_sockets(&want) {
                     Ok(s) => s,
                     Err(netlink_err) => {
                         tracing::warn!(cause = %netlink_err, "netlink sock_diag unavailable; reading /proc/net");
                         match procfs::sockets(&self.proc_root, &want) {
-                            Ok(s) => {
+                            Ok((s, remarks)) => {
                                 notes.push("netlink sock_diag was unavailable, so /proc/net was read instead".to_string());
+                                notes.extend(remarks);
                                 s
                             }
                             Err(proc_err) => {
-                                return Err(Error::NoLocalSource {
-                                    detail: format!("{netlink_err}; {proc_err}"),
+                                tracing::warn!(cause = %proc_err, "/proc/net unreadable; trying ss, netstat, lsof");
+                                let (sockets, note) = external_sockets(&want).map_err(|ext| {
+                                    Error::NoLocalSource {
+                                        detail: format!("{netlink_err}; {proc_err}; {ext}"),
+                                    }
+                                })?;
+                                notes.push(note);
+                                // The external tools already named the owners they could see.
+                                return Ok(Snapshot {
+                                    sockets,
+                                    owners: OwnerCoverage::Complete,
+                                    notes,
                                 });
                             }
                         }
@@ -113,4 +128,28 @@ fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
         }
     }
     Ok(out)
+}
+
+/// Last resort: run `ss`, `netstat` or `lsof` and parse their output.
+fn external_sockets(want: &Want) -> Result<(Vec<Socket>, String), String> {
+    let (command, parsed) =
+        crate::parse::external::run_fallback(std::time::Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+    let sockets = parsed
+        .sockets
+        .into_iter()
+        .filter(|s| want.admits(s))
+        .collect();
+    let mut note = format!(
+        "netlink and /proc/net were unavailable, so `{} {}` was run and parsed",
+        command.program,
+        command.args.join(" ")
+    );
+    if !parsed.skipped.is_empty() {
+        note.push_str(&format!(
+            " ({} line(s) could not be read)",
+            parsed.skipped.len()
+        ));
+    }
+    Ok((sockets, note))
 }

@@ -8,6 +8,7 @@
 pub mod local;
 pub mod netlink;
 pub mod procfs;
+pub mod remote;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use crate::error::Error;
 use crate::model::{Socket, StateSet, Transport};
 
 pub use local::{Backend, LocalSource};
+pub use remote::{RemoteSource, SshRemotes};
 
 /// A boxed, sendable future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,6 +54,15 @@ impl Want {
             Transport::Tcp => self.tcp,
             Transport::Udp => self.udp,
         }
+    }
+
+    /// Whether a socket is one this want asks for (for sources that cannot filter at the
+    /// source, such as parsed text).
+    pub fn admits(&self, s: &Socket) -> bool {
+        let transport = s.protocol.transport();
+        self.wants(transport)
+            && self.local_port.is_none_or(|p| p == s.local_port)
+            && (transport == Transport::Udp || s.state.is_some_and(|st| self.states.contains(st)))
     }
 }
 

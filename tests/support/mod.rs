@@ -1,3 +1,5 @@
 //! Helpers shared by the integration tests.
 
+pub mod mcp_client;
 pub mod net;
+pub mod sshd;

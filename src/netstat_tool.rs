@@ -1,0 +1,561 @@
+//! The `netstat` tool of SPEC §1.3: an allow-list over netstat's arguments, a runner for the
+//! local `netstat` binary (no shell, 3 s timeout, killed when the request is dropped), and a
+//! native rendering of netstat's columns for machines without the binary.
+//!
+//! Only `-a -n -t -u -l -p --help` and short flags combined from those letters (`-tulpn`) pass
+//! [`NetstatArgs::parse`]; everything else is an [`InputError`] naming the offending argument.
+//! This module knows nothing of MCP: the server calls [`NetstatTool::run`] and renders the
+//! [`Envelope`] it returns.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io;
+use std::process::Stdio;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, InputError};
+use crate::model::{Socket, StateSet, TcpState, Transport};
+use crate::parse::render::{Listing, RenderOptions, render_netstat};
+use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
+use crate::source::{OwnerCoverage, Want};
+
+/// How long the `netstat` binary may run before it is killed (SPEC §1.3).
+pub const NETSTAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// At most this many arguments are accepted (every allowed flag once, with room for repeats).
+const MAX_ARGS: usize = 16;
+
+/// At most this many bytes of output are returned; the rest is cut and `truncated` is set.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// The letters that may appear in short flags.
+const SHORT_FLAGS: &str = "antulp";
+
+const ARGS_ALLOWED: &str = "may only contain the flags -a, -n, -t, -u, -l, -p and --help, or short \
+flags combined from those letters such as -tulpn or -an (no other flags, no operands, no shell \
+syntax)";
+
+/// Validated `netstat` arguments: every one of them is on the allow-list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetstatArgs {
+    /// The arguments as given (all allowed), passed to the binary unchanged.
+    pub argv: Vec<String>,
+    pub all: bool,
+    pub numeric: bool,
+    pub tcp: bool,
+    pub udp: bool,
+    pub listening: bool,
+    pub programs: bool,
+    pub help: bool,
+}
+
+impl NetstatArgs {
+    /// Reads the arguments of an MCP call: `{"args": [..strings..]}`, `args` optional.
+    pub fn from_json(args: &Map<String, Value>) -> Result<NetstatArgs, InputError> {
+        if let Some(k) = args.keys().find(|k| k.as_str() != "args") {
+            return Err(InputError {
+                param: "arguments".into(),
+                given: format!("unknown parameter '{}'", k.escape_default()),
+                allowed: "may only contain: args".into(),
+            });
+        }
+        let list = match args.get("args") {
+            None | Some(Value::Null) => return NetstatArgs::parse(&[]),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(InputError {
+                    param: "args".into(),
+                    given: describe(other),
+                    allowed: format!("must be an array of strings and {ARGS_ALLOWED}"),
+                });
+            }
+        };
+        let mut strings = Vec::with_capacity(list.len());
+        for item in list {
+            match item {
+                Value::String(s) => strings.push(s.clone()),
+                other => {
+                    return Err(InputError {
+                        param: "args".into(),
+                        given: format!("an element {}", describe(other)),
+                        allowed: format!("must be an array of strings and {ARGS_ALLOWED}"),
+                    });
+                }
+            }
+        }
+        NetstatArgs::parse(&strings)
+    }
+
+    /// Checks every argument against the allow-list.
+    pub fn parse(args: &[String]) -> Result<NetstatArgs, InputError> {
+        if args.len() > MAX_ARGS {
+            return Err(InputError {
+                param: "args".into(),
+                given: format!("{} arguments", args.len()),
+                allowed: format!("may hold at most {MAX_ARGS} arguments and {ARGS_ALLOWED}"),
+            });
+        }
+        let mut out = NetstatArgs {
+            argv: args.to_vec(),
+            ..NetstatArgs::default()
+        };
+        for arg in args {
+            let refuse = || InputError {
+                param: "args".into(),
+                given: format!("'{}'", arg.escape_default()),
+                allowed: ARGS_ALLOWED.into(),
+            };
+            if arg == "--help" {
+                out.help = true;
+                continue;
+            }
+            let letters = arg.strip_prefix('-').ok_or_else(refuse)?;
+            if letters.is_empty() || !letters.chars().all(|c| SHORT_FLAGS.contains(c)) {
+                return Err(refuse());
+            }
+            for c in letters.chars() {
+                match c {
+                    'a' => out.all = true,
+                    'n' => out.numeric = true,
+                    't' => out.tcp = true,
+                    'u' => out.udp = true,
+                    'l' => out.listening = true,
+                    'p' => out.programs = true,
+                    _ => return Err(refuse()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `netstat -tulpn`, for messages.
+    pub fn command_line(&self) -> String {
+        let mut line = String::from("netstat");
+        for a in &self.argv {
+            line.push(' ');
+            line.push_str(a);
+        }
+        line
+    }
+
+    /// Which transports the listing covers: netstat lists both when given neither.
+    fn transports(&self) -> (bool, bool) {
+        if self.tcp || self.udp {
+            (self.tcp, self.udp)
+        } else {
+            (true, true)
+        }
+    }
+
+    /// Whether netstat would print this socket under these flags (net-tools' rules: `-a` all,
+    /// `-l` only listening, neither only non-listening; an unconnected UDP socket counts as
+    /// listening).
+    fn shows(&self, s: &Socket) -> bool {
+        let (tcp, udp) = self.transports();
+        let listening = match s.protocol.transport() {
+            Transport::Tcp if !tcp => return false,
+            Transport::Udp if !udp => return false,
+            Transport::Tcp => s.state == Some(TcpState::Listen),
+            Transport::Udp => s.state.is_none(),
+        };
+        self.all || listening == self.listening
+    }
+
+    fn listing(&self) -> Listing {
+        if self.all {
+            Listing::All
+        } else if self.listening {
+            Listing::Listening
+        } else {
+            Listing::Connected
+        }
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("\"{}\" (a string)", s.escape_default()),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+        Value::Bool(b) => format!("{b} (a boolean)"),
+        Value::Null => "null".into(),
+        Value::Number(n) => format!("{n} (a number)"),
+    }
+}
+
+/// Where the output of the `netstat` tool came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputSource {
+    /// The local `netstat` binary ran.
+    Binary,
+    /// No `netstat` binary: the columns were rendered from the native collector.
+    Native,
+}
+
+/// `data` of the `netstat` tool.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct NetstatData {
+    /// The command that was answered, e.g. `netstat -tulpn`.
+    pub command: String,
+    /// `binary` when the local netstat ran, `native` when its columns were rendered from the
+    /// native socket collector because no netstat binary exists.
+    pub source: OutputSource,
+    /// netstat's exit status; null for the native rendering.
+    pub exit_code: Option<i32>,
+    /// netstat's standard output (or the native rendering), as text.
+    pub output: String,
+    /// netstat's standard error, trimmed (e.g. its warning that some processes could not be
+    /// identified without root); empty when there was none.
+    pub stderr: String,
+    /// True when `output` was cut at 1 MiB.
+    pub truncated: bool,
+}
+
+/// Runs the `netstat` tool.
+#[derive(Debug, Clone)]
+pub struct NetstatTool {
+    program: OsString,
+    timeout: Duration,
+}
+
+impl Default for NetstatTool {
+    fn default() -> Self {
+        NetstatTool::new("netstat", NETSTAT_TIMEOUT)
+    }
+}
+
+impl NetstatTool {
+    /// A runner for `program` (looked up in `PATH` when it has no slash) with a timeout.
+    pub fn new(program: impl Into<OsString>, timeout: Duration) -> NetstatTool {
+        NetstatTool {
+            program: program.into(),
+            timeout,
+        }
+    }
+
+    /// Runs netstat with the validated arguments, or renders its columns natively when there
+    /// is no netstat binary. Dropping the future kills a running netstat.
+    pub async fn run(
+        &self,
+        service: &Service,
+        args: &NetstatArgs,
+    ) -> Result<Envelope<NetstatData>, Error> {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&args.argv)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) => {
+                tracing::debug!("no netstat binary; rendering natively");
+                return native(service, args, "no netstat binary was found").await;
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied) => {
+                tracing::warn!(cause = %e, "netstat binary not executable; rendering natively");
+                return native(service, args, "the netstat binary could not be executed").await;
+            }
+            Err(e) => {
+                return Err(Error::Command {
+                    program: args.command_line(),
+                    status: "not started".into(),
+                    stderr: e.to_string(),
+                });
+            }
+        };
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                return Err(Error::Command {
+                    program: args.command_line(),
+                    status: "failed while running".into(),
+                    stderr: e.to_string(),
+                });
+            }
+            // Dropping the `wait_with_output` future dropped the child, which kills it.
+            Err(_) => {
+                return Err(Error::CommandTimeout {
+                    program: args.command_line(),
+                    secs: self.timeout.as_secs().max(1),
+                });
+            }
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if !output.status.success() {
+            return Err(Error::Command {
+                program: args.command_line(),
+                status: output.status.to_string(),
+                stderr: clip(&stderr, 2000).to_string(),
+            });
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let kept = clip(&text, MAX_OUTPUT_BYTES);
+        let truncated = kept.len() < text.len();
+        let lines = kept.lines().count();
+        let mut message = format!("Ran `{}` on the local host", args.command_line());
+        if !args.help {
+            let _ = write!(message, ", {lines} lines of output");
+        }
+        if truncated {
+            message.push_str(". The output was cut at 1 MiB; narrow it with -t, -u or -l, or use query_network_connections with filters");
+        }
+        if args.programs && stderr.contains("processes could be identified") {
+            let _ = write!(
+                message,
+                ". netstat could not identify every process, so some PID/Program cells show '-'; to see them, {OWNER_HINT}"
+            );
+        }
+        Ok(Envelope::ok(
+            message,
+            NetstatData {
+                command: args.command_line(),
+                source: OutputSource::Binary,
+                exit_code: output.status.code(),
+                output: kept.to_string(),
+                stderr,
+                truncated,
+            },
+        ))
+    }
+}
+
+/// At most `max` bytes of `s`, cut on a char boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+const NATIVE_HELP: &str = "usage: netstat [-a] [-n] [-t] [-u] [-l] [-p]
+
+(native rendering: no netstat binary is installed; only these flags are supported)
+  -a   all sockets, listening and connected
+  -l   only listening sockets
+  -n   numeric addresses (always on here)
+  -p   add the PID/Program name column
+  -t   TCP sockets
+  -u   UDP sockets
+Neither -t nor -u lists both.
+";
+
+/// The `netstat` columns rendered from the native collector.
+async fn native(
+    service: &Service,
+    args: &NetstatArgs,
+    why: &str,
+) -> Result<Envelope<NetstatData>, Error> {
+    let data = |output: String| NetstatData {
+        command: args.command_line(),
+        source: OutputSource::Native,
+        exit_code: None,
+        output,
+        stderr: String::new(),
+        truncated: false,
+    };
+    if args.help {
+        return Ok(Envelope::ok(
+            format!("{why}; showing the native rendering's usage"),
+            data(NATIVE_HELP.to_string()),
+        ));
+    }
+    let (tcp, udp) = args.transports();
+    let want = Want {
+        tcp,
+        udp,
+        states: StateSet::ALL,
+        local_port: None,
+        owners: args.programs,
+    };
+    let (_, snapshot) = service.snapshot(&HostSpec::Local, None, want).await?;
+    let mut shown: Vec<Socket> = snapshot
+        .sockets
+        .into_iter()
+        .filter(|s| args.shows(s))
+        .collect();
+    shown.sort_by_key(|s| s.protocol);
+    let text = render_netstat(
+        &shown,
+        &RenderOptions {
+            wide: false,
+            programs: args.programs,
+            listing: args.listing(),
+        },
+    );
+    let kept = clip(&text, MAX_OUTPUT_BYTES);
+    let truncated = kept.len() < text.len();
+    let mut message = format!(
+        "{why}, so `{}` was answered by rendering netstat's columns from the native collector: {} sockets (addresses are always numeric",
+        args.command_line(),
+        shown.len()
+    );
+    if !args.tcp && !args.udp {
+        message.push_str("; UNIX domain sockets are not listed");
+    }
+    message.push(')');
+    if args.programs
+        && let OwnerCoverage::Partial { .. } = snapshot.owners
+    {
+        let _ = write!(
+            message,
+            ". Some processes could not be inspected, so some PID/Program cells show '-'; to see them, {OWNER_HINT}"
+        );
+    }
+    if truncated {
+        message.push_str(". The output was cut at 1 MiB; narrow it with -t, -u or -l");
+    }
+    let mut d = data(kept.to_string());
+    d.truncated = truncated;
+    Ok(Envelope::ok(message, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Owner, Protocol};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn parse(args: &[&str]) -> Result<NetstatArgs, InputError> {
+        NetstatArgs::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn allowed_flags_alone_and_combined() {
+        let a = parse(&["-tulpn"]).unwrap();
+        assert!(a.tcp && a.udp && a.listening && a.programs && a.numeric && !a.all && !a.help);
+        let a = parse(&["-a", "-n"]).unwrap();
+        assert!(a.all && a.numeric && !a.tcp);
+        assert!(parse(&["--help"]).unwrap().help);
+        assert_eq!(parse(&[]).unwrap(), NetstatArgs::default());
+        assert_eq!(parse(&["-an", "-t"]).unwrap().argv, vec!["-an", "-t"]);
+    }
+
+    #[test]
+    fn refused_arguments_are_named() {
+        for bad in [
+            "-r", "-x", ";ls", "$(id)", "-", "--", "-tx", "--all", "-W", "tcp", "", "-t;ls",
+            "`id`", "-a|sh", "--help=x", "-é",
+        ] {
+            let err = parse(&["-t", bad]).unwrap_err();
+            assert_eq!(err.param, "args");
+            assert_eq!(err.given, format!("'{}'", bad.escape_default()), "{bad}");
+            let text = err.to_string();
+            assert!(text.contains("-tulpn") && text.contains("--help"), "{text}");
+        }
+    }
+
+    #[test]
+    fn too_many_arguments_are_refused() {
+        let many = vec!["-t".to_string(); MAX_ARGS + 1];
+        assert!(NetstatArgs::parse(&many).is_err());
+        let enough = vec!["-t".to_string(); MAX_ARGS];
+        assert!(NetstatArgs::parse(&enough).is_ok());
+    }
+
+    #[test]
+    fn json_arguments() {
+        let map = |v: Value| v.as_object().cloned().unwrap();
+        assert!(
+            NetstatArgs::from_json(&map(serde_json::json!({"args": ["-tl"]})))
+                .unwrap()
+                .listening
+        );
+        assert_eq!(
+            NetstatArgs::from_json(&map(serde_json::json!({}))).unwrap(),
+            NetstatArgs::default()
+        );
+        let e = NetstatArgs::from_json(&map(serde_json::json!({"args": "-t"}))).unwrap_err();
+        assert_eq!(e.param, "args");
+        let e = NetstatArgs::from_json(&map(serde_json::json!({"args": ["-t", 5]}))).unwrap_err();
+        assert!(e.given.contains('5'), "{e}");
+        let e = NetstatArgs::from_json(&map(serde_json::json!({"cmd": "ls"}))).unwrap_err();
+        assert!(e.to_string().contains("'cmd'"), "{e}");
+    }
+
+    fn sock(protocol: Protocol, port: u16, state: Option<TcpState>, fport: Option<u16>) -> Socket {
+        let ip = if protocol.is_ipv6() {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        let mut s = Socket::new(protocol, ip, port, Endpoint { ip, port: fport });
+        s.state = state;
+        s
+    }
+
+    #[test]
+    fn selection_follows_net_tools() {
+        let listen = sock(Protocol::Tcp, 80, Some(TcpState::Listen), None);
+        let estab = sock(Protocol::Tcp6, 80, Some(TcpState::Established), Some(5000));
+        let udp_unconnected = sock(Protocol::Udp, 53, None, None);
+        let udp_connected = sock(Protocol::Udp, 5353, Some(TcpState::Established), Some(53));
+        let all = [&listen, &estab, &udp_unconnected, &udp_connected];
+        let shown = |args: &[&str]| -> Vec<u16> {
+            let a = parse(args).unwrap();
+            all.iter()
+                .filter(|s| a.shows(s))
+                .map(|s| s.local_port)
+                .collect()
+        };
+        assert_eq!(shown(&["-tl"]), vec![80]);
+        assert_eq!(shown(&["-ul"]), vec![53]);
+        assert_eq!(shown(&["-l"]), vec![80, 53]);
+        assert_eq!(shown(&["-t"]), vec![80]);
+        assert_eq!(shown(&[]), vec![80, 5353]);
+        assert_eq!(shown(&["-an"]), vec![80, 80, 53, 5353]);
+        assert_eq!(shown(&["-ua"]), vec![53, 5353]);
+    }
+
+    #[test]
+    fn native_rendering_has_netstat_columns() {
+        let mut s = sock(Protocol::Tcp, 8080, Some(TcpState::Listen), None);
+        s.foreign.ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        s.owners.push(Owner {
+            pid: 42,
+            program: "nginx".into(),
+        });
+        let mut mapped = sock(Protocol::Tcp6, 22, Some(TcpState::Established), Some(40000));
+        mapped.local_ip = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        let text = render_netstat(
+            &[s, mapped],
+            &RenderOptions {
+                wide: false,
+                programs: true,
+                listing: Listing::All,
+            },
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Active Internet connections (servers and established)"
+        );
+        assert!(lines[1].starts_with("Proto Recv-Q Send-Q Local Address"));
+        // net-tools pads the program column to 20 characters, header included.
+        assert!(lines[1].ends_with("State       PID/Program name    "));
+        assert_eq!(
+            lines[2],
+            "tcp        0      0 127.0.0.1:8080          0.0.0.0:*               LISTEN      42/nginx            "
+        );
+        assert!(lines[3].starts_with("tcp6       0      0 10.0.0.1:22             ::1:40000"));
+        assert!(lines[3].trim_end().ends_with("ESTABLISHED -"));
+    }
+
+    #[test]
+    fn clip_respects_char_boundaries() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        assert_eq!(clip("abc", 10), "abc");
+    }
+}
