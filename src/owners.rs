@@ -16,7 +16,7 @@
 //! Processes whose descriptors we may not read (another user's, without root or
 //! `CAP_SYS_PTRACE`+`CAP_DAC_READ_SEARCH`) are counted, never fatal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -72,7 +72,7 @@ pub fn attach(proc_root: &Path, sockets: &mut [Socket]) -> ScanStats {
     let mut scan = Scan {
         index,
         remaining: 0,
-        found_fds: Vec::new(),
+        found_fds: HashSet::new(),
         fd_nums: Vec::new(),
         dir_buf: vec![MaybeUninit::uninit(); 32 * 1024],
     };
@@ -103,8 +103,10 @@ struct Scan {
     index: HashMap<u64, Slot>,
     /// Wanted inodes without an owner yet.
     remaining: usize,
-    /// Descriptor numbers at which wanted sockets were found.
-    found_fds: Vec<u32>,
+    /// Descriptor numbers at which wanted sockets were found. A set: with 100k sockets spread
+    /// over a few processes it holds tens of thousands of numbers, and it is probed once per
+    /// socket found (a `Vec::contains` here made the full listing quadratic).
+    found_fds: HashSet<u32>,
     /// The current process's descriptor numbers (reused).
     fd_nums: Vec<u32>,
     dir_buf: Vec<MaybeUninit<u8>>,
@@ -133,14 +135,32 @@ impl Scan {
             Mode::empty(),
         )?;
         self.fd_nums.clear();
-        let mut dir = RawDir::new(fd_dir.as_fd(), &mut self.dir_buf);
-        while let Some(entry) = dir.next() {
-            let Ok(entry) = entry else { break };
-            if let Some(n) = parse_u32(entry.file_name().to_bytes()) {
-                self.fd_nums.push(n);
+        // A large process scanned selectively needs only a few descriptor numbers: resolve
+        // them directly rather than listing the directory, whose `getdents` builds a dentry
+        // for every descriptor (most of the time of a port check on a host where a few
+        // processes hold 100k sockets). The directory's size is its descriptor count on
+        // Linux >= 6.2; older kernels report 0, and then the directory is listed as before.
+        let direct = selective && {
+            let count = rustix::fs::fstat(&fd_dir)
+                .ok()
+                .and_then(|st| usize::try_from(st.st_size).ok())
+                .unwrap_or(0);
+            count > SMALL_PROCESS && self.found_fds.len() + 10 < count
+        };
+        if direct {
+            self.fd_nums.extend(0..10);
+            self.fd_nums
+                .extend(self.found_fds.iter().copied().filter(|&n| n >= 10));
+        } else {
+            let mut dir = RawDir::new(fd_dir.as_fd(), &mut self.dir_buf);
+            while let Some(entry) = dir.next() {
+                let Ok(entry) = entry else { break };
+                if let Some(n) = parse_u32(entry.file_name().to_bytes()) {
+                    self.fd_nums.push(n);
+                }
             }
         }
-        let all = !selective || self.fd_nums.len() <= SMALL_PROCESS;
+        let all = !selective || (!direct && self.fd_nums.len() <= SMALL_PROCESS);
         let mut resolved = 0;
         let mut hits: Vec<(u64, u32)> = Vec::new();
         let mut name = [0u8; 12];
@@ -183,9 +203,7 @@ impl Scan {
             slot.found = true;
             self.remaining -= 1;
         }
-        if !self.found_fds.contains(&fd_num) {
-            self.found_fds.push(fd_num);
-        }
+        self.found_fds.insert(fd_num);
     }
 }
 

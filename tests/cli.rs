@@ -1,11 +1,10 @@
 //! The `netstat-mcp` binary as a person runs it: tables, `--json`, exit codes.
 
-use std::net::TcpListener;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::net::{our_program, unused_tcp_port};
+use crate::support::net::{our_program, tcp_listener, unused_tcp_port};
 
 fn netstat_mcp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
@@ -26,7 +25,7 @@ fn json(out: &Output) -> Value {
 
 #[test]
 fn port_exit_codes_and_json() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port().to_string();
 
     let out = netstat_mcp(&["port", &port, "--json"]);
@@ -75,7 +74,7 @@ fn port_exit_codes_and_json() {
 
 #[test]
 fn connections_table_and_json_show_our_listener() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port();
     let out = netstat_mcp(&[
         "connections",
@@ -187,7 +186,7 @@ fn unprivileged_user_gets_rows_without_owners_and_a_hint() {
         );
         return;
     }
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port().to_string();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])

@@ -2,7 +2,7 @@
 //! protocol, addresses, state, and this process as owner; results agree with `ss`.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use netstat_mcp::model::{Protocol, Socket, TcpState};
 use netstat_mcp::query::{ConnectionsArgs, PortArgs, Service};
 use netstat_mcp::source::{Backend, LocalSource, NoRemotes, Want};
 
-use crate::support::net::{our_program, udp_socket, unused_tcp_port};
+use crate::support::net::{our_program, tcp_listener, udp_socket, unused_tcp_port};
 
 fn snapshot(backend: Backend) -> Vec<Socket> {
     LocalSource::new(backend)
@@ -47,8 +47,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn check_listener_pair_and_udp(backend: Backend) {
-    let v4 = TcpListener::bind("127.0.0.1:0").expect("bind v4");
-    let v6 = TcpListener::bind("[::1]:0").expect("bind v6");
+    let v4 = tcp_listener("127.0.0.1");
+    let v6 = tcp_listener("::1");
     let client = TcpStream::connect(v4.local_addr().unwrap()).expect("connect");
     let (server_side, _) = v4.accept().expect("accept");
     let (udp, udp_port) = udp_socket();
@@ -124,7 +124,7 @@ fn procfs_finds_our_listeners_pair_and_udp_with_our_pid() {
 
 #[test]
 fn kernel_filters_by_state_and_port() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port();
     let _c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let _a = l.accept().expect("accept");
@@ -150,7 +150,7 @@ fn kernel_filters_by_state_and_port() {
 
 #[test]
 fn port_check_names_our_process_and_free_port_is_free() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port();
     let rt = runtime();
     let service = service();
@@ -215,7 +215,7 @@ fn port_check_names_our_process_and_free_port_is_free() {
 fn a_socket_shared_by_two_processes_lists_both() {
     // A child inherits the listening socket across fork+exec (fd 3 via the shell's `exec 3<&0`
     // is not possible for a socket, so pass it as the child's stdin).
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port();
     let fd = std::os::fd::OwnedFd::from(l.try_clone().expect("clone"));
     let mut child = Command::new("sleep")
@@ -251,7 +251,7 @@ fn a_socket_shared_by_two_processes_lists_both() {
 
 #[test]
 fn filters_and_limit() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = tcp_listener("127.0.0.1");
     let port = l.local_addr().unwrap().port();
     let _clients: Vec<_> = (0..3)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
@@ -414,8 +414,8 @@ fn agrees_with_ss_on_hundreds_of_connections() {
     if Command::new("ss").arg("-V").output().is_err() {
         panic!("ss (iproute2) is required for this test; install iproute2");
     }
-    let l4 = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let l6 = TcpListener::bind("[::1]:0").expect("bind6");
+    let l4 = tcp_listener("127.0.0.1");
+    let l6 = tcp_listener("::1");
     let mut held = Vec::new();
     for i in 0..150 {
         let l = if i % 3 == 0 { &l6 } else { &l4 };

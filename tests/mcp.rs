@@ -4,7 +4,7 @@
 //! (a collector that fails, or never finishes).
 
 use std::ffi::OsString;
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ fn me() -> u64 {
 }
 
 fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let l = crate::support::net::tcp_listener("127.0.0.1");
     let port = l.local_addr().expect("local addr").port();
     (l, port)
 }
@@ -184,7 +184,7 @@ async fn port_check_names_this_test_process_as_the_holder() {
 
 #[tokio::test]
 async fn udp_port_check_and_listing() {
-    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let (udp, _) = crate::support::net::udp_socket();
     let port = udp.local_addr().expect("addr").port();
     let server = Server::start().await;
     let out = server

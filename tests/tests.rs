@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod http;
+mod loadgen;
 mod local;
 mod mcp;
 mod parse;

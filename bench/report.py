@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Count checks and the BENCHMARKS.md report for bench/run.sh.
+
+    report.py count --kind ss|netstat|lsof|json --mode list|local --port P FILE
+        prints "<rows> <owned>": the sockets in FILE (one tool's output) that have port P at
+        either end (mode list) or as their local port (mode local), and how many of them carry
+        an owner (pid/program). lsof prints one line per process holding a socket, so its
+        sockets are counted once each by their address pair.
+
+    report.py render --out DIR --markdown BENCHMARKS.md
+        reads DIR/meta.env and DIR/<N>/{*.json,counts.tsv,mem.tsv,mcp.*.json} written by
+        bench/run.sh and writes the report: medians, ratios to ss, peak memory, count checks,
+        and the targets of issue 6 at the largest N.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+TOOLS = ["netstat-mcp", "ss", "netstat", "lsof"]
+
+SCENARIOS = [
+    ("list_owners", "1. List all TCP sockets with owners"),
+    ("list_no_owners", "2. List all TCP sockets without owners"),
+    ("port_idle", "3. Who holds an idle listening port"),
+    ("port_loaded", "4. Who holds the loaded port (N accepted sockets)"),
+]
+
+
+def port_of(addr):
+    """The port of 'ip:port', '[v6]:port' or '*:port'; None for '*' or unreadable."""
+    head, sep, tail = addr.rpartition(":")
+    if not sep or not tail.isdigit():
+        return None
+    return int(tail)
+
+
+def rows_ss(lines):
+    for line in lines:
+        f = line.split()
+        if len(f) < 5 or f[0] == "State":
+            continue
+        yield port_of(f[3]), port_of(f[4]), "users:(" in line, None
+
+
+def rows_netstat(lines):
+    for line in lines:
+        f = line.split()
+        if len(f) < 5 or not f[0].startswith("tcp"):
+            continue
+        owned = len(f) >= 7 and f[6] != "-"
+        yield port_of(f[3]), port_of(f[4]), owned, None
+
+
+def rows_lsof(lines):
+    seen = set()
+    for line in lines:
+        f = line.split()
+        if len(f) < 9 or f[0] == "COMMAND":
+            continue
+        name = " ".join(f[8:])
+        key = (f[5], name)  # DEVICE is the socket's inode: one socket, one key
+        if key in seen:
+            continue
+        seen.add(key)
+        pair = re.sub(r"\s*\([A-Z_0-9]+\)$", "", name)
+        local, _, remote = pair.partition("->")
+        yield port_of(local), port_of(remote) if remote else None, True, name
+
+
+def find_list(obj, key):
+    """The list under `key` at the top, under 'data', or the object itself if it is a list."""
+    if isinstance(obj, list):
+        return obj
+    if not isinstance(obj, dict):
+        return []
+    if isinstance(obj.get(key), list):
+        return obj[key]
+    data = obj.get("data")
+    if isinstance(data, dict) and isinstance(data.get(key), list):
+        return data[key]
+    return []
+
+
+def rows_json(text):
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return
+    items = find_list(obj, "connections") or find_list(obj, "occupations")
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        yield item.get("local_port"), item.get("foreign_port"), item.get("pid") is not None, None
+
+
+def count(kind, mode, port, path):
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    if kind == "json":
+        rows = rows_json(text)
+    else:
+        rows = {"ss": rows_ss, "netstat": rows_netstat, "lsof": rows_lsof}[kind](text.splitlines())
+    matched = owned = 0
+    for local, remote, has_owner, _ in rows:
+        if local == port or (mode == "list" and remote == port):
+            matched += 1
+            owned += int(bool(has_owner))
+    return matched, owned
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def read_env(path):
+    meta = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                key, sep, value = line.rstrip("\n").partition("=")
+                if sep:
+                    meta[key] = value
+    return meta
+
+
+def read_tsv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [line.rstrip("\n").split("\t") for line in fh if line.strip()]
+
+
+def fmt_ms(seconds):
+    ms = seconds * 1000.0
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}"
+
+
+def load_n(out, n):
+    d = os.path.join(out, n)
+    result = {"scenarios": {}, "counts": {}, "mem": {}, "mcp": {}}
+    for key, _ in SCENARIOS:
+        path = os.path.join(d, key + ".json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                result["scenarios"][key] = {
+                    r["command"]: r for r in json.load(fh).get("results", [])
+                }
+    for row in read_tsv(os.path.join(d, "counts.tsv")):
+        if len(row) >= 5:
+            result["counts"][(row[0], row[1])] = (int(row[2]), int(row[3]), int(row[4]))
+    for row in read_tsv(os.path.join(d, "mem.tsv")):
+        if len(row) >= 3 and row[2].strip().isdigit():
+            result["mem"][(row[0], row[1])] = int(row[2])
+    for label in ("query", "port_idle", "port_loaded"):
+        path = os.path.join(d, f"mcp.{label}.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                result["mcp"][label] = json.load(fh)
+    return result
+
+
+def median(res, scenario, tool):
+    r = res["scenarios"].get(scenario, {}).get(tool)
+    return None if r is None else r["median"]
+
+
+def render(out, markdown):
+    meta = read_env(os.path.join(out, "meta.env"))
+    ns = sorted((e for e in os.listdir(out) if e.isdigit()), key=int)
+    results = {n: load_n(out, n) for n in ns}
+    lines = [
+        "# Benchmarks: netstat-mcp vs ss, netstat and lsof",
+        "",
+        "Generated by `bench/run.sh` (rerun it to reproduce; `bench/run.sh 1000` for a quick run).",
+        "For each N, `examples/loadgen` holds N loopback TCP connections (both ends, so 2N",
+        f"ESTABLISHED sockets, plus its listeners) and 100 UDP sockets; every tool is timed in the",
+        "same run with hyperfine, so the **ratios to ss** are the numbers to compare across machines.",
+        "",
+        f"- Date: {meta.get('date', '?')}",
+        f"- Machine: {meta.get('nproc', '?')} cores ({meta.get('cpu', '?')}), "
+        f"{meta.get('memory', '?')} RAM, Linux {meta.get('kernel', '?')}, "
+        f"load average at start {meta.get('loadavg', '?')}",
+        f"- Versions: netstat-mcp {meta.get('netstat_mcp', '?')} ({meta.get('rustc', '?')}); "
+        f"{meta.get('ss', '?')}; {meta.get('netstat', '?')}; lsof {meta.get('lsof', '?')}; "
+        f"{meta.get('hyperfine', '?')}",
+        f"- Kernel limits: somaxconn {meta.get('somaxconn', '?')}, ephemeral ports "
+        f"{meta.get('port_range', '?')}, open files (hard) {meta.get('nofile', '?')}",
+        "",
+        "Times are hyperfine medians in ms (wall clock, output discarded); memory is the peak",
+        "resident set (`/usr/bin/time`, largest process of the pipeline). *Rows* is the number",
+        "of sockets on the loaded/idle port found in the tool's own output (*owned*: with a",
+        "pid/program); a ✗ marks a tool that did not return the expected sockets.",
+        "",
+    ]
+    for n in ns:
+        res = results[n]
+        lines += [f"## N = {int(n):,} connections", ""]
+        for key, title in SCENARIOS:
+            runs = res["scenarios"].get(key)
+            if not runs:
+                continue
+            base = median(res, key, "ss")
+            lines += [
+                f"### {title}",
+                "",
+                "| tool | command | median ms | min–max ms | × ss | peak MiB | rows (owned) |",
+                "|---|---|---:|---:|---:|---:|---|",
+            ]
+            for tool in TOOLS:
+                r = runs.get(tool)
+                if r is None:
+                    continue
+                ratio = f"{r['median'] / base:.3f}" if base else "–"
+                mem = res["mem"].get((key, tool))
+                mem_s = f"{mem / 1024:.1f}" if mem is not None else "–"
+                c = res["counts"].get((key, tool))
+                if c is None:
+                    check = "–"
+                else:
+                    rows, owned, expected = c
+                    ok = rows == expected and (key == "list_no_owners" or owned == rows)
+                    check = f"{rows:,} ({owned:,}) {'✓' if ok else '✗ expected ' + format(expected, ',')}"
+                lines.append(
+                    f"| {tool} | `{command_text(out, n, key, tool)}` "
+                    f"| {fmt_ms(r['median'])} | {fmt_ms(r['min'])}–{fmt_ms(r['max'])} "
+                    f"| {ratio} | {mem_s} | {check} |"
+                )
+            lines.append("")
+        if res["mcp"]:
+            lines += [
+                "### 5. MCP `tools/call` round trip (server already running, stdio)",
+                "",
+                "| tool | arguments | calls | median ms | p90 ms | rows |",
+                "|---|---|---:|---:|---:|---|",
+            ]
+            for label in ("query", "port_idle", "port_loaded"):
+                m = res["mcp"].get(label)
+                if m:
+                    lines.append(
+                        f"| {m['tool']} | `{json.dumps(m['arguments'])}` | {m['calls']} "
+                        f"| {m['median_ms']:.2f} | {m['p90_ms']:.2f} | {m.get('rows')} "
+                        f"{'✓' if mcp_rows_ok(label, m, n) else '✗'} |"
+                    )
+            lines.append("")
+    if ns:
+        lines += targets(results[ns[-1]], ns[-1], results)
+    text = "\n".join(lines).rstrip() + "\n"
+    with open(markdown, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+_COMMANDS = {}
+
+
+def command_text(out, n, key, tool):
+    """The exact command line of `tool` in a scenario, from hyperfine's text output."""
+    if (n, key) not in _COMMANDS:
+        cmds = {}
+        path = os.path.join(out, n, key + ".cmds")
+        if os.path.exists(path):
+            for row in read_tsv(path):
+                if len(row) >= 2:
+                    cmds[row[0]] = row[1]
+        _COMMANDS[(n, key)] = cmds
+    text = _COMMANDS[(n, key)].get(tool, tool)
+    return text.replace(out, "$OUT").replace("|", "\\|")
+
+
+def mcp_rows_ok(label, m, n):
+    """Whether an MCP result saw the loadgen's sockets: all of them, or the port's owners."""
+    rows = m.get("rows")
+    if not isinstance(rows, int):
+        return False
+    n = int(n)
+    if label == "query":
+        return rows >= 2 * n + 1  # connection_count: every TCP socket, loadgen's among them
+    return rows == (1 if label == "port_idle" else n + 1)
+
+
+def targets(res, n, results):
+    """Issue 6's targets, checked at the largest N of this run (MCP: at every N)."""
+
+    def ratio(key, tool, base_tool):
+        a, b = median(res, key, tool), median(res, key, base_tool)
+        return None if a is None or not b else a / b
+
+    rows = []
+
+    def checked(key):
+        """Whether netstat-mcp returned the expected sockets in this scenario."""
+        c = res["counts"].get((key, "netstat-mcp"))
+        if c is None:
+            return False
+        found, owned, expected = c
+        return found == expected and (key == "list_no_owners" or owned == found)
+
+    def add(name, value, limit, unit, key=None):
+        target = f"≤ {limit}×" if unit == "×" else f"< {limit} {unit}"
+        if value is None:
+            rows.append(f"| {name} | not measured | {target} | – |")
+            return
+        ok = value <= limit if unit == "×" else value < limit
+        shown = f"{value:.3f}×" if unit == "×" else f"{value:.2f} {unit}"
+        if key is not None and not checked(key):
+            verdict = "✗ (wrong rows)"
+        else:
+            verdict = "✓" if ok else "✗"
+        rows.append(f"| {name} | {shown} | {target} | {verdict} |")
+
+    add(
+        "list with owners vs `ss -tanp`",
+        ratio("list_owners", "netstat-mcp", "ss"),
+        0.15,
+        "×",
+        "list_owners",
+    )
+    add(
+        "list with owners vs `netstat -tanp`",
+        ratio("list_owners", "netstat-mcp", "netstat"),
+        0.12,
+        "×",
+        "list_owners",
+    )
+    add(
+        "list without owners vs `ss -tan`",
+        ratio("list_no_owners", "netstat-mcp", "ss"),
+        0.6,
+        "×",
+        "list_no_owners",
+    )
+    idle = median(res, "port_idle", "netstat-mcp")
+    add("idle port with owner", None if idle is None else idle * 1000, 10, "ms", "port_idle")
+    add(
+        "loaded port vs `ss -tanp 'sport = :P'`",
+        ratio("port_loaded", "netstat-mcp", "ss"),
+        0.2,
+        "×",
+        "port_loaded",
+    )
+    idle_runs = [(k, r["mcp"]["port_idle"]) for k, r in results.items() if "port_idle" in r["mcp"]]
+    worst = max((m["median_ms"] for _, m in idle_runs), default=None)
+    rows_ok = bool(idle_runs) and all(mcp_rows_ok("port_idle", m, k) for k, m in idle_runs)
+    add("MCP check_port_occupation, idle port (worst N)", worst, 5, "ms")
+    if worst is not None and not rows_ok:
+        rows[-1] = rows[-1].rsplit("|", 2)[0] + "| ✗ (wrong rows) |"
+    a, b = res["mem"].get(("list_owners", "netstat-mcp")), res["mem"].get(("list_owners", "ss"))
+    add(
+        "peak memory, list with owners vs `ss -tanp`",
+        None if a is None or not b else a / b,
+        1.0,
+        "×",
+        "list_owners",
+    )
+    return [
+        f"## Targets (issue 6) at N = {int(n):,}",
+        "",
+        "| target | measured | limit | met |",
+        "|---|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("count")
+    c.add_argument("--kind", choices=["ss", "netstat", "lsof", "json"], required=True)
+    c.add_argument("--mode", choices=["list", "local"], required=True)
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("file")
+    r = sub.add_parser("render")
+    r.add_argument("--out", required=True)
+    r.add_argument("--markdown", required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "count":
+        rows, owned = count(args.kind, args.mode, args.port, args.file)
+        print(rows, owned)
+    else:
+        render(args.out, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
