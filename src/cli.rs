@@ -71,7 +71,51 @@ pub struct HostsOpts {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Serve MCP over streamable HTTP at http://ADDR/mcp instead of stdio; ADDR defaults to
+    /// 127.0.0.1:8765. A non-loopback ADDR requires --token-env.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = crate::http::DEFAULT_HTTP_ADDR
+    )]
+    pub http: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on every HTTP request, the token read from the
+    /// environment variable NAME (at least 16 characters, e.g. `openssl rand -hex 32`).
+    #[arg(long, value_name = "NAME", requires = "http")]
+    pub token_env: Option<String>,
+    /// Also accept this Host header: the name or address clients use to reach the server
+    /// (`host` for any port, or `host:port`). Repeatable. Loopback names with the bound port and
+    /// the bound address are always accepted; anything else is refused (DNS-rebinding
+    /// protection).
+    #[arg(long, value_name = "HOST", requires = "http")]
+    pub allow_host: Vec<String>,
+    /// Also accept browser requests from this Origin (`https://app.example.com`,
+    /// `http://localhost:6274`). Repeatable. Requests without an Origin header are not affected.
+    #[arg(long, value_name = "ORIGIN", requires = "http")]
+    pub allow_origin: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The HTTP options these flags ask for; `env` reads an environment variable (pass
+    /// `std::env::var_os`).
+    pub fn http_options(
+        &self,
+        env: impl FnOnce(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<crate::http::HttpOptions, crate::http::HttpError> {
+        let token = match &self.token_env {
+            Some(name) => Some(crate::http::BearerToken::from_env(name, env)?),
+            None => None,
+        };
+        Ok(crate::http::HttpOptions {
+            token,
+            allowed_hosts: self.allow_host.clone(),
+            allowed_origins: self.allow_origin.clone(),
+            ..crate::http::HttpOptions::default()
+        })
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct ConnectionsOpts {

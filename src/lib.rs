@@ -14,10 +14,13 @@
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+//! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
+//!   graceful shutdown — around any MCP handler.
 
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod mcp;
 pub mod model;
 pub mod netstat_tool;

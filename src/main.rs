@@ -2,8 +2,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use netstat_mcp::cli::{self, Cli, Command};
+use netstat_mcp::cli::{self, Cli, Command, ServeArgs};
 use netstat_mcp::config::NetstatConfig;
+use netstat_mcp::http;
 use netstat_mcp::mcp::{self, NetstatServer};
 use netstat_mcp::query::Service;
 use netstat_mcp::source::{LocalSource, SshRemotes};
@@ -11,8 +12,14 @@ use netstat_mcp::source::{LocalSource, SshRemotes};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving_http = matches!(&cli.command, Some(Command::Serve(args)) if args.http.is_some());
+    // Over HTTP the access log and tool calls are shown unless RUST_LOG says otherwise.
+    let filter = match std::env::var_os("RUST_LOG") {
+        None if serving_http => tracing_subscriber::EnvFilter::new("warn,netstat_mcp=info"),
+        _ => tracing_subscriber::EnvFilter::from_default_env(),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -35,6 +42,9 @@ async fn main() -> ExitCode {
         Some(Command::Connections(opts)) => cli::connections(&service, opts).await,
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
         Some(Command::Hosts(opts)) => cli::hosts(remotes.config(), opts),
+        Some(Command::Serve(args)) if args.http.is_some() => {
+            serve_http(NetstatServer::new(service), args).await
+        }
         None | Some(Command::Serve(_)) => match mcp::serve_stdio(NetstatServer::new(service)).await
         {
             Ok(()) => ExitCode::SUCCESS,
@@ -43,5 +53,30 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `serve --http`: MCP over streamable HTTP until SIGINT/SIGTERM; exit 0 after a clean drain.
+async fn serve_http(server: NetstatServer, args: &ServeArgs) -> ExitCode {
+    let Some(addr) = args.http else {
+        return ExitCode::from(2);
+    };
+    let result = async {
+        let options = args.http_options(|name| std::env::var_os(name))?;
+        let listener = http::bind(addr, &options).await?;
+        http::serve_http(
+            listener,
+            move || server.clone(),
+            options,
+            http::shutdown_signal(),
+        )
+        .await
+    };
+    match result.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netstat-mcp: {e}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -1,0 +1,730 @@
+//! The MCP streamable HTTP transport (SPEC §5): `netstat-mcp serve --http ADDR` serves MCP at
+//! `/mcp` for agents on other machines.
+//!
+//! What this module adds around rmcp's [`StreamableHttpService`] (which speaks the protocol,
+//! keeps one session per client and refuses foreign `Host`/`Origin` headers):
+//! - **Bearer authentication** ([`BearerToken`]): with a token, every request must carry
+//!   `Authorization: Bearer <token>`, compared in constant time; anything else gets `401` with
+//!   `WWW-Authenticate: Bearer` and no other detail, before rmcp sees the request. Binding a
+//!   non-loopback address without a token is refused ([`HttpError::TokenRequired`]).
+//! - **DNS-rebinding protection**: the allowed `Host` values are the loopback names with the
+//!   bound port, the bound address itself, and the configured hosts; the allowed `Origin`s are
+//!   `http(s)://` of those plus configured origins. Requests without `Origin` (non-browser
+//!   clients) pass the origin check.
+//! - **Access log**: one `tracing` line per request (target `netstat_mcp::http::access`):
+//!   peer, method, path, status, latency to the response head. Never headers, never the token,
+//!   never the session id.
+//! - **Graceful shutdown**: when the `shutdown` future resolves, no new connection is
+//!   accepted; calls in flight (POST/DELETE responses still streaming) are finished, for at
+//!   most [`HttpOptions::drain_timeout`]; then rmcp's sessions are cancelled (which ends the
+//!   long-lived GET event streams) and [`serve_http`] returns `Ok`.
+//!
+//! It knows nothing about sockets or tools: the MCP handler comes from a factory, one
+//! handler per session. The listener and the shutdown signal are passed in, so tests bind
+//! `127.0.0.1:0` and decide when to stop.
+
+use std::ffi::OsString;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header, uri::Authority};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
+use rmcp::ServerHandler;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
+use zeroize::Zeroizing;
+
+/// Where MCP is served.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Default bind address of `serve --http` when none is given.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8765";
+
+/// The shortest token accepted: a guessable token on a network port is no protection.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why the HTTP server would not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A non-loopback bind without a token.
+    #[error(
+        "refusing to serve MCP on {addr} without authentication: it is not a loopback address, so \
+         anyone who can reach it could query this host. Put a token in an environment variable \
+         and name it with --token-env (e.g. `export NETSTAT_MCP_TOKEN=$(openssl rand -hex 32)` \
+         and `--token-env NETSTAT_MCP_TOKEN`), or bind 127.0.0.1"
+    )]
+    TokenRequired { addr: SocketAddr },
+
+    /// `--token-env NAME` names a variable that is not set.
+    #[error(
+        "--token-env {name}: the environment variable {name} is not set or not valid UTF-8; \
+         export it with the bearer token before starting the server"
+    )]
+    TokenEnvMissing { name: String },
+
+    /// The token is too short (its value is never shown).
+    #[error(
+        "the bearer token from {source_name} is {len} characters; use at least {min} (e.g. \
+         `openssl rand -hex 32`)"
+    )]
+    TokenTooShort {
+        source_name: String,
+        len: usize,
+        min: usize,
+    },
+
+    /// An `--allow-host` value that is not `host` or `host:port`.
+    #[error(
+        "--allow-host '{value}' is not a host name or host:port (e.g. mcp.example.com or \
+         10.0.0.5:8765): {reason}"
+    )]
+    BadAllowedHost { value: String, reason: String },
+
+    /// An `--allow-origin` value that is not `scheme://host[:port]`.
+    #[error(
+        "--allow-origin '{value}' is not an origin like https://app.example.com or \
+         http://localhost:6274: {reason}"
+    )]
+    BadAllowedOrigin { value: String, reason: String },
+
+    /// The address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source}. If another program holds the port, pick another \
+         with --http ADDR:PORT (`netstat-mcp port PORT` shows who holds it)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The listener's own address could not be read.
+    #[error("cannot read the listening socket's address: {source}")]
+    LocalAddr {
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The HTTP server failed while running.
+    #[error("the HTTP server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bearer token; its value never appears in `Debug`, messages or logs, and is zeroed on drop.
+#[derive(Clone)]
+pub struct BearerToken(Zeroizing<String>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl BearerToken {
+    /// A token from its value; `source_name` says where it came from, for the error message.
+    /// Surrounding whitespace (a trailing newline from a file) is trimmed.
+    pub fn new(value: &str, source_name: &str) -> Result<BearerToken, HttpError> {
+        let value = value.trim();
+        let len = value.chars().count();
+        if len < MIN_TOKEN_LEN {
+            return Err(HttpError::TokenTooShort {
+                source_name: source_name.to_string(),
+                len,
+                min: MIN_TOKEN_LEN,
+            });
+        }
+        Ok(BearerToken(Zeroizing::new(value.to_string())))
+    }
+
+    /// The token from the environment variable `name`, read through `lookup` (pass
+    /// `std::env::var_os` in production, a map in tests).
+    pub fn from_env(
+        name: &str,
+        lookup: impl FnOnce(&str) -> Option<OsString>,
+    ) -> Result<BearerToken, HttpError> {
+        let missing = || HttpError::TokenEnvMissing {
+            name: name.to_string(),
+        };
+        let raw = lookup(name).ok_or_else(missing)?;
+        let value = Zeroizing::new(raw.into_string().map_err(|_| missing())?);
+        BearerToken::new(&value, &format!("${name}"))
+    }
+
+    /// Whether an `Authorization` header value carries this token (`Bearer <token>`, scheme
+    /// case-insensitive). Constant time in the token's contents.
+    fn accepts(&self, authorization: &[u8]) -> bool {
+        let Some((scheme, rest)) = split_scheme(authorization) else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case(b"bearer") && tokens_equal(rest, self.0.as_bytes())
+    }
+}
+
+/// `scheme SP+ credentials` → (scheme, credentials).
+fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some((scheme, rest.get(start..)?))
+}
+
+/// Compares a presented token with the expected one in time that depends only on the expected
+/// token's length: every byte of `expected` is compared, whatever `presented` is.
+fn tokens_equal(presented: &[u8], expected: &[u8]) -> bool {
+    let mut same = (presented.len() as u64).ct_eq(&(expected.len() as u64));
+    for (i, e) in expected.iter().enumerate() {
+        // Past the end of a shorter presented token compare against a byte that cannot match.
+        let p = presented.get(i).copied().unwrap_or(!*e);
+        same &= p.ct_eq(e);
+    }
+    same.into()
+}
+
+/// How to serve: authentication, allowed hosts/origins, timeouts.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Required on every request when set; required to be set for a non-loopback bind.
+    pub token: Option<BearerToken>,
+    /// Extra allowed `Host` values (`host` = any port, or `host:port`), for a real
+    /// deployment's DNS name or address.
+    pub allowed_hosts: Vec<String>,
+    /// Extra allowed browser `Origin`s (`scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// A session with no request for this long is closed.
+    pub session_idle_timeout: Duration,
+    /// On shutdown, how long calls in flight may take to finish before sessions are cancelled.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            token: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            session_idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// After the drain, how long connections may take to close before we stop waiting for them.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A validated `--allow-host` entry, as rmcp's allow-list wants it (`host` or `host:port`,
+/// IPv6 in brackets).
+fn parse_allowed_host(value: &str) -> Result<String, HttpError> {
+    let bad = |reason: &str| HttpError::BadAllowedHost {
+        value: value.escape_default().to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if trimmed.contains(['@', '/', '?', '#', '*']) {
+        return Err(bad(
+            "give only a host name or address, optionally with :port",
+        ));
+    }
+    // A bare IPv6 address (`::1`) is written with brackets in Host headers.
+    let bracketed;
+    let candidate = if trimmed.parse::<std::net::Ipv6Addr>().is_ok() {
+        bracketed = format!("[{trimmed}]");
+        bracketed.as_str()
+    } else {
+        trimmed
+    };
+    let authority = Authority::try_from(candidate).map_err(|e| bad(&e.to_string()))?;
+    if authority.host().is_empty() {
+        return Err(bad("the host part is empty"));
+    }
+    let after_host = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or("");
+    if let Some(port) = after_host.strip_prefix(':')
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(bad("the port must be a number between 1 and 65535"));
+    }
+    Ok(authority.as_str().to_ascii_lowercase())
+}
+
+/// A validated `--allow-origin` entry.
+fn parse_allowed_origin(value: &str) -> Result<String, HttpError> {
+    let bad = |reason: &str| HttpError::BadAllowedOrigin {
+        value: value.escape_default().to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = value.trim().trim_end_matches('/');
+    let uri = axum::http::Uri::try_from(trimmed).map_err(|e| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("the scheme must be http:// or https://")),
+    }
+    if uri.authority().is_none() {
+        return Err(bad("it has no host"));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("an origin has no path"));
+    }
+    Ok(trimmed.to_ascii_lowercase())
+}
+
+/// `host` as it appears in a Host header (IPv6 in brackets).
+fn host_literal(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The allowed Host and Origin lists for a server bound to `local`.
+fn allow_lists(
+    local: SocketAddr,
+    options: &HttpOptions,
+) -> Result<(Vec<String>, Vec<String>), HttpError> {
+    let port = local.port();
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .map(|h| format!("{h}:{port}"))
+        .collect();
+    if !local.ip().is_unspecified() && !local.ip().is_loopback() {
+        hosts.push(format!("{}:{port}", host_literal(local.ip())));
+    }
+    for extra in &options.allowed_hosts {
+        hosts.push(parse_allowed_host(extra)?);
+    }
+    let mut origins = Vec::new();
+    for host in &hosts {
+        // A host allowed on any port allows its origins on any port.
+        let has_port = Authority::try_from(host.as_str()).is_ok_and(|a| a.port().is_some());
+        let suffix = if has_port { "" } else { ":*" };
+        origins.push(format!("http://{host}{suffix}"));
+        origins.push(format!("https://{host}{suffix}"));
+    }
+    for extra in &options.allowed_origins {
+        origins.push(parse_allowed_origin(extra)?);
+    }
+    hosts.dedup();
+    Ok((hosts, origins))
+}
+
+/// The assembled service: the axum router plus the handles shutdown needs.
+struct App {
+    router: Router,
+    /// Cancels every rmcp session (and their event streams).
+    sessions_cancel: CancellationToken,
+    /// Tracks responses to calls (POST/DELETE) until their bodies are finished.
+    in_flight: TaskTracker,
+}
+
+fn build_app<S, F>(factory: F, options: &HttpOptions, local: SocketAddr) -> Result<App, HttpError>
+where
+    S: ServerHandler + Send + 'static,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let (hosts, origins) = allow_lists(local, options)?;
+    let sessions_cancel = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .enforce_origin_validation()
+        .with_cancellation_token(sessions_cancel.clone());
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(options.session_idle_timeout);
+    let service = StreamableHttpService::new(move || Ok(factory()), Arc::new(manager), config);
+    let in_flight = TaskTracker::new();
+
+    let mut router = Router::new()
+        .route_service(MCP_PATH, service)
+        .fallback(not_found);
+    if let Some(token) = options.token.clone() {
+        router = router.layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
+    }
+    let router = router.layer(middleware::from_fn_with_state(
+        in_flight.clone(),
+        access_log,
+    ));
+    Ok(App {
+        router,
+        sessions_cancel,
+        in_flight,
+    })
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found: MCP is served at /mcp\n").into_response()
+}
+
+/// Refuses, with a bare 401, any request without the right bearer token.
+async fn require_token(
+    State(token): State<Arc<BearerToken>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let accepted = match (values.next(), values.next()) {
+        (Some(value), None) => token.accepts(value.as_bytes()),
+        _ => false,
+    };
+    if accepted {
+        return next.run(request).await;
+    }
+    let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Logs each request and keeps calls in flight tracked until their response body ends.
+async fn access_log(
+    State(in_flight): State<TaskTracker>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.to_string())
+        .unwrap_or_else(|| "-".to_string());
+    // A GET is the long-lived server→client event stream: not a call, not waited for.
+    let token = (method != Method::GET).then(|| in_flight.token());
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "netstat_mcp::http::access",
+        peer = %peer,
+        method = %method,
+        path = %path.escape_default(),
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    match token {
+        Some(token) => response.map(|body| {
+            Body::new(Tracked {
+                inner: body,
+                _token: token,
+            })
+        }),
+        None => response,
+    }
+}
+
+/// A response body that holds a [`TaskTrackerToken`] until it is finished or dropped.
+struct Tracked {
+    inner: Body,
+    _token: TaskTrackerToken,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Binds `addr` for [`serve_http`], refusing a non-loopback address when `options` has no token
+/// (before anything listens on it).
+pub async fn bind(addr: SocketAddr, options: &HttpOptions) -> Result<TcpListener, HttpError> {
+    if !addr.ip().is_loopback() && options.token.is_none() {
+        return Err(HttpError::TokenRequired { addr });
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serves MCP over streamable HTTP on `listener` until `shutdown` resolves, then drains calls in
+/// flight and returns `Ok(())`.
+///
+/// `factory` makes one handler per client session. Refuses to start when the listener is not
+/// on a loopback address and `options.token` is `None`.
+pub async fn serve_http<S, F>(
+    listener: TcpListener,
+    factory: F,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError>
+where
+    S: ServerHandler + Send + 'static,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::LocalAddr { source })?;
+    if !local.ip().is_loopback() && options.token.is_none() {
+        return Err(HttpError::TokenRequired { addr: local });
+    }
+    let app = build_app(factory, &options, local)?;
+    tracing::info!(
+        addr = %local,
+        path = MCP_PATH,
+        auth = if options.token.is_some() { "bearer" } else { "none" },
+        "serving MCP over streamable HTTP"
+    );
+
+    // shutdown → stop accepting; calls in flight finish (bounded); sessions cancelled.
+    let (stop_accepting_tx, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let in_flight = app.in_flight.clone();
+    let sessions_cancel = app.sessions_cancel.clone();
+    let drain_timeout = options.drain_timeout;
+    let drain = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing calls in flight");
+        let _ = stop_accepting_tx.send(());
+        in_flight.close();
+        if tokio::time::timeout(drain_timeout, in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = in_flight.len(),
+                timeout_s = drain_timeout.as_secs_f64(),
+                "calls still running after the drain timeout; cancelling them"
+            );
+        }
+        sessions_cancel.cancel();
+        let _ = drained_tx.send(());
+    });
+
+    let server = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_accepting_rx.await;
+    })
+    .into_future();
+    let grace_over = async move {
+        // Resolves only once the drain is done (a dropped sender means the drain task died).
+        if drained_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = grace_over => {
+            tracing::warn!("some connections did not close after shutdown; stopping anyway");
+            Ok(())
+        }
+    };
+    drain.abort();
+    app.sessions_cancel.cancel();
+    tracing::info!("HTTP server stopped");
+    result.map_err(|source| HttpError::Serve {
+        addr: local,
+        source,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM (what `serve --http` stops on).
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "cannot listen for SIGTERM; stop with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let int = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(cause = %e, "cannot listen for SIGINT; stop with SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received"),
+        () = int => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> BearerToken {
+        BearerToken::new("0123456789abcdef-secret", "test").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn tokens_equal_only_for_identical_bytes() {
+        let expected = b"0123456789abcdef";
+        assert!(tokens_equal(b"0123456789abcdef", expected));
+        for presented in [
+            &b""[..],
+            b"0123456789abcde",
+            b"0123456789abcdef0",
+            b"0123456789abcdeF",
+            b"1123456789abcdef",
+            b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4\xf3\xf2\xf1\xf0",
+        ] {
+            assert!(!tokens_equal(presented, expected), "{presented:?}");
+        }
+        // A presented token that is a prefix padded with the complement bytes must not match.
+        let padded: Vec<u8> = expected.iter().map(|b| !b).collect();
+        assert!(!tokens_equal(&padded, expected));
+        assert!(!tokens_equal(b"x", b""));
+        assert!(tokens_equal(b"", b""));
+    }
+
+    #[test]
+    fn authorization_header_forms() {
+        let t = token();
+        assert!(t.accepts(b"Bearer 0123456789abcdef-secret"));
+        assert!(t.accepts(b"bearer 0123456789abcdef-secret"));
+        assert!(t.accepts(b"BEARER   0123456789abcdef-secret"));
+        for bad in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"0123456789abcdef-secret",
+            b"Basic 0123456789abcdef-secret",
+            b"Bearer 0123456789abcdef-secreT",
+            b"Bearer 0123456789abcdef-secret ",
+            b"Bearer 0123456789abcdef-secret\0",
+            b"Bearerx 0123456789abcdef-secret",
+        ] {
+            assert!(!t.accepts(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn token_from_env_missing_short_and_good() {
+        let err = BearerToken::from_env("MCP_TOKEN", |_| None).err();
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("--token-env MCP_TOKEN"), "{msg}");
+        assert!(msg.contains("not set"), "{msg}");
+
+        let err = BearerToken::from_env("MCP_TOKEN", |_| Some("short-secret".into())).err();
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("$MCP_TOKEN is 12 characters"), "{msg}");
+        assert!(!msg.contains("short-secret"), "the token leaked: {msg}");
+
+        let asked = std::cell::Cell::new(String::new());
+        let good = BearerToken::from_env("MCP_TOKEN", |name| {
+            asked.set(name.to_string());
+            Some(" 0123456789abcdef-secret\n".into())
+        });
+        assert_eq!(asked.take(), "MCP_TOKEN");
+        let good = good.unwrap_or_else(|e| panic!("{e}"));
+        assert!(good.accepts(b"Bearer 0123456789abcdef-secret"));
+        assert_eq!(format!("{good:?}"), "BearerToken(<redacted>)");
+    }
+
+    #[test]
+    fn allowed_host_entries() {
+        let ok = |v: &str| parse_allowed_host(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok("MCP.example.com"), "mcp.example.com");
+        assert_eq!(ok("10.0.0.5:8765"), "10.0.0.5:8765");
+        assert_eq!(ok("[fd00::5]:8765"), "[fd00::5]:8765");
+        assert_eq!(ok("fd00::5"), "[fd00::5]");
+        for bad in [
+            "",
+            "  ",
+            "user@host",
+            "http://host",
+            "host/path",
+            "*.example.com",
+            "host:port",
+            "host:0",
+            "host:70000",
+            "host:",
+        ] {
+            let err = parse_allowed_host(bad).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|m| m.starts_with("--allow-host")),
+                "{bad:?} → {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowed_origin_entries() {
+        let ok = |v: &str| parse_allowed_origin(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok("https://App.example.com/"), "https://app.example.com");
+        assert_eq!(ok("http://localhost:6274"), "http://localhost:6274");
+        for bad in ["app.example.com", "ftp://x", "https://x/path", "https://"] {
+            assert!(parse_allowed_origin(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allow_lists_use_the_bound_port_and_address() {
+        let opts = HttpOptions {
+            allowed_hosts: vec!["mcp.example.com".into()],
+            allowed_origins: vec!["https://ui.example.com:443".into()],
+            ..HttpOptions::default()
+        };
+        let local: SocketAddr = "127.0.0.1:8765".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (hosts, origins) = allow_lists(local, &opts).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            hosts,
+            [
+                "localhost:8765",
+                "127.0.0.1:8765",
+                "[::1]:8765",
+                "mcp.example.com"
+            ]
+        );
+        assert!(origins.contains(&"http://localhost:8765".to_string()));
+        assert!(origins.contains(&"http://[::1]:8765".to_string()));
+        assert!(origins.contains(&"https://mcp.example.com:*".to_string()));
+        assert!(origins.contains(&"https://ui.example.com:443".to_string()));
+
+        let lan: SocketAddr = "192.168.1.5:9000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (hosts, _) =
+            allow_lists(lan, &HttpOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(hosts.contains(&"192.168.1.5:9000".to_string()), "{hosts:?}");
+        let any: SocketAddr = "0.0.0.0:9000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (hosts, _) =
+            allow_lists(any, &HttpOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hosts.len(), 3, "{hosts:?}");
+    }
+}
