@@ -48,13 +48,12 @@ pub struct ScanStats {
 
 /// Fills in `owners` of every socket with an inode, scanning `<proc_root>/<pid>/fd`.
 pub fn attach(proc_root: &Path, sockets: &mut [Socket]) -> ScanStats {
-    let mut index: HashMap<u64, Slot> = HashMap::with_capacity(sockets.len());
+    // inode -> position of its socket; 12 bytes an entry. (A socket listed twice by a source
+    // gets its owners on the first copy.)
+    let mut index: HashMap<u64, u32> = HashMap::with_capacity(sockets.len());
     for (i, s) in sockets.iter().enumerate() {
-        if let Some(inode) = s.inode {
-            index.entry(inode).or_insert(Slot {
-                first: i,
-                found: false,
-            });
+        if let (Some(inode), Ok(i)) = (s.inode, u32::try_from(i)) {
+            index.entry(inode).or_insert(i);
         }
     }
     let mut stats = ScanStats::default();
@@ -70,46 +69,58 @@ pub fn attach(proc_root: &Path, sockets: &mut [Socket]) -> ScanStats {
     };
     let pids = list_pids(&proc_dir);
     let mut scan = Scan {
+        remaining: index.len(),
         index,
-        remaining: 0,
         found_fds: HashSet::new(),
-        fd_nums: Vec::new(),
-        dir_buf: vec![MaybeUninit::uninit(); 32 * 1024],
     };
-    scan.remaining = scan.index.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS);
+    if scan.index.len() >= PARALLEL_MIN_SOCKETS && threads > 1 {
+        scan.parallel(&proc_dir, &pids, threads, sockets, &mut stats);
+        return stats;
+    }
+    let mut scratch = Scratch::default();
+    let mut hits = Vec::new();
     for &pid in &pids {
         // Once every wanted socket has an owner, the rest only need checking for sharers.
         let selective = scan.remaining == 0;
         stats.stopped_early |= selective;
-        match scan.process(&proc_dir, pid, selective, sockets) {
-            Ok(n) => {
-                stats.processes_scanned += 1;
-                stats.descriptors += n;
-            }
-            Err(Errno::ACCESS) | Err(Errno::PERM) => stats.unreadable += 1,
-            Err(_) => {} // the process exited meanwhile
-        }
+        hits.clear();
+        let result = scan.resolve(&proc_dir, pid, selective, &mut scratch, &mut hits);
+        scan.merge(&proc_dir, pid, result, &hits, sockets, &mut stats);
     }
     stats
 }
 
-/// Where a wanted inode's socket is, and whether an owner was found yet.
-struct Slot {
-    first: usize,
-    found: bool,
+/// A full listing wanting at least this many sockets resolves descriptors on several threads.
+const PARALLEL_MIN_SOCKETS: usize = 4096;
+/// At most this many scanning threads.
+const MAX_THREADS: usize = 4;
+
+/// Per-thread buffers, reused across processes.
+struct Scratch {
+    fd_nums: Vec<u32>,
+    dir_buf: Vec<MaybeUninit<u8>>,
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            fd_nums: Vec::new(),
+            dir_buf: vec![MaybeUninit::uninit(); 32 * 1024],
+        }
+    }
 }
 
 struct Scan {
-    index: HashMap<u64, Slot>,
+    index: HashMap<u64, u32>,
     /// Wanted inodes without an owner yet.
     remaining: usize,
     /// Descriptor numbers at which wanted sockets were found. A set: with 100k sockets spread
     /// over a few processes it holds tens of thousands of numbers, and it is probed once per
     /// socket found (a `Vec::contains` here made the full listing quadratic).
     found_fds: HashSet<u32>,
-    /// The current process's descriptor numbers (reused).
-    fd_nums: Vec<u32>,
-    dir_buf: Vec<MaybeUninit<u8>>,
 }
 
 impl Scan {
@@ -118,12 +129,15 @@ impl Scan {
     /// With `selective`, a process holding more than [`SMALL_PROCESS`] descriptors has only
     /// its likely sharing points resolved: the descriptor numbers where wanted sockets were
     /// found elsewhere (inherited across `fork`) and 0-9 (inetd, systemd socket activation).
-    fn process(
-        &mut self,
+    /// Only reads: the wanted sockets found are appended to `hits` as (socket position,
+    /// descriptor).
+    fn resolve(
+        &self,
         proc_dir: &OwnedFd,
         pid: u32,
         selective: bool,
-        sockets: &mut [Socket],
+        scratch: &mut Scratch,
+        hits: &mut Vec<(u32, u32)>,
     ) -> Result<usize, Errno> {
         let mut path = itoa_buf(pid);
         path.extend_from_slice(b"/fd\0");
@@ -134,7 +148,8 @@ impl Scan {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        self.fd_nums.clear();
+        let Scratch { fd_nums, dir_buf } = scratch;
+        fd_nums.clear();
         // A large process scanned selectively needs only a few descriptor numbers: resolve
         // them directly rather than listing the directory, whose `getdents` builds a dentry
         // for every descriptor (most of the time of a port check on a host where a few
@@ -148,23 +163,21 @@ impl Scan {
             count > SMALL_PROCESS && self.found_fds.len() + 10 < count
         };
         if direct {
-            self.fd_nums.extend(0..10);
-            self.fd_nums
-                .extend(self.found_fds.iter().copied().filter(|&n| n >= 10));
+            fd_nums.extend(0..10);
+            fd_nums.extend(self.found_fds.iter().copied().filter(|&n| n >= 10));
         } else {
-            let mut dir = RawDir::new(fd_dir.as_fd(), &mut self.dir_buf);
+            let mut dir = RawDir::new(fd_dir.as_fd(), dir_buf);
             while let Some(entry) = dir.next() {
                 let Ok(entry) = entry else { break };
                 if let Some(n) = parse_u32(entry.file_name().to_bytes()) {
-                    self.fd_nums.push(n);
+                    fd_nums.push(n);
                 }
             }
         }
-        let all = !selective || (!direct && self.fd_nums.len() <= SMALL_PROCESS);
+        let all = !selective || (!direct && fd_nums.len() <= SMALL_PROCESS);
         let mut resolved = 0;
-        let mut hits: Vec<(u64, u32)> = Vec::new();
         let mut name = [0u8; 12];
-        for &fd_num in &self.fd_nums {
+        for &fd_num in fd_nums.iter() {
             if !all && fd_num >= 10 && !self.found_fds.contains(&fd_num) {
                 continue;
             }
@@ -173,36 +186,97 @@ impl Scan {
                 continue;
             };
             if let Some(inode) = socket_inode(fd_dir.as_fd(), name)
-                && self.index.contains_key(&inode)
+                && let Some(&at) = self.index.get(&inode)
             {
-                hits.push((inode, fd_num));
+                hits.push((at, fd_num));
             }
-        }
-        let mut program: Option<Arc<str>> = None;
-        for (inode, fd_num) in hits {
-            let program = program
-                .get_or_insert_with(|| read_comm(proc_dir, pid))
-                .clone();
-            self.add_owner(inode, fd_num, Owner { pid, program }, sockets);
         }
         Ok(resolved)
     }
 
-    fn add_owner(&mut self, inode: u64, fd_num: u32, owner: Owner, sockets: &mut [Socket]) {
-        let Some(slot) = self.index.get_mut(&inode) else {
+    /// Records what [`Scan::resolve`] found in one process.
+    fn merge(
+        &mut self,
+        proc_dir: &OwnedFd,
+        pid: u32,
+        result: Result<usize, Errno>,
+        hits: &[(u32, u32)],
+        sockets: &mut [Socket],
+        stats: &mut ScanStats,
+    ) {
+        match result {
+            Ok(n) => {
+                stats.processes_scanned += 1;
+                stats.descriptors += n;
+            }
+            Err(Errno::ACCESS) | Err(Errno::PERM) => stats.unreadable += 1,
+            Err(_) => {} // the process exited meanwhile
+        }
+        let mut program: Option<Arc<str>> = None;
+        for &(at, fd_num) in hits {
+            let program = program
+                .get_or_insert_with(|| read_comm(proc_dir, pid))
+                .clone();
+            self.add_owner(at, fd_num, Owner { pid, program }, sockets);
+        }
+    }
+
+    /// A full scan of every process on `threads` threads (processes dealt round-robin, so a
+    /// few large ones spread out), then one merge in `/proc` order. No early stop: a listing
+    /// this large wants every owner anyway.
+    fn parallel(
+        &mut self,
+        proc_dir: &OwnedFd,
+        pids: &[u32],
+        threads: usize,
+        sockets: &mut [Socket],
+        stats: &mut ScanStats,
+    ) {
+        // (position in /proc order, pid, what resolve returned, the hits)
+        type Found = (usize, u32, Result<usize, Errno>, Vec<(u32, u32)>);
+        let this = &*self;
+        let per_thread: Vec<Vec<Found>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut scratch = Scratch::default();
+                        pids.iter()
+                            .enumerate()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|(i, &pid)| {
+                                let mut hits = Vec::new();
+                                let result =
+                                    this.resolve(proc_dir, pid, false, &mut scratch, &mut hits);
+                                (i, pid, result, hits)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        let mut found: Vec<Found> = per_thread.into_iter().flatten().collect();
+        found.sort_unstable_by_key(|f| f.0);
+        for (_, pid, result, hits) in found {
+            self.merge(proc_dir, pid, result, &hits, sockets, stats);
+        }
+    }
+
+    fn add_owner(&mut self, at: u32, fd_num: u32, owner: Owner, sockets: &mut [Socket]) {
+        let Some(socket) = sockets.get_mut(at as usize) else {
             return;
         };
-        // The same inode may appear in several sockets only if a source returned duplicates;
-        // owners go to the first.
-        let socket = &mut sockets[slot.first];
         if socket.owners.iter().any(|o| o.pid == owner.pid) {
             return;
         }
-        socket.owners.push(owner);
-        if !slot.found {
-            slot.found = true;
-            self.remaining -= 1;
+        if socket.owners.is_empty() {
+            self.remaining = self.remaining.saturating_sub(1);
         }
+        socket.owners.push(owner);
         self.found_fds.insert(fd_num);
     }
 }

@@ -250,7 +250,15 @@ impl Sshd {
     /// Kills (SIGKILL) the per-connection sshd processes of this server, keeping the listener:
     /// every open session dies. Returns how many were killed.
     pub fn kill_sessions(&self) -> usize {
-        let children = child_pids(self.child.id());
+        // The per-connection monitor and its unprivileged child both hold the connection:
+        // kill every descendant of the listener, not only its children, or the session can
+        // live on in the grandchild.
+        let mut children = Vec::new();
+        let mut queue = child_pids(self.child.id());
+        while let Some(pid) = queue.pop() {
+            queue.extend(child_pids(pid));
+            children.push(pid);
+        }
         for pid in &children {
             let _ = Command::new("kill")
                 .arg("-KILL")
