@@ -57,7 +57,24 @@ fn check_listener_pair_and_udp(backend: Backend) {
         .connect(("127.0.0.1", udp_port))
         .expect("udp connect");
 
-    let sockets = snapshot(backend);
+    // /proc/net/tcp is rendered a page at a time and each read resumes by position, so
+    // sockets other tests open and close meanwhile can shift a row past a page boundary and out
+    // of one snapshot (netlink has no such gap). Take a few snapshots until all of ours are in
+    // one; the assertions below then check that snapshot in full.
+    let ours = [
+        (Protocol::Tcp, v4.local_addr().unwrap()),
+        (Protocol::Tcp6, v6.local_addr().unwrap()),
+        (Protocol::Tcp, client.local_addr().unwrap()),
+        (Protocol::Udp, udp.local_addr().unwrap()),
+        (Protocol::Udp, udp_connected.local_addr().unwrap()),
+    ];
+    let mut sockets = snapshot(backend);
+    for _ in 0..5 {
+        if ours.iter().all(|(p, a)| !find(&sockets, *p, *a).is_empty()) {
+            break;
+        }
+        sockets = snapshot(backend);
+    }
 
     let l4 = find(&sockets, Protocol::Tcp, v4.local_addr().unwrap());
     let listen4: Vec<_> = l4

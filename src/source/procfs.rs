@@ -40,12 +40,25 @@ pub fn sockets(proc_root: &Path, want: &Want) -> Result<(Vec<Socket>, Vec<String
     Ok((out, remarks))
 }
 
-/// Reads a `/proc/net` table with large reads. The kernel renders these files one read at a
-/// time from a hash-table position; sockets that come and go between two reads can shift
-/// entries past that position, so the fewer reads, the more consistent the snapshot.
+/// Reads a `/proc/net` table. The kernel renders these files about a page per read and each
+/// read resumes from a hash-table position, so sockets that come and go meanwhile can shift a
+/// row out of the snapshot (or into it twice): the reason netlink is preferred. Reads go
+/// straight into one large buffer, never through a small probe read.
 fn read_table(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
-    let mut bytes = Vec::with_capacity(1 << 20);
-    file.read_to_end(&mut bytes)?;
+    let mut bytes = vec![0u8; 1 << 18];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
