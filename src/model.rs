@@ -9,6 +9,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 /// Socket protocol as netstat prints it in its first column: the family is part of the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -230,6 +232,10 @@ pub struct Owner {
     pub program: Arc<str>,
 }
 
+/// The processes holding a socket. Almost always zero or one, so one is stored inline: a
+/// separate allocation per socket would cost more than the socket on a host with 100k of them.
+pub type Owners = SmallVec<[Owner; 1]>;
+
 /// One socket, from any source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Socket {
@@ -246,7 +252,7 @@ pub struct Socket {
     /// Socket inode, where the source tells it; 0 is normalised to `None` (no process holds it).
     pub inode: Option<u64>,
     /// Processes holding the socket open; empty when unknown or held by none.
-    pub owners: Vec<Owner>,
+    pub owners: Owners,
 }
 
 impl Socket {
@@ -262,7 +268,7 @@ impl Socket {
             send_queue: 0,
             uid: None,
             inode: None,
-            owners: Vec::new(),
+            owners: Owners::new(),
         }
     }
 }

@@ -177,8 +177,8 @@ fn net_tools_wide_reads_owners_mapped_and_link_local() {
     let l = find(&p, Protocol::Tcp, 18080, Some(TcpState::Listen));
     assert_eq!(l.local_ip, ip("127.0.0.1"));
     assert_eq!(
-        l.owners,
-        vec![Owner {
+        l.owners.as_slice(),
+        [Owner {
             pid: 9054,
             program: "pysrv: master".into()
         }]

@@ -17,7 +17,7 @@
 use super::{
     Parsed, clip, host, in_family, numbered, owner, port_or_star, protocol_for, unspecified,
 };
-use crate::model::{Endpoint, Owner, Socket, TcpState, Transport};
+use crate::model::{Endpoint, Owners, Socket, TcpState, Transport};
 
 /// Parses `ss` output; the transport of lines without a `Netid` column is told from the text.
 pub fn parse(text: &str) -> Parsed {
@@ -241,8 +241,8 @@ fn address(word: &str, which: &str) -> Result<(Option<std::net::IpAddr>, Option<
 }
 
 /// The inside of `users:(…)`: `("name",pid=1,fd=2),("other",pid=3,fd=4))`.
-fn parse_users(list: &str) -> Result<Vec<Owner>, String> {
-    let mut owners = Vec::new();
+fn parse_users(list: &str) -> Result<Owners, String> {
+    let mut owners = Owners::new();
     let mut rest = list;
     // Bounded: each turn consumes at least one entry's opening `("`.
     while let Some(open) = rest.find("(\"") {

@@ -348,7 +348,7 @@ fn to_socket(h: &InetResponseHeader, protocol: Protocol) -> Option<Socket> {
         send_queue: u64::from(h.send_queue),
         uid: Some(h.uid),
         inode: (h.inode != 0).then_some(u64::from(h.inode)),
-        owners: Vec::new(),
+        owners: crate::model::Owners::new(),
     })
 }
 
