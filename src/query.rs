@@ -514,7 +514,7 @@ impl ConnectionsQuery {
             && !s
                 .owners
                 .iter()
-                .any(|o| o.program.to_lowercase().contains(program.as_str()))
+                .any(|o| contains_case_insensitive(&o.program, program))
         {
             return false;
         }
@@ -598,6 +598,17 @@ impl ConnectionsQuery {
                 filter: self.filter_echo(),
             },
         )
+    }
+}
+
+/// Whether `haystack` contains `needle_lower` (already lower-cased), ignoring case; without
+/// allocating for ASCII names, which is what `/proc/<pid>/comm` nearly always holds.
+fn contains_case_insensitive(haystack: &str, needle_lower: &str) -> bool {
+    if haystack.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (haystack.as_bytes(), needle_lower.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        haystack.to_lowercase().contains(needle_lower)
     }
 }
 
@@ -926,6 +937,15 @@ mod tests {
             );
             assert!(msg.starts_with("Invalid "), "case {i}: {msg}");
         }
+    }
+
+    #[test]
+    fn program_filter_ignores_case() {
+        assert!(contains_case_insensitive("NGINX", "ngi"));
+        assert!(contains_case_insensitive("python3.11", "python"));
+        assert!(!contains_case_insensitive("sshd", "nginx"));
+        assert!(contains_case_insensitive("Ärger-Dienst", "ärger"));
+        assert!(!contains_case_insensitive("ab", "abc"));
     }
 
     #[test]
