@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, InputError};
 use crate::model::{Socket, StateSet, TcpState, Transport};
+use crate::parse::clip;
 use crate::parse::render::{Listing, RenderOptions, render_netstat};
 use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
 use crate::source::{OwnerCoverage, Want};
@@ -325,18 +326,6 @@ impl NetstatTool {
             },
         ))
     }
-}
-
-/// At most `max` bytes of `s`, cut on a char boundary.
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or("")
 }
 
 const NATIVE_HELP: &str = "usage: netstat [-a] [-n] [-t] [-u] [-l] [-p]

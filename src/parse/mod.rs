@@ -27,7 +27,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{Owner, Protocol, Socket, Transport};
+use crate::model::{Owner, Socket};
 
 pub mod bsd;
 pub mod external;
@@ -359,10 +359,6 @@ pub(crate) fn in_family(ip: IpAddr, ipv6: bool) -> IpAddr {
 }
 
 /// Builds the protocol from a transport and whether any address is IPv6.
-pub(crate) fn protocol_for(transport: Transport, ipv6: bool) -> Protocol {
-    Protocol::new(transport, ipv6)
-}
-
 /// An owner from a pid and a program name as printed.
 pub(crate) fn owner(pid: u32, program: &str) -> Owner {
     Owner {

@@ -18,10 +18,8 @@
 
 use std::net::IpAddr;
 
-use super::{
-    Parsed, clip, host, in_family, numbered, owner, port_or_star, protocol_for, unspecified,
-};
-use crate::model::{Endpoint, Socket, TcpState, Transport};
+use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspecified};
+use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Width of net-tools' address columns without `-W`.
 const SHORT_COLUMN: usize = 23;
@@ -147,7 +145,7 @@ fn parse_line(line: &str) -> Result<(Socket, bool), String> {
     }
 
     let mut socket = Socket::new(
-        protocol_for(transport, ipv6),
+        Protocol::new(transport, ipv6),
         local_ip,
         local_port,
         Endpoint {

@@ -14,10 +14,8 @@
 //! Ports must be numeric (`ss -n`). Owners: `users:(("nginx",pid=812,fd=6),("nginx",pid=813,fd=6))`, and the old
 //! `users:(("sshd",812,3))`.
 
-use super::{
-    Parsed, clip, host, in_family, numbered, owner, port_or_star, protocol_for, unspecified,
-};
-use crate::model::{Endpoint, Owners, Socket, TcpState, Transport};
+use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspecified};
+use crate::model::{Endpoint, Owners, Protocol, Socket, TcpState, Transport};
 
 /// Parses `ss` output; the transport of lines without a `Netid` column is told from the text.
 pub fn parse(text: &str) -> Parsed {
@@ -191,7 +189,7 @@ fn parse_line(line: &str, default: Transport, star_v4: bool) -> Result<Socket, S
     let ipv6 =
         local_ip.map_or(!star_v4, |ip| ip.is_ipv6()) || peer_ip.is_some_and(|ip| ip.is_ipv6());
     let mut socket = Socket::new(
-        protocol_for(transport, ipv6),
+        Protocol::new(transport, ipv6),
         in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6),
         local_port,
         Endpoint {

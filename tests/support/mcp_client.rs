@@ -34,13 +34,7 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
-/// This test process's name as `/proc/<pid>/comm` shows it.
-pub fn own_comm() -> String {
-    std::fs::read_to_string("/proc/self/comm")
-        .expect("read /proc/self/comm")
-        .trim_end()
-        .to_string()
-}
+pub use super::net::our_program as own_comm;
 
 /// A `netstat-mcp` child process with an rmcp client on its stdio.
 pub struct Server {
