@@ -536,21 +536,23 @@ impl ConnectionsQuery {
     /// Applies the query to a snapshot: the SPEC envelope with its message. The snapshot is
     /// consumed: its sockets become the rows in place.
     pub fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<ConnectionsData> {
-        let mut count = 0usize;
         let mut ownerless = 0usize;
-        for s in snapshot.sockets.iter().filter(|s| self.matches(s)) {
-            count += 1;
-            if s.owners.is_empty() && s.inode.is_some() {
-                ownerless += 1;
-            }
-        }
-        let rows: Vec<ConnectionRow> = snapshot
+        let mut rows: Vec<ConnectionRow> = snapshot
             .sockets
             .into_iter()
-            .filter(|s| self.matches(s))
-            .take(self.limit.unwrap_or(usize::MAX))
+            .filter(|s| {
+                let keep = self.matches(s);
+                if keep && s.owners.is_empty() && s.inode.is_some() {
+                    ownerless += 1;
+                }
+                keep
+            })
             .map(connection_row)
             .collect();
+        let count = rows.len();
+        if let Some(limit) = self.limit {
+            rows.truncate(limit);
+        }
         let truncated = rows.len() < count;
         let what = match (self.proto, self.state) {
             (ProtoFilter::Tcp, _) | (ProtoFilter::All, Some(_)) => "TCP",
