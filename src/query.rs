@@ -488,37 +488,19 @@ impl ConnectionsQuery {
         }
     }
 
-    /// Whether a socket passes every filter.
+    /// Whether a socket passes every filter: what a source was asked for ([`Want::admits`]:
+    /// transport, TCP state, local port), then the filters only we apply.
     pub fn matches(&self, s: &Socket) -> bool {
-        let want = self.want();
-        if !want.wants(s.protocol.transport()) {
-            return false;
-        }
-        if let Some(state) = self.state
-            && s.state != Some(state)
-        {
-            return false;
-        }
-        if self.local_port.is_some_and(|p| p != s.local_port) {
-            return false;
-        }
-        if self.remote_port.is_some() && self.remote_port != s.foreign.port {
-            return false;
-        }
-        if let Some(pid) = self.pid
-            && !s.owners.iter().any(|o| o.pid == pid)
-        {
-            return false;
-        }
-        if let Some(program) = &self.program
-            && !s
-                .owners
-                .iter()
-                .any(|o| contains_case_insensitive(&o.program, program))
-        {
-            return false;
-        }
-        true
+        self.want().admits(s)
+            && (self.remote_port.is_none() || self.remote_port == s.foreign.port)
+            && self
+                .pid
+                .is_none_or(|pid| s.owners.iter().any(|o| o.pid == pid))
+            && self.program.as_deref().is_none_or(|program| {
+                s.owners
+                    .iter()
+                    .any(|o| contains_case_insensitive(&o.program, program))
+            })
     }
 
     fn filter_echo(&self) -> FilterEcho {

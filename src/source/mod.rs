@@ -62,7 +62,9 @@ impl Want {
         let transport = s.protocol.transport();
         self.wants(transport)
             && self.local_port.is_none_or(|p| p == s.local_port)
-            && (transport == Transport::Udp || s.state.is_some_and(|st| self.states.contains(st)))
+            && (transport == Transport::Udp
+                // A TCP row whose state a parser could not name passes only an unfiltered want.
+                || s.state.map_or(self.states == StateSet::ALL, |st| self.states.contains(st)))
     }
 }
 
