@@ -144,7 +144,7 @@ impl RemoteSource {
         let mut sockets: Vec<Socket> = parsed
             .sockets
             .into_iter()
-            .filter(|s| wanted(s, &want))
+            .filter(|s| want.admits(s))
             .collect();
         let owners = if !want.owners {
             for s in &mut sockets {
@@ -241,20 +241,6 @@ fn interpret(command: RemoteCommand, out: &CommandOutput) -> Result<Parsed, Stri
     }
 }
 
-/// The [`Want`] filter, applied locally (the query layer filters again).
-fn wanted(s: &Socket, want: &Want) -> bool {
-    if !want.wants(s.protocol.transport()) {
-        return false;
-    }
-    if want.local_port.is_some_and(|p| p != s.local_port) {
-        return false;
-    }
-    match (s.protocol.transport(), s.state) {
-        (crate::model::Transport::Tcp, Some(state)) => want.states.contains(state),
-        _ => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,9 +282,6 @@ udp        0      0 0.0.0.0:68              0.0.0.0:*                           
             udp: false,
             ..Want::all()
         };
-        assert_eq!(
-            parsed.sockets.iter().filter(|s| wanted(s, &want)).count(),
-            1
-        );
+        assert_eq!(parsed.sockets.iter().filter(|s| want.admits(s)).count(), 1);
     }
 }
