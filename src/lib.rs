@@ -5,6 +5,8 @@
 //! - [`error`]: the error type; every variant says what to do.
 //! - [`source`]: where sockets come from — netlink and `/proc/net` locally, SSH remotely.
 //! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
+//! - [`process`]: owner details — user, command line, systemd unit, container (from the
+//!   cgroup path) — read once per process, only for the processes an answer shows.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
 //! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
@@ -26,6 +28,7 @@ pub mod model;
 pub mod netstat_tool;
 pub mod owners;
 pub mod parse;
+pub mod process;
 pub mod query;
 pub mod source;
 pub mod ssh;

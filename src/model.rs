@@ -1,9 +1,11 @@
 //! Plain data: sockets, endpoints, protocols, TCP states and owners.
 //!
 //! Everything here is a value type with no I/O. Collectors (`source`) and parsers (`parse`)
-//! produce [`Socket`]s; `query` filters them and renders the SPEC envelopes. States are named
+//! produce [`Socket`]s; `query` filters them and renders the envelopes. States are named
 //! the way net-tools `netstat` names them; [`TcpState::parse`] also accepts the `ss` and Windows
-//! spellings.
+//! spellings. [`ProcessInfo`] is what `process` reads about an owning process (user, command
+//! line, systemd unit, container); [`Place`] is where a socket lives when that is not simply
+//! "the namespace we run in, no device" (another network namespace, a bound interface).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -236,6 +238,82 @@ pub struct Owner {
 /// separate allocation per socket would cost more than the socket on a host with 100k of them.
 pub type Owners = SmallVec<[Owner; 1]>;
 
+/// A network namespace, identified by its nsfs inode (unique on the machine).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Netns {
+    pub inode: u64,
+    /// The name under `/run/netns` (what `ip netns` shows), else the container holding it
+    /// (`docker:3f4e5d6c7b8a`), else none.
+    pub name: Option<Arc<str>>,
+}
+
+/// Where a socket lives beyond its addresses: its network namespace (listings of every
+/// namespace) and the interface it is bound to (`SO_BINDTODEVICE`, or the scope of a
+/// link-local IPv6 address, what `ss` prints as `%eth0`).
+///
+/// Shared: one value per (namespace, interface) pair, so a socket pays one pointer for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Place {
+    pub netns: Option<Netns>,
+    pub interface: Option<Arc<str>>,
+}
+
+/// The container runtimes a cgroup path can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Runtime {
+    Docker,
+    Podman,
+    Containerd,
+    Kubernetes,
+    Lxc,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+            Runtime::Containerd => "containerd",
+            Runtime::Kubernetes => "kubernetes",
+            Runtime::Lxc => "lxc",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A container, as its cgroup path names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Container {
+    pub runtime: Runtime,
+    /// The short id: the first 12 hex digits of a hex id (as `docker ps` shows it), or the
+    /// container's name where the runtime names containers (lxc).
+    pub id: Arc<str>,
+}
+
+/// What the process table tells about an owning process, read once per process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessInfo {
+    /// Effective user id (`/proc/<pid>/status`).
+    pub uid: Option<u32>,
+    /// The user's name from the password file, else the uid as text.
+    pub user: Option<Arc<str>>,
+    /// The command line, arguments joined by spaces, at most [`COMMAND_MAX_CHARS`]
+    /// characters (a cut one ends with `…`); `[comm]` for a process without one (a kernel
+    /// thread), as `ps` shows it.
+    pub command: Option<Arc<str>>,
+    /// The systemd unit the process runs in (`nginx.service`, `session-3.scope`).
+    pub unit: Option<Arc<str>>,
+    pub container: Option<Container>,
+}
+
+/// Longest `command` kept, in characters.
+pub const COMMAND_MAX_CHARS: usize = 256;
+
 /// One socket, from any source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Socket {
@@ -253,6 +331,9 @@ pub struct Socket {
     pub inode: Option<u64>,
     /// Processes holding the socket open; empty when unknown or held by none.
     pub owners: Owners,
+    /// Its network namespace and bound interface, where known and worth saying; `None` for
+    /// a socket of the namespace we run in with no device.
+    pub place: Option<Arc<Place>>,
 }
 
 impl Socket {
@@ -269,6 +350,33 @@ impl Socket {
             uid: None,
             inode: None,
             owners: Owners::new(),
+            place: None,
         }
+    }
+
+    /// The interface the socket is bound to, if any.
+    pub fn interface(&self) -> Option<&str> {
+        self.place.as_ref()?.interface.as_deref()
+    }
+
+    /// The network namespace the socket was listed in, when the listing covered several.
+    pub fn netns(&self) -> Option<&Netns> {
+        self.place.as_ref()?.netns.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listing of 100k sockets holds 100k of these: keep the struct at two cache lines
+    /// (the owner inline, the namespace and interface behind one shared pointer).
+    #[test]
+    fn a_socket_stays_within_128_bytes() {
+        assert!(
+            std::mem::size_of::<Socket>() <= 128,
+            "Socket is {} bytes",
+            std::mem::size_of::<Socket>()
+        );
     }
 }

@@ -367,6 +367,7 @@ async fn native(
         states: StateSet::ALL,
         local_port: None,
         owners: args.programs,
+        scope: crate::source::Scope::Host,
     };
     let (_, snapshot) = service.snapshot(&HostSpec::Local, None, want).await?;
     let mut shown: Vec<Socket> = snapshot

@@ -485,6 +485,7 @@ impl ConnectionsQuery {
             states: self.state.map_or(StateSet::ALL, StateSet::only),
             local_port: self.local_port,
             owners: self.owners,
+            scope: crate::source::Scope::Host,
         }
     }
 
@@ -630,6 +631,7 @@ impl PortQuery {
             states: StateSet::ALL,
             local_port: Some(self.port),
             owners: true,
+            scope: crate::source::Scope::Host,
         }
     }
 
@@ -1049,6 +1051,7 @@ mod tests {
             ],
             owners: OwnerCoverage::Complete,
             notes: vec![],
+            processes: None,
         };
         let q = conn(json!({"proto": "tcp"})).unwrap();
         let env = q.answer(&target(true), snap.clone());

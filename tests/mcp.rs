@@ -849,6 +849,7 @@ impl Source for Stuck {
                 sockets: Vec::new(),
                 owners: OwnerCoverage::NotRequested,
                 notes: Vec::new(),
+                processes: None,
             })
         })
     }

@@ -1,14 +1,17 @@
 //! The local machine's sockets: netlink `sock_diag` first, `/proc/net` when netlink is refused,
-//! and the parsers over `ss`/`netstat`/`lsof` output where neither exists; then owners from
-//! `/proc/<pid>/fd`.
+//! and the parsers over `ss`/`netstat`/`lsof` output where neither exists; with `scope=all`
+//! every other network namespace too (`netns`); then owners from `/proc/<pid>/fd`, one scan for
+//! all namespaces, and a [`ProcessTable`] for owner details on demand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{Socket, Transport};
 use crate::owners;
-use crate::source::{BoxFuture, OwnerCoverage, Snapshot, Source, Want, netlink, procfs};
+use crate::process::ProcessTable;
+use crate::source::netns::{self, Listed};
+use crate::source::{BoxFuture, OwnerCoverage, Scope, Snapshot, Source, Want, netlink, procfs};
 
 /// How the local source lists sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,45 +47,43 @@ impl LocalSource {
     /// Collects synchronously (the async [`Source`] runs this on a blocking thread).
     pub fn collect_blocking(&self, want: Want) -> Result<Snapshot, Error> {
         let mut notes = Vec::new();
-        let mut sockets = match self.backend {
-            Backend::Netlink => netlink_sockets(&want)?,
-            Backend::Procfs => {
-                let (sockets, remarks) = procfs::sockets(&self.proc_root, &want)?;
-                notes.extend(remarks);
-                sockets
-            }
-            Backend::Auto => {
-                match netlink_sockets(&want) {
-                    Ok(s) => s,
-                    Err(netlink_err) => {
-                        tracing::warn!(cause = %netlink_err, "netlink sock_diag unavailable; reading /proc/net");
-                        match procfs::sockets(&self.proc_root, &want) {
-                            Ok((s, remarks)) => {
-                                notes.push("netlink sock_diag was unavailable, so /proc/net was read instead".to_string());
-                                notes.extend(remarks);
-                                s
-                            }
-                            Err(proc_err) => {
-                                tracing::warn!(cause = %proc_err, "/proc/net unreadable; trying ss, netstat, lsof");
-                                let (sockets, note) = external_sockets(&want).map_err(|ext| {
-                                    Error::NoLocalSource {
-                                        detail: format!("{netlink_err}; {proc_err}; {ext}"),
-                                    }
-                                })?;
-                                notes.push(note);
-                                // The external tools already named the owners they could see.
-                                return Ok(Snapshot {
-                                    sockets,
-                                    owners: OwnerCoverage::Complete,
-                                    notes,
-                                });
-                            }
-                        }
-                    }
+        let Listed {
+            mut sockets,
+            devices,
+            notes: remarks,
+        } = match list(self.backend, &self.proc_root, &want) {
+            Ok(listed) => listed,
+            Err(err) if self.backend == Backend::Auto => {
+                tracing::warn!(cause = %err, "/proc/net unreadable; trying ss, netstat, lsof");
+                let (sockets, note) =
+                    external_sockets(&want).map_err(|ext| Error::NoLocalSource {
+                        detail: format!("{err}; {ext}"),
+                    })?;
+                notes.push(note);
+                if want.scope == Scope::All {
+                    notes.push(
+                        "other network namespaces were not listed (no netlink or /proc/net)"
+                            .to_string(),
+                    );
                 }
+                // The external tools already named the owners they could see.
+                return Ok(Snapshot {
+                    sockets,
+                    owners: OwnerCoverage::Complete,
+                    notes,
+                    processes: Some(Arc::new(ProcessTable::new(&self.proc_root))),
+                });
             }
+            Err(err) => return Err(err),
         };
+        notes.extend(remarks);
+        if want.scope == Scope::All {
+            self.list_other_namespaces(&want, &mut sockets, &devices, &mut notes);
+        } else {
+            netns::label(&mut sockets, &devices, None);
+        }
         let owners = if want.owners {
+            // One scan for every namespace: socket inodes are unique on the machine.
             let stats = owners::attach(&self.proc_root, &mut sockets);
             tracing::debug!(?stats, "owner scan");
             if stats.unreadable > 0 {
@@ -99,8 +100,115 @@ impl LocalSource {
             sockets,
             owners,
             notes,
+            processes: Some(Arc::new(ProcessTable::new(&self.proc_root))),
         })
     }
+
+    /// `scope=all`: labels our own sockets with our namespace, then lists every other
+    /// namespace from inside it and appends its sockets. Namespaces that cannot be listed
+    /// are reported in `notes`.
+    fn list_other_namespaces(
+        &self,
+        want: &Want,
+        sockets: &mut Vec<Socket>,
+        devices: &[(usize, u32)],
+        notes: &mut Vec<String>,
+    ) {
+        let found = match netns::enumerate(&self.proc_root, Path::new(RUN_NETNS)) {
+            Ok(found) => found,
+            Err(e) => {
+                notes.push(format!(
+                    "other network namespaces could not be found ({e}); only this one is listed"
+                ));
+                netns::label(sockets, devices, None);
+                return;
+            }
+        };
+        netns::label(sockets, devices, Some(&found.own));
+        // Inside a namespace, `/proc/thread-self/net` is that namespace's (`/proc/net` follows
+        // the process, not the thread).
+        let thread_proc = self.proc_root.join("thread-self");
+        let backend = self.backend;
+        let results = netns::dump(&found.others, || {
+            list(backend, &thread_proc, want).map_err(|e| e.to_string())
+        });
+        let mut failed: Vec<String> = Vec::new();
+        for (ns, result) in found.others.iter().zip(results) {
+            match result {
+                Ok((more, remarks)) => {
+                    sockets.extend(more);
+                    notes.extend(remarks);
+                }
+                Err(why) => failed.push(match &ns.netns.name {
+                    Some(name) => format!("{name} (inode {}): {why}", ns.netns.inode),
+                    None => format!("inode {}: {why}", ns.netns.inode),
+                }),
+            }
+        }
+        if !failed.is_empty() {
+            let shown: Vec<&str> = failed.iter().take(5).map(String::as_str).collect();
+            notes.push(format!(
+                "{} of {} other network namespace(s) could not be listed: {}{}",
+                failed.len(),
+                found.others.len(),
+                shown.join("; "),
+                if failed.len() > shown.len() {
+                    "; ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+        if found.unreadable_processes > 0 {
+            notes.push(format!(
+                "the network namespace of {} process(es) could not be read; to list every namespace, {}",
+                found.unreadable_processes,
+                crate::query::OWNER_HINT
+            ));
+        }
+        if found.left_out > 0 {
+            notes.push(format!(
+                "{} network namespace(s) were left out (at most {} are listed per call)",
+                found.left_out,
+                netns::MAX_NAMESPACES
+            ));
+        }
+    }
+}
+
+/// Where `ip netns` keeps named namespaces.
+const RUN_NETNS: &str = "/run/netns";
+
+/// Lists the sockets of the calling thread's network namespace with `backend`; `net_root` is
+/// the directory whose `net/` holds the `/proc/net` tables of that namespace.
+fn list(backend: Backend, net_root: &Path, want: &Want) -> Result<Listed, Error> {
+    match backend {
+        Backend::Netlink => netlink_sockets(net_root, want),
+        Backend::Procfs => procfs_sockets(net_root, want),
+        Backend::Auto => netlink_sockets(net_root, want).or_else(|netlink_err| {
+            tracing::warn!(cause = %netlink_err, "netlink sock_diag unavailable; reading /proc/net");
+            let mut listed = procfs_sockets(net_root, want).map_err(|proc_err| {
+                Error::NoLocalSource {
+                    detail: format!("{netlink_err}; {proc_err}"),
+                }
+            })?;
+            listed.notes.insert(
+                0,
+                "netlink sock_diag was unavailable, so /proc/net was read instead".to_string(),
+            );
+            Ok(listed)
+        }),
+    }
+}
+
+fn procfs_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
+    let (sockets, notes) = procfs::sockets(net_root, want)?;
+    Ok(Listed {
+        sockets,
+        // /proc/net does not say which device a socket is bound to.
+        devices: Vec::new(),
+        notes,
+    })
 }
 
 impl Source for LocalSource {
@@ -116,17 +224,18 @@ impl Source for LocalSource {
     }
 }
 
-fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
+fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     let mut diag = netlink::Diag::open()?;
     let mut out = Vec::new();
     if want.local_port.is_none() {
-        out.reserve(socket_count_estimate(want));
+        out.reserve(socket_count_estimate(net_root, want));
     }
     if want.tcp {
         let before = out.len();
         if let Err(e) = diag.dump_tcp_any_family(want.states, want.local_port, &mut out) {
             tracing::debug!(cause = %e, "TCPDIAG_GETSOCK refused; one sock_diag request per family");
             out.truncate(before);
+            diag.forget_devices_from(before);
             for ipv6 in [false, true] {
                 diag.dump(Transport::Tcp, ipv6, want.states, want.local_port, &mut out)?;
             }
@@ -137,15 +246,20 @@ fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
             diag.dump(Transport::Udp, ipv6, want.states, want.local_port, &mut out)?;
         }
     }
-    Ok(out)
+    Ok(Listed {
+        sockets: out,
+        devices: diag.take_devices(),
+        notes: Vec::new(),
+    })
 }
 
-/// How many sockets a full dump will return, from `/proc/net/sockstat{,6}`, so the vector is
+/// How many sockets a full dump will return, from `/proc/net/sockstat{,6}` of the namespace
+/// being listed, so the vector is
 /// allocated once (growing it by doubling would hold two copies at the peak). 0 if unknown.
-fn socket_count_estimate(want: &Want) -> usize {
+fn socket_count_estimate(net_root: &Path, want: &Want) -> usize {
     let mut total = 0usize;
-    for file in ["/proc/net/sockstat", "/proc/net/sockstat6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
+    for file in ["sockstat", "sockstat6"] {
+        let Ok(text) = std::fs::read_to_string(net_root.join("net").join(file)) else {
             continue;
         };
         for line in text.lines() {

@@ -2,11 +2,14 @@
 //!
 //! A [`Source`] answers one [`Want`] with a [`Snapshot`]. The local machine has
 //! [`LocalSource`] (netlink `sock_diag`, falling back to `/proc/net`, owners from
-//! `/proc/<pid>/fd`); remote hosts get theirs through a [`RemoteSources`] lookup. The query layer
-//! never knows which one it talks to, so tests can hand it fixture data.
+//! `/proc/<pid>/fd`, every network namespace on request via [`netns`]); remote hosts get theirs
+//! through a [`RemoteSources`] lookup. The query layer never knows which one it talks to, so
+//! tests can hand it fixture data. A snapshot may come with a [`ProcessLookup`] for owner
+//! details, which the query layer calls only for the processes it shows.
 
 pub mod local;
 pub mod netlink;
+pub mod netns;
 pub mod procfs;
 pub mod remote;
 
@@ -16,6 +19,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{Socket, StateSet, Transport};
+pub use crate::process::ProcessLookup;
 
 pub use local::{Backend, LocalSource};
 pub use remote::{RemoteSource, SshRemotes};
@@ -35,6 +39,28 @@ pub struct Want {
     pub local_port: Option<u16>,
     /// Whether to look up owning processes (pid, program).
     pub owners: bool,
+    /// Which network namespaces to list.
+    pub scope: Scope,
+}
+
+/// Which network namespaces a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The namespace the server runs in (what `ss` and `netstat` show).
+    #[default]
+    Host,
+    /// Every network namespace some process holds or `/run/netns` names, each listed from
+    /// inside it; rows carry their namespace. Local machine only.
+    All,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Host => "host",
+            Scope::All => "all",
+        }
+    }
 }
 
 impl Want {
@@ -46,6 +72,7 @@ impl Want {
             states: StateSet::ALL,
             local_port: None,
             owners: true,
+            scope: Scope::Host,
         }
     }
 
@@ -86,6 +113,8 @@ pub struct Snapshot {
     pub owners: OwnerCoverage,
     /// Short remarks for the result message (e.g. a fallback that was used).
     pub notes: Vec<String>,
+    /// Owner details (user, command, unit, container) by pid, where the source can tell them.
+    pub processes: Option<Arc<dyn ProcessLookup>>,
 }
 
 /// Something that lists sockets.

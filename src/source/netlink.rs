@@ -5,7 +5,13 @@
 //! `INET_DIAG_REQ_BYTECODE` program ([`port_filter_bytecode`]); no published crate encodes that
 //! bytecode, so this module does. Replies are read into one reusable 32 KiB buffer and parsed
 //! in place: only the fixed `inet_diag_msg` header of each reply is decoded, its attributes are
-//! skipped. Owners are not looked up here (see `owners`).
+//! skipped. Owners are not looked up here (see `owners`). A socket bound to a device (or to a
+//! link-local IPv6 address, whose scope the kernel keeps as the bound device) is noted with its
+//! interface index ([`Diag::take_devices`]); naming the interface is the caller's job, in the
+//! namespace the dump ran in.
+//!
+//! A netlink socket belongs to the network namespace of the thread that created it, so a
+//! [`Diag`] opened on a thread that entered another namespace (`source::netns`) dumps that one.
 
 use std::io;
 
@@ -99,6 +105,9 @@ pub struct Diag {
     socket: NlSocket,
     buf: Vec<u8>,
     seq: u32,
+    /// (position in the caller's vector, interface index) of every socket dumped so far that
+    /// is bound to a device.
+    devices: Vec<(usize, u32)>,
 }
 
 impl Diag {
@@ -115,7 +124,20 @@ impl Diag {
             socket,
             buf: vec![0; RECV_BUF],
             seq: 0,
+            devices: Vec::new(),
         })
+    }
+
+    /// The sockets dumped so far that are bound to a device: (position in the vector the dumps
+    /// appended to, interface index). Clears the list.
+    pub fn take_devices(&mut self) -> Vec<(usize, u32)> {
+        std::mem::take(&mut self.devices)
+    }
+
+    /// Forgets the devices noted at positions `from` and beyond (the caller truncated its
+    /// vector there, e.g. to retry a dump another way).
+    pub fn forget_devices_from(&mut self, from: usize) {
+        self.devices.retain(|&(at, _)| at < from);
     }
 
     /// Dumps the sockets of one transport and address family into `out`.
@@ -184,7 +206,13 @@ impl Diag {
                     ),
                 });
             }
-            if parse_batch(&self.buf[..n], transport, local_port, out)? {
+            if parse_batch(
+                &self.buf[..n],
+                transport,
+                local_port,
+                out,
+                &mut self.devices,
+            )? {
                 return Ok(());
             }
         }
@@ -276,6 +304,7 @@ fn parse_batch(
     transport: Transport,
     local_port: Option<u16>,
     out: &mut Vec<Socket>,
+    devices: &mut Vec<(usize, u32)>,
 ) -> Result<bool, Error> {
     while !batch.is_empty() {
         let msg = NetlinkBuffer::new_checked(batch)
@@ -304,6 +333,9 @@ fn parse_batch(
                 if let Some(socket) = to_socket(&header, protocol)
                     && local_port.is_none_or(|p| p == socket.local_port)
                 {
+                    if header.socket_id.interface_id != 0 {
+                        devices.push((out.len(), header.socket_id.interface_id));
+                    }
                     out.push(socket);
                 }
             }
@@ -349,6 +381,7 @@ fn to_socket(h: &InetResponseHeader, protocol: Protocol) -> Option<Socket> {
         uid: Some(h.uid),
         inode: (h.inode != 0).then_some(u64::from(h.inode)),
         owners: crate::model::Owners::new(),
+        place: None,
     })
 }
 

@@ -187,6 +187,7 @@ impl RemoteSource {
             sockets,
             owners,
             notes,
+            processes: None,
         }
     }
 }
