@@ -7,5 +7,6 @@ mod http;
 mod loadgen;
 mod local;
 mod mcp;
+mod owners;
 mod parse;
 mod ssh;

@@ -3,3 +3,4 @@
 pub mod mcp_client;
 pub mod net;
 pub mod sshd;
+pub mod world;
