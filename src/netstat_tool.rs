@@ -281,12 +281,12 @@ impl NetstatTool {
                 });
             }
         };
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stderr = clip(String::from_utf8_lossy(&output.stderr).trim(), 1000).to_string();
         if !output.status.success() {
             return Err(Error::Command {
                 program: args.command_line(),
                 status: output.status.to_string(),
-                stderr: clip(&stderr, 2000).to_string(),
+                stderr: clip(&stderr, 1000).to_string(),
             });
         }
         let text = String::from_utf8_lossy(&output.stdout);
@@ -327,11 +327,27 @@ struct Capped {
     note: String,
 }
 
-/// Cuts `text` at the last line boundary that leaves room for a closing line saying how many
-/// lines were left out.
+/// Bytes of the answer kept for everything but the output (message, command, stderr, keys).
+const ENVELOPE_ROOM: usize = 2 * 1024;
+
+/// How many bytes `text` takes inside a JSON string.
+fn json_escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Keeps whole lines of `text` while the answer's text block (the output as a JSON string, plus
+/// the rest of the envelope) stays within [`MAX_OUTPUT_BYTES`]; the last line then says how
+/// many lines were left out and how to narrow the query.
 fn cap_output(text: &str) -> Capped {
     let total_lines = text.lines().count();
-    if text.len() <= MAX_OUTPUT_BYTES {
+    let limit = MAX_OUTPUT_BYTES - ENVELOPE_ROOM;
+    if json_escaped_len(text) <= limit {
         return Capped {
             text: text.to_string(),
             truncated: false,
@@ -340,12 +356,20 @@ fn cap_output(text: &str) -> Capped {
         };
     }
     // Room for the closing line.
-    let room = clip(text, MAX_OUTPUT_BYTES - 256);
-    let kept = match room.rfind('\n') {
-        Some(end) => &room[..=end],
-        None => "",
-    };
-    let kept_lines = kept.lines().count();
+    let limit = limit - 320;
+    let mut used = 0;
+    let mut end = 0;
+    let mut kept_lines = 0;
+    for line in text.split_inclusive('\n') {
+        let cost = json_escaped_len(line);
+        if used + cost > limit {
+            break;
+        }
+        used += cost;
+        end += line.len();
+        kept_lines += 1;
+    }
+    let kept = &text[..end];
     let note = format!(
         "The output was cut at {} KiB: {} of {} lines left out. Narrow it with -t, -u or -l (e.g. -tl for TCP listeners), or use query_network_connections (filters, summary, paging) or check_port_occupation",
         MAX_OUTPUT_BYTES / 1024,

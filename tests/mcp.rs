@@ -1007,3 +1007,100 @@ async fn cancelling_a_call_drops_the_collection() {
     assert_eq!(tools.len(), 4);
     let _ = client.cancel().await;
 }
+
+#[tokio::test]
+async fn list_hosts_names_the_configured_hosts_and_never_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[remote_hosts]]
+name = "web-1"
+host = "192.0.2.10"
+username = "ops"
+password = "Inl1ne-S3cret-0042"
+
+[[remote_hosts]]
+name = "db-1"
+host = "192.0.2.20"
+port = 2222
+username = "dba"
+password_env = "NM_TEST_DB_PASSWORD"
+
+[[remote_hosts]]
+name = "cache-1"
+host = "192.0.2.30"
+username = "ops"
+use_agent = true
+"#,
+    )
+    .expect("write config");
+    let server = Server::start_with(
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[("NM_TEST_DB_PASSWORD", "Env-S3cret-0099".into())],
+    )
+    .await;
+    let (out, size) = server.call_sized("list_hosts", json!({})).await;
+    assert!(size < 24 * 1024);
+    let text = out.to_string();
+    for secret in ["Inl1ne-S3cret-0042", "Env-S3cret-0099"] {
+        assert!(!text.contains(secret), "list_hosts leaked a secret: {text}");
+    }
+    let data = &out["data"];
+    assert_eq!(data["host_count"], 3);
+    let hosts = data["hosts"].as_array().expect("hosts");
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    assert_eq!(names, ["web-1", "db-1", "cache-1"]);
+    assert_eq!(hosts[1]["port"], 2222);
+    assert_eq!(hosts[1]["username"], "dba");
+    assert!(
+        hosts[0]["auth"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("password")
+    );
+    assert!(
+        hosts[2]["auth"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent")
+    );
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 remote host")
+    );
+
+    // The unknown-host error names the configured hosts, so an agent can pick one.
+    let out = server
+        .call("query_network_connections", json!({"host": "web-9"}))
+        .await;
+    assert_eq!(
+        out["message"],
+        "Authentication config for remote host not found: web-9; configured hosts: web-1, db-1, cache-1"
+    );
+    server.stop().await;
+
+    // The CLI's `hosts` prints the same rows.
+    let cli = std::process::Command::new(crate::support::mcp_client::bin())
+        .args([
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "hosts",
+            "--json",
+        ])
+        .env("NM_TEST_DB_PASSWORD", "Env-S3cret-0099")
+        .output()
+        .expect("run hosts");
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(!stdout.contains("S3cret"), "{stdout}");
+    let rows: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(3));
+}

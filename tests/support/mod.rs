@@ -2,4 +2,5 @@
 
 pub mod mcp_client;
 pub mod net;
+pub mod quiet_ns;
 pub mod sshd;
