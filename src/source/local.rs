@@ -82,6 +82,12 @@ impl LocalSource {
         } else {
             netns::label(&mut sockets, &devices, None);
         }
+        // What the kernel could not filter (a foreign port, a text fallback's rows) goes before
+        // the owner scan, which then looks only for the sockets that remain. (After labelling:
+        // the device positions are positions in the unfiltered vector.)
+        if want.remote_port.is_some() {
+            sockets.retain(|s| want.admits(s));
+        }
         let owners = if want.owners {
             // One scan for every namespace: socket inodes are unique on the machine.
             let stats = owners::attach(&self.proc_root, &mut sockets);
@@ -243,7 +249,13 @@ fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     }
     if want.udp {
         for ipv6 in [false, true] {
-            diag.dump(Transport::Udp, ipv6, want.states, want.local_port, &mut out)?;
+            diag.dump(
+                Transport::Udp,
+                ipv6,
+                want.udp_states,
+                want.local_port,
+                &mut out,
+            )?;
         }
     }
     Ok(Listed {

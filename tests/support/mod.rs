@@ -2,5 +2,6 @@
 
 pub mod mcp_client;
 pub mod net;
+pub mod quiet_ns;
 pub mod sshd;
 pub mod world;
