@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::error::{Error, InputError};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, Envelope, HostsData, PortArgs, PortData, Service,
+    ConnectionsArgs, ConnectionsData, Envelope, HostsData, OwnerDetails, PortArgs, PortData,
+    RowOwners, RowPlace, Service,
 };
 use crate::source::Backend;
 
@@ -130,6 +131,10 @@ pub struct ConnectionsOpts {
     /// Skip the owner (pid/program) lookup: faster, and needs no privileges.
     #[arg(long)]
     pub no_owners: bool,
+    /// List every network namespace on the machine (containers' too), each from inside it
+    /// (needs root); rows show their namespace.
+    #[arg(long)]
+    pub all_netns: bool,
     /// Print the JSON answer the MCP tool returns instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -142,6 +147,10 @@ pub struct PortOpts {
     pub port: String,
     #[command(flatten)]
     pub args: PortArgs,
+    /// List every network namespace on the machine (containers' too), each from inside it
+    /// (needs root); rows show their namespace.
+    #[arg(long)]
+    pub all_netns: bool,
     /// Print the JSON answer the MCP tool returns instead of text.
     #[arg(long)]
     pub json: bool,
@@ -151,14 +160,26 @@ pub struct PortOpts {
 pub struct SummaryOpts {
     #[command(flatten)]
     pub args: ConnectionsArgs,
+    /// List every network namespace on the machine (containers' too), each from inside it
+    /// (needs root); rows show their namespace.
+    #[arg(long)]
+    pub all_netns: bool,
     /// Print the JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+/// The listing's arguments with `scope` set by `--all-netns`.
+fn with_scope(args: &ConnectionsArgs, all_netns: bool) -> ConnectionsArgs {
+    ConnectionsArgs {
+        scope: all_netns.then(|| "all".to_string()),
+        ..args.clone()
+    }
+}
+
 /// Runs `connections`. Exit 0 on success, 2 on error.
 pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode {
-    let result = match opts.args.validate(None) {
+    let result = match with_scope(&opts.args, opts.all_netns).validate(None) {
         Ok(mut query) => {
             query.owners = !opts.no_owners;
             service.connections(&query).await
@@ -180,7 +201,7 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
 
 /// Runs `summary`: what a host is doing, for a person (or `--json`). Exit 0, 2 on error.
 pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
-    let result = match opts.args.validate(Some(0)) {
+    let result = match with_scope(&opts.args, opts.all_netns).validate(Some(0)) {
         Ok(query) => service.connections(&query).await,
         Err(e) => Err(Error::Input(e)),
     };
@@ -217,6 +238,7 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     };
     let args = PortArgs {
         port,
+        scope: opts.all_netns.then(|| "all".to_string()),
         ..opts.args.clone()
     };
     let result = match args.validate(None) {
@@ -332,26 +354,126 @@ fn owner_cell(pid: Option<u32>, program: Option<&str>) -> String {
     }
 }
 
+/// The row's owner, or every owner of a shared socket (`812/nginx,813/nginx`, at most 3 and
+/// then `+N`).
+fn owners_cell(pid: Option<u32>, program: Option<&str>, owners: &RowOwners) -> String {
+    let all = owners.all();
+    if all.len() < 2 {
+        return owner_cell(pid, program);
+    }
+    let mut cell: Vec<String> = all
+        .iter()
+        .take(3)
+        .map(|o| format!("{}/{}", o.pid, o.program))
+        .collect();
+    if all.len() > 3 {
+        cell.push(format!("+{}", all.len() - 3));
+    }
+    cell.join(",")
+}
+
+/// `ip:port` with the bound interface as `ss` shows it: `0.0.0.0%lo:53`, `[fe80::1]%eth0:22`.
+fn local_endpoint(ip: std::net::IpAddr, port: u16, place: &RowPlace) -> String {
+    match place.interface() {
+        None => endpoint(ip, Some(port)),
+        Some(iface) if ip.is_ipv6() => format!("[{ip}]%{iface}:{port}"),
+        Some(iface) => format!("{ip}%{iface}:{port}"),
+    }
+}
+
+/// The container (`docker:3f4e5d6c7b8a`), else the systemd unit, else `-`.
+fn service_cell(details: Option<&OwnerDetails>) -> String {
+    match details {
+        Some(OwnerDetails {
+            container: Some(c), ..
+        }) => format!("{}:{}", c.runtime, c.id),
+        Some(OwnerDetails { unit: Some(u), .. }) => u.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+fn netns_cell(netns: Option<&crate::model::Netns>) -> String {
+    match netns {
+        Some(crate::model::Netns {
+            name: Some(name), ..
+        }) => name.to_string(),
+        Some(ns) => ns.inode.to_string(),
+        None => "-".to_string(),
+    }
+}
+
+/// Columns shown only when some row has them: User, Service (container or unit), Netns.
+struct Extra {
+    user: bool,
+    service: bool,
+    netns: bool,
+}
+
+impl Extra {
+    fn of<'a>(rows: impl Iterator<Item = (&'a RowOwners, &'a RowPlace)> + Clone) -> Extra {
+        let details = || rows.clone().filter_map(|(o, _)| o.details());
+        Extra {
+            user: details().any(|d| d.user.is_some()),
+            service: details().any(|d| d.container.is_some() || d.unit.is_some()),
+            netns: rows.clone().any(|(_, p)| p.netns().is_some()),
+        }
+    }
+
+    fn headers(&self, headers: &mut Vec<&'static str>, right: &mut Vec<bool>) {
+        for (on, name) in [
+            (self.user, "User"),
+            (self.service, "Service"),
+            (self.netns, "Netns"),
+        ] {
+            if on {
+                headers.push(name);
+                right.push(false);
+            }
+        }
+    }
+
+    fn cells(&self, row: &mut Vec<String>, owners: &RowOwners, place: &RowPlace) {
+        if self.user {
+            row.push(
+                owners
+                    .details()
+                    .and_then(|d| d.user.as_deref())
+                    .unwrap_or("-")
+                    .to_string(),
+            );
+        }
+        if self.service {
+            row.push(service_cell(owners.details()));
+        }
+        if self.netns {
+            row.push(netns_cell(place.netns()));
+        }
+    }
+}
+
 /// The listing as an aligned table with the message as a footer.
 pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
     let mut out = String::new();
     if let Some(data) = &envelope.data {
+        let extra = Extra::of(data.connections.iter().map(|c| (&c.owners, &c.place)));
         let rows: Vec<Vec<String>> = data
             .connections
             .iter()
             .map(|c| {
-                vec![
+                let mut row = vec![
                     c.protocol.to_string(),
                     c.recv_queue.to_string(),
                     c.send_queue.to_string(),
-                    endpoint(c.local_ip, Some(c.local_port)),
+                    local_endpoint(c.local_ip, c.local_port, &c.place),
                     endpoint(c.foreign_ip, c.foreign_port),
                     c.state.unwrap_or_default().to_string(),
-                    owner_cell(c.pid, c.program.as_deref()),
-                ]
+                    owners_cell(c.pid, c.program.as_deref(), &c.owners),
+                ];
+                extra.cells(&mut row, &c.owners, &c.place);
+                row
             })
             .collect();
-        let headers = [
+        let mut headers = vec![
             "Proto",
             "Recv-Q",
             "Send-Q",
@@ -360,11 +482,9 @@ pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
             "State",
             "PID/Program",
         ];
-        out.push_str(&table(
-            &headers,
-            &[false, true, true, false, false, false, false],
-            &rows,
-        ));
+        let mut right = vec![false, true, true, false, false, false, false];
+        extra.headers(&mut headers, &mut right);
+        out.push_str(&table(&headers, &right, &rows));
     }
     let _ = writeln!(out, "{}", envelope.message);
     if let Some(cursor) = envelope.data.as_ref().and_then(|d| d.next_cursor.as_ref()) {
@@ -377,30 +497,32 @@ pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
 pub fn port_text(envelope: &Envelope<PortData>) -> String {
     let mut out = format!("{}\n", envelope.message);
     if let Some(data) = envelope.data.as_ref().filter(|d| d.is_occupied) {
+        let extra = Extra::of(data.occupations.iter().map(|o| (&o.owners, &o.place)));
         let rows: Vec<Vec<String>> = data
             .occupations
             .iter()
             .map(|o| {
-                vec![
+                let mut row = vec![
                     o.protocol.to_string(),
-                    endpoint(o.local_ip, Some(o.local_port)),
+                    local_endpoint(o.local_ip, o.local_port, &o.place),
                     endpoint(o.foreign_ip, o.foreign_port),
                     o.state.unwrap_or_default().to_string(),
-                    owner_cell(o.pid, o.program.as_deref()),
-                ]
+                    owners_cell(o.pid, o.program.as_deref(), &o.owners),
+                ];
+                extra.cells(&mut row, &o.owners, &o.place);
+                row
             })
             .collect();
-        out.push_str(&table(
-            &[
-                "Proto",
-                "Local Address",
-                "Foreign Address",
-                "State",
-                "PID/Program",
-            ],
-            &[false; 5],
-            &rows,
-        ));
+        let mut headers = vec![
+            "Proto",
+            "Local Address",
+            "Foreign Address",
+            "State",
+            "PID/Program",
+        ];
+        let mut right = vec![false; 5];
+        extra.headers(&mut headers, &mut right);
+        out.push_str(&table(&headers, &right, &rows));
     }
     out
 }
@@ -436,22 +558,68 @@ pub fn summary_text(envelope: &Envelope<ConnectionsData>) -> String {
             String::new()
         }
     );
+    let with_container = s.listeners.iter().any(|l| l.container.is_some());
+    let with_netns = s.listeners.iter().any(|l| l.netns.is_some());
     let rows: Vec<Vec<String>> = s
         .listeners
         .iter()
         .map(|l| {
-            vec![
+            let local = match &l.interface {
+                None => endpoint(l.local_ip, Some(l.local_port)),
+                Some(i) if l.local_ip.is_ipv6() => format!("[{}]%{i}:{}", l.local_ip, l.local_port),
+                Some(i) => format!("{}%{i}:{}", l.local_ip, l.local_port),
+            };
+            let mut row = vec![
                 l.protocol.to_string(),
-                endpoint(l.local_ip, Some(l.local_port)),
+                local,
                 owner_cell(l.pid, l.program.as_deref()),
-            ]
+            ];
+            if with_container {
+                row.push(
+                    l.container
+                        .as_ref()
+                        .map_or("-".to_string(), |c| format!("{}:{}", c.runtime, c.id)),
+                );
+            }
+            if with_netns {
+                row.push(match &l.netns {
+                    Some(ns) => ns
+                        .name
+                        .as_deref()
+                        .map_or(ns.inode.to_string(), str::to_string),
+                    None => "-".to_string(),
+                });
+            }
+            row
         })
         .collect();
-    out.push_str(&table(
-        &["Proto", "Local Address", "PID/Program"],
-        &[false; 3],
-        &rows,
-    ));
+    let mut headers = vec!["Proto", "Local Address", "PID/Program"];
+    if with_container {
+        headers.push("Container");
+    }
+    if with_netns {
+        headers.push("Netns");
+    }
+    out.push_str(&table(&headers, &vec![false; headers.len()], &rows));
+    if let Some(namespaces) = &s.by_netns {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "By network namespace:");
+        let rows: Vec<Vec<String>> = namespaces
+            .iter()
+            .map(|n| {
+                vec![
+                    n.count.to_string(),
+                    n.inode.to_string(),
+                    n.name.as_deref().unwrap_or("-").to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["Sockets", "Inode", "Name"],
+            &[true, true, false],
+            &rows,
+        ));
+    }
     if !s.top_programs.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "Top programs:");

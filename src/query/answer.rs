@@ -9,12 +9,13 @@ use serde::Serialize;
 
 use super::input::{ConnectionsQuery, PortQuery, ProtoFilter};
 use super::output::{
-    ConnectionRow, ConnectionsData, Envelope, FilterEcho, Occupation, PortData, PortOwner,
+    ConnectionRow, ConnectionsData, Envelope, FilterEcho, Holders, NetnsRef, Occupation,
+    OwnerDetails, PortData, PortOwner, RowOwners, RowPlace, SocketOwner,
 };
 use super::page::{RowKey, row_order, take_page};
 use super::summary::{SummaryBuilder, is_listener, state_name};
-use crate::model::{Socket, StateSet, TcpState, Transport};
-use crate::source::{OwnerCoverage, Snapshot, Target, Want};
+use crate::model::{Owners, Socket, StateSet, TcpState, Transport};
+use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want};
 
 /// The largest text block a default answer may have: a client hands it to a model whose
 /// context is finite (Claude Code refuses results over 25,000 tokens).
@@ -47,7 +48,7 @@ impl ConnectionsQuery {
             local_port: self.local_port,
             remote_port: self.remote_port,
             owners: self.owners,
-            scope: crate::source::Scope::Host,
+            scope: self.scope,
         }
     }
 
@@ -66,6 +67,7 @@ impl ConnectionsQuery {
             pid: self.pid,
             program: self.program.clone(),
             limit: self.limit,
+            scope: self.scope.as_str(),
         }
     }
 
@@ -76,7 +78,7 @@ impl ConnectionsQuery {
             mut sockets,
             owners: coverage,
             notes,
-            ..
+            processes,
         } = snapshot;
         let want = self.want();
         let mut summary = SummaryBuilder::default();
@@ -92,9 +94,11 @@ impl ConnectionsQuery {
             keep
         });
         let count = sockets.len();
-        let summary = summary.finish();
+        let summary = summary.finish_with(processes.as_deref());
         let mut more = take_page(&mut sockets, self.cursor.as_ref(), self.limit);
         let mut keys: Vec<RowKey> = sockets.iter().map(RowKey::of).collect();
+        // Owner details are looked up here, for the processes of the rows returned only.
+        let mut holders = HolderCache::new(processes.as_deref());
         let mut envelope = Envelope::ok(
             String::new(),
             ConnectionsData {
@@ -103,7 +107,10 @@ impl ConnectionsQuery {
                 truncated: more,
                 next_cursor: None,
                 summary,
-                connections: sockets.into_iter().map(connection_row).collect(),
+                connections: sockets
+                    .into_iter()
+                    .map(|s| connection_row(s, &mut holders))
+                    .collect(),
                 filter: self.filter_echo(),
             },
         );
@@ -135,6 +142,14 @@ impl ConnectionsQuery {
                 break;
             }
             let keep = (rows * ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+            // A socket shared by hundreds of processes can make one row larger than the
+            // budget: its sharers keep pid and program only, before rows are dropped to 0.
+            if keep == 0
+                && let Some(d) = envelope.data.as_mut()
+                && slim_shared(d.connections.iter_mut().map(|c| &mut c.owners))
+            {
+                continue;
+            }
             if let Some(d) = envelope.data.as_mut() {
                 d.connections.truncate(keep);
             }
@@ -163,7 +178,12 @@ impl ConnectionsQuery {
             (ProtoFilter::All, Some(TcpState::Listen)) | (ProtoFilter::All, None) => "TCP and UDP",
             (ProtoFilter::All, Some(_)) => "TCP",
         };
-        let mut message = if target.local {
+        let mut message = if target.local && self.scope == Scope::All {
+            let namespaces = data.summary.by_netns.as_ref().map_or(0, Vec::len);
+            format!(
+                "Successfully obtained local {what} connections in every network namespace ({namespaces} with matching sockets), total {count}"
+            )
+        } else if target.local {
             format!("Successfully obtained local {what} connections, total {count}")
         } else {
             format!(
@@ -292,8 +312,75 @@ fn owner_note(message: &mut String, coverage: OwnerCoverage, ownerless: usize) {
     }
 }
 
-fn connection_row(s: Socket) -> ConnectionRow {
-    let owner = s.owners.into_iter().min_by_key(|o| o.pid);
+/// The holders of the rows of one answer, with their details, built once per distinct set of
+/// processes: a process owning 50,000 returned sockets is looked up once, and its rows share
+/// one value.
+struct HolderCache<'a> {
+    processes: Option<&'a dyn ProcessLookup>,
+    single: HashMap<u32, Arc<Holders>>,
+    shared: HashMap<Vec<u32>, Arc<Holders>>,
+}
+
+impl<'a> HolderCache<'a> {
+    fn new(processes: Option<&'a dyn ProcessLookup>) -> HolderCache<'a> {
+        HolderCache {
+            processes,
+            single: HashMap::new(),
+            shared: HashMap::new(),
+        }
+    }
+
+    fn details(&self, pid: u32) -> OwnerDetails {
+        self.processes
+            .and_then(|p| p.process(pid))
+            .map(|info| OwnerDetails::of(&info))
+            .unwrap_or_default()
+    }
+
+    fn holders(&mut self, owners: &Owners) -> Option<Arc<Holders>> {
+        match owners.as_slice() {
+            [] => None,
+            [one] => {
+                if let Some(known) = self.single.get(&one.pid) {
+                    return Some(known.clone());
+                }
+                let holders = Arc::new(Holders {
+                    owners: vec![SocketOwner {
+                        pid: one.pid,
+                        program: one.program.clone(),
+                        details: self.details(one.pid),
+                    }],
+                });
+                self.single.insert(one.pid, holders.clone());
+                Some(holders)
+            }
+            several => {
+                let mut sorted: Vec<_> = several.iter().collect();
+                sorted.sort_by_key(|o| o.pid);
+                let pids: Vec<u32> = sorted.iter().map(|o| o.pid).collect();
+                if let Some(known) = self.shared.get(&pids) {
+                    return Some(known.clone());
+                }
+                let holders = Arc::new(Holders {
+                    owners: sorted
+                        .iter()
+                        .map(|o| SocketOwner {
+                            pid: o.pid,
+                            program: o.program.clone(),
+                            details: self.details(o.pid),
+                        })
+                        .collect(),
+                });
+                self.shared.insert(pids, holders.clone());
+                Some(holders)
+            }
+        }
+    }
+}
+
+fn connection_row(s: Socket, holders: &mut HolderCache<'_>) -> ConnectionRow {
+    let holders = holders.holders(&s.owners);
+    let first = holders.as_ref().and_then(|h| h.owners.first());
     ConnectionRow {
         protocol: s.protocol.as_str(),
         recv_queue: s.recv_queue,
@@ -303,8 +390,10 @@ fn connection_row(s: Socket) -> ConnectionRow {
         foreign_ip: s.foreign.ip,
         foreign_port: s.foreign.port,
         state: s.state.map(TcpState::netstat_name),
-        pid: owner.as_ref().map(|o| o.pid),
-        program: owner.map(|o| o.program),
+        pid: first.map(|o| o.pid),
+        program: first.map(|o| o.program.clone()),
+        owners: RowOwners(holders),
+        place: RowPlace(s.place),
     }
 }
 
@@ -344,6 +433,7 @@ impl PortQuery {
             tcp: self.transport == Transport::Tcp,
             udp: self.transport == Transport::Udp,
             local_port: Some(self.port),
+            scope: self.scope,
             ..Want::all()
         }
     }
@@ -354,7 +444,7 @@ impl PortQuery {
             mut sockets,
             owners: coverage,
             notes,
-            ..
+            processes,
         } = snapshot;
         sockets.retain(|s| s.protocol.transport() == self.transport && s.local_port == self.port);
         let count = sockets.len();
@@ -368,6 +458,8 @@ impl PortQuery {
                     program: o.program.clone(),
                     socket_count: 0,
                     states: BTreeMap::new(),
+                    details: OwnerDetails::default(),
+                    netns: s.netns().map(NetnsRef::of),
                 });
                 owner.socket_count += 1;
                 *owner.states.entry(state_name(s)).or_default() += 1;
@@ -383,6 +475,11 @@ impl PortQuery {
         let mut owners: Vec<PortOwner> = by_pid.into_values().collect();
         owners.sort_by_key(|o| (std::cmp::Reverse(o.socket_count), o.pid));
         let owner_count = owners.len();
+        // Details for every owner (the budget below may drop command lines again).
+        let mut holders = HolderCache::new(processes.as_deref());
+        for owner in owners.iter_mut() {
+            owner.details = holders.details(owner.pid);
+        }
         // Listening/bound sockets first, then row order.
         let limit = self.limit.unwrap_or(usize::MAX);
         let first = |a: &Socket, b: &Socket| {
@@ -397,7 +494,10 @@ impl PortQuery {
             sockets.truncate(limit);
         }
         sockets.sort_unstable_by(first);
-        let occupations: Vec<Occupation> = sockets.into_iter().map(occupation).collect();
+        let occupations: Vec<Occupation> = sockets
+            .into_iter()
+            .map(|s| occupation(s, &mut holders))
+            .collect();
         let kernel_held: usize = held.values().sum();
         let mut envelope = Envelope::ok(
             String::new(),
@@ -439,7 +539,7 @@ impl PortQuery {
                     .clamp(MAX_PORT_OWNERS, data.owners.len() - 1);
                 data.owners.truncate(keep);
                 data.owners_truncated = true;
-            } else {
+            } else if !slim_owners(&mut data.owners) {
                 break;
             }
         }
@@ -460,7 +560,10 @@ impl PortQuery {
         } else {
             target.label.clone()
         };
-        let port = format!("Port {}/{} on {where_}", self.port, self.transport.upper());
+        let mut port = format!("Port {}/{} on {where_}", self.port, self.transport.upper());
+        if self.scope == Scope::All {
+            port.push_str(" (every network namespace)");
+        }
         if !data.is_occupied {
             let mut message = format!("{port} is not occupied");
             for note in notes {
@@ -473,7 +576,28 @@ impl PortQuery {
             .owners
             .iter()
             .take(OWNERS_IN_MESSAGE)
-            .map(|o| format!("{} (pid {}; {})", o.program, o.pid, state_counts(&o.states)))
+            .map(|o| {
+                let mut place = String::new();
+                if let Some(c) = &o.details.container {
+                    let _ = write!(place, ", {} container {}", c.runtime, c.id);
+                }
+                if let Some(ns) = &o.netns {
+                    match &ns.name {
+                        Some(name) => {
+                            let _ = write!(place, ", netns {name}");
+                        }
+                        None => {
+                            let _ = write!(place, ", netns {}", ns.inode);
+                        }
+                    }
+                }
+                format!(
+                    "{} (pid {}{place}; {})",
+                    o.program,
+                    o.pid,
+                    state_counts(&o.states)
+                )
+            })
             .collect();
         if data.owner_count > OWNERS_IN_MESSAGE {
             holders.push(format!(
@@ -516,8 +640,65 @@ impl PortQuery {
     }
 }
 
-fn occupation(s: Socket) -> Occupation {
-    let owner = s.owners.into_iter().min_by_key(|o| o.pid);
+/// Reduces every shared socket's list of sharers to pid and program (the first owner keeps its
+/// details). Returns false when there was nothing to reduce.
+fn slim_shared<'a>(rows: impl Iterator<Item = &'a mut RowOwners>) -> bool {
+    let mut slimmed: HashMap<*const Holders, Arc<Holders>> = HashMap::new();
+    let mut changed = false;
+    for row in rows {
+        let Some(holders) = &row.0 else { continue };
+        if holders.owners[1..]
+            .iter()
+            .all(|o| o.details == OwnerDetails::default())
+        {
+            continue;
+        }
+        let slim = slimmed
+            .entry(Arc::as_ptr(holders))
+            .or_insert_with(|| {
+                let mut owners = holders.owners.clone();
+                owners[1..]
+                    .iter_mut()
+                    .for_each(|o| o.details = OwnerDetails::default());
+                Arc::new(Holders { owners })
+            })
+            .clone();
+        row.0 = Some(slim);
+        changed = true;
+    }
+    changed
+}
+
+/// Makes a port check's owners smaller when even the first hundred do not fit the budget:
+/// first the command lines past the tenth owner go, then all command lines, then every detail
+/// past the tenth. Returns false when there is nothing left to drop.
+fn slim_owners(owners: &mut [PortOwner]) -> bool {
+    let head = OWNERS_IN_MESSAGE.min(owners.len());
+    if owners[head..].iter().any(|o| o.details.command.is_some()) {
+        owners[head..]
+            .iter_mut()
+            .for_each(|o| o.details.command = None);
+        return true;
+    }
+    if owners.iter().any(|o| o.details.command.is_some()) {
+        owners.iter_mut().for_each(|o| o.details.command = None);
+        return true;
+    }
+    if owners[head..]
+        .iter()
+        .any(|o| o.details != OwnerDetails::default())
+    {
+        owners[head..]
+            .iter_mut()
+            .for_each(|o| o.details = OwnerDetails::default());
+        return true;
+    }
+    false
+}
+
+fn occupation(s: Socket, holders: &mut HolderCache<'_>) -> Occupation {
+    let holders = holders.holders(&s.owners);
+    let first = holders.as_ref().and_then(|h| h.owners.first());
     Occupation {
         protocol: s.protocol.as_str(),
         local_ip: s.local_ip,
@@ -525,8 +706,10 @@ fn occupation(s: Socket) -> Occupation {
         foreign_ip: s.foreign.ip,
         foreign_port: s.foreign.port,
         state: s.state.map(TcpState::netstat_name),
-        pid: owner.as_ref().map(|o| o.pid),
-        program: owner.map(|o| Arc::clone(&o.program)),
+        pid: first.map(|o| o.pid),
+        program: first.map(|o| Arc::clone(&o.program)),
+        owners: RowOwners(holders),
+        place: RowPlace(s.place),
     }
 }
 

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::page::RowKey;
 use crate::error::InputError;
 use crate::model::{TcpState, Transport};
+use crate::source::Scope;
 
 /// The MCP default for `limit` of `query_network_connections`; the CLI lists everything.
 pub const DEFAULT_ROWS: usize = 50;
@@ -116,6 +117,14 @@ pub struct ConnectionsArgs {
         help = "Continue after an earlier page: the next_cursor value it printed (with --json)"
     )]
     pub cursor: Option<String>,
+
+    /// Which network namespaces to list: host (default: the namespace the server runs in, as
+    /// ss and netstat see it) or all (every network namespace on the machine, containers'
+    /// included, each listed from inside it; rows then carry netns). Local machine only;
+    /// entering other namespaces needs root.
+    #[schemars(extend("enum" = ["host", "all"], "default" = "host"))]
+    #[arg(skip)]
+    pub scope: Option<String>,
 }
 
 /// Which transports a listing covers.
@@ -189,6 +198,8 @@ pub struct ConnectionsQuery {
     pub cursor: Option<RowKey>,
     /// Whether to look up owners at all (the CLI's `--no-owners` turns it off).
     pub owners: bool,
+    /// Which network namespaces to list.
+    pub scope: Scope,
 }
 
 /// Decodes MCP arguments into an input struct, checked against its derived schema.
@@ -245,6 +256,7 @@ impl ConnectionsArgs {
         };
         let host = HostSpec::parse(self.host.as_deref());
         let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
+        let scope = scope_arg(self.scope.as_deref(), &host)?;
         Ok(ConnectionsQuery {
             proto,
             state,
@@ -261,6 +273,7 @@ impl ConnectionsArgs {
                 Some(c) => Some(RowKey::decode(c)?),
             },
             owners: true,
+            scope,
         })
     }
 }
@@ -341,6 +354,14 @@ pub struct PortArgs {
         help = "Show at most N sockets (default: all; 0: all); listening/bound ones first"
     )]
     pub limit: Option<i64>,
+
+    /// Which network namespaces to list: host (default: the namespace the server runs in, as
+    /// ss and netstat see it) or all (every network namespace on the machine, containers'
+    /// included, each listed from inside it; rows then carry netns). Local machine only;
+    /// entering other namespaces needs root.
+    #[schemars(extend("enum" = ["host", "all"], "default" = "host"))]
+    #[arg(skip)]
+    pub scope: Option<String>,
 }
 
 /// A validated `check_port_occupation`.
@@ -354,6 +375,8 @@ pub struct PortQuery {
     pub limit: Option<usize>,
     /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
     pub default_limit: bool,
+    /// Which network namespaces to check.
+    pub scope: Scope,
 }
 
 impl PortArgs {
@@ -384,13 +407,16 @@ impl PortArgs {
             Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
             Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
         };
+        let host = HostSpec::parse(self.host.as_deref());
+        let scope = scope_arg(self.scope.as_deref(), &host)?;
         Ok(PortQuery {
             port,
             transport,
-            host: HostSpec::parse(self.host.as_deref()),
+            host,
             ssh_port: port_arg("ssh_port", self.ssh_port)?,
             limit,
             default_limit,
+            scope,
         })
     }
 }
@@ -423,6 +449,29 @@ fn port_arg(param: &str, value: Option<i64>) -> Result<Option<u16>, InputError> 
             .map(Some)
             .ok_or_else(|| input(param, v.to_string(), PORT_RANGE)),
     }
+}
+
+/// `scope`: host or all, any case; all only for the local machine.
+fn scope_arg(value: Option<&str>, host: &HostSpec) -> Result<Scope, InputError> {
+    let scope = match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("host") => Scope::Host,
+        Some("all") => Scope::All,
+        Some(_) => {
+            return Err(input(
+                "scope",
+                quoted(value.unwrap_or_default()),
+                "must be one of: host, all",
+            ));
+        }
+    };
+    if scope == Scope::All && *host != HostSpec::Local {
+        return Err(input(
+            "scope",
+            "'all' with a remote host".to_string(),
+            "lists every network namespace of the machine the server runs on: leave it out (or 'host') for a remote host",
+        ));
+    }
+    Ok(scope)
 }
 
 fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {

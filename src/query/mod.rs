@@ -25,8 +25,9 @@ pub use input::{
     PortArgs, PortQuery, ProtoFilter,
 };
 pub use output::{
-    ConnectionRow, ConnectionsData, Envelope, FilterEcho, HostInfo, HostsData, Occupation,
-    PortData, PortOwner,
+    ConnectionRow, ConnectionsData, ContainerRef, Envelope, FilterEcho, Holders, HostInfo,
+    HostsData, NetnsRef, Occupation, OwnerDetails, PortData, PortOwner, RowOwners, RowPlace,
+    SocketOwner,
 };
 pub use service::Service;
 pub use summary::Summary;

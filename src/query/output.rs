@@ -4,15 +4,18 @@
 //! so a model reading the text block meets the answer before the details. Every type here
 //! derives `JsonSchema`: the tools' output schemas are generated from them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 
 use super::summary::Summary;
 use crate::error::Error;
+use crate::model::{Netns, Place, ProcessInfo};
 
 /// The result envelope. `data` is `null` when `success` is false.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
@@ -63,11 +66,13 @@ pub struct ConnectionsData {
     pub filter: FilterEcho,
 }
 
-/// One socket, with the columns netstat prints.
+/// One socket, with the columns netstat prints, then who holds it and where it lives.
 ///
 /// No field owns a heap allocation (names are static, addresses are formatted while
-/// serializing, the program name is shared), so a full listing of 100k sockets is converted
-/// from the snapshot in place and costs no more memory than the snapshot itself.
+/// serializing, the program name, the owners' details and the namespace are shared), so a full
+/// listing of 100k sockets is converted from the snapshot in place and costs no more memory
+/// than the snapshot itself. Optional fields (owner details, `owners`, `interface`, `netns`)
+/// are left out when they do not apply.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct ConnectionRow {
     /// `tcp`, `tcp6`, `udp` or `udp6`.
@@ -85,6 +90,221 @@ pub struct ConnectionRow {
     pub pid: Option<u32>,
     /// Owning process name (`/proc/<pid>/comm`); null when unknown.
     pub program: Option<Arc<str>>,
+    /// The owner's details and, for a socket several processes hold, all of them.
+    #[serde(flatten)]
+    pub owners: RowOwners,
+    /// The bound interface and, when every namespace was listed, the socket's namespace.
+    #[serde(flatten)]
+    pub place: RowPlace,
+}
+
+/// What the process table says about an owning process; each field is left out when unknown.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub struct OwnerDetails {
+    /// The user the process runs as (effective uid): its name, else the uid as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
+    /// The effective user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The command line, arguments joined by spaces, at most 256 characters (a cut one ends
+    /// with `…`); `[name]` for a kernel thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Arc<str>>,
+    /// The systemd unit the process runs in, as `ps -o unit` shows it (`nginx.service`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Arc<str>>,
+    /// The container the process runs in, from its cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+}
+
+impl OwnerDetails {
+    pub fn of(info: &ProcessInfo) -> OwnerDetails {
+        OwnerDetails {
+            user: info.user.clone(),
+            uid: info.uid,
+            command: info.command.clone(),
+            unit: info.unit.clone(),
+            container: info.container.as_ref().map(|c| ContainerRef {
+                runtime: c.runtime.as_str(),
+                id: c.id.clone(),
+            }),
+        }
+    }
+
+    /// Writes the fields that are known into a struct being serialized.
+    fn write_fields<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
+        if let Some(user) = &self.user {
+            st.serialize_field("user", user)?;
+        }
+        if let Some(uid) = &self.uid {
+            st.serialize_field("uid", uid)?;
+        }
+        if let Some(command) = &self.command {
+            st.serialize_field("command", command)?;
+        }
+        if let Some(unit) = &self.unit {
+            st.serialize_field("unit", unit)?;
+        }
+        if let Some(container) = &self.container {
+            st.serialize_field("container", container)?;
+        }
+        Ok(())
+    }
+}
+
+/// A container, as its cgroup path names it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct ContainerRef {
+    /// `docker`, `podman`, `containerd`, `kubernetes` or `lxc`.
+    #[schemars(extend("enum" = ["docker", "podman", "containerd", "kubernetes", "lxc"]))]
+    pub runtime: &'static str,
+    /// The short id (12 hex digits, as `docker ps` shows it), or the container's name for lxc.
+    pub id: Arc<str>,
+}
+
+/// A network namespace.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct NetnsRef {
+    /// Its nsfs inode (what `ls -L -i /proc/<pid>/ns/net` shows), unique on the machine.
+    pub inode: u64,
+    /// Its name under /run/netns (`ip netns`), else `runtime:id` of the container holding it;
+    /// null when neither.
+    pub name: Option<Arc<str>>,
+}
+
+impl NetnsRef {
+    pub fn of(netns: &Netns) -> NetnsRef {
+        NetnsRef {
+            inode: netns.inode,
+            name: netns.name.clone(),
+        }
+    }
+}
+
+/// A process holding a socket, with its details.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct SocketOwner {
+    pub pid: u32,
+    /// The process name (`/proc/<pid>/comm`).
+    pub program: Arc<str>,
+    #[serde(flatten)]
+    pub details: OwnerDetails,
+}
+
+/// The processes holding a socket, lowest pid first; one value shared by every row with the
+/// same holders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holders {
+    pub owners: Vec<SocketOwner>,
+}
+
+/// A row's owner details (of its `pid`) and, when several processes hold the socket, the
+/// `owners` list; serialized flat into the row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowOwners(pub Option<Arc<Holders>>);
+
+impl RowOwners {
+    /// Every process holding the socket, lowest pid first.
+    pub fn all(&self) -> &[SocketOwner] {
+        self.0.as_deref().map_or(&[], |h| h.owners.as_slice())
+    }
+
+    /// The details of the first owner (the row's `pid`).
+    pub fn details(&self) -> Option<&OwnerDetails> {
+        self.all().first().map(|o| &o.details)
+    }
+}
+
+impl Serialize for RowOwners {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut st = serializer.serialize_struct("RowOwners", 6)?;
+        let owners = self.all();
+        if let Some(first) = owners.first() {
+            first.details.write_fields(&mut st)?;
+        }
+        if owners.len() > 1 {
+            st.serialize_field("owners", owners)?;
+        }
+        st.end()
+    }
+}
+
+/// The schema of [`RowOwners`] as it serializes.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+struct RowOwnersSchema {
+    #[serde(flatten)]
+    details: OwnerDetails,
+    /// Every process holding the socket, lowest pid first (the row's pid/program are the
+    /// first); only on sockets that several processes hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owners: Option<Vec<SocketOwner>>,
+}
+
+impl JsonSchema for RowOwners {
+    fn schema_name() -> Cow<'static, str> {
+        "RowOwners".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        RowOwnersSchema::json_schema(generator)
+    }
+}
+
+/// A row's bound interface and namespace; serialized flat into the row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowPlace(pub Option<Arc<Place>>);
+
+impl RowPlace {
+    pub fn interface(&self) -> Option<&str> {
+        self.0.as_ref()?.interface.as_deref()
+    }
+
+    pub fn netns(&self) -> Option<&Netns> {
+        self.0.as_ref()?.netns.as_ref()
+    }
+}
+
+impl Serialize for RowPlace {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut st = serializer.serialize_struct("RowPlace", 2)?;
+        if let Some(interface) = self.interface() {
+            st.serialize_field("interface", interface)?;
+        }
+        if let Some(netns) = self.netns() {
+            st.serialize_field("netns", &NetnsRef::of(netns))?;
+        }
+        st.end()
+    }
+}
+
+/// The schema of [`RowPlace`] as it serializes.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+struct RowPlaceSchema {
+    /// The interface the socket is bound to (`SO_BINDTODEVICE`, or the scope of a link-local
+    /// IPv6 address: what ss prints as `%eth0`); left out when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface: Option<String>,
+    /// The socket's network namespace; only when every namespace was listed (scope all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<NetnsRef>,
+}
+
+impl JsonSchema for RowPlace {
+    fn schema_name() -> Cow<'static, str> {
+        "RowPlace".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        RowPlaceSchema::json_schema(generator)
+    }
 }
 
 /// The filters of a listing, echoed back.
@@ -98,6 +318,8 @@ pub struct FilterEcho {
     pub program: Option<String>,
     /// Null when unlimited.
     pub limit: Option<usize>,
+    /// `host` or `all` (every network namespace).
+    pub scope: &'static str,
 }
 
 /// `data` of `check_port_occupation`.
@@ -136,6 +358,12 @@ pub struct PortOwner {
     pub socket_count: usize,
     /// Its sockets per state (netstat spelling; UDP as UNCONN or ESTABLISHED).
     pub states: BTreeMap<&'static str, usize>,
+    #[serde(flatten)]
+    pub details: OwnerDetails,
+    /// The network namespace of its sockets on the port; only when every namespace was
+    /// checked (scope all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsRef>,
 }
 
 /// A socket holding the checked port.
@@ -154,6 +382,12 @@ pub struct Occupation {
     /// or held by no process.
     pub pid: Option<u32>,
     pub program: Option<Arc<str>>,
+    /// The owner's details and, for a socket several processes hold, all of them.
+    #[serde(flatten)]
+    pub owners: RowOwners,
+    /// The bound interface and, when every namespace was checked, the socket's namespace.
+    #[serde(flatten)]
+    pub place: RowPlace,
 }
 
 /// `data` of `list_hosts`.

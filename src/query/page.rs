@@ -1,8 +1,9 @@
 //! The stable row order, cursors, and pages of a listing.
 //!
 //! Rows come in one documented order: protocol (tcp, tcp6, udp, udp6), local port, local ip,
-//! foreign ip, foreign port, then state and inode so that two sockets with the same addresses
-//! (`SO_REUSEPORT` listeners, a TIME_WAIT and a new connection) still have an order. A cursor
+//! foreign ip, foreign port, then state, inode and network namespace so that two sockets with
+//! the same addresses (`SO_REUSEPORT` listeners, a TIME_WAIT and a new connection, the same
+//! listener in two containers) still have an order. A cursor
 //! is that key of the last row returned, encoded as an opaque string; the next page is the
 //! rows strictly after it. No state is kept on the server, so paging a steady host yields every
 //! row exactly once, and a row that appears between two pages shows up when its place is
@@ -34,6 +35,8 @@ pub struct RowKey {
     state: u8,
     /// 0 for none.
     inode: u64,
+    /// The network namespace's inode; 0 for a listing of one namespace.
+    netns: u64,
 }
 
 impl RowKey {
@@ -46,13 +49,14 @@ impl RowKey {
             foreign_port: s.foreign.port,
             state: s.state.map_or(0, |st| st.kernel()),
             inode: s.inode.unwrap_or(0),
+            netns: s.netns().map_or(0, |n| n.inode),
         }
     }
 
     /// The opaque cursor text.
     pub fn encode(&self) -> String {
         let text = format!(
-            "1|{}|{}|{}|{}|{}|{}|{}",
+            "2|{}|{}|{}|{}|{}|{}|{}|{}",
             self.protocol.as_str(),
             self.local_port,
             self.local_ip,
@@ -60,7 +64,8 @@ impl RowKey {
             self.foreign_port
                 .map_or_else(|| "-".to_string(), |p| p.to_string()),
             self.state,
-            self.inode
+            self.inode,
+            self.netns
         );
         BASE64URL_NOPAD.encode(text.as_bytes())
     }
@@ -82,8 +87,13 @@ impl RowKey {
             .map_err(|_| refuse())?;
         let text = String::from_utf8(bytes).map_err(|_| refuse())?;
         let fields: Vec<&str> = text.split('|').collect();
+        // Version 2 adds the namespace; a version 1 cursor (one namespace) is still read.
+        let (fields, netns) = match fields.as_slice() {
+            ["2", rest @ .., netns] => (rest, *netns),
+            ["1", rest @ ..] => (rest, "0"),
+            _ => return Err(refuse()),
+        };
         let [
-            "1",
             protocol,
             local_port,
             local_ip,
@@ -91,7 +101,7 @@ impl RowKey {
             foreign_port,
             state,
             inode,
-        ] = fields.as_slice()
+        ] = fields
         else {
             return Err(refuse());
         };
@@ -110,6 +120,7 @@ impl RowKey {
             },
             state: state.parse().map_err(|_| refuse())?,
             inode: inode.parse().map_err(|_| refuse())?,
+            netns: netns.parse().map_err(|_| refuse())?,
         })
     }
 }

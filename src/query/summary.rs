@@ -9,13 +9,17 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::output::{ContainerRef, NetnsRef, OwnerDetails};
 use super::page::RowKey;
 use crate::model::{Socket, TcpState, Transport};
+use crate::source::ProcessLookup;
 
 /// At most this many listeners are listed.
 pub const MAX_LISTENERS: usize = 100;
 /// At most this many entries in `top_programs` and `top_remote_hosts`.
 pub const TOP: usize = 10;
+/// At most this many namespaces in `by_netns`.
+pub const MAX_NETNS: usize = 50;
 
 /// Counts over every matching socket.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
@@ -36,6 +40,19 @@ pub struct Summary {
     pub top_programs: Vec<ProgramCount>,
     /// The foreign addresses of the most connected sockets, most first; at most 10.
     pub top_remote_hosts: Vec<RemoteHostCount>,
+    /// Sockets per network namespace, most first; at most 50. Only when every namespace was
+    /// listed (scope all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_netns: Option<Vec<NetnsCount>>,
+}
+
+/// A network namespace and how many matching sockets it has.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct NetnsCount {
+    pub inode: u64,
+    /// Its name under /run/netns, else `runtime:id` of the container holding it, else null.
+    pub name: Option<Arc<str>>,
+    pub count: usize,
 }
 
 /// A listening or bound socket.
@@ -47,6 +64,15 @@ pub struct Listener {
     /// The owning process (lowest pid when shared); null when unknown.
     pub pid: Option<u32>,
     pub program: Option<Arc<str>>,
+    /// The container the owner runs in; left out when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+    /// The interface the socket is bound to; left out when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Arc<str>>,
+    /// Its network namespace; only when every namespace was listed (scope all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsRef>,
 }
 
 /// A process and how many of the matching sockets it holds.
@@ -91,6 +117,8 @@ pub struct SummaryBuilder {
     listener_count: usize,
     programs: HashMap<u32, (Arc<str>, usize)>,
     remotes: HashMap<IpAddr, usize>,
+    /// Per namespace inode: its name and count (sockets of a listing of every namespace).
+    netns: HashMap<u64, (Option<Arc<str>>, usize)>,
 }
 
 /// A listener in the heap (ordered by its key only).
@@ -117,6 +145,12 @@ impl SummaryBuilder {
     pub fn add(&mut self, s: &Socket) {
         *self.by_state.entry(state_name(s)).or_default() += 1;
         *self.by_protocol.entry(s.protocol.as_str()).or_default() += 1;
+        if let Some(ns) = s.netns() {
+            self.netns
+                .entry(ns.inode)
+                .or_insert_with(|| (ns.name.clone(), 0))
+                .1 += 1;
+        }
         for owner in &s.owners {
             self.programs
                 .entry(owner.pid)
@@ -138,6 +172,21 @@ impl SummaryBuilder {
     }
 
     pub fn finish(self) -> Summary {
+        self.finish_with(None)
+    }
+
+    /// Finishes the summary, naming the listeners' containers from `processes`.
+    pub fn finish_with(self, processes: Option<&dyn ProcessLookup>) -> Summary {
+        let by_netns = (!self.netns.is_empty()).then(|| {
+            let mut all: Vec<NetnsCount> = self
+                .netns
+                .into_iter()
+                .map(|(inode, (name, count))| NetnsCount { inode, name, count })
+                .collect();
+            all.sort_by_key(|n| (Reverse(n.count), n.inode));
+            all.truncate(MAX_NETNS);
+            all
+        });
         let mut listeners = self.listeners.into_vec();
         listeners.sort_by_key(|(key, _)| *key);
         let mut programs: Vec<ProgramCount> = self
@@ -163,9 +212,21 @@ impl SummaryBuilder {
             by_protocol: self.by_protocol,
             listeners_truncated: self.listener_count > listeners.len(),
             listener_count: self.listener_count,
-            listeners: listeners.into_iter().map(|(_, l)| l.0).collect(),
+            listeners: listeners
+                .into_iter()
+                .map(|(_, l)| {
+                    let mut l = l.0;
+                    if let (Some(lookup), Some(pid)) = (processes, l.pid) {
+                        l.container = lookup
+                            .process(pid)
+                            .and_then(|info| OwnerDetails::of(&info).container);
+                    }
+                    l
+                })
+                .collect(),
             top_programs: programs,
             top_remote_hosts: remotes,
+            by_netns,
         }
     }
 }
@@ -178,6 +239,9 @@ fn listener(s: &Socket) -> Listener {
         local_port: s.local_port,
         pid: owner.map(|o| o.pid),
         program: owner.map(|o| o.program.clone()),
+        container: None,
+        interface: s.place.as_ref().and_then(|p| p.interface.clone()),
+        netns: s.netns().map(NetnsRef::of),
     }
 }
 

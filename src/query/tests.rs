@@ -288,6 +288,7 @@ fn snapshot(sockets: Vec<Socket>) -> Snapshot {
         sockets,
         owners: OwnerCoverage::Complete,
         notes: vec![],
+        processes: None,
     }
 }
 
