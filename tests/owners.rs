@@ -12,7 +12,17 @@ use netstat_mcp::model::{Runtime, Socket, TcpState};
 use netstat_mcp::process::cgroup;
 use netstat_mcp::source::{Backend, LocalSource, Scope, Snapshot, Want};
 
+use serde_json::{Value, json};
+
+use crate::support::mcp_client::Server;
 use crate::support::world::{CgroupTree, Hierarchies, Holder, NetNs, unique};
+
+/// The rows of an MCP answer.
+fn rows_of(out: &Value) -> &Vec<Value> {
+    out["data"]["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in {out}"))
+}
 
 fn snapshot(scope: Scope) -> Snapshot {
     LocalSource::new(Backend::Netlink)
@@ -198,8 +208,8 @@ type Case = (
     Option<String>,
 );
 
-#[test]
-fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
+#[tokio::test]
+async fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
     let h = Hierarchies::find();
     let Some(unified) = h.unified.clone() else {
         panic!("no cgroup v2 hierarchy is mounted; this test needs one (root)");
@@ -299,6 +309,57 @@ fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
         );
         assert_eq!(info.unit.as_deref(), unit.as_deref(), "{path}: unit");
     }
+
+    // The same through the tools, as a client sees them.
+    let server = Server::start().await;
+    for ((_, path, container, unit), holder) in cases.iter().zip(&holders) {
+        let out = server
+            .call(
+                "query_network_connections",
+                json!({"pid": holder.pid, "proto": "tcp"}),
+            )
+            .await;
+        let row = &rows_of(&out)[0];
+        assert_eq!(row["pid"], holder.pid, "{out}");
+        match container {
+            Some((runtime, id)) => {
+                assert_eq!(
+                    row["container"],
+                    json!({"runtime": runtime.as_str(), "id": id}),
+                    "{path}: {row}"
+                );
+            }
+            None => assert!(row.get("container").is_none(), "{path}: {row}"),
+        }
+        match unit {
+            Some(unit) => assert_eq!(row["unit"], *unit, "{path}: {row}"),
+            None => assert!(row.get("unit").is_none(), "{path}: {row}"),
+        }
+        // The summary's listener names the container too.
+        let listener = &out["data"]["summary"]["listeners"][0];
+        assert_eq!(listener["pid"], holder.pid);
+        assert_eq!(listener.get("container"), row.get("container"), "{out}");
+    }
+    // "Which container holds this port?"
+    let (docker_holder, (_, _, docker_container, _)) = (&holders[0], &cases[0]);
+    let (_, short) = docker_container.clone().unwrap();
+    let out = server
+        .call(
+            "check_port_occupation",
+            json!({"port": docker_holder.ports[0]}),
+        )
+        .await;
+    assert_eq!(out["data"]["owners"][0]["container"]["runtime"], "docker");
+    assert_eq!(out["data"]["owners"][0]["container"]["id"], short);
+    let message = out["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "listener (pid {}, docker container {short}; LISTEN 1)",
+            docker_holder.pid
+        )),
+        "{message}"
+    );
+    server.stop().await;
     drop(holders);
     drop(tree);
 }
@@ -306,8 +367,8 @@ fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
 // ---------------------------------------------------------------------------------------------
 // User, uid, command
 
-#[test]
-fn our_process_and_another_users_show_user_uid_and_command() {
+#[tokio::test]
+async fn our_process_and_another_users_show_user_uid_and_command() {
     let mine = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = mine.local_addr().unwrap().port();
     let other = Holder::start(
@@ -356,6 +417,28 @@ fn our_process_and_another_users_show_user_uid_and_command() {
         command.contains("listener") && command.contains("--hold-secs 120"),
         "{command}"
     );
+
+    // Through the tool: the row of the other user's listener carries its details.
+    let server = Server::start().await;
+    let out = server
+        .call(
+            "query_network_connections",
+            json!({"pid": other.pid, "proto": "tcp"}),
+        )
+        .await;
+    let row = &rows_of(&out)[0];
+    assert_eq!(row["uid"], 65534, "{row}");
+    assert_eq!(row["user"], passwd_name(65534));
+    assert_eq!(row["command"], command);
+    let out = server
+        .call("check_port_occupation", json!({"port": port}))
+        .await;
+    let owner = &out["data"]["owners"][0];
+    assert_eq!(owner["pid"], me);
+    assert_eq!(owner["uid"], euid);
+    assert_eq!(owner["user"], name);
+    assert!(owner["command"].as_str().unwrap().starts_with(&exe));
+    server.stop().await;
 }
 
 /// The name `getent passwd <uid>` gives, else the uid.
@@ -374,8 +457,8 @@ fn passwd_name(uid: u32) -> String {
 // ---------------------------------------------------------------------------------------------
 // Other network namespaces, interfaces, and agreement with ss inside each namespace
 
-#[test]
-fn a_listener_in_another_namespace_is_listed_only_with_scope_all() {
+#[tokio::test]
+async fn a_listener_in_another_namespace_is_listed_only_with_scope_all() {
     let ns = NetNs::new();
     let holder = Holder::start(
         &["ip", "netns", "exec", &ns.name],
@@ -443,10 +526,140 @@ fn a_listener_in_another_namespace_is_listed_only_with_scope_all() {
         port.sockets
     );
     assert!(port.sockets.iter().all(|s| s.local_port == 8080));
+
+    // Both tools, as a client calls them.
+    let server = Server::start().await;
+    let host = server
+        .call(
+            "query_network_connections",
+            json!({"local_port": 8080, "limit": 0}),
+        )
+        .await;
+    assert!(
+        rows_of(&host)
+            .iter()
+            .all(|r| r["pid"] != holder.pid && r.get("netns").is_none()),
+        "invisible with scope host: {host}"
+    );
+    let all = server
+        .call(
+            "query_network_connections",
+            json!({"local_port": 8080, "limit": 0, "scope": "all"}),
+        )
+        .await;
+    let ours: Vec<&Value> = rows_of(&all)
+        .iter()
+        .filter(|r| r["netns"]["inode"] == inode)
+        .collect();
+    assert_eq!(ours.len(), 1, "{all}");
+    assert_eq!(ours[0]["pid"], holder.pid);
+    assert_eq!(ours[0]["program"], "listener");
+    assert_eq!(ours[0]["state"], "LISTEN");
+    assert_eq!(ours[0]["netns"]["name"], ns.name.as_str());
+    assert_eq!(all["data"]["filter"]["scope"], "all");
+    let by_netns = all["data"]["summary"]["by_netns"]
+        .as_array()
+        .expect("by_netns");
+    assert!(
+        by_netns
+            .iter()
+            .any(|n| n["inode"] == inode && n["name"] == ns.name.as_str() && n["count"] == 1),
+        "{by_netns:?}"
+    );
+    assert!(
+        all["message"]
+            .as_str()
+            .unwrap()
+            .contains("in every network namespace"),
+        "{all}"
+    );
+    assert!(
+        host["data"]["summary"].get("by_netns").is_none(),
+        "by_netns only with scope all"
+    );
+
+    let port_all = server
+        .call(
+            "check_port_occupation",
+            json!({"port": 8080, "scope": "all"}),
+        )
+        .await;
+    let owner = port_all["data"]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["pid"] == holder.pid)
+        .unwrap_or_else(|| panic!("the holder in {port_all}"));
+    assert_eq!(owner["netns"]["name"], ns.name.as_str());
+    let message = port_all["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "listener (pid {}, netns {}; LISTEN 1)",
+            holder.pid, ns.name
+        )),
+        "{message}"
+    );
+    let port_host = server
+        .call("check_port_occupation", json!({"port": 8080}))
+        .await;
+    assert!(
+        port_host["data"]["owners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["pid"] != holder.pid),
+        "{port_host}"
+    );
+    server.stop().await;
 }
 
-#[test]
-fn link_local_and_device_bound_sockets_keep_their_interface() {
+#[tokio::test]
+async fn scope_is_checked_like_every_input() {
+    let server = Server::start().await;
+    let out = server
+        .call("query_network_connections", json!({"scope": "everything"}))
+        .await;
+    assert_eq!(out["success"], false);
+    assert_eq!(
+        out["message"],
+        "Invalid scope: 'everything'. Parameter 'scope' must be one of: host, all."
+    );
+    let out = server
+        .call("check_port_occupation", json!({"port": 80, "scope": 3}))
+        .await;
+    assert_eq!(out["success"], false);
+    assert!(
+        out["message"].as_str().unwrap().contains("'scope'"),
+        "{out}"
+    );
+    let out = server
+        .call(
+            "check_port_occupation",
+            json!({"port": 80, "scope": "all", "host": "web-1"}),
+        )
+        .await;
+    assert_eq!(out["success"], false);
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid scope: 'all' with a remote host"),
+        "{out}"
+    );
+    // Case-insensitive, as the other enums.
+    let out = server
+        .call(
+            "query_network_connections",
+            json!({"scope": "ALL", "limit": 1}),
+        )
+        .await;
+    assert_eq!(out["success"], true, "{out}");
+    assert_eq!(out["data"]["filter"]["scope"], "all");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn link_local_and_device_bound_sockets_keep_their_interface() {
     // In a namespace of our own: a veth pair, a link-local address on one end (no duplicate
     // address detection, so it is usable at once), a listener on that address, and a
     // listener bound to the other end with SO_BINDTODEVICE.
@@ -511,10 +724,44 @@ fn link_local_and_device_bound_sockets_keep_their_interface() {
         .expect("our lo-bound listener");
     assert_eq!(row.interface(), Some("lo"));
     assert!(row.netns().is_none(), "scope=host rows carry no namespace");
+
+    let server = Server::start().await;
+    let out = server
+        .call(
+            "query_network_connections",
+            json!({"local_port": port, "proto": "tcp"}),
+        )
+        .await;
+    assert_eq!(rows_of(&out)[0]["interface"], "lo", "{out}");
+    let out = server
+        .call(
+            "query_network_connections",
+            json!({"pid": holder.pid, "scope": "all", "limit": 0}),
+        )
+        .await;
+    let by_port = |p: u16| {
+        rows_of(&out)
+            .iter()
+            .find(|r| r["local_port"] == p)
+            .unwrap_or_else(|| panic!("{p} in {out}"))
+            .clone()
+    };
+    assert_eq!(by_port(7001)["interface"], a.as_str());
+    assert_eq!(by_port(7001)["local_ip"], "fe80::a:1");
+    assert_eq!(by_port(7002)["interface"], b.as_str());
+    assert_eq!(by_port(7003)["interface"], b.as_str());
+    let listeners = out["data"]["summary"]["listeners"].as_array().unwrap();
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l["local_port"] == 7001 && l["interface"] == a.as_str()),
+        "{listeners:?}"
+    );
+    server.stop().await;
 }
 
-#[test]
-fn each_namespace_agrees_with_ss_inside_it() {
+#[tokio::test]
+async fn each_namespace_agrees_with_ss_inside_it() {
     let ns = NetNs::new();
     let (a, b) = (unique("va"), unique("vb"));
     ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
@@ -564,6 +811,42 @@ fn each_namespace_agrees_with_ss_inside_it() {
         .unwrap();
     let pids: BTreeSet<u32> = shared.owners.iter().map(|o| o.pid).collect();
     assert_eq!(pids, BTreeSet::from([holder.pid, holder.sharer]));
+
+    // In the listing too (not only in port checks): `owners` names both, lowest pid first,
+    // each with its details; pid/program stay the first.
+    let server = Server::start().await;
+    let out = server
+        .call(
+            "query_network_connections",
+            json!({"local_port": 9000, "scope": "all", "limit": 0}),
+        )
+        .await;
+    let row = rows_of(&out)
+        .iter()
+        .find(|r| r["netns"]["inode"] == inode)
+        .unwrap_or_else(|| panic!("{out}"));
+    let owners = row["owners"].as_array().expect("owners on a shared socket");
+    let mut expected = [holder.pid, holder.sharer];
+    expected.sort();
+    let listed: Vec<u64> = owners.iter().map(|o| o["pid"].as_u64().unwrap()).collect();
+    assert_eq!(listed, expected.map(u64::from));
+    assert_eq!(row["pid"], expected[0]);
+    let sleep = owners.iter().find(|o| o["pid"] == holder.sharer).unwrap();
+    assert_eq!(sleep["program"], "sleep");
+    assert!(sleep["command"].as_str().unwrap().starts_with("sleep "));
+    // A socket held by one process has no owners list.
+    let out = server
+        .call(
+            "query_network_connections",
+            json!({"local_port": 9002, "scope": "all", "limit": 0}),
+        )
+        .await;
+    let single = rows_of(&out)
+        .iter()
+        .find(|r| r["netns"]["inode"] == inode)
+        .unwrap();
+    assert!(single.get("owners").is_none(), "{single}");
+    server.stop().await;
 }
 
 /// (protocol, local with `%iface`, foreign, state, owner pids).

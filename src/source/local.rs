@@ -166,11 +166,17 @@ impl LocalSource {
             ));
         }
         if found.unreadable_processes > 0 {
-            notes.push(format!(
-                "the network namespace of {} process(es) could not be read; to list every namespace, {}",
-                found.unreadable_processes,
-                crate::query::OWNER_HINT
-            ));
+            notes.push(if rustix::process::geteuid().is_root() {
+                format!(
+                    "the network namespace of {} process(es) could not be read even as root (processes of another user namespace or a sandbox), so a namespace only they hold may be missing",
+                    found.unreadable_processes
+                )
+            } else {
+                format!(
+                    "the network namespace of {} process(es) could not be read; to list every namespace, run as root (sudo): entering a namespace needs CAP_SYS_ADMIN",
+                    found.unreadable_processes
+                )
+            });
         }
         if found.left_out > 0 {
             notes.push(format!(
