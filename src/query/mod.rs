@@ -72,4 +72,6 @@ mod shorten_tests {
 }
 
 #[cfg(test)]
+mod owner_tests;
+#[cfg(test)]
 mod tests;
