@@ -52,8 +52,10 @@ holds port N. Use check_port_occupation for \"is port N in use, and by which pro
 query_network_connections for listings with filters (state, ports, pid, program) — its \
 data.summary (counts by state and protocol, listeners, top programs and remote hosts) answers \
 \"what is this host doing?\" without paging through rows — list_hosts to see which remote \
-hosts can be named, and netstat only when netstat's own text output is wanted. Answers are kept \
-under 24 KiB; page with cursor/next_cursor. All tools are read-only. pid/program need root or \
+hosts can be named, and netstat only when netstat's own text output is wanted. Locally, rows \
+also say who the owner is (user, command line, systemd unit, container) and scope \"all\" covers \
+every network namespace (containers' sockets). Answers are kept under 24 KiB; page with \
+cursor/next_cursor. All tools are read-only. pid/program need root or \
 the socket owner's rights; without them they are null and the message says how to fix it.";
 
 const CONNECTIONS_DESCRIPTION: &str = "List TCP and UDP sockets (IPv4 and IPv6) on this machine, \
@@ -65,7 +67,12 @@ order (protocol, local port, local ip, foreign ip, foreign port); connection_cou
 count, truncated says more rows follow, and next_cursor passed back as `cursor` returns the next \
 page. Each row: protocol (tcp, tcp6, udp, udp6), receive/send queue, local and foreign address \
 and port, TCP state (netstat spelling: LISTEN, ESTABLISHED, TIME_WAIT, ...; null for unconnected \
-UDP) and the owning pid and program. Filters: proto, state (LISTEN also lists bound UDP sockets; \
+UDP) and the owning pid and program; locally also the owner's user, uid, command, systemd unit \
+and container (docker, podman, containerd, kubernetes, lxc — from its cgroup), every owner of a \
+socket several processes share (owners), and the bound interface (link-local or \
+SO_BINDTODEVICE). scope \"all\" lists every network namespace of this machine (containers' \
+included, needs root); rows then carry netns and data.summary.by_netns counts per namespace. \
+Filters: proto, state (LISTEN also lists bound UDP sockets; \
 other states are TCP only), local_port, remote_port, pid, program (substring). Use \
 check_port_occupation instead to ask whether one port is in use and by whom; use netstat only \
 for netstat's text format. pid/program are null for sockets of processes the server's user may \
@@ -80,8 +87,9 @@ occupied when any socket of that protocol has it as its local port, in any state
 ESTABLISHED, ... for TCP; any bound socket for UDP); foreign ports never count. Returns \
 is_occupied, occupation_count (every socket on the port), owners (every process holding it, with \
 its sockets counted per state), kernel_held (sockets no process holds, e.g. TIME_WAIT), and up \
-to `limit` socket rows (default 20, listening ones first) in occupations, with a message such \
-as \"Port 5432/TCP on local host is occupied by: postgres (pid 812; LISTEN 1, ESTABLISHED \
+to `limit` socket rows (default 20, listening ones first) in occupations; locally each owner \
+also has its user, command line, systemd unit and container, and scope \"all\" checks every \
+network namespace (\"which container holds 8080?\"). The message reads, for example, \"Port 5432/TCP on local host is occupied by: postgres (pid 812; LISTEN 1, ESTABLISHED \
 4,211)\". Use this before binding a port or to find what blocks one; use \
 query_network_connections for broader listings. pid/program are null when the owner is a \
 process the server's user may not inspect (needs root or CAP_SYS_PTRACE and \
