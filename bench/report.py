@@ -19,13 +19,18 @@ import os
 import re
 import sys
 
-TOOLS = ["netstat-mcp", "ss", "netstat", "lsof"]
+TOOLS = ["netstat-mcp", "netstat-mcp-base", "ss", "netstat", "lsof"]
 
 SCENARIOS = [
     ("list_owners", "1. List all TCP sockets with owners"),
     ("list_no_owners", "2. List all TCP sockets without owners"),
     ("port_idle", "3. Who holds an idle listening port"),
     ("port_loaded", "4. Who holds the loaded port (N accepted sockets)"),
+]
+
+NETNS_SCENARIOS = [
+    ("netns_all", "A. List every namespace's TCP sockets with owners (`--all-netns`; ss and netstat run once per namespace)"),
+    ("netns_host", "B. The host's TCP sockets with owners while the namespaces exist (scope host)"),
 ]
 
 
@@ -141,10 +146,10 @@ def fmt_ms(seconds):
     return f"{ms:.2f}"
 
 
-def load_n(out, n):
+def load_n(out, n, scenarios=SCENARIOS):
     d = os.path.join(out, n)
     result = {"scenarios": {}, "counts": {}, "mem": {}, "mcp": {}}
-    for key, _ in SCENARIOS:
+    for key, _ in scenarios:
         path = os.path.join(d, key + ".json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
@@ -157,6 +162,13 @@ def load_n(out, n):
     for row in read_tsv(os.path.join(d, "mem.tsv")):
         if len(row) >= 3 and row[2].strip().isdigit():
             result["mem"][(row[0], row[1])] = int(row[2])
+    path = os.path.join(d, "nsbench.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            try:
+                result["nsbench"] = json.load(fh)
+            except ValueError:
+                pass
     for label in ("query", "port_idle", "port_loaded"):
         path = os.path.join(d, f"mcp.{label}.json")
         if os.path.exists(path):
@@ -186,7 +198,9 @@ def render(out, markdown):
         f"- Machine: {meta.get('nproc', '?')} cores ({meta.get('cpu', '?')}), "
         f"{meta.get('memory', '?')} RAM, Linux {meta.get('kernel', '?')}, "
         f"load average at start {meta.get('loadavg', '?')}",
-        f"- Versions: netstat-mcp {meta.get('netstat_mcp', '?')} ({meta.get('rustc', '?')}); "
+        f"- Versions: netstat-mcp {meta.get('netstat_mcp', '?')} ({meta.get('rustc', '?')})"
+        + (f", base build (netstat-mcp-base) {meta['netstat_mcp_base']}" if meta.get("netstat_mcp_base") else "")
+        + "; "
         f"{meta.get('ss', '?')}; {meta.get('netstat', '?')}; lsof {meta.get('lsof', '?')}; "
         f"{meta.get('hyperfine', '?')}",
         f"- Kernel limits: somaxconn {meta.get('somaxconn', '?')}, ephemeral ports "
@@ -201,37 +215,7 @@ def render(out, markdown):
     for n in ns:
         res = results[n]
         lines += [f"## N = {int(n):,} connections", ""]
-        for key, title in SCENARIOS:
-            runs = res["scenarios"].get(key)
-            if not runs:
-                continue
-            base = median(res, key, "ss")
-            lines += [
-                f"### {title}",
-                "",
-                "| tool | command | median ms | min–max ms | × ss | peak MiB | rows (owned) |",
-                "|---|---|---:|---:|---:|---:|---|",
-            ]
-            for tool in TOOLS:
-                r = runs.get(tool)
-                if r is None:
-                    continue
-                ratio = f"{r['median'] / base:.3f}" if base else "–"
-                mem = res["mem"].get((key, tool))
-                mem_s = f"{mem / 1024:.1f}" if mem is not None else "–"
-                c = res["counts"].get((key, tool))
-                if c is None:
-                    check = "–"
-                else:
-                    rows, owned, expected = c
-                    ok = rows == expected and (key == "list_no_owners" or owned == rows)
-                    check = f"{rows:,} ({owned:,}) {'✓' if ok else '✗ expected ' + format(expected, ',')}"
-                lines.append(
-                    f"| {tool} | `{command_text(out, n, key, tool)}` "
-                    f"| {fmt_ms(r['median'])} | {fmt_ms(r['min'])}–{fmt_ms(r['max'])} "
-                    f"| {ratio} | {mem_s} | {check} |"
-                )
-            lines.append("")
+        lines += scenario_tables(out, n, res, SCENARIOS)
         if res["mcp"]:
             lines += [
                 "### 5. MCP answers: each tool with default arguments (server running, stdio)",
@@ -257,11 +241,111 @@ def render(out, markdown):
                         f"| {m['median_ms']:.2f} | {m['p90_ms']:.2f} | {size_s} | {count_s} |"
                     )
             lines.append("")
+    netns = load_n(out, "netns", NETNS_SCENARIOS) if os.path.isdir(os.path.join(out, "netns")) else None
+    if netns and netns["scenarios"]:
+        lines += [
+            f"## Every network namespace: {meta.get('netns', '?')} namespaces",
+            "",
+            f"Each of {meta.get('netns', '?')} namespaces of our own holds a loadgen of "
+            f"{meta.get('netns_conn', '?')} connections on the host's loaded port, beside the host's "
+            f"loadgen of {meta.get('netns_host', '?')}; *rows* count that port's sockets in every "
+            "namespace. `ss` and `netstat` see one namespace each, so they run once per "
+            "namespace (`ip netns exec`), which is what an operator types today.",
+            "",
+        ]
+        lines += scenario_tables(out, "netns", netns, NETNS_SCENARIOS)
+        nb = netns.get("nsbench")
+        if nb:
+            lines += [
+                "In-process breakdown (`examples/nsbench`, medians of "
+                f"{nb.get('runs')} runs, {nb.get('namespaces')} namespaces, {nb.get('sockets'):,} TCP sockets): "
+                f"a listing of every namespace with owners took **{nb.get('all_ms')} ms**; dumping "
+                f"each namespace from a thread already inside it took {nb.get('dumps_ms')} ms in all, "
+                f"and one owner scan over all their sockets {nb.get('scan_ms')} ms: "
+                f"**{nb.get('ratio')}×** the sum of the parts.",
+                "",
+            ]
     if ns:
         lines += targets(results[ns[-1]], ns[-1], results)
+        lines += owner_targets(results[ns[-1]], ns[-1], netns)
     text = "\n".join(lines).rstrip() + "\n"
     with open(markdown, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def scenario_tables(out, n, res, scenarios):
+    """One table per scenario: every tool's median, ratio to ss, memory and count check."""
+    lines = []
+    for key, title in scenarios:
+        runs = res["scenarios"].get(key)
+        if not runs:
+            continue
+        base = median(res, key, "ss")
+        lines += [
+            f"### {title}",
+            "",
+            "| tool | command | median ms | min–max ms | × ss | peak MiB | rows (owned) |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for tool in TOOLS:
+            r = runs.get(tool)
+            if r is None:
+                continue
+            ratio = f"{r['median'] / base:.3f}" if base else "–"
+            mem = res["mem"].get((key, tool))
+            mem_s = f"{mem / 1024:.1f}" if mem is not None else "–"
+            c = res["counts"].get((key, tool))
+            if c is None:
+                check = "–"
+            else:
+                rows, owned, expected = c
+                ok = rows == expected and (key == "list_no_owners" or owned == rows)
+                check = f"{rows:,} ({owned:,}) {'✓' if ok else '✗ expected ' + format(expected, ',')}"
+            lines.append(
+                f"| {tool} | `{command_text(out, n, key, tool)}` "
+                f"| {fmt_ms(r['median'])} | {fmt_ms(r['min'])}–{fmt_ms(r['max'])} "
+                f"| {ratio} | {mem_s} | {check} |"
+            )
+        lines.append("")
+    return lines
+
+
+def owner_targets(res, n, netns):
+    """Issue 12's targets: owner details and the host path against the base build, and the
+    every-namespace listing against its parts."""
+
+    def vs_base(r, key):
+        a, b = median(r, key, "netstat-mcp"), median(r, key, "netstat-mcp-base")
+        return None if a is None or not b else a / b
+
+    rows = []
+
+    def add(name, value, limit):
+        if value is None:
+            rows.append(f"| {name} | not measured | ≤ {limit}× | – |")
+        else:
+            rows.append(f"| {name} | {value:.3f}× | ≤ {limit}× | {'✓' if value <= limit else '✗'} |")
+
+    add(f"owner details: list with owners vs the base build, N = {int(n):,}", vs_base(res, "list_owners"), 1.10)
+    add("scope host: list without owners vs the base build", vs_base(res, "list_no_owners"), 1.05)
+    add("scope host: idle port check vs the base build", vs_base(res, "port_idle"), 1.05)
+    a, b = res["mem"].get(("list_owners", "netstat-mcp")), res["mem"].get(("list_owners", "netstat-mcp-base"))
+    add("peak memory, list with owners vs the base build", None if a is None or not b else a / b, 1.05)
+    nb = (netns or {}).get("nsbench")
+    add("scope all (20 namespaces) vs per-namespace dumps + one owner scan", nb.get("ratio") if nb else None, 1.5)
+    if netns:
+        add("scope host with the namespaces around vs the base build", vs_base(netns, "netns_host"), 1.10)
+    return [
+        f"## Targets (issue 12: owners, containers, every namespace)",
+        "",
+        "The base build is the revision named above as `netstat-mcp-base` (`BASE_REV`), timed in",
+        "the same hyperfine runs.",
+        "",
+        "| target | measured | limit | met |",
+        "|---|---:|---:|---|",
+        *rows,
+        "",
+    ]
 
 
 _COMMANDS = {}

@@ -4,6 +4,8 @@
 #   bench/run.sh                 # N = 1000 10000 50000 (about 15 minutes on 2 cores)
 #   bench/run.sh 1000            # a quick run
 #   BENCH_OUT=/tmp/b bench/run.sh 1000 10000
+#   BASE_REV=main bench/run.sh   # also time an older build ("netstat-mcp-base") side by side
+#   NETNS=0 bench/run.sh         # skip the every-namespace phase (default: 20 namespaces)
 #
 # For each N it starts examples/loadgen (2N ESTABLISHED sockets + listeners + 100 UDP sockets),
 # waits for its READY line, then for each scenario:
@@ -22,6 +24,15 @@ if [ $# -gt 0 ]; then NS=("$@"); else NS=(1000 10000 50000); fi
 UDP=100
 BIN=$ROOT/target/release/netstat-mcp
 LOADGEN=$ROOT/target/release/examples/loadgen
+NSBENCH=$ROOT/target/release/examples/nsbench
+# The every-namespace phase: NETNS namespaces of our own, each with a loadgen of NETNS_CONN
+# connections, beside a host loadgen of NETNS_HOST connections.
+NETNS=${NETNS:-20}
+NETNS_CONN=${NETNS_CONN:-500}
+NETNS_HOST=${NETNS_HOST:-10000}
+# An older build to time side by side (a git revision), e.g. the commit before a change.
+BASE_REV=${BASE_REV:-}
+BASE_BIN=""
 ROUNDTRIP=$ROOT/target/release/examples/mcp_roundtrip
 REPORT=$ROOT/bench/report.py
 
@@ -44,6 +55,16 @@ fi
 
 log "building (release)"
 cargo build --release --examples --bins >&2
+if [ -n "$BASE_REV" ]; then
+    log "building $BASE_REV (release) as netstat-mcp-base"
+    base_src=$ROOT/target/bench-base/src
+    rm -rf "$base_src"; mkdir -p "$base_src"
+    git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$base_src"
+    cargo build --release --bins --manifest-path "$base_src/Cargo.toml" \
+        --target-dir "$ROOT/target/bench-base/target" >&2
+    BASE_BIN=$ROOT/target/bench-base/target/release/netstat-mcp
+    BASE_DESC=$(git -C "$ROOT" describe --always "$BASE_REV")
+fi
 
 # What the netstat-mcp build offers (the CLI may be older or newer than this script).
 HAVE_CLI=0; HAVE_NO_OWNERS=0
@@ -65,6 +86,10 @@ mkdir -p "$OUT"
     echo "lsof=$(lsof -v 2>&1 | awk '/revision/ {print $NF; exit}')"
     echo "hyperfine=$(hyperfine --version)"
     echo "netstat_mcp=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "netstat_mcp_base=${BASE_DESC:-}"
+    echo "netns=$NETNS"
+    echo "netns_conn=$NETNS_CONN"
+    echo "netns_host=$NETNS_HOST"
     echo "rustc=$(rustc -V)"
     echo "somaxconn=$(cat /proc/sys/net/core/somaxconn)"
     echo "port_range=$(tr '\t' ' ' < /proc/sys/net/ipv4/ip_local_port_range)"
@@ -156,11 +181,13 @@ for n in "${NS[@]}"; do
 
     cmds=()
     [ $HAVE_CLI = 1 ] && cmds+=(netstat-mcp json "$BIN connections --proto tcp --limit 0 --json")
+    [ -n "$BASE_BIN" ] && cmds+=(netstat-mcp-base json "$BASE_BIN connections --proto tcp --limit 0 --json")
     cmds+=(ss ss "ss -tanp" netstat netstat "netstat -tanp" lsof lsof "lsof -nP -iTCP")
     scenario "$dir" list_owners "$n" list "$PORT" "$all" -- "${cmds[@]}"
 
     cmds=()
     [ $HAVE_NO_OWNERS = 1 ] && cmds+=(netstat-mcp json "$BIN connections --proto tcp --limit 0 --json --no-owners")
+    [ -n "$BASE_BIN" ] && cmds+=(netstat-mcp-base json "$BASE_BIN connections --proto tcp --limit 0 --json --no-owners")
     cmds+=(ss ss "ss -tan" netstat netstat "netstat -tan")
     scenario "$dir" list_no_owners "$n" list "$PORT" "$all" -- "${cmds[@]}"
 
@@ -168,6 +195,7 @@ for n in "${NS[@]}"; do
         if [ $which = idle ]; then p=$IDLE; exp=1; else p=$PORT; exp=$((n + 1)); fi
         cmds=()
         [ $HAVE_CLI = 1 ] && cmds+=(netstat-mcp json "$BIN port $p --proto tcp --json")
+        [ -n "$BASE_BIN" ] && cmds+=(netstat-mcp-base json "$BASE_BIN port $p --proto tcp --json")
         cmds+=(ss ss "ss -tanp 'sport = :$p'"
                netstat netstat "bash -c \"netstat -tanp | awk '\\\$4 ~ /:$p\\\$/'\""
                lsof lsof "lsof -nP -iTCP:$p")
@@ -184,6 +212,61 @@ for n in "${NS[@]}"; do
     fi
     stop_loadgen
 done
+
+# --- every network namespace ------------------------------------------------------------
+# NETNS namespaces of our own (named nmb<pid>x<i>, deleted at the end), each with lo up and a
+# loadgen on the same loaded port as the host's, so one port counts every namespace's rows.
+NS_NAMES=(); NS_PIDS=()
+stop_netns() {
+    local p
+    for p in "${NS_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    NS_PIDS=()
+    for p in "${NS_NAMES[@]}"; do ip netns delete "$p" 2>/dev/null || true; done
+    NS_NAMES=()
+}
+trap 'stop_loadgen; stop_netns' EXIT INT TERM
+
+if [ "$NETNS" -gt 0 ] && [ "$(id -u)" = 0 ]; then
+    dir=$OUT/netns
+    mkdir -p "$dir"
+    : > "$dir/counts.tsv"; : > "$dir/mem.tsv"
+    log "every namespace: host loadgen N=$NETNS_HOST, $NETNS namespaces x $NETNS_CONN connections"
+    start_loadgen "$NETNS_HOST" "$dir"
+    for i in $(seq 1 "$NETNS"); do
+        name=nmb$$x$i
+        ip netns add "$name"; NS_NAMES+=("$name")
+        ip -n "$name" link set lo up
+        ip netns exec "$name" "$LOADGEN" --connections "$NETNS_CONN" --udp 10 --port "$PORT" \
+            --hold-secs 1800 --setup-secs 120 --no-stdin > "$dir/loadgen.$i.out" &
+        NS_PIDS+=($!)
+    done
+    for i in $(seq 1 "$NETNS"); do
+        for _ in $(seq 1 1200); do
+            grep -q '^READY ' "$dir/loadgen.$i.out" 2>/dev/null && break
+            sleep 0.1
+        done
+        grep -q '^READY ' "$dir/loadgen.$i.out" || { log "namespace loadgen $i not READY"; exit 1; }
+    done
+    all=$((2 * NETNS_HOST + 1 + NETNS * (2 * NETNS_CONN + 1)))
+    ns_list="${NS_NAMES[*]}"
+    cmds=(netstat-mcp json "$BIN connections --proto tcp --limit 0 --json --all-netns"
+          ss ss "bash -c 'ss -tanp; for n in $ns_list; do ip netns exec \$n ss -tanp; done'"
+          netstat netstat "bash -c 'netstat -tanp; for n in $ns_list; do ip netns exec \$n netstat -tanp; done'")
+    scenario "$dir" netns_all "$NETNS" list "$PORT" "$all" -- "${cmds[@]}"
+    # scope=host with the namespaces around: only the host's sockets, no slower than before.
+    host_all=$((2 * NETNS_HOST + 1))
+    cmds=(netstat-mcp json "$BIN connections --proto tcp --limit 0 --json")
+    [ -n "$BASE_BIN" ] && cmds+=(netstat-mcp-base json "$BASE_BIN connections --proto tcp --limit 0 --json")
+    cmds+=(ss ss "ss -tanp")
+    scenario "$dir" netns_host "$NETNS" list "$PORT" "$host_all" -- "${cmds[@]}"
+    "$NSBENCH" --runs 7 > "$dir/nsbench.json" 2> "$dir/nsbench.err" \
+        && log "nsbench: $(cat "$dir/nsbench.json")" \
+        || log "nsbench failed: $(tail -1 "$dir/nsbench.err")"
+    stop_netns
+    stop_loadgen
+elif [ "$NETNS" -gt 0 ]; then
+    log "skipping the every-namespace phase: it needs root (ip netns add, setns)"
+fi
 
 python3 "$REPORT" render --out "$OUT" --markdown "$ROOT/BENCHMARKS.md"
 log "wrote $ROOT/BENCHMARKS.md (raw results in $OUT)"
