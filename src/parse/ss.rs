@@ -200,6 +200,12 @@ fn parse_line(line: &str, default: Transport, star_v4: bool) -> Result<Socket, S
     socket.state = state;
     socket.recv_queue = recv_queue;
     socket.send_queue = send_queue;
+    if let Some(iface) = interface_of(local) {
+        socket.place = Some(std::sync::Arc::new(crate::model::Place {
+            netns: None,
+            interface: Some(iface.into()),
+        }));
+    }
 
     // The process column and `-e` extras: everything after the peer column.
     let tail = after_words(line, start + 5);
@@ -226,6 +232,14 @@ fn after_words(line: &str, n: usize) -> &str {
         rest = rest.get(end..).unwrap_or("");
     }
     rest.trim()
+}
+
+/// The `%iface` of an address (`0.0.0.0%lo:53`, `[fe80::1]%eth0:123`): the device the socket
+/// is bound to, or the scope of a link-local address.
+fn interface_of(word: &str) -> Option<&str> {
+    let (_, rest) = word.split_once('%')?;
+    let (iface, _) = rest.rsplit_once(':')?;
+    (!iface.is_empty()).then_some(iface)
 }
 
 /// `host:port` with `*` wildcards, brackets and `%iface` suffixes.
@@ -280,6 +294,17 @@ mod tests {
     use super::*;
     use crate::model::Protocol;
     use std::net::IpAddr;
+
+    #[test]
+    fn bound_interfaces_are_kept() {
+        let p = parse(
+            "udp UNCONN 0 0 [fe80::fc:ff:fe00:1]%eth0:15356 [::]:*\nudp UNCONN 0 0 0.0.0.0%lo:15355 0.0.0.0:*\ntcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*",
+        );
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let ifaces: Vec<Option<&str>> = p.sockets.iter().map(|s| s.interface()).collect();
+        assert_eq!(ifaces, [Some("eth0"), Some("lo"), None]);
+        assert_eq!(interface_of("x%:1"), None);
+    }
 
     #[test]
     fn several_owners_with_spaces() {
