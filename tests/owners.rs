@@ -290,6 +290,12 @@ async fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
         .processes
         .clone()
         .expect("local snapshots look up processes");
+    let pids: BTreeSet<u32> = holders.iter().map(|h| h.pid).collect();
+    assert_eq!(
+        our_rows_of_pids(&snap.sockets, &pids),
+        ss_rows_of_pids(&pids),
+        "the holders' rows agree with ss -tanpH"
+    );
     for ((_, path, container, unit), holder) in cases.iter().zip(&holders) {
         let port = holder.ports[0];
         let rows = owned_by(&snap.sockets, holder.pid);
@@ -382,6 +388,12 @@ async fn our_process_and_another_users_show_user_uid_and_command() {
     );
     let snap = snapshot(Scope::Host);
     let processes = snap.processes.clone().expect("process lookup");
+    let pids = BTreeSet::from([other.pid]);
+    assert_eq!(
+        our_rows_of_pids(&snap.sockets, &pids),
+        ss_rows_of_pids(&pids),
+        "the other user's rows agree with ss -tanpH"
+    );
 
     let me = std::process::id();
     assert!(
@@ -499,6 +511,16 @@ async fn a_listener_in_another_namespace_is_listed_only_with_scope_all() {
     assert!(
         rows.iter()
             .any(|s| s.local_port == 5353 && s.state.is_none())
+    );
+    let tcp_rows: BTreeSet<Row> = rows
+        .iter()
+        .filter(|s| s.protocol.transport() == netstat_mcp::model::Transport::Tcp)
+        .map(|s| our_row(s))
+        .collect();
+    assert_eq!(
+        tcp_rows,
+        ss_rows(&ns.name),
+        "agrees with ss inside the namespace"
     );
     // Our own namespace is labelled too, with its inode.
     let own = rustix::fs::stat("/proc/self/ns/net").unwrap().st_ino;
@@ -703,6 +725,16 @@ async fn link_local_and_device_bound_sockets_keep_their_interface() {
         ours.iter()
             .all(|s| s.owners.iter().any(|o| o.pid == holder.pid))
     );
+    let tcp_rows: BTreeSet<Row> = ours
+        .iter()
+        .filter(|s| s.protocol.transport() == netstat_mcp::model::Transport::Tcp)
+        .map(|s| our_row(s))
+        .collect();
+    assert_eq!(
+        tcp_rows,
+        ss_rows(&ns.name),
+        "addresses with %interface agree with ss inside the namespace"
+    );
 
     // In our own namespace with scope=host: a socket bound to `lo`.
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -873,11 +905,30 @@ fn our_row(s: &Socket) -> Row {
 
 /// `ip netns exec <ns> ss -tanpH`, read independently of the project's parsers.
 fn ss_rows(ns: &str) -> BTreeSet<Row> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ss", "-tanpH"])
-        .env("LC_ALL", "C")
-        .output()
-        .expect("ip netns exec ss");
+    ss_rows_with(Command::new("ip").args(["netns", "exec", ns, "ss", "-tanpH"]))
+}
+
+/// `ss -tanpH` in our own namespace, only the rows some of `pids` hold (the rest of the
+/// machine keeps changing between two snapshots).
+fn ss_rows_of_pids(pids: &BTreeSet<u32>) -> BTreeSet<Row> {
+    ss_rows_with(Command::new("ss").arg("-tanpH"))
+        .into_iter()
+        .filter(|r| !r.4.is_disjoint(pids))
+        .collect()
+}
+
+/// Our TCP rows that some of `pids` hold.
+fn our_rows_of_pids(sockets: &[Socket], pids: &BTreeSet<u32>) -> BTreeSet<Row> {
+    sockets
+        .iter()
+        .filter(|s| s.protocol.transport() == netstat_mcp::model::Transport::Tcp)
+        .filter(|s| s.owners.iter().any(|o| pids.contains(&o.pid)))
+        .map(our_row)
+        .collect()
+}
+
+fn ss_rows_with(cmd: &mut Command) -> BTreeSet<Row> {
+    let out = cmd.env("LC_ALL", "C").output().expect("run ss (iproute2)");
     assert!(
         out.status.success(),
         "{}",
