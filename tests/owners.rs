@@ -4,7 +4,6 @@
 //! compared with `ss -tanpH` run inside each namespace.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,6 +15,14 @@ use serde_json::{Value, json};
 
 use crate::support::mcp_client::Server;
 use crate::support::world::{CgroupTree, Hierarchies, Holder, NetNs, unique};
+
+/// The port check's owner with this pid.
+fn owner_with_pid(out: &Value, pid: u32) -> &Value {
+    out["data"]["owners"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["pid"] == pid))
+        .unwrap_or_else(|| panic!("no owner {pid} in {out}"))
+}
 
 /// The rows of an MCP answer.
 fn rows_of(out: &Value) -> &Vec<Value> {
@@ -355,8 +362,10 @@ async fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
             json!({"port": docker_holder.ports[0]}),
         )
         .await;
-    assert_eq!(out["data"]["owners"][0]["container"]["runtime"], "docker");
-    assert_eq!(out["data"]["owners"][0]["container"]["id"], short);
+    // (Found by pid: a client socket elsewhere may have the same local port number.)
+    let owner = owner_with_pid(&out, docker_holder.pid);
+    assert_eq!(owner["container"]["runtime"], "docker");
+    assert_eq!(owner["container"]["id"], short);
     let message = out["message"].as_str().unwrap();
     assert!(
         message.contains(&format!(
@@ -375,7 +384,7 @@ async fn processes_in_runtime_named_cgroups_show_their_container_and_unit() {
 
 #[tokio::test]
 async fn our_process_and_another_users_show_user_uid_and_command() {
-    let mine = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mine = crate::support::net::tcp_listener("127.0.0.1");
     let port = mine.local_addr().unwrap().port();
     let other = Holder::start(
         &[
@@ -445,7 +454,7 @@ async fn our_process_and_another_users_show_user_uid_and_command() {
     let out = server
         .call("check_port_occupation", json!({"port": port}))
         .await;
-    let owner = &out["data"]["owners"][0];
+    let owner = owner_with_pid(&out, me);
     assert_eq!(owner["pid"], me);
     assert_eq!(owner["uid"], euid);
     assert_eq!(owner["user"], name);
@@ -764,7 +773,11 @@ async fn link_local_and_device_bound_sockets_keep_their_interface() {
             json!({"local_port": port, "proto": "tcp"}),
         )
         .await;
-    assert_eq!(rows_of(&out)[0]["interface"], "lo", "{out}");
+    let ours = rows_of(&out)
+        .iter()
+        .find(|r| r["state"] == "LISTEN" && r["pid"] == std::process::id())
+        .unwrap_or_else(|| panic!("our lo-bound listener in {out}"));
+    assert_eq!(ours["interface"], "lo", "{out}");
     let out = server
         .call(
             "query_network_connections",
