@@ -60,7 +60,9 @@ if [ -n "$BASE_REV" ]; then
     base_src=$ROOT/target/bench-base/src
     rm -rf "$base_src"; mkdir -p "$base_src"
     git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$base_src"
-    cargo build --release --bins --manifest-path "$base_src/Cargo.toml" \
+    # Built like the main build (examples too), so both binaries get the same dependency
+    # features and compare like for like.
+    cargo build --release --examples --bins --manifest-path "$base_src/Cargo.toml" \
         --target-dir "$ROOT/target/bench-base/target" >&2
     BASE_BIN=$ROOT/target/bench-base/target/release/netstat-mcp
     BASE_DESC=$(git -C "$ROOT" describe --always "$BASE_REV")
