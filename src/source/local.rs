@@ -143,7 +143,12 @@ impl LocalSource {
             match result {
                 Ok((more, remarks)) => {
                     sockets.extend(more);
-                    notes.extend(remarks);
+                    // The same remark from many namespaces (a fallback) is said once.
+                    for remark in remarks {
+                        if !notes.contains(&remark) {
+                            notes.push(remark);
+                        }
+                    }
                 }
                 Err(why) => failed.push(match &ns.netns.name {
                     Some(name) => format!("{name} (inode {}): {why}", ns.netns.inode),
