@@ -66,7 +66,11 @@ fn main() {
             }
             listed
         });
-        dump_time += inside.into_inner().unwrap_or_default().iter().sum::<Duration>();
+        dump_time += inside
+            .into_inner()
+            .unwrap_or_default()
+            .iter()
+            .sum::<Duration>();
         for (more, _) in results.into_iter().flatten() {
             sockets.extend(more);
         }
