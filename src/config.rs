@@ -10,6 +10,8 @@
 //!
 //! This module does no network I/O.
 
+pub mod ssh_config;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
