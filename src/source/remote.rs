@@ -10,6 +10,8 @@
 //! configuration are reachable, and the caller's `host` text is only ever compared with
 //! configured names, never sent anywhere.
 
+pub mod commands;
+
 use std::sync::Arc;
 
 use super::{BoxFuture, OwnerCoverage, RemoteSources, Snapshot, Source, Target, Want};
