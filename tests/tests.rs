@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod fleet;
 mod http;
 mod loadgen;
 mod local;
