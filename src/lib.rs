@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod mcp;
 pub mod model;

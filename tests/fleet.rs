@@ -9,7 +9,10 @@ use crate::support::fleet::{Fleet, HostSpec};
 use crate::support::sshd::{PASSWORD, USER};
 
 fn toml_for(fleet: &Fleet, names: &[&str], extra: &str) -> String {
-    let mut text = format!("[ssh]\nknown_hosts = \"{}\"\n\n", fleet.known_hosts.display());
+    let mut text = format!(
+        "[ssh]\nknown_hosts = \"{}\"\n\n",
+        fleet.known_hosts.display()
+    );
     for n in names {
         let h = fleet.host(n);
         text.push_str(&format!(

@@ -133,8 +133,7 @@ impl SubnetClaim {
                         .and_then(|p| p.trim().parse::<u32>().ok());
                     if let Some(pid) = owner
                         && !Path::new(&format!("/proc/{pid}")).exists()
-                        && std::fs::write(dir.join("pid"), std::process::id().to_string())
-                            .is_ok()
+                        && std::fs::write(dir.join("pid"), std::process::id().to_string()).is_ok()
                     {
                         return SubnetClaim { idx, dir };
                     }
@@ -200,7 +199,15 @@ impl Fleet {
                     ip(&["link", "set", &h, "netns", &netns]);
                     ip(&["addr", "add", &format!("{ours}/30"), "dev", &r]);
                     ip(&["link", "set", &r, "up"]);
-                    ip(&["-n", &netns, "addr", "add", &format!("{theirs}/30"), "dev", &h]);
+                    ip(&[
+                        "-n",
+                        &netns,
+                        "addr",
+                        "add",
+                        &format!("{theirs}/30"),
+                        "dev",
+                        &h,
+                    ]);
                     ip(&["-n", &netns, "link", "set", &h, "up"]);
                     theirs
                 }
@@ -215,7 +222,15 @@ impl Fleet {
                     ip(&["link", "add", &r, "type", "veth", "peer", "name", &h]);
                     ip(&["link", "set", &r, "netns", &bastion_ns]);
                     ip(&["link", "set", &h, "netns", &netns]);
-                    ip(&["-n", &bastion_ns, "addr", "add", &format!("{near}/30"), "dev", &r]);
+                    ip(&[
+                        "-n",
+                        &bastion_ns,
+                        "addr",
+                        "add",
+                        &format!("{near}/30"),
+                        "dev",
+                        &r,
+                    ]);
                     ip(&["-n", &bastion_ns, "link", "set", &r, "up"]);
                     ip(&["-n", &netns, "addr", "add", &format!("{far}/30"), "dev", &h]);
                     ip(&["-n", &netns, "link", "set", &h, "up"]);
