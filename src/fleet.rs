@@ -106,7 +106,7 @@ pub fn select(
     candidates: &[Candidate<'_>],
 ) -> Result<Vec<String>, InputError> {
     let mut names: Vec<String> = Vec::new();
-    let mut push = |n: &str, names: &mut Vec<String>| {
+    let push = |n: &str, names: &mut Vec<String>| {
         if !names.iter().any(|x| x == n) {
             names.push(n.to_string());
         }

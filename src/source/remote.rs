@@ -11,6 +11,7 @@
 //! configured names, never sent anywhere.
 
 pub mod commands;
+pub mod read;
 
 use std::sync::Arc;
 
