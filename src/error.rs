@@ -66,6 +66,15 @@ pub enum Error {
     #[error(transparent)]
     Ssh(Box<crate::ssh::SshError>),
 
+    /// A configured remote host whose config entry (or the `[ssh]` table) is invalid; the
+    /// error names the file, the entry and the field. Other hosts are unaffected.
+    #[error("remote host {host} cannot be used: {source}")]
+    HostConfig {
+        host: String,
+        #[source]
+        source: std::sync::Arc<crate::config::ConfigError>,
+    },
+
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },

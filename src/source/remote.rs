@@ -8,7 +8,8 @@
 //!
 //! [`SshRemotes`] is the [`RemoteSources`] lookup the service uses: only hosts in the
 //! configuration are reachable, and the caller's `host` text is only ever compared with
-//! configured names, never sent anywhere.
+//! configured names, never sent anywhere. A configured entry that failed validation answers
+//! with its config error (file, entry, field); the other hosts are unaffected.
 
 pub mod commands;
 pub mod read;
@@ -16,7 +17,7 @@ pub mod read;
 use std::sync::Arc;
 
 use super::{BoxFuture, OwnerCoverage, RemoteSources, Snapshot, Source, Target, Want};
-use crate::config::{NetstatConfig, RemoteHost};
+use crate::config::{HostLookup, NetstatConfig, RemoteHost};
 use crate::error::Error;
 use crate::model::{Socket, TcpState};
 use crate::parse::{self, Format, Parsed};
@@ -58,10 +59,19 @@ impl SshRemotes {
 
 impl RemoteSources for SshRemotes {
     fn lookup(&self, host: &str, ssh_port: Option<u16>) -> Result<Target, Error> {
-        let Some(found) = self.config.find_host(host) else {
-            return Err(Error::UnknownHost {
-                host: host.to_string(),
-            });
+        let found = match self.config.lookup_host(host) {
+            HostLookup::Usable(found) => found,
+            HostLookup::Unusable(problem) => {
+                return Err(Error::HostConfig {
+                    host: host.trim().escape_debug().to_string(),
+                    source: Arc::clone(problem),
+                });
+            }
+            HostLookup::NotConfigured => {
+                return Err(Error::UnknownHost {
+                    host: host.to_string(),
+                });
+            }
         };
         Ok(Target {
             host: found.name.clone(),

@@ -5,9 +5,14 @@
 //! - **Only fixed commands.** `RemoteCommand` is a closed enum of `&'static str` command lines;
 //!   no caller text ever reaches the remote shell.
 //! - **Host keys** are checked against known_hosts ([`known_hosts`]) under the configured
-//!   [`HostKeyPolicy`]; algorithms already known for the host are offered first.
-//! - **Pool.** One session per (host, port, user) reused across calls; one handshake at a time
-//!   per host; at most [`MAX_CHANNELS_PER_HOST`] channels at once; a session idle for
+//!   [`HostKeyPolicy`]; algorithms already known for the host are offered first. The key is
+//!   checked during the key exchange, before any credential is offered.
+//! - **Credentials stay put.** An SSH port given by the caller that is not the configured one
+//!   is used only when known_hosts already holds the key for that `[host]:port`: accept-new
+//!   never learns a key there, so no credential is ever sent to a server nobody configured.
+//! - **Pool.** One session per configured entry (its name) and port, reused across calls, so
+//!   two entries for the same user@host:port each authenticate with their own credentials;
+//!   one handshake at a time per entry; at most [`MAX_CHANNELS_PER_HOST`] channels at once; a session idle for
 //!   `idle_timeout` is closed (russh's inactivity timeout); a dead session is dropped and the
 //!   call retried once on a fresh one (our commands are read-only, so a retry is harmless).
 //! - **Timeouts.** The connect timeout covers TCP, key exchange and authentication. At the
@@ -147,6 +152,23 @@ pub enum SshError {
         fingerprint: String,
         known_hosts: PathBuf,
     },
+    /// The caller asked for an SSH port the configuration does not name, and known_hosts holds
+    /// no key for it: refused before any credential is offered, under either policy.
+    #[error(
+        "host key of {host} at {addr} is not known, and {port} is not the configured SSH port ({configured_port}): an SSH port given by the caller is used only when {known_hosts} already holds the key for {lookup}, so that no credential goes to a server the configuration did not name (accept-new does not learn keys there). The server offered {algorithm} {fingerprint}; after verifying it with the host's administrator, add it with `ssh-keyscan -p {port} -t {algorithm} {address} >> {known_hosts}`, or configure `port = {port}` for this host",
+        known_hosts = known_hosts.display()
+    )]
+    CallerPortKeyUnknown {
+        host: String,
+        addr: String,
+        address: String,
+        port: u16,
+        configured_port: u16,
+        lookup: String,
+        algorithm: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
     #[error(
         "HOST KEY CHANGED for {host} at {addr}: it offered {algorithm} {fingerprint}, but {known_hosts} line {line} holds a different {recorded_algorithm} key. This may be an attack (man in the middle) or a reinstalled host; refusing to connect. If the change is expected, remove the old key with `ssh-keygen -R '{lookup}' -f {known_hosts}` and add the new one",
         known_hosts = known_hosts.display()
@@ -213,8 +235,11 @@ struct PoolInner {
     handshakes: AtomicU64,
 }
 
+/// A pooled session belongs to one configuration entry (its unique name) at one port: a
+/// session is never shared between entries, whose credentials may differ.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SlotKey {
+    entry: String,
     host: String,
     port: u16,
     user: String,
@@ -381,6 +406,7 @@ impl SshPool {
 
     fn slot(&self, host: &RemoteHost, port: u16) -> Arc<Slot> {
         let key = SlotKey {
+            entry: host.name.clone(),
             host: host.host.clone(),
             port,
             user: host.username.clone(),
@@ -454,6 +480,7 @@ impl SshPool {
         let handler = Client {
             host: target.host.host.clone(),
             port: target.port,
+            configured_port: target.host.port,
             label: target.label.clone(),
             addr: target.addr.clone(),
             known_hosts: settings.known_hosts.clone(),
@@ -689,6 +716,8 @@ fn learn_host_key(path: &Path, line: &str) -> std::io::Result<()> {
 struct Client {
     host: String,
     port: u16,
+    /// The entry's configured SSH port: a key is learnt (accept-new) only there.
+    configured_port: u16,
     label: String,
     addr: String,
     known_hosts: PathBuf,
@@ -712,8 +741,27 @@ impl Client {
         })?;
         let algorithm = key.algorithm().as_str().to_string();
         let fingerprint = known_hosts::fingerprint(key);
+        let bare_algorithm = || {
+            key.algorithm()
+                .as_str()
+                .trim_end_matches("-cert-v01@openssh.com")
+                .to_string()
+        };
         match known_hosts::check(&text, &self.host, self.port, key) {
             known_hosts::Verdict::Known => Ok(()),
+            known_hosts::Verdict::Unknown if self.port != self.configured_port => {
+                Err(SshError::CallerPortKeyUnknown {
+                    host: self.label.clone(),
+                    addr: self.addr.clone(),
+                    address: self.host.clone(),
+                    port: self.port,
+                    configured_port: self.configured_port,
+                    lookup: known_hosts::lookup_name(&self.host, self.port),
+                    algorithm: bare_algorithm(),
+                    fingerprint,
+                    known_hosts: self.known_hosts.clone(),
+                })
+            }
             known_hosts::Verdict::Unknown => match self.policy {
                 HostKeyPolicy::AcceptNew => {
                     let line =
@@ -739,11 +787,7 @@ impl Client {
                     addr: self.addr.clone(),
                     address: self.host.clone(),
                     port: self.port,
-                    algorithm: key
-                        .algorithm()
-                        .as_str()
-                        .trim_end_matches("-cert-v01@openssh.com")
-                        .to_string(),
+                    algorithm: bare_algorithm(),
                     fingerprint,
                     known_hosts: self.known_hosts.clone(),
                 }),
