@@ -3,7 +3,8 @@
 //! call, other operating systems' listings, filters applied on the remote side.
 
 use netstat_mcp::config::NetstatConfig;
-use netstat_mcp::ssh::{RemoteCommand, SshPool};
+use netstat_mcp::source::remote::commands::{self, Filter, Listing};
+use netstat_mcp::ssh::SshPool;
 
 use crate::support::fleet::{Fleet, HostSpec};
 use crate::support::sshd::{PASSWORD, USER};
@@ -35,7 +36,14 @@ async fn fleet_hosts_answer_in_their_own_namespaces() {
     let pool = SshPool::new(cfg.ssh.clone());
     for name in ["a", "b"] {
         let host = cfg.find_host(name).unwrap().clone();
-        let out = pool.run(&host, None, RemoteCommand::Ss).await.unwrap();
+        let out = pool
+            .run(
+                &host,
+                None,
+                commands::command(Listing::Ss, &Filter::none(), true),
+            )
+            .await
+            .unwrap();
         let addr = format!("{}:22", fleet.host(name).addr);
         assert!(out.stdout.contains(&addr), "{name}: {}", out.stdout);
     }

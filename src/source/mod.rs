@@ -77,6 +77,9 @@ pub enum OwnerCoverage {
     Complete,
     /// Some processes could not be inspected (no permission); their sockets show no owner.
     Partial { unreadable_processes: usize },
+    /// The host's tools cannot name owners at all (e.g. busybox netstat without `-p`, only
+    /// `/proc/net`): no permission would help; the snapshot's notes say why.
+    Unavailable,
 }
 
 /// The sockets a source returned, and how much it could see.

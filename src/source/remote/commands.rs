@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 
 use crate::model::{StateSet, TcpState};
 use crate::source::Want;
+use crate::ssh::RemoteCommand;
 
 /// The operating system a remote host runs, as far as listing sockets is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,6 +213,11 @@ pub fn owner_helper(listing: Listing) -> Option<Listing> {
         Listing::WindowsNetstat => Some(Listing::Tasklist),
         _ => None,
     }
+}
+
+/// The [`RemoteCommand`] for `listing` under `filter` (see [`command_line`]).
+pub fn command(listing: Listing, filter: &Filter, owners: bool) -> RemoteCommand {
+    RemoteCommand::built(listing.name(), command_line(listing, filter, owners))
 }
 
 /// Prefix for POSIX hosts: the C locale, so headers and states are in English.
