@@ -41,7 +41,8 @@ async fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Connections(opts)) => cli::connections(&service, opts).await,
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
-        Some(Command::Hosts(opts)) => cli::hosts(remotes.config(), opts),
+        Some(Command::Summary(opts)) => cli::summary(&service, opts).await,
+        Some(Command::Hosts(opts)) => cli::hosts(&service, opts),
         Some(Command::Serve(args)) if args.http.is_some() => {
             serve_http(NetstatServer::new(service), args).await
         }

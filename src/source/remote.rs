@@ -123,6 +123,7 @@ impl RemoteSources for SshRemotes {
             HostLookup::NotConfigured => {
                 return Err(Error::UnknownHost {
                     host: host.to_string(),
+                    configured: Vec::new(),
                 });
             }
         };
@@ -137,6 +138,28 @@ impl RemoteSources for SshRemotes {
                 profiles: Arc::clone(&self.profiles),
             }),
         })
+    }
+    fn hosts(&self) -> crate::query::HostsData {
+        let hosts: Vec<crate::query::HostInfo> = self
+            .config
+            .remote_hosts
+            .iter()
+            .map(|h| crate::query::HostInfo {
+                name: h.name.clone(),
+                host: h.host.clone(),
+                port: h.port,
+                username: h.username.clone(),
+                auth: h.auth_method(),
+                groups: h.groups.clone(),
+                via: h.proxy_jump.iter().map(|j| j.name.clone()).collect(),
+                source: h.origin.as_str().to_string(),
+            })
+            .collect();
+        crate::query::HostsData {
+            host_count: hosts.len(),
+            config: self.config.path.as_ref().map(|p| p.display().to_string()),
+            hosts,
+        }
     }
 }
 
