@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::error::{Error, InputError};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, Envelope, HostsData, PortArgs, PortData, Service,
+    ConnectionsAnswer, ConnectionsArgs, ConnectionsData, Envelope, HostsData, PortAnswer, PortArgs,
+    PortData, Service,
 };
 use crate::source::Backend;
 
@@ -159,7 +160,9 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     let result = match opts.args.validate(None) {
         Ok(mut query) => {
             query.owners = !opts.no_owners;
-            service.connections(&query).await
+            service
+                .connections_any(&query, &crate::query::no_progress)
+                .await
         }
         Err(e) => Err(Error::Input(e)),
     };
@@ -168,9 +171,13 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
             if opts.json {
                 print_json(&envelope);
             } else {
-                print!("{}", connections_table(&envelope));
+                print!("{}", connections_answer_text(&envelope));
             }
-            ExitCode::SUCCESS
+            if envelope.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -218,7 +225,7 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
         ..opts.args.clone()
     };
     let result = match args.validate(None) {
-        Ok(query) => service.port(&query).await,
+        Ok(query) => service.port_any(&query, &crate::query::no_progress).await,
         Err(e) => Err(Error::Input(e)),
     };
     match result {
@@ -226,10 +233,16 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
             if opts.json {
                 print_json(&envelope);
             } else {
-                print!("{}", port_text(&envelope));
+                print!("{}", port_answer_text(&envelope));
             }
-            let occupied = envelope.data.as_ref().is_some_and(|d| d.is_occupied);
-            if occupied {
+            let occupied = match &envelope.data {
+                Some(PortAnswer::One(d)) => d.is_occupied,
+                Some(PortAnswer::Many(d)) => !d.summary.occupied_on.is_empty(),
+                None => false,
+            };
+            if !envelope.success {
+                ExitCode::from(2)
+            } else if occupied {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -273,12 +286,16 @@ pub fn hosts_table(data: &HostsData) -> String {
                 r.username.clone(),
                 r.auth.clone(),
                 r.groups.join(","),
+                r.via.join(","),
+                r.source.clone(),
             ]
         })
         .collect();
     let mut out = table(
-        &["Name", "Host", "Port", "User", "Auth", "Groups"],
-        &[false, false, true, false, false, false],
+        &[
+            "Name", "Host", "Port", "User", "Auth", "Groups", "Via", "Source",
+        ],
+        &[false, false, true, false, false, false, false, false],
         &cells,
     );
     let _ = writeln!(out, "{} remote host(s) from {from}", data.hosts.len());
@@ -327,6 +344,59 @@ fn owner_cell(pid: Option<u32>, program: Option<&str>) -> String {
         (Some(pid), Some(p)) => format!("{pid}/{p}"),
         (Some(pid), None) => pid.to_string(),
         _ => "-".to_string(),
+    }
+}
+
+/// One host's listing, or a table per host (each under its name and message) and the
+/// overall message last.
+pub fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String {
+    match &envelope.data {
+        Some(ConnectionsAnswer::Many(fleet)) => {
+            let mut out = String::new();
+            for h in &fleet.hosts {
+                let _ = writeln!(out, "== {}", h.host);
+                out.push_str(&connections_table(&Envelope {
+                    success: h.success,
+                    message: h.message.clone(),
+                    data: h.data.clone(),
+                }));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", envelope.message);
+            out
+        }
+        Some(ConnectionsAnswer::One(data)) => connections_table(&Envelope {
+            success: envelope.success,
+            message: envelope.message.clone(),
+            data: Some(data.clone()),
+        }),
+        None => format!("{}\n", envelope.message),
+    }
+}
+
+/// One host's port check, or each host's under its name and the overall message last.
+pub fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
+    match &envelope.data {
+        Some(PortAnswer::Many(fleet)) => {
+            let mut out = String::new();
+            for h in &fleet.hosts {
+                let _ = writeln!(out, "== {}", h.host);
+                out.push_str(&port_text(&Envelope {
+                    success: h.success,
+                    message: h.message.clone(),
+                    data: h.data.clone(),
+                }));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", envelope.message);
+            out
+        }
+        Some(PortAnswer::One(data)) => port_text(&Envelope {
+            success: envelope.success,
+            message: envelope.message.clone(),
+            data: Some(data.clone()),
+        }),
+        None => format!("{}\n", envelope.message),
     }
 }
 

@@ -130,6 +130,11 @@ pub trait RemoteSources: Send + Sync {
 
     /// The configured hosts, as `list_hosts` shows them (never a secret).
     fn hosts(&self) -> crate::query::HostsData;
+
+    /// How many hosts one multi-host call queries at once (`[ssh] max_parallel`).
+    fn max_parallel(&self) -> usize {
+        crate::config::DEFAULT_MAX_PARALLEL
+    }
 }
 
 /// No remote hosts configured: every lookup is an unknown host.

@@ -139,6 +139,10 @@ impl RemoteSources for SshRemotes {
             }),
         })
     }
+    fn max_parallel(&self) -> usize {
+        self.config.ssh.max_parallel
+    }
+
     fn hosts(&self) -> crate::query::HostsData {
         let hosts: Vec<crate::query::HostInfo> = self
             .config

@@ -1,0 +1,536 @@
+//! Answers over several hosts: `host` named a list, a glob or a group.
+//!
+//! Each host is asked concurrently ([`crate::fleet::fan_out`], at most `max_parallel` at a
+//! time) and answered exactly as a one-host call would answer it, with its share of the
+//! answer budget; a host that fails gets its own error and never fails the others. The merged
+//! summary is counted over every answering host's matching sockets. If the whole answer is
+//! still over the budget, the per-host details shrink in this order: rows (already sized per
+//! host), per-host listener lists, the merged listener list, per-host top lists, then whole
+//! per-host details from the last host backwards (the host's own message stays). `success` is
+//! true when at least one host answered. Each finished host is reported to `progress` (MCP
+//! progress notifications).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::answer::json_len;
+use super::input::{ConnectionsQuery, HostSpec, PortQuery, input};
+use super::output::{
+    ConnectionsAnswer, ConnectionsData, Envelope, FleetData, FleetListener, FleetPortOwner,
+    FleetProgramCount, FleetSummary, HostAnswer, PortAnswer, PortData, PortFleetSummary,
+};
+use super::service::Service;
+use super::summary::{MAX_LISTENERS, RemoteHostCount, TOP, is_listener};
+use crate::error::Error;
+use crate::fleet::{Candidate, HostPattern, fan_out, select};
+use crate::source::Snapshot;
+
+/// One finished host, as progress reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressEvent {
+    /// Hosts finished so far (this one included).
+    pub done: usize,
+    pub total: usize,
+    pub host: String,
+    pub ok: bool,
+}
+
+/// Receives progress events; called once per finished host.
+pub type Progress<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
+
+/// A progress sink that drops every event.
+pub fn no_progress(_: ProgressEvent) {}
+
+/// The per-host share of the answer budget (three quarters of it split over the hosts; the
+/// rest is for the merged summary).
+fn share(budget: usize, hosts: usize) -> usize {
+    (budget * 3 / 4) / hosts.max(1)
+}
+
+fn failed<T>(host: &str, e: &Error) -> HostAnswer<T> {
+    HostAnswer {
+        host: host.to_string(),
+        success: false,
+        message: e.to_string(),
+        data: None,
+    }
+}
+
+/// The first line of a message, cut to `max` characters.
+fn brief(text: &str, max: usize) -> String {
+    let t: String = text.chars().take(max).collect();
+    if text.chars().count() > max {
+        format!("{t}…")
+    } else {
+        t
+    }
+}
+
+impl Service {
+    /// The configured hosts a selection may name.
+    fn candidates(&self) -> Vec<(String, Vec<String>)> {
+        self.remotes()
+            .hosts()
+            .hosts
+            .into_iter()
+            .map(|h| (h.name, h.groups))
+            .collect()
+    }
+
+    fn selection(&self, patterns: &[HostPattern]) -> Result<Vec<String>, Error> {
+        let owned = self.candidates();
+        let candidates: Vec<Candidate<'_>> = owned
+            .iter()
+            .map(|(name, groups)| Candidate { name, groups })
+            .collect();
+        Ok(select(patterns, &candidates)?)
+    }
+
+    /// `query_network_connections` for one host or several.
+    pub async fn connections_any(
+        &self,
+        query: &ConnectionsQuery,
+        progress: Progress<'_>,
+    ) -> Result<Envelope<ConnectionsAnswer>, Error> {
+        let HostSpec::Many(patterns) = &query.host else {
+            let envelope = self.connections(query).await?;
+            return Ok(Envelope {
+                success: envelope.success,
+                message: envelope.message,
+                data: envelope.data.map(ConnectionsAnswer::One),
+            });
+        };
+        if query.cursor.is_some() {
+            return Err(Error::Input(input(
+                "cursor",
+                "with several hosts".into(),
+                "pages through one host at a time: pass that host alone as 'host' with its next_cursor",
+            )));
+        }
+        let names = self.selection(patterns)?;
+        let per_host = ConnectionsQuery {
+            budget: share(query.budget, names.len()),
+            ..query.clone()
+        };
+        let done = AtomicUsize::new(0);
+        let outcomes = fan_out(
+            &names,
+            self.max_parallel(),
+            |_, name| {
+                let per_host = &per_host;
+                async move {
+                    let target = match self.target(&HostSpec::parse(Some(&name)), per_host.ssh_port)
+                    {
+                        Ok(t) => t,
+                        Err(e) => return (failed(&name, &e), HashMap::new()),
+                    };
+                    match target.source.collect(per_host.want()).await {
+                        Err(e) => (failed(&name, &e), HashMap::new()),
+                        Ok(snapshot) => {
+                            let remotes = remote_counts(per_host, &snapshot);
+                            let envelope = per_host.answer(&target, snapshot);
+                            (
+                                HostAnswer {
+                                    host: name,
+                                    success: envelope.success,
+                                    message: envelope.message,
+                                    data: envelope.data,
+                                },
+                                remotes,
+                            )
+                        }
+                    }
+                }
+            },
+            |_, name, (answer, _)| {
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(ProgressEvent {
+                    done,
+                    total: names.len(),
+                    host: name.to_string(),
+                    ok: answer.success,
+                });
+            },
+        )
+        .await;
+        let mut remote_totals: HashMap<IpAddr, usize> = HashMap::new();
+        let mut hosts = Vec::with_capacity(outcomes.len());
+        for (answer, remotes) in outcomes {
+            for (ip, n) in remotes {
+                *remote_totals.entry(ip).or_default() += n;
+            }
+            hosts.push(answer);
+        }
+        let summary = merge_summaries(&hosts, remote_totals);
+        let failed_hosts = hosts.iter().filter(|h| !h.success).count();
+        let mut data = FleetData {
+            host_count: hosts.len(),
+            failed_hosts,
+            summary,
+            hosts,
+        };
+        let message = connections_message(&data);
+        let success = data.failed_hosts < data.host_count;
+        let mut envelope = Envelope {
+            success,
+            message,
+            data: None,
+        };
+        if query.default_limit {
+            fit_connections(&mut data, &envelope, query.budget);
+        }
+        envelope.data = Some(ConnectionsAnswer::Many(data));
+        Ok(envelope)
+    }
+
+    /// `check_port_occupation` for one host or several.
+    pub async fn port_any(
+        &self,
+        query: &PortQuery,
+        progress: Progress<'_>,
+    ) -> Result<Envelope<PortAnswer>, Error> {
+        let HostSpec::Many(patterns) = &query.host else {
+            let envelope = self.port(query).await?;
+            return Ok(Envelope {
+                success: envelope.success,
+                message: envelope.message,
+                data: envelope.data.map(PortAnswer::One),
+            });
+        };
+        let names = self.selection(patterns)?;
+        let per_host = PortQuery {
+            budget: share(query.budget, names.len()),
+            ..query.clone()
+        };
+        let done = AtomicUsize::new(0);
+        let hosts = fan_out(
+            &names,
+            self.max_parallel(),
+            |_, name| {
+                let per_host = &per_host;
+                async move {
+                    let target = match self.target(&HostSpec::parse(Some(&name)), per_host.ssh_port)
+                    {
+                        Ok(t) => t,
+                        Err(e) => return failed(&name, &e),
+                    };
+                    match target.source.collect(per_host.want()).await {
+                        Err(e) => failed(&name, &e),
+                        Ok(snapshot) => {
+                            let envelope = per_host.answer(&target, snapshot);
+                            HostAnswer {
+                                host: name,
+                                success: envelope.success,
+                                message: envelope.message,
+                                data: envelope.data,
+                            }
+                        }
+                    }
+                }
+            },
+            |_, name, answer: &HostAnswer<PortData>| {
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(ProgressEvent {
+                    done,
+                    total: names.len(),
+                    host: name.to_string(),
+                    ok: answer.success,
+                });
+            },
+        )
+        .await;
+        let summary = port_summary(&hosts);
+        let failed_hosts = summary.failed.len();
+        let mut data = FleetData {
+            host_count: hosts.len(),
+            failed_hosts,
+            summary,
+            hosts,
+        };
+        let message = port_message(query, &data);
+        let mut envelope = Envelope {
+            success: failed_hosts < data.host_count,
+            message,
+            data: None,
+        };
+        if query.default_limit {
+            fit_ports(&mut data, &envelope, query.budget);
+        }
+        envelope.data = Some(PortAnswer::Many(data));
+        Ok(envelope)
+    }
+}
+
+/// Connected sockets per foreign address among a snapshot's matching sockets (what the
+/// summary's `top_remote_hosts` counts), so the merged top list is exact.
+fn remote_counts(query: &ConnectionsQuery, snapshot: &Snapshot) -> HashMap<IpAddr, usize> {
+    let mut counts = HashMap::new();
+    for s in snapshot.sockets.iter().filter(|s| query.matches(s)) {
+        if !is_listener(s)
+            && s.foreign.port.is_some_and(|p| p != 0)
+            && !s.foreign.ip.is_unspecified()
+        {
+            *counts.entry(s.foreign.ip).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn merge_summaries(
+    hosts: &[HostAnswer<ConnectionsData>],
+    remote_totals: HashMap<IpAddr, usize>,
+) -> FleetSummary {
+    let mut merged = FleetSummary::default();
+    let mut programs = Vec::new();
+    for h in hosts {
+        let Some(d) = &h.data else { continue };
+        merged.connection_count += d.connection_count;
+        for (k, v) in &d.summary.by_state {
+            *merged.by_state.entry(k).or_default() += v;
+        }
+        for (k, v) in &d.summary.by_protocol {
+            *merged.by_protocol.entry(k).or_default() += v;
+        }
+        merged.listener_count += d.summary.listener_count;
+        for l in &d.summary.listeners {
+            if merged.listeners.len() < MAX_LISTENERS {
+                merged.listeners.push(FleetListener {
+                    host: h.host.clone(),
+                    protocol: l.protocol,
+                    local_ip: l.local_ip,
+                    local_port: l.local_port,
+                    pid: l.pid,
+                    program: l.program.clone(),
+                });
+            }
+        }
+        // Each host's top ten holds every one of its processes that can be in the overall
+        // top ten, so the merged list is exact.
+        for p in &d.summary.top_programs {
+            programs.push(FleetProgramCount {
+                host: h.host.clone(),
+                program: p.program.clone(),
+                pid: p.pid,
+                count: p.count,
+            });
+        }
+    }
+    merged.listeners_truncated = merged.listener_count > merged.listeners.len();
+    programs.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.host.cmp(&b.host))
+            .then(a.pid.cmp(&b.pid))
+    });
+    programs.truncate(TOP);
+    merged.top_programs = programs;
+    let mut remotes: Vec<RemoteHostCount> = remote_totals
+        .into_iter()
+        .map(|(foreign_ip, count)| RemoteHostCount { foreign_ip, count })
+        .collect();
+    remotes.sort_by_key(|r| (std::cmp::Reverse(r.count), r.foreign_ip));
+    remotes.truncate(TOP);
+    merged.top_remote_hosts = remotes;
+    merged
+}
+
+/// `Successfully obtained connections on 4 of 5 hosts, total 1,234. Failed: web-5 (...)`.
+fn connections_message(data: &FleetData<FleetSummary, ConnectionsData>) -> String {
+    let ok = data.host_count - data.failed_hosts;
+    let mut message = if ok == 0 {
+        format!("No host answered (of {})", data.host_count)
+    } else {
+        format!(
+            "Successfully obtained connections on {ok} of {} host(s), total {}",
+            data.host_count,
+            super::answer::thousands(data.summary.connection_count)
+        )
+    };
+    let counts: Vec<String> = data
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            h.data
+                .as_ref()
+                .map(|d| format!("{} {}", h.host, d.connection_count))
+        })
+        .take(20)
+        .collect();
+    if !counts.is_empty() {
+        message.push_str(&format!(" ({})", counts.join(", ")));
+    }
+    failures(&mut message, &data.hosts);
+    message.push_str(
+        ". data.summary covers every answering host; data.hosts has each host's own answer",
+    );
+    message
+}
+
+fn failures<T>(message: &mut String, hosts: &[HostAnswer<T>]) {
+    let failed: Vec<String> = hosts
+        .iter()
+        .filter(|h| !h.success)
+        .take(10)
+        .map(|h| format!("{} ({})", h.host, brief(&h.message, 160)))
+        .collect();
+    if !failed.is_empty() {
+        message.push_str(". Failed: ");
+        message.push_str(&failed.join("; "));
+        let more = hosts
+            .iter()
+            .filter(|h| !h.success)
+            .count()
+            .saturating_sub(10);
+        if more > 0 {
+            message.push_str(&format!("; and {more} more (see data.hosts)"));
+        }
+    }
+}
+
+fn port_summary(hosts: &[HostAnswer<PortData>]) -> PortFleetSummary {
+    let mut s = PortFleetSummary::default();
+    for h in hosts {
+        match &h.data {
+            None => s.failed.push(h.host.clone()),
+            Some(d) => {
+                if d.is_occupied {
+                    s.occupied_on.push(h.host.clone());
+                } else {
+                    s.free_on.push(h.host.clone());
+                }
+                s.occupation_count += d.occupation_count;
+                for o in &d.owners {
+                    if s.owners.len() < 100 {
+                        s.owners.push(FleetPortOwner {
+                            host: h.host.clone(),
+                            pid: o.pid,
+                            program: o.program.clone(),
+                            socket_count: o.socket_count,
+                        });
+                    } else {
+                        s.owners_truncated = true;
+                    }
+                }
+                s.owners_truncated |= d.owners_truncated;
+            }
+        }
+    }
+    s
+}
+
+/// `Port 8080/TCP is occupied on 2 of 5 hosts: web-1 (nginx pid 90), web-3 (...); not
+/// occupied on web-2, web-4. Failed: web-5 (...)`.
+fn port_message(query: &PortQuery, data: &FleetData<PortFleetSummary, PortData>) -> String {
+    let port = format!("Port {}/{}", query.port, query.transport.upper());
+    let s = &data.summary;
+    let answered = data.host_count - data.failed_hosts;
+    let mut message = if answered == 0 {
+        format!("{port}: no host answered (of {})", data.host_count)
+    } else if s.occupied_on.is_empty() {
+        format!("{port} is not occupied on any of the {answered} answering host(s)")
+    } else {
+        let mut by_host: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for o in &s.owners {
+            by_host
+                .entry(o.host.as_str())
+                .or_default()
+                .push(format!("{} pid {}", o.program, o.pid));
+        }
+        let detail: Vec<String> = s
+            .occupied_on
+            .iter()
+            .take(20)
+            .map(|h| match by_host.get(h.as_str()) {
+                Some(list) => format!(
+                    "{h} ({})",
+                    list.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ),
+                None => format!("{h} (no process named)"),
+            })
+            .collect();
+        format!(
+            "{port} is occupied on {} of {answered} answering host(s): {}",
+            s.occupied_on.len(),
+            detail.join(", ")
+        )
+    };
+    if !s.free_on.is_empty() && !s.occupied_on.is_empty() {
+        let free: Vec<&str> = s.free_on.iter().take(20).map(String::as_str).collect();
+        message.push_str(&format!("; not occupied on {}", free.join(", ")));
+    }
+    failures(&mut message, &data.hosts);
+    message
+}
+
+const LEFT_OUT: &str = " (details left out to fit the answer; ask this host alone for them)";
+
+/// Shrinks a connections answer until it fits `budget` (see the module doc for the order).
+fn fit_connections(
+    data: &mut FleetData<FleetSummary, ConnectionsData>,
+    envelope: &Envelope<ConnectionsAnswer>,
+    budget: usize,
+) {
+    let size = |d: &FleetData<FleetSummary, ConnectionsData>| {
+        json_len(&envelope.message) + json_len(d) + 64
+    };
+    if size(data) <= budget {
+        return;
+    }
+    for h in data.hosts.iter_mut().filter_map(|h| h.data.as_mut()) {
+        h.summary.listeners_truncated |= !h.summary.listeners.is_empty();
+        h.summary.listeners.clear();
+    }
+    if size(data) <= budget {
+        return;
+    }
+    data.summary.listeners.truncate(20);
+    data.summary.listeners_truncated = data.summary.listener_count > data.summary.listeners.len();
+    for h in data.hosts.iter_mut().filter_map(|h| h.data.as_mut()) {
+        h.summary.top_programs.clear();
+        h.summary.top_remote_hosts.clear();
+    }
+    let mut i = data.hosts.len();
+    while size(data) > budget && i > 0 {
+        i -= 1;
+        let h = &mut data.hosts[i];
+        if h.data.take().is_some() {
+            h.message.push_str(LEFT_OUT);
+        }
+    }
+    if size(data) > budget {
+        data.summary.listeners.clear();
+        data.summary.listeners_truncated = data.summary.listener_count > 0;
+    }
+}
+
+/// Shrinks a port answer until it fits `budget`.
+fn fit_ports(
+    data: &mut FleetData<PortFleetSummary, PortData>,
+    envelope: &Envelope<PortAnswer>,
+    budget: usize,
+) {
+    let size =
+        |d: &FleetData<PortFleetSummary, PortData>| json_len(&envelope.message) + json_len(d) + 64;
+    if size(data) <= budget {
+        return;
+    }
+    for d in data.hosts.iter_mut().filter_map(|h| h.data.as_mut()) {
+        if d.owners.len() > 10 {
+            d.owners.truncate(10);
+            d.owners_truncated = true;
+        }
+    }
+    let mut i = data.hosts.len();
+    while size(data) > budget && i > 0 {
+        i -= 1;
+        let h = &mut data.hosts[i];
+        if h.data.take().is_some() {
+            h.message.push_str(LEFT_OUT);
+        }
+    }
+    if size(data) > budget && data.summary.owners.len() > 20 {
+        data.summary.owners.truncate(20);
+        data.summary.owners_truncated = true;
+    }
+}
