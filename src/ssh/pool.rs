@@ -34,6 +34,8 @@ struct PoolInner {
     settings: SshSettings,
     slots: StdMutex<HashMap<SlotKey, Arc<Slot>>>,
     handshakes: AtomicU64,
+    /// Output bytes (stdout + stderr) received from remote commands.
+    received: AtomicU64,
 }
 
 /// A pooled session belongs to one configuration entry (its unique name) at one port, reached
@@ -115,6 +117,7 @@ impl SshPool {
                 settings,
                 slots: StdMutex::new(HashMap::new()),
                 handshakes: AtomicU64::new(0),
+                received: AtomicU64::new(0),
             }),
         }
     }
@@ -128,6 +131,12 @@ impl SshPool {
     /// included: a repeat call on a pooled session adds none.
     pub fn handshakes(&self) -> u64 {
         self.inner.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Output bytes received from remote commands so far (what a listing cost on the wire,
+    /// before SSH compression).
+    pub fn bytes_received(&self) -> u64 {
+        self.inner.received.load(Ordering::Relaxed)
     }
 
     /// Pooled sessions that are still open (bastions included).
@@ -466,6 +475,9 @@ impl SshPool {
                         "the session closed before the command finished".into(),
                     ));
                 }
+                self.inner
+                    .received
+                    .fetch_add((stdout.len() + stderr.len()) as u64, Ordering::Relaxed);
                 out.stdout = String::from_utf8_lossy(&stdout).into_owned();
                 out.stderr = String::from_utf8_lossy(&stderr).into_owned();
                 Ok(out)

@@ -7,6 +7,9 @@
 //!   `10.X.Y.(4i+1)` on our side and `10.X.Y.(4i+2)` in the host; a host *behind* another gets
 //!   a veth pair to that host's namespace only (`10.X.Y.(128+4j+1)` / `+2`), so the bastion is
 //!   its only route: the test's namespace has no address in that subnet and no route to it.
+//! - **Nothing leaves the machine.** The claimed `/24` gets an `unreachable` route in the
+//!   test's namespace, so an address of a host behind a bastion fails at once here instead of
+//!   going out by the default route.
 //! - **Unique names.** Namespaces are `nm-fleet-<pid>-<n>-<host>`; veth ends `nf<idx>r<i>` /
 //!   `nf<idx>n<i>` (`idx` the claimed subnet's number), unique while the claim is held.
 //! - **Cleanup on drop (also on panic).** sshd processes are killed by pid (with their
@@ -78,6 +81,8 @@ pub struct Fleet {
     pub shared: PathBuf,
     dir: tempfile::TempDir,
     namespaces: Vec<String>,
+    /// The unreachable route for our subnet in the test's namespace.
+    route: Option<String>,
     claim: Option<SubnetClaim>,
 }
 
@@ -176,11 +181,17 @@ impl Fleet {
             shared,
             dir,
             namespaces: Vec::new(),
+            route: None,
             claim: Some(SubnetClaim::take()),
         };
         let claim = fleet.claim.as_ref().expect("claim");
         let [a, b, c] = claim.base();
         let idx = claim.idx;
+        // Nothing for our subnet ever leaves this machine: what no veth of ours covers (the
+        // hosts behind bastions) is unreachable from here, not sent to the default route.
+        let subnet = format!("{a}.{b}.{c}.0/24");
+        ip(&["route", "add", "unreachable", &subnet]);
+        fleet.route = Some(subnet);
         let (mut outer, mut inner) = (0u8, 0u8);
         for spec in specs {
             let netns = format!("nm-fleet-{}-{n}-{}", std::process::id(), spec.name);
@@ -430,6 +441,12 @@ impl Drop for Fleet {
             }
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(subnet) = self.route.take() {
+            let _ = Command::new("ip")
+                .args(["route", "del", "unreachable", &subnet])
                 .stderr(Stdio::null())
                 .status();
         }
