@@ -26,7 +26,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// How to list local sockets: netlink sock_diag (falling back to /proc/net), or one of them.
+    /// How to list local sockets: netlink sock_diag (falling back to /proc/net, then to parsed
+    /// ss/netstat/lsof output), or one of them.
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 
@@ -39,6 +40,8 @@ pub enum BackendArg {
     Auto,
     Netlink,
     Procfs,
+    /// ss, netstat or lsof output, parsed (what other systems use).
+    External,
 }
 
 impl From<BackendArg> for Backend {
@@ -47,6 +50,7 @@ impl From<BackendArg> for Backend {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Netlink => Backend::Netlink,
             BackendArg::Procfs => Backend::Procfs,
+            BackendArg::External => Backend::External,
         }
     }
 }

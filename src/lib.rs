@@ -4,7 +4,7 @@
 //! - [`model`]: plain data — sockets, endpoints, protocols, TCP states, owners.
 //! - [`error`]: the error type; every variant says what to do.
 //! - [`source`]: where sockets come from — netlink and `/proc/net` locally, SSH remotely.
-//! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
+//! - `owners` (Linux): socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
 //! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
@@ -25,6 +25,7 @@ pub mod http;
 pub mod mcp;
 pub mod model;
 pub mod netstat_tool;
+#[cfg(target_os = "linux")]
 pub mod owners;
 pub mod parse;
 pub mod query;

@@ -6,7 +6,9 @@
 //! never knows which one it talks to, so tests can hand it fixture data.
 
 pub mod local;
+#[cfg(target_os = "linux")]
 pub mod netlink;
+#[cfg(target_os = "linux")]
 pub mod procfs;
 pub mod remote;
 
