@@ -1,5 +1,7 @@
 //! The command line: clap options → the same queries the MCP server runs → a table or the
-//! SPEC JSON. The MCP server itself starts from `main` when no subcommand (or `serve`) is given.
+//! JSON the MCP tools return. The MCP server itself starts from `main` when no subcommand (or
+//! `serve`) is given. The options of `connections`, `summary` and `port` are the tools' own
+//! input structs (`query::input`), flattened into clap.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
