@@ -484,6 +484,51 @@ async fn mcp_reports_progress_per_finished_host() {
     assert!(text.len() <= 24 * 1024);
     raw.close_stdin();
     raw.wait().await;
+
+    // The CLI's face: a table per host, then the overall message; a port check over a glob.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(crate::support::mcp_client::bin())
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .expect("run netstat-mcp")
+    };
+    let out = cli(&["connections", "--host", "web-*", "--state", "LISTEN"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in &WEB[..3] {
+        assert!(stdout.contains(&format!("== {name}\n")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{}:22", fleet.host(name).addr)),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("Successfully obtained connections on 3 of 3 host(s)"),
+        "{stdout}"
+    );
+    let out = cli(&["port", "22", "--host", "@web", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["data"]["summary"]["occupied_on"],
+        json!(["web-1", "web-2", "web-3"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -502,6 +502,18 @@ fn fit_connections(
         data.summary.listeners.clear();
         data.summary.listeners_truncated = data.summary.listener_count > 0;
     }
+    for max in [None, Some(120)] {
+        let mut i = data.hosts.len();
+        while size(data) > budget && i > 0 {
+            i -= 1;
+            let h = &mut data.hosts[i];
+            let left_out = h.message.ends_with(LEFT_OUT);
+            h.message = first_sentence(&h.message, max);
+            if left_out {
+                h.message.push_str(LEFT_OUT);
+            }
+        }
+    }
 }
 
 /// Shrinks a port answer until it fits `budget`.
@@ -532,5 +544,237 @@ fn fit_ports(
     if size(data) > budget && data.summary.owners.len() > 20 {
         data.summary.owners.truncate(20);
         data.summary.owners_truncated = true;
+    }
+    for max in [None, Some(120)] {
+        let mut i = data.hosts.len();
+        while size(data) > budget && i > 0 {
+            i -= 1;
+            let h = &mut data.hosts[i];
+            let left_out = h.message.ends_with(LEFT_OUT);
+            h.message = first_sentence(&h.message, max);
+            if left_out {
+                h.message.push_str(LEFT_OUT);
+            }
+        }
+    }
+}
+
+/// A host's message cut to its first sentence (the answer, or what failed), then to `max`
+/// characters: the last resort for answers over many hosts.
+fn first_sentence(message: &str, max: Option<usize>) -> String {
+    let first = match message.find(". ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    match max {
+        Some(max) => brief(first, max),
+        None => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::model::{Endpoint, Owner, Protocol, Socket, TcpState};
+    use crate::query::{ConnectionsArgs, HostInfo, HostsData, PortArgs};
+    use crate::source::{BoxFuture, OwnerCoverage, RemoteSources, Source, Target, Want};
+
+    /// A host with `n` established connections and a few listeners, owned by one program.
+    struct Busy(usize);
+
+    impl Source for Busy {
+        fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>> {
+            let n = self.0;
+            Box::pin(async move {
+                let mut sockets = Vec::with_capacity(n + 3);
+                let owner = Owner {
+                    pid: 4242,
+                    program: "server".into(),
+                };
+                for port in [22, 80, 443] {
+                    let mut s = Socket::new(
+                        Protocol::Tcp,
+                        Ipv4Addr::UNSPECIFIED.into(),
+                        port,
+                        Endpoint {
+                            ip: Ipv4Addr::UNSPECIFIED.into(),
+                            port: None,
+                        },
+                    );
+                    s.state = Some(TcpState::Listen);
+                    s.owners.push(owner.clone());
+                    sockets.push(s);
+                }
+                for i in 0..n {
+                    let mut s = Socket::new(
+                        Protocol::Tcp,
+                        Ipv4Addr::new(10, 0, 0, 1).into(),
+                        443,
+                        Endpoint {
+                            ip: Ipv4Addr::new(192, 0, 2, (i % 250) as u8).into(),
+                            port: Some(1024 + (i % 60000) as u16),
+                        },
+                    );
+                    s.state = Some(TcpState::Established);
+                    s.owners.push(owner.clone());
+                    sockets.push(s);
+                }
+                sockets.retain(|s| want.admits(s));
+                Ok(Snapshot {
+                    sockets,
+                    owners: OwnerCoverage::Complete,
+                    notes: Vec::new(),
+                })
+            })
+        }
+    }
+
+    struct Fleet {
+        names: Vec<String>,
+    }
+
+    impl RemoteSources for Fleet {
+        fn lookup(&self, host: &str, _: Option<u16>) -> Result<Target, Error> {
+            if host == "down" || !self.names.iter().any(|n| n == host) {
+                return Err(Error::UnknownHost {
+                    host: host.into(),
+                    configured: Vec::new(),
+                });
+            }
+            Ok(Target {
+                host: host.into(),
+                label: format!("remote host {host}"),
+                local: false,
+                source: Arc::new(Busy(5_000)),
+            })
+        }
+
+        fn hosts(&self) -> HostsData {
+            let hosts: Vec<HostInfo> = self
+                .names
+                .iter()
+                .map(|n| HostInfo {
+                    name: n.clone(),
+                    host: n.clone(),
+                    port: 22,
+                    username: "ops".into(),
+                    auth: "agent".into(),
+                    groups: vec!["all".into()],
+                    via: Vec::new(),
+                    source: "config".into(),
+                })
+                .collect();
+            HostsData {
+                host_count: hosts.len(),
+                config: None,
+                hosts,
+            }
+        }
+
+        fn max_parallel(&self) -> usize {
+            4
+        }
+    }
+
+    fn service(hosts: usize) -> Service {
+        let mut names: Vec<String> = (0..hosts).map(|i| format!("h{i:03}")).collect();
+        names.push("down".into());
+        Service::new(Arc::new(Busy(10)), Arc::new(Fleet { names }))
+    }
+
+    fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn many_busy_hosts_fit_the_budget_with_an_exact_merged_summary() {
+        for hosts in [2, 12, 60] {
+            let service = service(hosts);
+            let q = ConnectionsArgs::from_json(&args(serde_json::json!({"host": "@all"})))
+                .unwrap()
+                .validate(Some(50))
+                .unwrap();
+            let events = Mutex::new(Vec::new());
+            let report = |e: ProgressEvent| events.lock().unwrap().push(e);
+            let env = service.connections_any(&q, &report).await.unwrap();
+            let size = json_len(&env);
+            assert!(
+                size <= super::super::ANSWER_BUDGET,
+                "{hosts} hosts: {size} bytes"
+            );
+            let Some(ConnectionsAnswer::Many(data)) = &env.data else {
+                panic!("{env:?}")
+            };
+            // `down` is in the group and fails on its own.
+            assert_eq!(data.host_count, hosts + 1);
+            assert_eq!(data.failed_hosts, 1);
+            assert!(env.success);
+            assert_eq!(data.summary.connection_count, hosts * 5_003);
+            assert_eq!(data.summary.by_state["ESTABLISHED"], hosts * 5_000);
+            assert_eq!(data.summary.listener_count, hosts * 3);
+            assert_eq!(data.summary.top_programs[0].count, 5_003);
+            // 250 remote addresses, each connected from every host.
+            assert_eq!(data.summary.top_remote_hosts.len(), TOP);
+            assert_eq!(data.summary.top_remote_hosts[0].count, hosts * 20);
+            let events = events.into_inner().unwrap();
+            assert_eq!(events.len(), hosts + 1);
+            assert_eq!(events.last().map(|e| e.done), Some(hosts + 1));
+            assert_eq!(events.iter().filter(|e| !e.ok).count(), 1);
+            // Rows shrank first: every answering host kept its summary or said it left it out.
+            for h in &data.hosts {
+                match &h.data {
+                    Some(d) => assert!(d.connections.len() < 50 || hosts == 2),
+                    None => assert!(!h.success || h.message.ends_with(LEFT_OUT), "{}", h.message),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn port_check_over_hosts_and_refusals() {
+        let service = service(3);
+        let q = PortArgs::from_json(&args(
+            serde_json::json!({"host": "h000,h001,nope", "port": 443}),
+        ))
+        .unwrap()
+        .validate(Some(20))
+        .unwrap();
+        let env = service.port_any(&q, &no_progress).await.unwrap();
+        let Some(PortAnswer::Many(data)) = &env.data else {
+            panic!("{env:?}")
+        };
+        assert_eq!(data.summary.occupied_on, ["h000", "h001"]);
+        assert_eq!(data.summary.failed, ["nope"]);
+        assert_eq!(data.summary.occupation_count, 2 * 5_001);
+        assert!(
+            env.message.starts_with(
+                "Port 443/TCP is occupied on 2 of 2 answering host(s): h000 (server pid 4242)"
+            ),
+            "{}",
+            env.message
+        );
+        assert!(json_len(&env) <= super::super::ANSWER_BUDGET);
+
+        // A cursor pages one host at a time.
+        let q = ConnectionsArgs::from_json(&args(serde_json::json!({"host": "h*", "cursor": "MXx0Y3B8MjJ8MC4wLjAuMHwwLjAuMC4wfC18MTB8MA"})))
+            .unwrap()
+            .validate(Some(50))
+            .unwrap();
+        let e = service.connections_any(&q, &no_progress).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Parameter 'cursor' pages through one host at a time"),
+            "{e}"
+        );
+        // A glob that matches nothing is the caller's error.
+        let q = ConnectionsArgs::from_json(&args(serde_json::json!({"host": "web-*"})))
+            .unwrap()
+            .validate(Some(50))
+            .unwrap();
+        let e = service.connections_any(&q, &no_progress).await.unwrap_err();
+        assert!(e.is_input(), "{e}");
     }
 }
