@@ -607,6 +607,14 @@ async fn port_checks_are_filtered_on_the_remote_side() {
         "{}",
         env.message
     );
+    // A listener whose owner the SSH user may not see is "an unknown process", never "held by
+    // the kernel" (text rows carry no inode).
+    assert!(
+        env.message.contains("occupied by: an unknown process"),
+        "{}",
+        env.message
+    );
+    assert!(!env.message.contains("kernel"), "{}", env.message);
     assert_eq!(
         remotes.profile("busy", None).unwrap().filtered,
         Some(Listing::SsFiltered)
@@ -890,6 +898,9 @@ async fn busybox_without_pid_column_and_unreadable_output_falling_through() {
         "{}",
         env.message
     );
+    // One hint, not two contradictory ones: no permission advice where none would help.
+    assert!(!env.message.contains("may not inspect"), "{}", env.message);
+    assert!(!env.message.contains("root"), "{}", env.message);
 }
 
 // ---------------------------------------------------------------------------------------------
