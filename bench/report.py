@@ -29,6 +29,10 @@ SCENARIOS = [
 ]
 
 
+
+# Where bench/remote.sh's section of BENCHMARKS.md starts.
+REMOTE_MARKER = "<!-- bench/remote.sh: remote port check -->"
+
 def port_of(addr):
     """The port of 'ip:port', '[v6]:port' or '*:port'; None for '*' or unreadable."""
     head, sep, tail = addr.rpartition(":")
@@ -260,6 +264,14 @@ def render(out, markdown):
     if ns:
         lines += targets(results[ns[-1]], ns[-1], results)
     text = "\n".join(lines).rstrip() + "\n"
+    # The remote section (bench/remote.sh) is kept as it is: it has its own generator.
+    try:
+        with open(markdown, encoding="utf-8") as fh:
+            old = fh.read()
+        if REMOTE_MARKER in old:
+            text += "\n" + old[old.index(REMOTE_MARKER):]
+    except FileNotFoundError:
+        pass
     with open(markdown, "w", encoding="utf-8") as fh:
         fh.write(text)
 
