@@ -14,6 +14,9 @@
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+//! - [`watch`]: monitoring over time — open/close events from the kernel's destroy
+//!   notifications and diffed listings (local), diffed listings over SSH (remote), and the
+//!   bounded recorder behind `serve --record`.
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
 //!   graceful shutdown — around any MCP handler.
 
@@ -28,4 +31,5 @@ pub mod owners;
 pub mod parse;
 pub mod query;
 pub mod source;
+pub mod watch;
 pub mod ssh;
