@@ -1,5 +1,5 @@
-//! The MCP server: three read-only tools over [`Service`] and [`NetstatTool`]. The only module
-//! that knows rmcp.
+//! The MCP server: five read-only tools over [`Service`], [`NetstatTool`] and
+//! [`WatchService`]. The only module that knows rmcp.
 //!
 //! [`NetstatServer`] implements rmcp's `ServerHandler` by hand rather than through typed
 //! `Parameters<T>`: a wrong JSON type (`"80"`, `80.5`) must come back as a tool result with
@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext, RoleServer, ServerInitializeError};
 use rmcp::transport::IntoTransport;
@@ -36,11 +36,15 @@ use crate::netstat_tool::{NetstatArgs, NetstatData, NetstatTool};
 use crate::query::{
     ConnectionsArgs, ConnectionsData, DEFAULT_MCP_LIMIT, Envelope, PortArgs, PortData, Service,
 };
+use crate::source::Backend;
+use crate::watch::service::{RecentArgs, RecentData, WatchArgs, WatchData, WatchService};
 
 /// The tool names, as `tools/list` shows them.
 pub const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";
 pub const CHECK_PORT_OCCUPATION: &str = "check_port_occupation";
 pub const NETSTAT: &str = "netstat";
+pub const WATCH_CONNECTIONS: &str = "watch_connections";
+pub const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
 
 /// What the server is for, sent in `initialize`.
 pub const INSTRUCTIONS: &str = "netstat-mcp answers two questions about TCP/UDP sockets (IPv4 and \
@@ -81,6 +85,99 @@ netstat binary exists, the same columns are rendered from the native socket coll
 (data.source = \"native\"). Local machine only. Prefer query_network_connections or \
 check_port_occupation for structured answers. The PID/Program column (-p) needs root to show \
 other users' processes.";
+
+const WATCH_DESCRIPTION: &str = "Watch TCP and UDP connections open and close for a few seconds \
+(duration_secs, 1-60, default 10) on this machine or a configured remote host, and return what \
+changed: opened/closed counts, the same by program and by remote host (top 10), and the newest \
+events (at most `limit`, default 50; oldest first), each with a timestamp, the socket's fields \
+(protocol, local and foreign address and port, state, pid, program) and, for a close whose open \
+was seen, its duration. Locally closes come from the kernel's sock_diag destroy notifications, so \
+even a connection that lives 1 ms is seen; a remote host is watched by comparing listings every \
+interval (default 2 s), which misses connections shorter than that. Filters as in \
+query_network_connections (proto, state, local_port, remote_port, pid, program). Sends progress \
+notifications when the request carries a progressToken; cancel the request to stop early. Use it \
+for \"what keeps connecting and dropping?\"; use recent_connection_events for the past, and \
+query_network_connections for a snapshot. Owners need root or CAP_SYS_PTRACE and \
+CAP_DAC_READ_SEARCH, as for listings.";
+
+const RECENT_DESCRIPTION: &str = "What opened and closed on this machine in the last since_secs \
+seconds (default 600), from the recorder a server started with `serve --record` keeps running: \
+opened/closed counts, the same by program and by remote host (top 10), and the newest matching \
+events (at most `limit`, default 50; oldest first), e.g. \"what connected to port 5432 in the \
+last 10 minutes?\" with local_port 5432. The recorder keeps a bounded number of events (dropping \
+the oldest; the answer says how many were dropped and whether the whole window is covered). \
+Filters as in query_network_connections. Local machine only. Without --record it returns an \
+error saying how to enable it; use watch_connections to watch live instead.";
+
+/// Inputs of `watch_connections`, for the schema only.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct WatchInput {
+    /// How long to watch, in seconds (1-60, default 10).
+    #[schemars(range(min = 1, max = 60), extend("default" = 10))]
+    duration_secs: Option<u32>,
+    /// Protocol family: tcp, udp or all (default all).
+    #[schemars(extend("default" = "all"))]
+    proto: Option<ProtoAll>,
+    /// Only sockets in this TCP state (for a close, the last state seen), any spelling as in
+    /// query_network_connections.
+    state: Option<String>,
+    /// A configured remote host, by its name or address. Omitted, localhost, 127.0.0.1 or ::1
+    /// mean this machine.
+    host: Option<String>,
+    /// SSH port of the remote host (overrides the configured one).
+    #[schemars(range(min = 1, max = 65535))]
+    ssh_port: Option<u16>,
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    local_port: Option<u16>,
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    remote_port: Option<u16>,
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    pid: Option<u32>,
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    program: Option<String>,
+    /// Milliseconds between two listings (default 250 locally, 2000 for a remote host; at
+    /// least 20, or 500 for a remote host).
+    #[schemars(range(min = 20, max = 60000))]
+    interval_ms: Option<u32>,
+    /// Return at most this many events, the newest (default 50; 0 means no limit). The counts
+    /// always cover every event.
+    #[schemars(extend("default" = 50))]
+    limit: Option<u32>,
+}
+
+/// Inputs of `recent_connection_events`, for the schema only.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RecentInput {
+    /// How far back to look, in seconds (1-604800, default 600).
+    #[schemars(range(min = 1, max = 604800), extend("default" = 600))]
+    since_secs: Option<u32>,
+    /// Protocol family: tcp, udp or all (default all).
+    #[schemars(extend("default" = "all"))]
+    proto: Option<ProtoAll>,
+    /// Only sockets in this TCP state (for a close, the last state seen).
+    state: Option<String>,
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    local_port: Option<u16>,
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    remote_port: Option<u16>,
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    pid: Option<u32>,
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    program: Option<String>,
+    /// Return at most this many events, the newest (default 50; 0 means no limit).
+    #[schemars(extend("default" = 50))]
+    limit: Option<u32>,
+}
 
 /// Inputs of `query_network_connections`, for the schema only (parsing is the query layer's).
 #[derive(JsonSchema)]
@@ -232,6 +329,22 @@ pub fn tools() -> Vec<Tool> {
             object_schema::<Envelope<NetstatData>>(true),
             false,
         ),
+        tool(
+            WATCH_CONNECTIONS,
+            "Watch connections open and close",
+            WATCH_DESCRIPTION,
+            object_schema::<WatchInput>(false),
+            object_schema::<Envelope<WatchData>>(true),
+            true,
+        ),
+        tool(
+            RECENT_CONNECTION_EVENTS,
+            "Recent connection events",
+            RECENT_DESCRIPTION,
+            object_schema::<RecentInput>(false),
+            object_schema::<Envelope<RecentData>>(true),
+            false,
+        ),
     ]
 }
 
@@ -240,16 +353,63 @@ pub fn tools() -> Vec<Tool> {
 pub struct NetstatServer {
     service: Service,
     netstat: NetstatTool,
+    watch: WatchService,
     tools: Arc<[Tool]>,
 }
 
 impl NetstatServer {
     pub fn new(service: Service) -> NetstatServer {
         NetstatServer {
+            watch: WatchService::new(service.clone(), Backend::Auto),
             service,
             netstat: NetstatTool::default(),
             tools: tools().into(),
         }
+    }
+
+    /// Uses this watch service (its local backend, and the recorder when recording).
+    pub fn with_watch(mut self, watch: WatchService) -> NetstatServer {
+        self.watch = watch;
+        self
+    }
+
+    async fn watch_connections(
+        &self,
+        args: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let query = match WatchArgs::from_json(args).and_then(|a| a.validate_window()) {
+            Ok(q) => q,
+            Err(e) => return envelope_result::<WatchData>(Err(Error::Input(e))),
+        };
+        let explicit_limit = args.get("limit").is_some_and(|v| !v.is_null());
+        let token = context.meta.get_progress_token();
+        let peer = context.peer.clone();
+        let mut progress = move |elapsed: u64, total: u64, tally: &crate::watch::Tally| {
+            let Some(token) = token.clone() else { return };
+            let param = ProgressNotificationParam::new(token, elapsed as f64)
+                .with_total(total as f64)
+                .with_message(format!(
+                    "{elapsed} of {total} s: {} opened, {} closed",
+                    tally.opened, tally.closed
+                ));
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = peer.notify_progress(param).await {
+                    tracing::debug!(cause = %e, "progress notification not sent");
+                }
+            });
+        };
+        envelope_result(self.watch.window(&query, explicit_limit, &mut progress).await)
+    }
+
+    async fn recent_events(&self, args: &JsonObject) -> CallToolResult {
+        let explicit_limit = args.get("limit").is_some_and(|v| !v.is_null());
+        let result = match RecentArgs::from_json(args).and_then(|a| a.validate()) {
+            Ok(q) => self.watch.recent(&q, explicit_limit),
+            Err(e) => Err(Error::Input(e)),
+        };
+        envelope_result::<RecentData>(result)
     }
 
     /// Uses another `netstat` runner (a different binary or timeout).
@@ -343,12 +503,14 @@ impl ServerHandler for NetstatServer {
             QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args)),
             CHECK_PORT_OCCUPATION => Box::pin(self.port(&args)),
             NETSTAT => Box::pin(self.netstat(&args)),
+            WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
+            RECENT_CONNECTION_EVENTS => Box::pin(self.recent_events(&args)),
             other => {
                 tracing::debug!(tool = %other.escape_default(), "unknown tool");
                 return Err(McpError::new(
                     ErrorCode::INVALID_PARAMS,
                     format!(
-                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}",
+                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}",
                         other.escape_default()
                     ),
                     None,
@@ -498,7 +660,8 @@ mod tests {
             assert_eq!(a.read_only_hint, Some(true));
             assert_eq!(a.destructive_hint, Some(false));
             assert_eq!(a.idempotent_hint, Some(true));
-            assert_eq!(a.open_world_hint, Some(t.name != NETSTAT), "{}", t.name);
+            let local_only = t.name == NETSTAT || t.name == RECENT_CONNECTION_EVENTS;
+            assert_eq!(a.open_world_hint, Some(!local_only), "{}", t.name);
             assert!(t.title.is_some());
         }
     }

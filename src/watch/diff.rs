@@ -153,7 +153,7 @@ impl Differ {
         for key in gone {
             if let Some(t) = self.live.remove(&key) {
                 self.remember_closed(key, now);
-                self.close(t, at, now, None, sink);
+                self.close(t, at, now, false, sink);
             }
         }
     }
@@ -172,8 +172,12 @@ impl Differ {
         }
         self.remember_closed(key, now);
         match self.live.remove(&key) {
-            Some(t) => self.close(t, at, now, Some(&socket), sink),
+            Some(t) => self.close(t, at, now, true, sink),
             None => {
+                // Queues at destroy time are leftovers (UDP reports a wrapped-around count).
+                let mut socket = socket;
+                socket.recv_queue = 0;
+                socket.send_queue = 0;
                 if (self.filter)(&socket) {
                     sink.event(Event::new(EventKind::Open, Origin::Destroy, &socket, at));
                     sink.event(Event::new(EventKind::Close, Origin::Destroy, &socket, at));
@@ -187,22 +191,19 @@ impl Differ {
         t: Tracked,
         at: SystemTime,
         now: Instant,
-        destroyed: Option<&Socket>,
+        destroyed: bool,
         sink: &mut dyn Sink,
     ) {
         if !(self.filter)(&t.socket) {
             return;
         }
-        let origin = if destroyed.is_some() {
+        let origin = if destroyed {
             Origin::Destroy
         } else {
             Origin::Dump
         };
+        // Queues are the last a listing showed: at destroy time the kernel's are leftovers.
         let mut e = Event::new(EventKind::Close, origin, &t.socket, at);
-        if let Some(d) = destroyed {
-            e.recv_queue = u32::try_from(d.recv_queue).unwrap_or(u32::MAX);
-            e.send_queue = u32::try_from(d.send_queue).unwrap_or(u32::MAX);
-        }
         e.duration_ms = Some(
             u32::try_from(now.saturating_duration_since(t.seen).as_millis()).unwrap_or(u32::MAX),
         );

@@ -12,10 +12,12 @@
 //!
 //! Engines hand events to a [`Sink`]; they never wait for a consumer.
 
+pub mod cli;
 pub mod diff;
 pub mod local;
 pub mod recorder;
 pub mod remote;
+pub mod service;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
