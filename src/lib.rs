@@ -31,5 +31,5 @@ pub mod owners;
 pub mod parse;
 pub mod query;
 pub mod source;
-pub mod watch;
 pub mod ssh;
+pub mod watch;

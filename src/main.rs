@@ -73,7 +73,8 @@ async fn main() -> ExitCode {
 async fn start_recorder(watch: &WatchService, capacity: u64) -> anyhow::Result<Arc<Recorder>> {
     let options = watch.local_options(Want::all());
     let capacity = usize::try_from(capacity)?;
-    let recorder = tokio::task::spawn_blocking(move || Recorder::start(options, capacity)).await??;
+    let recorder =
+        tokio::task::spawn_blocking(move || Recorder::start(options, capacity)).await??;
     let state = recorder.state();
     tracing::info!(
         capacity,

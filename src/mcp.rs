@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext, RoleServer, ServerInitializeError};
 use rmcp::transport::IntoTransport;
@@ -400,7 +400,11 @@ impl NetstatServer {
                 }
             });
         };
-        envelope_result(self.watch.window(&query, explicit_limit, &mut progress).await)
+        envelope_result(
+            self.watch
+                .window(&query, explicit_limit, &mut progress)
+                .await,
+        )
     }
 
     async fn recent_events(&self, args: &JsonObject) -> CallToolResult {

@@ -9,3 +9,4 @@ mod local;
 mod mcp;
 mod parse;
 mod ssh;
+mod watch;

@@ -56,7 +56,14 @@ pub struct WatchOpts {
 }
 
 const HEADER: [&str; 8] = [
-    "Time", "Event", "Proto", "Local Address", "Foreign Address", "State", "PID/Program", "Duration",
+    "Time",
+    "Event",
+    "Proto",
+    "Local Address",
+    "Foreign Address",
+    "State",
+    "PID/Program",
+    "Duration",
 ];
 const WIDTHS: [usize; 7] = [24, 5, 5, 21, 21, 11, 20];
 

@@ -350,7 +350,10 @@ mod tests {
         let mut r = Run::new(1);
         r.list(0, &[], true);
         r.destroy(10, 9, sock(3000, TcpState::Close));
-        assert_eq!(r.kinds(), vec![(Open, Destroy, 3000), (Close, Destroy, 3000)]);
+        assert_eq!(
+            r.kinds(),
+            vec![(Open, Destroy, 3000), (Close, Destroy, 3000)]
+        );
         assert_eq!(r.events[1].duration_ms, None);
         r.destroy(11, 9, sock(3000, TcpState::Close));
         assert_eq!(r.events.len(), 2, "a repeated notification is ignored");
@@ -361,7 +364,10 @@ mod tests {
         let mut r = Run::new(1);
         r.list(0, &[(2, sock(2000, TcpState::Established))], true);
         r.list(100, &[], false);
-        assert!(r.events.is_empty(), "one missed listing is within the grace");
+        assert!(
+            r.events.is_empty(),
+            "one missed listing is within the grace"
+        );
         r.list(200, &[], false);
         assert_eq!(r.kinds(), vec![(Close, Dump, 2000)]);
         // Its destroy arriving late adds nothing.
@@ -404,7 +410,14 @@ mod tests {
             (1, sock(1000, TcpState::Established)),
             (2, sock(2000, TcpState::Established)),
         ];
-        d.listing(SystemTime::UNIX_EPOCH, t0, socks, &mut owner, false, &mut sink);
+        d.listing(
+            SystemTime::UNIX_EPOCH,
+            t0,
+            socks,
+            &mut owner,
+            false,
+            &mut sink,
+        );
         assert_eq!(d.live(), 2);
         assert_eq!(events.len(), 1);
     }

@@ -233,7 +233,11 @@ impl Lister {
 
 /// Starts the engine. Returns once the first listing is in (the sockets that exist then are
 /// the baseline, not opens), or the error that kept it from starting.
-pub fn start(options: LocalOptions, filter: Filter, sink: Box<dyn Sink>) -> Result<LocalWatch, Error> {
+pub fn start(
+    options: LocalOptions,
+    filter: Filter,
+    sink: Box<dyn Sink>,
+) -> Result<LocalWatch, Error> {
     let mut lister = Lister::open(options.backend, &options.proc_root)?;
     let listing = lister.name();
     let stop = Arc::new(AtomicBool::new(false));
@@ -244,7 +248,9 @@ pub fn start(options: LocalOptions, filter: Filter, sink: Box<dyn Sink>) -> Resu
         DestroyStatus::Disabled
     } else if !matches!(lister, Lister::Netlink(_)) {
         DestroyStatus::Unavailable {
-            reason: "netlink sock_diag dumps are refused, so notifications cannot be matched to sockets".into(),
+            reason:
+                "netlink sock_diag dumps are refused, so notifications cannot be matched to sockets"
+                    .into(),
         }
     } else {
         // Subscribed before the first listing, so no close falls between the two.
@@ -359,12 +365,15 @@ fn receive(
     }
 }
 
+/// Looks up the owners of sockets seen for the first time.
+type Attach = dyn FnMut(&mut [Socket]) + Send;
+
 struct Engine {
     lister: Lister,
     differ: Differ,
     rx: Receiver<Destroyed>,
     sink: Box<dyn Sink>,
-    attach: Box<dyn FnMut(&mut [Socket]) + Send>,
+    attach: Box<Attach>,
     want: Want,
     interval: Duration,
     stop: Arc<AtomicBool>,
@@ -377,7 +386,9 @@ impl Engine {
         let mut buf = Vec::new();
         let mut next = Instant::now() + self.interval;
         while !self.stop.load(Ordering::Relaxed) {
-            let wait = next.saturating_duration_since(Instant::now()).min(STOP_POLL);
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(STOP_POLL);
             match self.rx.recv_timeout(wait) {
                 Ok(d) => {
                     self.destroyed(d);

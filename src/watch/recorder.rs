@@ -154,9 +154,8 @@ impl Recorder {
     }
 
     pub fn state(&self) -> RecorderState {
-        let (capacity, stored, dropped, total, oldest_ms) = self.with_ring(|r| {
-            (r.capacity(), r.len(), r.dropped(), r.total(), r.oldest_ms())
-        });
+        let (capacity, stored, dropped, total, oldest_ms) =
+            self.with_ring(|r| (r.capacity(), r.len(), r.dropped(), r.total(), r.oldest_ms()));
         RecorderState {
             started_ms: self.started_ms,
             capacity,

@@ -81,7 +81,11 @@ fn input(param: &str, given: String, allowed: &str) -> InputError {
 }
 
 /// Takes the integer `name` out of an MCP argument map.
-fn take_int(args: &mut Map<String, Value>, name: &str, allowed: &str) -> Result<Option<i64>, InputError> {
+fn take_int(
+    args: &mut Map<String, Value>,
+    name: &str,
+    allowed: &str,
+) -> Result<Option<i64>, InputError> {
     match args.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -91,7 +95,11 @@ fn take_int(args: &mut Map<String, Value>, name: &str, allowed: &str) -> Result<
                 _ => Err(input(name, n.to_string(), allowed)),
             },
         },
-        Some(Value::String(s)) => Err(input(name, format!("\"{}\" (a string)", s.escape_default()), allowed)),
+        Some(Value::String(s)) => Err(input(
+            name,
+            format!("\"{}\" (a string)", s.escape_default()),
+            allowed,
+        )),
         Some(other) => Err(input(name, other.to_string(), allowed)),
     }
 }
@@ -110,9 +118,15 @@ fn filters_from_json(mut args: Map<String, Value>) -> Result<ConnectionsArgs, In
 
 fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, InputError> {
     let Some(ms) = ms else { return Ok(None) };
-    let min = if remote { MIN_REMOTE_INTERVAL } else { MIN_INTERVAL };
+    let min = if remote {
+        MIN_REMOTE_INTERVAL
+    } else {
+        MIN_INTERVAL
+    };
     match u64::try_from(ms) {
-        Ok(ms) if ms >= min.as_millis() as u64 && ms <= 60_000 => Ok(Some(Duration::from_millis(ms))),
+        Ok(ms) if ms >= min.as_millis() as u64 && ms <= 60_000 => {
+            Ok(Some(Duration::from_millis(ms)))
+        }
         _ => Err(input("interval_ms", ms.to_string(), INTERVAL_ALLOWED)),
     }
 }
@@ -122,7 +136,11 @@ fn limit_arg(limit: Option<i64>) -> Result<usize, InputError> {
         None => Ok(DEFAULT_EVENT_LIMIT),
         Some(0) => Ok(usize::MAX),
         Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        Some(n) => Err(input("limit", n.to_string(), "must be an integer >= 0 (0 means no limit)")),
+        Some(n) => Err(input(
+            "limit",
+            n.to_string(),
+            "must be an integer >= 0 (0 means no limit)",
+        )),
     }
 }
 
@@ -158,9 +176,15 @@ impl WatchArgs {
     pub fn validate_cli(&self) -> Result<WatchQuery, InputError> {
         let duration = match self.duration_secs {
             None => None,
-            Some(s) => Some(Duration::from_secs(u64::try_from(s).ok().filter(|s| *s >= 1).ok_or_else(|| {
-                input("duration", s.to_string(), "must be a whole number of seconds, at least 1")
-            })?)),
+            Some(s) => Some(Duration::from_secs(
+                u64::try_from(s).ok().filter(|s| *s >= 1).ok_or_else(|| {
+                    input(
+                        "duration",
+                        s.to_string(),
+                        "must be a whole number of seconds, at least 1",
+                    )
+                })?,
+            )),
         };
         self.validate(duration)
     }
@@ -438,7 +462,11 @@ impl WatchService {
 
     /// Starts a watcher for a query; returns once its baseline listing is in. Also the
     /// target's name and label (for messages).
-    pub async fn start(&self, q: &WatchQuery, sink: Box<dyn Sink>) -> Result<(Watcher, Target), Error> {
+    pub async fn start(
+        &self,
+        q: &WatchQuery,
+        sink: Box<dyn Sink>,
+    ) -> Result<(Watcher, Target), Error> {
         let target = self.service.target(&q.filter.host, q.filter.ssh_port)?;
         let want = engine_want(&q.filter);
         let filter = engine_filter(&q.filter);
@@ -453,7 +481,8 @@ impl WatchService {
             Ok((Watcher::Local(w), target))
         } else {
             let interval = q.interval.unwrap_or(REMOTE_INTERVAL);
-            let w = super::remote::start(target.source.clone(), want, interval, filter, sink).await?;
+            let w =
+                super::remote::start(target.source.clone(), want, interval, filter, sink).await?;
             Ok((Watcher::Remote(w), target))
         }
     }
@@ -469,7 +498,9 @@ impl WatchService {
     ) -> Result<Envelope<WatchData>, Error> {
         let (sink, mut rx, dropped) = channel();
         let (watcher, target) = self.start(q, Box::new(sink)).await?;
-        let window = q.duration.unwrap_or(Duration::from_secs(DEFAULT_WINDOW_SECS));
+        let window = q
+            .duration
+            .unwrap_or(Duration::from_secs(DEFAULT_WINDOW_SECS));
         let total = window.as_secs();
         let started = tokio::time::Instant::now();
         let deadline = started + window;
@@ -485,7 +516,8 @@ impl WatchService {
             }
         };
         progress(0, total, &tally);
-        let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+        let mut ticker =
+            tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -508,7 +540,11 @@ impl WatchService {
             keep(e, &mut tally, &mut newest);
         }
         let event_count = tally.opened + tally.closed;
-        let where_ = if target.local { "local host".to_string() } else { target.label.clone() };
+        let where_ = if target.local {
+            "local host".to_string()
+        } else {
+            target.label.clone()
+        };
         let secs = started.elapsed().as_secs_f64().min(window.as_secs_f64());
         let mut message = format!(
             "Watched {where_} for {} s: {} opened, {} closed",
@@ -548,19 +584,29 @@ impl WatchService {
                 lost_events: lost,
             },
         );
-        fit(&mut envelope, |d| &mut d.events, |d| &mut d.truncated, explicit_limit);
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            explicit_limit,
+        );
         Ok(envelope)
     }
 
     /// `recent_connection_events`: what the recorder saw in the look-back.
-    pub fn recent(&self, q: &RecentQuery, explicit_limit: bool) -> Result<Envelope<RecentData>, Error> {
+    pub fn recent(
+        &self,
+        q: &RecentQuery,
+        explicit_limit: bool,
+    ) -> Result<Envelope<RecentData>, Error> {
         let Some(recorder) = &self.recorder else {
             return Err(Error::RecorderOff);
         };
         let now_ms = unix_ms(SystemTime::now());
         let since_ms = now_ms - i64::try_from(q.since.as_millis()).unwrap_or(i64::MAX / 2);
         let filter = q.filter.clone();
-        let (tally, events) = recorder.with_ring(|r| r.query(since_ms, &|s| filter.matches(s), q.limit));
+        let (tally, events) =
+            recorder.with_ring(|r| r.query(since_ms, &|s| filter.matches(s), q.limit));
         let st = recorder.state();
         let window_complete = st.started_ms <= since_ms
             && (st.dropped == 0 || st.oldest_ms.is_some_and(|o| o <= since_ms));
@@ -624,7 +670,12 @@ impl WatchService {
                 destroy_notifications: st.destroy.is_on(),
             },
         );
-        fit(&mut envelope, |d| &mut d.events, |d| &mut d.truncated, explicit_limit);
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            explicit_limit,
+        );
         Ok(envelope)
     }
 }

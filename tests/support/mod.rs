@@ -2,4 +2,5 @@
 
 pub mod mcp_client;
 pub mod net;
+pub mod netns;
 pub mod sshd;
