@@ -251,6 +251,15 @@ def render(out, markdown):
     if ns:
         lines += targets(results[ns[-1]], ns[-1], results)
     text = "\n".join(lines).rstrip() + "\n"
+    # bench/recorder.sh owns its section: keep it across runs of this report.
+    try:
+        with open(markdown, encoding="utf-8") as fh:
+            old = fh.read()
+        begin, end = old.find("<!-- recorder:begin -->"), old.find("<!-- recorder:end -->")
+        if 0 <= begin < end:
+            text += "\n" + old[begin:end + len("<!-- recorder:end -->")] + "\n"
+    except FileNotFoundError:
+        pass
     with open(markdown, "w", encoding="utf-8") as fh:
         fh.write(text)
 
