@@ -24,9 +24,18 @@ pub enum Error {
     #[error(transparent)]
     Input(#[from] InputError),
 
-    /// A remote host that is not in the configuration. The text is fixed by the SPEC.
-    #[error("Authentication config for remote host not found: {host}")]
-    UnknownHost { host: String },
+    /// A remote host that is not in the configuration. The text up to the host is fixed (clients
+    /// match it); then the configured names, so the caller can pick one.
+    #[error(
+        "Authentication config for remote host not found: {}{}",
+        crate::query::shorten(host),
+        configured_names(configured)
+    )]
+    UnknownHost {
+        host: String,
+        /// Configured host names (the first 20).
+        configured: Vec<String>,
+    },
 
     /// The netlink `sock_diag` socket failed at some stage.
     #[error("netlink sock_diag {stage} failed: {source}")]
@@ -75,6 +84,14 @@ pub enum Error {
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },
+}
+
+fn configured_names(names: &[String]) -> String {
+    if names.is_empty() {
+        "; no remote hosts are configured".to_string()
+    } else {
+        format!("; configured hosts: {}", names.join(", "))
+    }
 }
 
 impl From<crate::ssh::SshError> for Error {

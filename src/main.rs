@@ -56,7 +56,8 @@ async fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Connections(opts)) => cli::connections(&service, opts).await,
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
-        Some(Command::Hosts(opts)) => cli::hosts(remotes.config(), opts),
+        Some(Command::Summary(opts)) => cli::summary(&service, opts).await,
+        Some(Command::Hosts(opts)) => cli::hosts(&service, opts),
         Some(Command::Watch(opts)) => netstat_mcp::watch::cli::run(&watch, opts).await,
         Some(Command::Serve(args)) if args.http.is_some() => serve_http(server(), args).await,
         None | Some(Command::Serve(_)) => match mcp::serve_stdio(server()).await {

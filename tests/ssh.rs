@@ -642,7 +642,7 @@ mod remote {
             "host": "test-sshd", "port": mine.ports[0]
         })))
         .unwrap()
-        .validate()
+        .validate(None)
         .unwrap();
         let env = service.port(&port).await.unwrap();
         assert!(env.data.as_ref().unwrap().is_occupied, "{}", env.message);
@@ -743,9 +743,14 @@ mod remote {
                 Err(e) => Err(Error::Input(e)),
             };
             let err = result.expect_err(host);
+            // The host is quoted back with control characters escaped (never a raw newline
+            // in a message or log), then the configured names.
+            let shown = host.replace('\n', "\\n");
             assert_eq!(
                 err.to_string(),
-                format!("Authentication config for remote host not found: {host}"),
+                format!(
+                    "Authentication config for remote host not found: {shown}; configured hosts: test-sshd"
+                ),
                 "{host:?}"
             );
         }
@@ -958,7 +963,7 @@ mod remote {
         let v = server.check("check_port_occupation", &result);
         assert_eq!(
             v["message"],
-            "Authentication config for remote host not found: web-9"
+            "Authentication config for remote host not found: web-9; configured hosts: test-sshd"
         );
         // A refused SSH port: its own clear error.
         let closed = {

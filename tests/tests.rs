@@ -2,6 +2,7 @@
 
 mod support;
 
+mod answers;
 mod cli;
 mod http;
 mod loadgen;

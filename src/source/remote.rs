@@ -58,6 +58,7 @@ impl RemoteSources for SshRemotes {
         let Some(found) = self.config.find_host(host) else {
             return Err(Error::UnknownHost {
                 host: host.to_string(),
+                configured: Vec::new(),
             });
         };
         Ok(Target {
@@ -70,6 +71,27 @@ impl RemoteSources for SshRemotes {
                 ssh_port,
             }),
         })
+    }
+
+    fn hosts(&self) -> crate::query::HostsData {
+        let hosts: Vec<crate::query::HostInfo> = self
+            .config
+            .remote_hosts
+            .iter()
+            .map(|h| crate::query::HostInfo {
+                name: h.name.clone(),
+                host: h.host.clone(),
+                port: h.port,
+                username: h.username.clone(),
+                auth: h.auth_method(),
+                groups: Vec::new(),
+            })
+            .collect();
+        crate::query::HostsData {
+            host_count: hosts.len(),
+            config: self.config.path.as_ref().map(|p| p.display().to_string()),
+            hosts,
+        }
     }
 }
 

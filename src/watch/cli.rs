@@ -8,44 +8,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::error::Error;
-use crate::query::ConnectionsArgs;
+use crate::query::WatchArgs;
 
-use super::service::{WatchArgs, WatchService, channel};
+use super::service::{WatchService, channel};
 use super::{Event, EventKind, Tally, rfc3339_ms};
 
-/// Options of `watch`.
+/// Options of `watch`: the tool's inputs, plus the output form.
 #[derive(Debug, Args)]
 pub struct WatchOpts {
-    /// Protocol: tcp, udp or all (IPv4 and IPv6 both included).
-    #[arg(long, default_value = "all")]
-    pub proto: String,
-    /// Only sockets in this TCP state (for a close: the last state seen), e.g. LISTEN.
-    #[arg(long)]
-    pub state: Option<String>,
-    /// Only sockets with this local port.
-    #[arg(long, value_name = "PORT")]
-    pub local_port: Option<i64>,
-    /// Only sockets with this remote (foreign) port.
-    #[arg(long, value_name = "PORT")]
-    pub remote_port: Option<i64>,
-    /// Only sockets held by this process id.
-    #[arg(long)]
-    pub pid: Option<i64>,
-    /// Only sockets held by a program whose name contains this (case-insensitive).
-    #[arg(long)]
-    pub program: Option<String>,
-    /// Watch a configured remote host (name or address) by comparing its listings.
-    #[arg(long)]
-    pub host: Option<String>,
-    /// SSH port for --host, overriding the configured one.
-    #[arg(long, value_name = "PORT")]
-    pub ssh_port: Option<i64>,
-    /// Milliseconds between two listings (default 250 locally, 2000 for a remote host).
-    #[arg(long, value_name = "N")]
-    pub interval_ms: Option<i64>,
-    /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<i64>,
+    #[command(flatten)]
+    pub args: WatchArgs,
     /// One JSON object per event and line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -115,22 +87,7 @@ fn header_line() -> String {
 
 /// Runs `watch`. Exit 0 after Ctrl-C or the duration, 2 when it cannot start.
 pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
-    let args = WatchArgs {
-        filters: ConnectionsArgs {
-            proto: Some(opts.proto.clone()),
-            state: opts.state.clone(),
-            host: opts.host.clone(),
-            port: opts.ssh_port,
-            local_port: opts.local_port,
-            remote_port: opts.remote_port,
-            pid: opts.pid,
-            program: opts.program.clone(),
-            limit: None,
-        },
-        duration_secs: opts.duration,
-        interval_ms: opts.interval_ms,
-    };
-    let query = match args.validate_cli() {
+    let query = match opts.args.validate_cli() {
         Ok(q) => q,
         Err(e) => return fail(&Error::Input(e)),
     };

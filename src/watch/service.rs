@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, InputError};
-use crate::query::{ConnectionsArgs, ConnectionsQuery, Envelope, HostSpec, Service};
+use crate::query::{
+    ANSWER_BUDGET, ConnectionsQuery, Envelope, HostSpec, RecentArgs, Service, WatchArgs,
+};
 use crate::source::{Backend, Target, Want};
 
 use super::local::{DestroyStatus, LocalOptions, LocalWatch};
@@ -24,8 +25,6 @@ use super::{
     ProgramCount, REMOTE_INTERVAL, Sink, Tally, rfc3339_ms, unix_ms,
 };
 
-/// Every tool result's text stays within this many bytes with default arguments.
-pub const ANSWER_BUDGET: usize = 24 * 1024;
 /// Default and bounds of `watch_connections`' window.
 pub const DEFAULT_WINDOW_SECS: u64 = 10;
 pub const MAX_WINDOW_SECS: u64 = 60;
@@ -38,14 +37,6 @@ pub const MAX_SINCE_SECS: u64 = 7 * 24 * 3600;
 /// counted (the engine never waits).
 const CHANNEL: usize = 8192;
 
-/// Inputs of a watch (tool or CLI) as given: the connection filters plus the window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WatchArgs {
-    pub filters: ConnectionsArgs,
-    pub duration_secs: Option<i64>,
-    pub interval_ms: Option<i64>,
-}
-
 /// A validated watch.
 #[derive(Debug, Clone)]
 pub struct WatchQuery {
@@ -55,13 +46,8 @@ pub struct WatchQuery {
     pub interval: Option<Duration>,
     /// Events in the answer at most.
     pub limit: usize,
-}
-
-/// Inputs of `recent_connection_events` as given.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RecentArgs {
-    pub filters: ConnectionsArgs,
-    pub since_secs: Option<i64>,
+    /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
+    pub default_limit: bool,
 }
 
 /// A validated `recent_connection_events`.
@@ -70,6 +56,7 @@ pub struct RecentQuery {
     pub filter: ConnectionsQuery,
     pub since: Duration,
     pub limit: usize,
+    pub default_limit: bool,
 }
 
 fn input(param: &str, given: String, allowed: &str) -> InputError {
@@ -80,41 +67,9 @@ fn input(param: &str, given: String, allowed: &str) -> InputError {
     }
 }
 
-/// Takes the integer `name` out of an MCP argument map.
-fn take_int(
-    args: &mut Map<String, Value>,
-    name: &str,
-    allowed: &str,
-) -> Result<Option<i64>, InputError> {
-    match args.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(i) => Ok(Some(i)),
-            None => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-                _ => Err(input(name, n.to_string(), allowed)),
-            },
-        },
-        Some(Value::String(s)) => Err(input(
-            name,
-            format!("\"{}\" (a string)", s.escape_default()),
-            allowed,
-        )),
-        Some(other) => Err(input(name, other.to_string(), allowed)),
-    }
-}
-
 const WINDOW_ALLOWED: &str = "must be an integer number of seconds between 1 and 60";
 const INTERVAL_ALLOWED: &str = "must be an integer number of milliseconds between 20 and 60000 (500 or more for a remote host)";
 const SINCE_ALLOWED: &str = "must be an integer number of seconds between 1 and 604800 (7 days)";
-
-/// The connection filters of a map (with `ssh_port` as the synonym of `port`).
-fn filters_from_json(mut args: Map<String, Value>) -> Result<ConnectionsArgs, InputError> {
-    if let Some(v) = args.remove("ssh_port") {
-        args.insert("port".into(), v);
-    }
-    ConnectionsArgs::from_json(&args)
-}
 
 fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, InputError> {
     let Some(ms) = ms else { return Ok(None) };
@@ -124,18 +79,19 @@ fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, Input
         MIN_INTERVAL
     };
     match u64::try_from(ms) {
-        Ok(ms) if ms >= min.as_millis() as u64 && ms <= 60_000 => {
-            Ok(Some(Duration::from_millis(ms)))
+        Ok(v) if u128::from(v) >= min.as_millis() && v <= 60_000 => {
+            Ok(Some(Duration::from_millis(v)))
         }
         _ => Err(input("interval_ms", ms.to_string(), INTERVAL_ALLOWED)),
     }
 }
 
-fn limit_arg(limit: Option<i64>) -> Result<usize, InputError> {
+/// `limit` of an answer with events: (limit, whether it was the default).
+fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
     match limit {
-        None => Ok(DEFAULT_EVENT_LIMIT),
-        Some(0) => Ok(usize::MAX),
-        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Ok((DEFAULT_EVENT_LIMIT, true)),
+        Some(0) => Ok((usize::MAX, false)),
+        Some(n) if n > 0 => Ok((usize::try_from(n).unwrap_or(usize::MAX), false)),
         Some(n) => Err(input(
             "limit",
             n.to_string(),
@@ -145,18 +101,6 @@ fn limit_arg(limit: Option<i64>) -> Result<usize, InputError> {
 }
 
 impl WatchArgs {
-    /// Reads an MCP call's arguments.
-    pub fn from_json(args: &Map<String, Value>) -> Result<WatchArgs, InputError> {
-        let mut args = args.clone();
-        let duration_secs = take_int(&mut args, "duration_secs", WINDOW_ALLOWED)?;
-        let interval_ms = take_int(&mut args, "interval_ms", INTERVAL_ALLOWED)?;
-        Ok(WatchArgs {
-            filters: filters_from_json(args)?,
-            duration_secs,
-            interval_ms,
-        })
-    }
-
     /// Validates for the tool: a window of 1-60 s (default 10), at most `limit` events
     /// (default 50).
     pub fn validate_window(&self) -> Result<WatchQuery, InputError> {
@@ -168,7 +112,7 @@ impl WatchArgs {
                 .ok_or_else(|| input("duration_secs", s.to_string(), WINDOW_ALLOWED))?,
         };
         let mut q = self.validate(Some(Duration::from_secs(secs)))?;
-        q.limit = limit_arg(self.filters.limit)?;
+        (q.limit, q.default_limit) = limit_arg(self.limit)?;
         Ok(q)
     }
 
@@ -190,40 +134,19 @@ impl WatchArgs {
     }
 
     fn validate(&self, duration: Option<Duration>) -> Result<WatchQuery, InputError> {
-        let filters = ConnectionsArgs {
-            limit: None,
-            ..self.filters.clone()
-        };
-        let filter = filters.validate(None)?;
+        let filter = self.filters().validate(None)?;
         let remote = matches!(filter.host, HostSpec::Remote(_));
         Ok(WatchQuery {
             interval: interval_arg(self.interval_ms, remote)?,
             filter,
             duration,
             limit: usize::MAX,
+            default_limit: false,
         })
     }
 }
 
 impl RecentArgs {
-    pub fn from_json(args: &Map<String, Value>) -> Result<RecentArgs, InputError> {
-        let mut args = args.clone();
-        let since_secs = take_int(&mut args, "since_secs", SINCE_ALLOWED)?;
-        for remote_only in ["host", "port", "ssh_port"] {
-            if args.get(remote_only).is_some_and(|v| !v.is_null()) {
-                return Err(input(
-                    remote_only,
-                    "given".into(),
-                    "is not accepted: the recorder watches the machine the server runs on",
-                ));
-            }
-        }
-        Ok(RecentArgs {
-            filters: filters_from_json(args)?,
-            since_secs,
-        })
-    }
-
     pub fn validate(&self) -> Result<RecentQuery, InputError> {
         let since = match self.since_secs {
             None => DEFAULT_SINCE_SECS,
@@ -232,14 +155,12 @@ impl RecentArgs {
                 .filter(|s| (1..=MAX_SINCE_SECS).contains(s))
                 .ok_or_else(|| input("since_secs", s.to_string(), SINCE_ALLOWED))?,
         };
-        let filters = ConnectionsArgs {
-            limit: None,
-            ..self.filters.clone()
-        };
+        let (limit, default_limit) = limit_arg(self.limit)?;
         Ok(RecentQuery {
-            filter: filters.validate(None)?,
+            filter: self.filters().validate(None)?,
             since: Duration::from_secs(since),
-            limit: limit_arg(self.filters.limit)?,
+            limit,
+            default_limit,
         })
     }
 }
@@ -248,6 +169,7 @@ impl RecentArgs {
 fn engine_want(q: &ConnectionsQuery) -> Want {
     Want {
         states: crate::model::StateSet::ALL,
+        udp_states: crate::model::StateSet::ALL,
         owners: true,
         ..q.want()
     }
@@ -399,7 +321,7 @@ fn fit<T: Serialize>(
         return;
     }
     loop {
-        let size = serde_json::to_vec(&envelope).map_or(0, |v| v.len());
+        let size = crate::query::answer::json_len(&*envelope);
         let Some(data) = envelope.data.as_mut() else {
             return;
         };
@@ -493,7 +415,6 @@ impl WatchService {
     pub async fn window(
         &self,
         q: &WatchQuery,
-        explicit_limit: bool,
         progress: &mut (dyn FnMut(u64, u64, &Tally) + Send),
     ) -> Result<Envelope<WatchData>, Error> {
         let (sink, mut rx, dropped) = channel();
@@ -588,17 +509,13 @@ impl WatchService {
             &mut envelope,
             |d| &mut d.events,
             |d| &mut d.truncated,
-            explicit_limit,
+            !q.default_limit,
         );
         Ok(envelope)
     }
 
     /// `recent_connection_events`: what the recorder saw in the look-back.
-    pub fn recent(
-        &self,
-        q: &RecentQuery,
-        explicit_limit: bool,
-    ) -> Result<Envelope<RecentData>, Error> {
+    pub fn recent(&self, q: &RecentQuery) -> Result<Envelope<RecentData>, Error> {
         let Some(recorder) = &self.recorder else {
             return Err(Error::RecorderOff);
         };
@@ -674,7 +591,7 @@ impl WatchService {
             &mut envelope,
             |d| &mut d.events,
             |d| &mut d.truncated,
-            explicit_limit,
+            !q.default_limit,
         );
         Ok(envelope)
     }

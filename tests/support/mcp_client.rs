@@ -52,10 +52,16 @@ impl Server {
     /// Starts `netstat-mcp <args>` with extra environment variables.
     pub async fn start_with(args: &[&str], env: &[(&str, OsString)]) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.args(args).kill_on_drop(true);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Server::start_command(cmd).await
+    }
+
+    /// Starts the server with a command of the test's own (e.g. `ip netns exec NS netstat-mcp`).
+    pub async fn start_command(mut cmd: Command) -> Server {
+        cmd.kill_on_drop(true);
         let transport = TokioChildProcess::new(cmd).expect("spawn netstat-mcp");
         let client = within("initialize", ().serve(transport))
             .await
@@ -92,6 +98,21 @@ impl Server {
             params = params.with_arguments(map);
         }
         within(name, self.client.call_tool(params)).await
+    }
+
+    /// Calls a tool, checks the result as [`Server::call`] does, and also returns the size in
+    /// bytes of its text block (what a client hands to the model).
+    pub async fn call_sized(&self, name: &str, args: Value) -> (Value, usize) {
+        let result = self
+            .call_raw(name, args.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}({args}) failed at the JSON-RPC level: {e}"));
+        let size = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map_or(0, |t| t.text.len());
+        (self.check(name, &result), size)
     }
 
     /// Calls a tool and checks the result's shape: `structuredContent` validates against the

@@ -3,4 +3,5 @@
 pub mod mcp_client;
 pub mod net;
 pub mod netns;
+pub mod quiet_ns;
 pub mod sshd;
