@@ -547,3 +547,63 @@ fn remote_watch_sees_connections_open_and_close_on_the_remote_host() {
         "the summary names the remote host: {summary}"
     );
 }
+
+/// Results validate against the tools' output schemas (checked by `Server::call`), and bad
+/// inputs are tool errors naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_tools_answer_within_their_schemas() {
+    use crate::support::mcp_client::Server;
+    let held = crate::support::net::tcp_listener("127.0.0.1");
+    let port = held.local_addr().expect("addr").port();
+    let server = Server::start_with(&["serve", "--record", "--record-capacity", "1000"], &[]).await;
+    let watched = server
+        .call(
+            "watch_connections",
+            json!({"duration_secs": 1, "local_port": port}),
+        )
+        .await;
+    assert_eq!(watched["success"], true, "{watched}");
+    assert_eq!(watched["data"]["event_count"], 0, "{watched}");
+    let recent = server
+        .call(
+            "recent_connection_events",
+            json!({"local_port": port, "since_secs": 60}),
+        )
+        .await;
+    assert_eq!(recent["success"], true, "{recent}");
+    assert_eq!(recent["data"]["capacity"], 1000);
+    for (tool, args, needle) in [
+        (
+            "watch_connections",
+            json!({"duration_secs": 61}),
+            "'duration_secs'",
+        ),
+        (
+            "watch_connections",
+            json!({"duration_secs": "5"}),
+            "'duration_secs'",
+        ),
+        (
+            "watch_connections",
+            json!({"interval_ms": 1}),
+            "'interval_ms'",
+        ),
+        (
+            "recent_connection_events",
+            json!({"since_secs": -1}),
+            "'since_secs'",
+        ),
+        (
+            "recent_connection_events",
+            json!({"host": "web-1"}),
+            "'host'",
+        ),
+    ] {
+        let answer = server.call(tool, args.clone()).await;
+        assert_eq!(answer["success"], false, "{tool}({args})");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{tool}({args}): {message}");
+    }
+    server.stop().await;
+    drop(held);
+}

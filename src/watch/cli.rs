@@ -108,7 +108,7 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
         target.label.clone()
     };
     eprintln!(
-        "netstat-mcp: watching {where_} ({}); Ctrl-C to stop",
+        "netstat-mcp: watching {where_}. {}. Ctrl-C to stop",
         watcher.destroy().describe(watcher.interval())
     );
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

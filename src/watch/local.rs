@@ -62,16 +62,16 @@ impl DestroyStatus {
         let ms = interval.as_millis();
         match self {
             DestroyStatus::On => {
-                "closes come from the kernel's destroy notifications, so even very short connections are seen".into()
+                "Closes come from the kernel's destroy notifications, so even very short connections are seen".into()
             }
             DestroyStatus::Disabled => format!(
-                "destroy notifications are turned off: closes come from listings every {ms} ms only, so connections shorter than that are missed"
+                "Destroy notifications are turned off: closes come from listings every {ms} ms only, so connections shorter than that are missed"
             ),
             DestroyStatus::Unavailable { reason } => format!(
-                "destroy notifications are unavailable ({reason}): closes come from listings every {ms} ms only, so connections shorter than that are missed; {DESTROY_HINT}"
+                "Destroy notifications are unavailable ({reason}): closes come from listings every {ms} ms only, so connections shorter than that are missed; {DESTROY_HINT}"
             ),
             DestroyStatus::Remote => format!(
-                "a remote host is watched by comparing listings every {ms} ms, so connections that open and close between two listings are not seen"
+                "A remote host is watched by comparing listings every {ms} ms, so connections that open and close between two listings are not seen"
             ),
         }
     }

@@ -165,6 +165,11 @@ impl RecentArgs {
     }
 }
 
+/// A count with thousands separators, as messages print counts.
+fn n(count: u64) -> String {
+    crate::query::answer::thousands(usize::try_from(count).unwrap_or(usize::MAX))
+}
+
 /// What the engines list: the query's transports and local port, every state.
 fn engine_want(q: &ConnectionsQuery) -> Want {
     Want {
@@ -470,13 +475,14 @@ impl WatchService {
         let mut message = format!(
             "Watched {where_} for {} s: {} opened, {} closed",
             window.as_secs(),
-            tally.opened,
-            tally.closed
+            n(tally.opened),
+            n(tally.closed)
         );
         if (newest.len() as u64) < event_count {
             message.push_str(&format!(
-                " (showing the newest {} of {event_count} events; pass a larger limit or narrow the filters)",
-                newest.len()
+                " (showing the newest {} of {} events; pass a larger limit or narrow the filters)",
+                n(newest.len() as u64),
+                n(event_count)
             ));
         }
         message.push_str(". ");
@@ -531,13 +537,14 @@ impl WatchService {
         let mut message = format!(
             "In the last {} s on local host: {} opened, {} closed",
             q.since.as_secs(),
-            tally.opened,
-            tally.closed
+            n(tally.opened),
+            n(tally.closed)
         );
         if (events.len() as u64) < event_count {
             message.push_str(&format!(
-                " (showing the newest {} of {event_count} events; pass a larger limit or narrow the filters)",
-                events.len()
+                " (showing the newest {} of {} events; pass a larger limit or narrow the filters)",
+                n(events.len() as u64),
+                n(event_count)
             ));
         }
         if !window_complete {
@@ -552,7 +559,7 @@ impl WatchService {
                 message.push_str(&format!(
                     ". The ring (capacity {}) is full and has dropped {} older event(s): it holds events since {} only; start the server with a larger --record-capacity",
                     st.capacity,
-                    st.dropped,
+                    n(st.dropped),
                     st.oldest_ms.map(rfc3339_ms).unwrap_or_default()
                 ));
             }
@@ -594,5 +601,227 @@ impl WatchService {
             !q.default_limit,
         );
         Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Owner, Protocol, Socket, TcpState};
+    use crate::watch::{EventKind, Origin};
+    use std::time::UNIX_EPOCH;
+
+    /// The largest event a source can produce in practice: IPv6 addresses of full length,
+    /// a program name of 64 characters that all need escaping, every number at its maximum.
+    fn worst_event(i: u16) -> Event {
+        let ip: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let mut s = Socket::new(
+            Protocol::Tcp6,
+            ip,
+            65535 - i,
+            Endpoint {
+                ip,
+                port: Some(65535),
+            },
+        );
+        s.state = Some(TcpState::Established);
+        s.recv_queue = u64::from(u32::MAX);
+        s.send_queue = u64::from(u32::MAX);
+        s.uid = Some(u32::MAX);
+        s.owners.push(Owner {
+            pid: u32::MAX,
+            program: Arc::from("\u{1}".repeat(60) + &i.to_string()),
+        });
+        let mut e = Event::new(EventKind::Close, Origin::Destroy, &s, UNIX_EPOCH);
+        e.time_ms = 4_102_444_799_999;
+        e.duration_ms = Some(u32::MAX);
+        e
+    }
+
+    fn worst_watch_answer(events: usize) -> Envelope<WatchData> {
+        let mut tally = Tally::default();
+        let mut list = Vec::new();
+        for i in 0..events {
+            let mut e = worst_event(i as u16);
+            // Distinct remote hosts and programs fill both tops.
+            e.foreign_ip = std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, i as u16,
+            ));
+            tally.add(&e);
+            list.push(e.json());
+        }
+        Envelope::ok(
+            "Watched remote host some-long-host-name-of-a-fleet (fd00:ffff:ffff:ffff::1) for 60 s: 4,294,967,295 opened, 4,294,967,295 closed (showing the newest 50 of 8,589,934,590 events; pass a larger limit or narrow the filters). A remote host is watched by comparing listings every 60000 ms, so connections that open and close between two listings are not seen. 18446744073709551615 event(s) could not be delivered (queue overrun), so the counts are lower bounds".into(),
+            WatchData {
+                host: "some-long-host-name-of-a-fleet".into(),
+                duration_secs: 60.0,
+                interval_ms: 60_000,
+                destroy_notifications: false,
+                opened: u64::MAX,
+                closed: u64::MAX,
+                by_program: tally.top_programs(),
+                by_remote_host: tally.top_hosts(),
+                event_count: u64::MAX,
+                truncated: true,
+                events: list,
+                lost_events: u64::MAX,
+            },
+        )
+    }
+
+    #[test]
+    fn default_answers_fit_the_budget_even_with_the_largest_events() {
+        let mut envelope = worst_watch_answer(DEFAULT_EVENT_LIMIT);
+        let before = crate::query::answer::json_len(&envelope);
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            false,
+        );
+        let after = crate::query::answer::json_len(&envelope);
+        assert!(after <= ANSWER_BUDGET, "{before} -> {after} bytes");
+        let data = envelope.data.as_ref().unwrap();
+        assert!(data.truncated);
+        assert!(
+            !data.events.is_empty(),
+            "only as many events as needed are left out"
+        );
+        assert_eq!(data.by_program.len(), crate::watch::TOP);
+        // The newest events are the ones kept.
+        assert_eq!(data.events.last().unwrap().local_port, 65535 - 49);
+
+        // An explicit limit is honoured even past the budget.
+        let mut explicit = worst_watch_answer(DEFAULT_EVENT_LIMIT);
+        fit(&mut explicit, |d| &mut d.events, |d| &mut d.truncated, true);
+        assert_eq!(explicit.data.unwrap().events.len(), DEFAULT_EVENT_LIMIT);
+    }
+
+    /// Typical events (IPv4, short program names): 50 of them fit without cutting.
+    #[test]
+    fn fifty_ordinary_events_fit_whole() {
+        let mut envelope = worst_watch_answer(DEFAULT_EVENT_LIMIT);
+        if let Some(d) = envelope.data.as_mut() {
+            for e in &mut d.events {
+                e.local_ip = "10.0.0.1".parse().unwrap();
+                e.foreign_ip = "192.168.100.200".parse().unwrap();
+                e.program = Some(Arc::from("postgres"));
+            }
+        }
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            false,
+        );
+        assert_eq!(envelope.data.unwrap().events.len(), DEFAULT_EVENT_LIMIT);
+    }
+
+    fn watch(args: serde_json::Value) -> Result<WatchQuery, String> {
+        let map = args.as_object().cloned().unwrap_or_default();
+        WatchArgs::from_json(&map)
+            .and_then(|a| a.validate_window())
+            .map_err(|e| e.to_string())
+    }
+
+    fn recent(args: serde_json::Value) -> Result<RecentQuery, String> {
+        let map = args.as_object().cloned().unwrap_or_default();
+        RecentArgs::from_json(&map)
+            .and_then(|a| a.validate())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_inputs_name_the_parameter_and_the_allowed_values() {
+        use serde_json::json;
+        let cases = [
+            (
+                watch(json!({"duration_secs": 0})).err(),
+                "'duration_secs'",
+                "between 1 and 60",
+            ),
+            (
+                watch(json!({"duration_secs": 61})).err(),
+                "'duration_secs'",
+                "between 1 and 60",
+            ),
+            (
+                watch(json!({"duration_secs": "5"})).err(),
+                "'duration_secs'",
+                "1",
+            ),
+            (
+                watch(json!({"interval_ms": 5})).err(),
+                "'interval_ms'",
+                "between 20 and 60000",
+            ),
+            (
+                watch(json!({"interval_ms": 100, "host": "web-1"})).err(),
+                "'interval_ms'",
+                "500 or more",
+            ),
+            (
+                watch(json!({"limit": -1})).err(),
+                "'limit'",
+                "0 means no limit",
+            ),
+            (
+                watch(json!({"proto": "icmp"})).err(),
+                "'proto'",
+                "tcp, udp, all",
+            ),
+            (
+                watch(json!({"state": "ESTAB", "proto": "udp"})).err(),
+                "'state'",
+                "TCP only",
+            ),
+            (
+                watch(json!({"ssh_port": 22})).err(),
+                "'ssh_port'",
+                "remote host",
+            ),
+            (
+                watch(json!({"port": 22})).err(),
+                "unknown parameter 'port'",
+                "duration_secs",
+            ),
+            (
+                recent(json!({"since_secs": 0})).err(),
+                "'since_secs'",
+                "604800",
+            ),
+            (
+                recent(json!({"host": "web-1"})).err(),
+                "unknown parameter 'host'",
+                "since_secs",
+            ),
+            (
+                recent(json!({"local_port": 70000})).err(),
+                "'local_port'",
+                "65535",
+            ),
+        ];
+        for (i, (err, needle1, needle2)) in cases.into_iter().enumerate() {
+            let msg = err.unwrap_or_else(|| panic!("case {i} must be refused"));
+            assert!(
+                msg.contains(needle1) && msg.contains(needle2),
+                "case {i}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        use serde_json::json;
+        let q = watch(json!({})).unwrap();
+        assert_eq!(q.duration, Some(Duration::from_secs(10)));
+        assert_eq!((q.limit, q.default_limit), (50, true));
+        assert_eq!(q.interval, None);
+        let q = watch(json!({"limit": 0, "duration_secs": 60, "interval_ms": 20})).unwrap();
+        assert_eq!((q.limit, q.default_limit), (usize::MAX, false));
+        assert_eq!(q.interval, Some(Duration::from_millis(20)));
+        let r = recent(json!({"local_port": 5432})).unwrap();
+        assert_eq!(r.since, Duration::from_secs(600));
+        assert_eq!(r.filter.local_port, Some(5432));
     }
 }
