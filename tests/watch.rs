@@ -607,3 +607,42 @@ async fn watch_tools_answer_within_their_schemas() {
     server.stop().await;
     drop(held);
 }
+
+/// The table form: a header, then one aligned line per event; `--duration` ends it with the
+/// summary on stderr.
+#[test]
+fn watch_prints_a_table_until_its_duration() {
+    let ns = NetNs::new("wtable");
+    let mut child = ns
+        .command(bin())
+        .args(["watch", "--proto", "tcp", "--duration", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = stderr.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("watching local host"), "{first}");
+    let listener = ns.run(|| TcpListener::bind(("127.0.0.1", PORT)).expect("bind"));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read stdout");
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    assert!(child.wait().expect("wait").success());
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("Time") && header.contains("Foreign Address"),
+        "{header}"
+    );
+    assert!(
+        lines.any(|l| l.contains(" open ")
+            && l.contains(&format!("127.0.0.1:{PORT}"))
+            && l.contains("LISTEN")),
+        "no open line for the listener in:\n{out}"
+    );
+    let summary = rest.last().cloned().unwrap_or_default();
+    assert!(summary.contains("1 opened"), "{summary}");
+    drop(listener);
+}

@@ -454,3 +454,30 @@ impl Engine {
             .destroyed(d.key, d.socket, d.at, d.now, &mut *self.sink);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_subscription_says_what_is_missed_and_what_is_needed() {
+        let interval = Duration::from_millis(250);
+        let text = DestroyStatus::Unavailable {
+            reason: "netlink sock_diag subscribe to destroy notifications failed: Operation not permitted".into(),
+        }
+        .describe(interval);
+        assert!(text.contains("Operation not permitted"), "{text}");
+        assert!(text.contains("every 250 ms"), "{text}");
+        assert!(text.contains("shorter than that are missed"), "{text}");
+        assert!(
+            text.contains("CAP_NET_ADMIN") && text.contains("4.9"),
+            "{text}"
+        );
+        assert!(
+            DestroyStatus::On
+                .describe(interval)
+                .contains("destroy notifications")
+        );
+        assert!(!DestroyStatus::Disabled.is_on());
+    }
+}
