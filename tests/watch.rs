@@ -451,58 +451,62 @@ async fn recorder_storm_drops_the_oldest_in_bounded_memory() {
     loop {
         id += 1;
         let data = recent(&mut raw, id, args.clone()).await;
-        if total_recorded(&data) >= 8000 {
+        if data["stored_events"] == CAPACITY {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "first burst not recorded: {data}"
-        );
+        assert!(Instant::now() < deadline, "the ring did not fill: {data}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_full = rss_kib(pid);
-    // A storm five times larger.
+    // A storm five times larger, then the listener's close: once that is recorded, so is
+    // everything before it.
     reset_connections(&ns, listener.clone(), 10_000);
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let data = loop {
         id += 1;
-        let data = recent(&mut raw, id, args.clone()).await;
-        if total_recorded(&data) >= 48_000 {
+        let data = recent(
+            &mut raw,
+            id,
+            json!({"since_secs": 600, "local_port": PORT, "limit": 1}),
+        )
+        .await;
+        if data["events"]
+            .as_array()
+            .is_some_and(|ev| ev.iter().any(|e| is_listener_event(e, "close")))
+        {
             break data;
         }
-        assert!(
-            Instant::now() < deadline + Duration::from_secs(60),
-            "storm not recorded: {data}"
-        );
+        assert!(Instant::now() < deadline, "storm not recorded: {data}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let rss_storm = rss_kib(pid);
+    let total = total_recorded(&data);
     eprintln!(
-        "recorder storm: capacity {CAPACITY}, {} events recorded, {} dropped; RSS {rss_full} KiB when full, {rss_storm} KiB after the storm",
-        total_recorded(&data),
+        "recorder storm: capacity {CAPACITY}, {total} events recorded (48,001 made), {} dropped; RSS {rss_full} KiB when full, {rss_storm} KiB after the storm",
         data["dropped_events"]
     );
     assert_eq!(data["stored_events"], CAPACITY, "{data}");
     assert_eq!(data["capacity"], CAPACITY);
-    assert!(
-        data["dropped_events"].as_u64().unwrap_or(0) >= 46_000,
-        "{data}"
-    );
+    // 48,001 events made (the listener's close too); a busy machine may lose a few
+    // notifications, which the answer reports rather than hides.
+    assert!(total >= 40_000 && total <= 48_001, "{data}");
     assert_eq!(data["window_complete"], false);
-    let message = raw
+    let answer = raw
         .call_tool(id + 1, "recent_connection_events", args.clone())
         .await;
-    assert!(
-        message["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("dropped"),
-        "{message}"
-    );
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(message.contains("has dropped"), "{message}");
+    if total < 48_001 {
+        assert!(
+            message.contains("were lost"),
+            "lost events must be reported: {message}"
+        );
+    }
     assert!(
         rss_storm <= rss_full + 16 * 1024,
         "RSS grew from {rss_full} KiB to {rss_storm} KiB under the storm"
     );
-    drop(listener);
 }
 
 #[test]

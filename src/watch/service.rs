@@ -568,7 +568,7 @@ impl WatchService {
         message.push_str(&st.destroy.describe(st.interval));
         if st.lost_notifications > 0 {
             message.push_str(&format!(
-                ". {} destroy notification(s) were lost since the recorder started (kernel queue overrun)",
+                ". Destroy notifications were lost {} time(s) since the recorder started (kernel queue overrun or a full queue), so counts are lower bounds",
                 st.lost_notifications
             ));
         }
