@@ -7,7 +7,7 @@
 //! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
-//! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
+//! - [`mcp`]: the MCP server: six read-only tools over the services; the only module
 //!   that knows rmcp.
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
