@@ -85,14 +85,15 @@ impl WatchProcess {
         None
     }
 
-    /// Waits (at most 30 s) until an event matches `pred`.
+    /// Waits (at most 60 s: a remote listing on a loaded machine can take seconds) until an
+    /// event matches `pred`.
     fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(e) = self.events.lock().unwrap().iter().find(|e| pred(e)) {
                 return e.clone();
             }
-            assert!(Instant::now() < deadline, "no {what} event within 30 s");
+            assert!(Instant::now() < deadline, "no {what} event within 60 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
