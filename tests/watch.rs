@@ -329,9 +329,14 @@ async fn watch_connections_over_stdio_reports_progress_counts_and_stops_on_cance
         "params": {"requestId": 2, "reason": "test"}
     }))
     .await;
+    let cancelled = Instant::now();
     assert!(
         eventually(Duration::from_secs(10), || watch_threads(pid) == 0).await,
         "the watch engine kept running after the cancellation"
+    );
+    eprintln!(
+        "watch_connections: engine threads gone {} ms after the cancellation",
+        cancelled.elapsed().as_millis()
     );
     let answer = raw
         .call_tool(3, "recent_connection_events", json!({"since_secs": 60}))
