@@ -177,9 +177,13 @@ import sys
 path, section = sys.argv[1:]
 MARKER = "<!-- bench/remote.sh: remote port check -->"
 text = open(path, encoding="utf-8").read() if __import__("os").path.exists(path) else ""
+rest = ""
 if MARKER in text:
-    text = text[:text.index(MARKER)]
-text = text.rstrip() + "\n\n" + open(section, encoding="utf-8").read()
+    start = text.index(MARKER)
+    later = text.find("<!-- recorder:begin -->", start)
+    rest = "\n" + text[later:] if later >= 0 else ""
+    text = text[:start]
+text = text.rstrip() + "\n\n" + open(section, encoding="utf-8").read() + rest
 open(path, "w", encoding="utf-8").write(text)
 PY
 log "wrote the remote section of $ROOT/BENCHMARKS.md (raw results in $OUT)"

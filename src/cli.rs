@@ -72,6 +72,9 @@ pub enum Command {
     /// List the configured remote hosts (name, address, SSH port, user, auth method, groups;
     /// never a secret).
     Hosts(HostsOpts),
+    /// Print connections as they open and close (a table line, or JSON per line with --json),
+    /// until Ctrl-C or --duration; then a summary on stderr.
+    Watch(crate::watch::cli::WatchOpts),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +109,14 @@ pub struct ServeArgs {
     /// `http://localhost:6274`). Repeatable. Requests without an Origin header are not affected.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
     pub allow_origin: Vec<String>,
+    /// Keep a watcher running and remember this machine's connection events (opens and
+    /// closes) for the recent_connection_events tool.
+    #[arg(long)]
+    pub record: bool,
+    /// How many events the recorder keeps (the oldest are dropped first); 104 bytes each.
+    #[arg(long, value_name = "N", requires = "record", default_value_t = crate::watch::recorder::DEFAULT_CAPACITY as u64,
+          value_parser = clap::value_parser!(u64).range(1..=crate::watch::recorder::MAX_CAPACITY as u64))]
+    pub record_capacity: u64,
 }
 
 impl ServeArgs {

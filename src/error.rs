@@ -84,6 +84,12 @@ pub enum Error {
         source: std::sync::Arc<crate::config::ConfigError>,
     },
 
+    /// `recent_connection_events` on a server started without the recorder.
+    #[error(
+        "The connection recorder is off, so there are no recent events to show. Start the server with `netstat-mcp serve --record` (stdio or --http; --record-capacity N sets how many events are kept, default 100000) to record every open and close on this machine; meanwhile watch_connections watches live for up to 60 s"
+    )]
+    RecorderOff,
+
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },
@@ -106,6 +112,9 @@ impl From<crate::ssh::SshError> for Error {
 impl Error {
     /// Whether the error is the caller's fault (bad input or unknown host).
     pub fn is_input(&self) -> bool {
-        matches!(self, Error::Input(_) | Error::UnknownHost { .. })
+        matches!(
+            self,
+            Error::Input(_) | Error::UnknownHost { .. } | Error::RecorderOff
+        )
     }
 }

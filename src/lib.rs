@@ -7,13 +7,16 @@
 //! - `owners` (Linux): socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
-//! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
+//! - [`mcp`]: the MCP server: six read-only tools over the services; the only module
 //!   that knows rmcp.
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+//! - [`watch`]: monitoring over time — open/close events from the kernel's destroy
+//!   notifications and diffed listings (local), diffed listings over SSH (remote), and the
+//!   bounded recorder behind `serve --record`.
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
 //!   graceful shutdown — around any MCP handler.
 
@@ -31,3 +34,4 @@ pub mod parse;
 pub mod query;
 pub mod source;
 pub mod ssh;
+pub mod watch;

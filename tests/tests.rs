@@ -11,3 +11,4 @@ mod local;
 mod mcp;
 mod parse;
 mod ssh;
+mod watch;

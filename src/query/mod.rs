@@ -26,7 +26,7 @@ pub use answer::{ANSWER_BUDGET, OWNER_HINT};
 pub use fleet::{Progress, ProgressEvent, no_progress};
 pub use input::{
     ConnectionsArgs, ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs,
-    PortArgs, PortQuery, ProtoFilter,
+    PortArgs, PortQuery, ProtoFilter, RecentArgs, WatchArgs,
 };
 pub use output::{
     ConnectionRow, ConnectionsAnswer, ConnectionsData, Envelope, FilterEcho, FleetData,

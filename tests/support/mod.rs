@@ -3,5 +3,6 @@
 pub mod fleet;
 pub mod mcp_client;
 pub mod net;
+pub mod netns;
 pub mod quiet_ns;
 pub mod sshd;
