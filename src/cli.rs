@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::error::{Error, InputError};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, Envelope, HostsData, OwnerDetails, PortArgs, PortData,
-    RowOwners, RowPlace, Service,
+    ConnectionsAnswer, ConnectionsArgs, ConnectionsData, Envelope, HostsData, OwnerDetails,
+    PortAnswer, PortArgs, PortData, RowOwners, RowPlace, Service,
 };
 use crate::source::Backend;
 
@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// How to list local sockets: netlink sock_diag (falling back to /proc/net), or one of them.
+    /// How to list local sockets: netlink sock_diag (falling back to /proc/net, then to parsed
+    /// ss/netstat/lsof output), or one of them.
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 
@@ -41,6 +42,8 @@ pub enum BackendArg {
     Auto,
     Netlink,
     Procfs,
+    /// ss, netstat or lsof output, parsed (what other systems use).
+    External,
 }
 
 impl From<BackendArg> for Backend {
@@ -49,6 +52,7 @@ impl From<BackendArg> for Backend {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Netlink => Backend::Netlink,
             BackendArg::Procfs => Backend::Procfs,
+            BackendArg::External => Backend::External,
         }
     }
 }
@@ -68,6 +72,9 @@ pub enum Command {
     /// List the configured remote hosts (name, address, SSH port, user, auth method, groups;
     /// never a secret).
     Hosts(HostsOpts),
+    /// Print connections as they open and close (a table line, or JSON per line with --json),
+    /// until Ctrl-C or --duration; then a summary on stderr.
+    Watch(crate::watch::cli::WatchOpts),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +109,14 @@ pub struct ServeArgs {
     /// `http://localhost:6274`). Repeatable. Requests without an Origin header are not affected.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
     pub allow_origin: Vec<String>,
+    /// Keep a watcher running and remember this machine's connection events (opens and
+    /// closes) for the recent_connection_events tool.
+    #[arg(long)]
+    pub record: bool,
+    /// How many events the recorder keeps (the oldest are dropped first); 104 bytes each.
+    #[arg(long, value_name = "N", requires = "record", default_value_t = crate::watch::recorder::DEFAULT_CAPACITY as u64,
+          value_parser = clap::value_parser!(u64).range(1..=crate::watch::recorder::MAX_CAPACITY as u64))]
+    pub record_capacity: u64,
 }
 
 impl ServeArgs {
@@ -182,7 +197,9 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     let result = match with_scope(&opts.args, opts.all_netns).validate(None) {
         Ok(mut query) => {
             query.owners = !opts.no_owners;
-            service.connections(&query).await
+            service
+                .connections_any(&query, &crate::query::no_progress)
+                .await
         }
         Err(e) => Err(Error::Input(e)),
     };
@@ -191,9 +208,13 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
             if opts.json {
                 print_json(&envelope);
             } else {
-                print!("{}", connections_table(&envelope));
+                print!("{}", connections_answer_text(&envelope));
             }
-            ExitCode::SUCCESS
+            if envelope.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -242,7 +263,7 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
         ..opts.args.clone()
     };
     let result = match args.validate(None) {
-        Ok(query) => service.port(&query).await,
+        Ok(query) => service.port_any(&query, &crate::query::no_progress).await,
         Err(e) => Err(Error::Input(e)),
     };
     match result {
@@ -250,10 +271,16 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
             if opts.json {
                 print_json(&envelope);
             } else {
-                print!("{}", port_text(&envelope));
+                print!("{}", port_answer_text(&envelope));
             }
-            let occupied = envelope.data.as_ref().is_some_and(|d| d.is_occupied);
-            if occupied {
+            let occupied = match &envelope.data {
+                Some(PortAnswer::One(d)) => d.is_occupied,
+                Some(PortAnswer::Many(d)) => !d.summary.occupied_on.is_empty(),
+                None => false,
+            };
+            if !envelope.success {
+                ExitCode::from(2)
+            } else if occupied {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -297,12 +324,16 @@ pub fn hosts_table(data: &HostsData) -> String {
                 r.username.clone(),
                 r.auth.clone(),
                 r.groups.join(","),
+                r.via.join(","),
+                r.source.clone(),
             ]
         })
         .collect();
     let mut out = table(
-        &["Name", "Host", "Port", "User", "Auth", "Groups"],
-        &[false, false, true, false, false, false],
+        &[
+            "Name", "Host", "Port", "User", "Auth", "Groups", "Via", "Source",
+        ],
+        &[false, false, true, false, false, false, false, false],
         &cells,
     );
     let _ = writeln!(out, "{} remote host(s) from {from}", data.hosts.len());
@@ -448,6 +479,59 @@ impl Extra {
         if self.netns {
             row.push(netns_cell(place.netns()));
         }
+    }
+}
+
+/// One host's listing, or a table per host (each under its name and message) and the
+/// overall message last.
+pub fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String {
+    match &envelope.data {
+        Some(ConnectionsAnswer::Many(fleet)) => {
+            let mut out = String::new();
+            for h in &fleet.hosts {
+                let _ = writeln!(out, "== {}", h.host);
+                out.push_str(&connections_table(&Envelope {
+                    success: h.success,
+                    message: h.message.clone(),
+                    data: h.data.clone(),
+                }));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", envelope.message);
+            out
+        }
+        Some(ConnectionsAnswer::One(data)) => connections_table(&Envelope {
+            success: envelope.success,
+            message: envelope.message.clone(),
+            data: Some(data.clone()),
+        }),
+        None => format!("{}\n", envelope.message),
+    }
+}
+
+/// One host's port check, or each host's under its name and the overall message last.
+pub fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
+    match &envelope.data {
+        Some(PortAnswer::Many(fleet)) => {
+            let mut out = String::new();
+            for h in &fleet.hosts {
+                let _ = writeln!(out, "== {}", h.host);
+                out.push_str(&port_text(&Envelope {
+                    success: h.success,
+                    message: h.message.clone(),
+                    data: h.data.clone(),
+                }));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", envelope.message);
+            out
+        }
+        Some(PortAnswer::One(data)) => port_text(&Envelope {
+            success: envelope.success,
+            message: envelope.message.clone(),
+            data: Some(data.clone()),
+        }),
+        None => format!("{}\n", envelope.message),
     }
 }
 

@@ -1,25 +1,42 @@
 //! `NetstatConfig`: the TOML configuration file turned into a validated configuration.
 //!
 //! Where the file comes from: `--config PATH`, else `$NETSTAT_MCP_CONFIG`, else
-//! `~/.config/netstat-mcp/config.toml`; no file at the default place means a local-only
-//! configuration. Everything is checked here, at start: a bad entry is an error naming the file,
-//! the entry and the field, never a surprise at the first remote call. Secrets (`password`,
-//! `password_env`, `password_file`, `key_passphrase_env`) are resolved here into [`Secret`]s,
-//! which wipe their memory on drop and never print. Private keys are only checked for
-//! readability here; `ssh` decodes them when it connects.
+//! `~/.config/netstat-mcp/config.toml`. No file (or an unreadable one) at the default place, or
+//! at the environment's, means a local-only configuration with a warning; an explicit
+//! `--config` must be readable. Everything is checked here, at start, and every problem names
+//! the file, the entry and the field:
+//! - a TOML syntax error (or a top level that is not `[ssh]` / `[[remote_hosts]]`) is an error
+//!   naming the line and column, never quoting the line: it may hold a password;
+//! - a bad `[[remote_hosts]]` entry (an unset `password_env`, a bad port) disables that entry
+//!   only ([`NetstatConfig::broken_hosts`]): calls naming it get the error, every other host and
+//!   the local machine keep working; a bad `[ssh]` table disables the remote hosts only.
+//!
+//! Secrets (`password`, `password_env`, `password_file`, `key_passphrase_env`) are resolved
+//! here into [`Secret`]s, which wipe their memory on drop and never print; no error quotes a
+//! secret value. Private keys are only checked for readability here; `ssh` decodes them when it
+//! connects.
 //!
 //! This module does no network I/O.
 
-use std::collections::HashSet;
+mod jumps;
+pub mod ssh_config;
+mod toml_file;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "NETSTAT_MCP_CONFIG";
+
+/// Hosts one call queries at once unless `[ssh] max_parallel` says otherwise.
+pub const DEFAULT_MAX_PARALLEL: usize = 16;
+
+/// Bastions one host may be reached through (a longer `ProxyJump` chain is refused).
+pub const MAX_JUMP_HOPS: usize = 8;
 
 /// Channels one SSH session may have open at once (sshd's `MaxSessions` defaults to 10).
 pub const MAX_CHANNELS_PER_HOST: usize = 8;
@@ -75,6 +92,11 @@ pub struct SshSettings {
     pub command_timeout: Duration,
     /// A pooled session unused this long is closed.
     pub idle_timeout: Duration,
+    /// At most this many hosts are queried at once by one call (`max_parallel`, default 16).
+    pub max_parallel: usize,
+    /// The OpenSSH client configuration whose `Host` aliases are hosts too (`use_ssh_config =
+    /// true` means `~/.ssh/config`; `ssh_config = "PATH"` names one); `None`: not used.
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl SshSettings {
@@ -86,6 +108,8 @@ impl SshSettings {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(300),
+            max_parallel: DEFAULT_MAX_PARALLEL,
+            ssh_config: None,
         }
     }
 }
@@ -159,6 +183,40 @@ pub struct RemoteHost {
     pub username: String,
     /// Tried in order until one succeeds; never empty.
     pub auth: Vec<AuthMethod>,
+    /// Groups this host belongs to (`@prod` in a `host` argument selects them).
+    pub groups: Vec<String>,
+    /// The bastions to go through, outermost first (each fully resolved, with an empty chain
+    /// of its own); empty for a direct connection.
+    pub proxy_jump: Vec<RemoteHost>,
+    /// The `proxy_jump` / `ProxyJump` text as configured (for listings).
+    pub proxy_jump_spec: Option<String>,
+    /// A known_hosts file for this host only (ssh_config `UserKnownHostsFile`), instead of
+    /// `[ssh] known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// Where the host was configured.
+    pub origin: HostOrigin,
+}
+
+/// Where a remote host was configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostOrigin {
+    /// A `[[remote_hosts]]` entry of our TOML file.
+    ConfigFile,
+    /// A `Host` alias of an ssh_config file, at this line.
+    SshConfig { file: PathBuf, line: usize },
+    /// A `ProxyJump` hop that is no configured host: `user@host:port` with the settings
+    /// ssh_config gives that name.
+    JumpHop,
+}
+
+impl HostOrigin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HostOrigin::ConfigFile => "config",
+            HostOrigin::SshConfig { .. } => "ssh_config",
+            HostOrigin::JumpHop => "proxy_jump",
+        }
+    }
 }
 
 impl RemoteHost {
@@ -171,39 +229,90 @@ impl RemoteHost {
             .join(", ")
     }
 
-    /// `web-1 (192.168.1.100)`, or just the host when the name is the host.
+    /// `web-1 (192.168.1.100)`, or just the host when the name is the host; a host behind
+    /// bastions adds `via bastion`.
     pub fn label(&self) -> String {
-        if self.name == self.host {
+        let mut label = if self.name == self.host {
             self.host.clone()
         } else {
             format!("{} ({})", self.name, self.host)
+        };
+        if !self.proxy_jump.is_empty() {
+            let hops: Vec<&str> = self.proxy_jump.iter().map(|h| h.name.as_str()).collect();
+            label.push_str(" via ");
+            label.push_str(&hops.join(", "));
         }
+        label
     }
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NetstatConfig {
     /// The file it came from, if any.
     pub path: Option<PathBuf>,
     pub ssh: SshSettings,
     pub remote_hosts: Vec<RemoteHost>,
-    /// Things that are allowed but unwise (a password in a file others can read); also logged.
+    /// `[[remote_hosts]]` entries that cannot be used (an unset `password_env`, a bad port):
+    /// calls naming them get their error; every other host and the local machine still work.
+    pub broken_hosts: Vec<BrokenHost>,
+    /// Why the `[ssh]` table cannot be used, when it cannot: then every remote host answers with
+    /// this error (the local machine still works).
+    pub ssh_error: Option<Arc<ConfigError>>,
+    /// The ssh_config file read for aliases (`[ssh] use_ssh_config` / `ssh_config`), if any.
+    pub ssh_config: Option<Arc<ssh_config::SshConfigFile>>,
+    /// Things that are allowed but unwise (a password in a file others can read), unusable
+    /// entries, an unreadable default config file; also logged.
     pub warnings: Vec<String>,
+}
+
+/// A `[[remote_hosts]]` entry that failed validation, kept so that a call naming it gets the
+/// reason (file, entry, field) rather than "not configured".
+#[derive(Debug, Clone)]
+pub struct BrokenHost {
+    /// `remote_hosts[2] (web-1)`.
+    pub entry: String,
+    /// The entry's `name` (else `host`), when it has one as a string.
+    pub name: Option<String>,
+    /// The entry's `host`, when it has one as a string.
+    pub host: Option<String>,
+    pub error: Arc<ConfigError>,
+}
+
+/// A configured host as a caller's `host` argument finds it: usable, or not with the reason.
+#[derive(Debug, Clone, Copy)]
+pub enum HostLookup<'a> {
+    Usable(&'a RemoteHost),
+    /// The entry (or the `[ssh]` table) is invalid; the error names file, entry and field.
+    Unusable(&'a Arc<ConfigError>),
+    NotConfigured,
 }
 
 /// A configuration problem, reported at start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "cannot read config file {path}: {source}; fix the path given by --config or ${CONFIG_ENV}, or create the file"
-    )]
+    #[error("cannot read config file {path}: {source}; fix the --config path, or create the file")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {detail}")]
-    Syntax { path: PathBuf, detail: String },
+    /// A TOML syntax error. The offending text is never quoted: the line may hold a password.
+    #[error(
+        "config file {path} is not valid TOML: {position}: {problem} (the line is not shown, as it may hold a secret)",
+        position = match (line, column) {
+            (Some(l), Some(c)) => format!("line {l}, column {c}"),
+            _ => "position unknown".to_string(),
+        }
+    )]
+    Syntax {
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: Option<usize>,
+        /// 1-based column (in characters) of the error.
+        column: Option<usize>,
+        /// What the parser expected; never text from the file.
+        problem: String,
+    },
     #[error("config file {path}: {entry}: field `{field}`: {problem}")]
     Invalid {
         path: PathBuf,
@@ -229,25 +338,32 @@ impl NetstatConfig {
             path: None,
             ssh: SshSettings::with_home(home_dir().as_deref()),
             remote_hosts: Vec::new(),
+            broken_hosts: Vec::new(),
+            ssh_error: None,
+            ssh_config: None,
             warnings: Vec::new(),
         }
     }
 
     /// Loads from `explicit` (`--config`), else `$NETSTAT_MCP_CONFIG`, else
-    /// `~/.config/netstat-mcp/config.toml` (absent: local-only), reading the process environment.
+    /// `~/.config/netstat-mcp/config.toml`, reading the process environment.
     pub fn load(explicit: Option<&Path>) -> Result<NetstatConfig, ConfigError> {
         NetstatConfig::load_with(explicit, &|name: &str| std::env::var(name).ok())
     }
 
     /// As [`NetstatConfig::load`], with the environment passed in (`env(name)`).
+    ///
+    /// Only an explicit `--config` must be readable. A file from `$NETSTAT_MCP_CONFIG` or the
+    /// default place that is missing or unreadable (another user's `HOME`) means local-only,
+    /// with a warning unless the default file simply does not exist. A file that is read must be
+    /// valid TOML of the right shape; a bad entry in it only disables that entry.
     pub fn load_with(
         explicit: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<NetstatConfig, ConfigError> {
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-        // Only an explicit --config must exist; a path from the environment or the default
-        // place that holds no file means local-only (SPEC §3), with a warning for the former.
-        let (path, required) = match (explicit, env(CONFIG_ENV).filter(|p| !p.is_empty())) {
+        let from_env = env(CONFIG_ENV).filter(|p| !p.is_empty());
+        let (path, required) = match (explicit, &from_env) {
             (Some(p), _) => (p.to_path_buf(), true),
             (None, Some(p)) => (PathBuf::from(p), false),
             (None, None) => match &home {
@@ -257,19 +373,30 @@ impl NetstatConfig {
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                if explicit.is_none() && env(CONFIG_ENV).is_some_and(|p| !p.is_empty()) {
-                    tracing::warn!(config = %path.display(), "${CONFIG_ENV} names no file; only the local machine is available");
-                }
+            Err(source) if required => return Err(ConfigError::Read { path, source }),
+            Err(e) => {
                 let mut config = NetstatConfig::local_only();
                 config.ssh = SshSettings::with_home(home.as_deref());
+                let quiet = from_env.is_none() && e.kind() == std::io::ErrorKind::NotFound;
+                if !quiet {
+                    let via = if from_env.is_some() {
+                        format!("${CONFIG_ENV} names")
+                    } else {
+                        "the default config file is".to_string()
+                    };
+                    let w = format!(
+                        "{via} {}, which cannot be read ({e}); only the local machine is available",
+                        path.display()
+                    );
+                    tracing::warn!("{w}");
+                    config.warnings.push(w);
+                }
                 return Ok(config);
             }
-            Err(source) => return Err(ConfigError::Read { path, source }),
         };
         let mut config = NetstatConfig::parse(&text, &path, home.as_deref(), env)?;
         if config.holds_inline_password() {
-            check_private(&path, "an inline password", &mut config.warnings);
+            toml_file::check_private(&path, "an inline password", &mut config.warnings);
         }
         for w in &config.warnings {
             tracing::warn!(config = %path.display(), "{w}");
@@ -278,238 +405,58 @@ impl NetstatConfig {
     }
 
     /// Parses and validates config text; `path` is only for messages, `home` expands `~`.
+    ///
+    /// A syntax error, or a file whose top level is not `[ssh]` and `[[remote_hosts]]`, is an
+    /// error. A bad `[[remote_hosts]]` entry goes to [`NetstatConfig::broken_hosts`], a bad
+    /// `[ssh]` table to [`NetstatConfig::ssh_error`], each with a warning.
     pub fn parse(
         text: &str,
         path: &Path,
         home: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<NetstatConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            detail: e.to_string().trim().replace('\n', " | "),
-        })?;
-        let invalid = |entry: &str, field: &str, problem: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            entry: entry.to_string(),
-            field: field.to_string(),
-            problem,
-        };
-
-        let mut ssh = SshSettings::with_home(home);
-        let mut warnings = Vec::new();
-        if let Some(table) = raw.ssh {
-            check_types(&table, SSH_FIELDS, "[ssh]", &invalid)?;
-            let s: RawSsh = table
-                .try_into()
-                .map_err(|e: toml::de::Error| serde_problem(&e, "[ssh]", &invalid))?;
-            if let Some(k) = s.known_hosts {
-                if k.trim().is_empty() {
-                    return Err(invalid("[ssh]", "known_hosts", "must not be empty".into()));
-                }
-                ssh.known_hosts = expand_tilde(&k, home);
-            }
-            if let Some(p) = s.host_key_policy {
-                ssh.host_key_policy = match p.as_str() {
-                    "strict" => HostKeyPolicy::Strict,
-                    "accept-new" => HostKeyPolicy::AcceptNew,
-                    other => {
-                        return Err(invalid(
-                            "[ssh]",
-                            "host_key_policy",
-                            format!("`{other}` is not one of \"strict\", \"accept-new\""),
-                        ));
-                    }
-                };
-            }
-            let secs = |v: Option<i64>, field: &str, default: Duration| match v {
-                None => Ok(default),
-                Some(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n.unsigned_abs())),
-                Some(n) => Err(invalid(
-                    "[ssh]",
-                    field,
-                    format!("must be 1..=86400 seconds, got {n}"),
-                )),
-            };
-            ssh.connect_timeout = secs(
-                s.connect_timeout_secs,
-                "connect_timeout_secs",
-                ssh.connect_timeout,
-            )?;
-            ssh.command_timeout = secs(
-                s.command_timeout_secs,
-                "command_timeout_secs",
-                ssh.command_timeout,
-            )?;
-            ssh.idle_timeout = secs(s.idle_timeout_secs, "idle_timeout_secs", ssh.idle_timeout)?;
+        let mut config = toml_file::parse(text, path, home, env)?;
+        if let Some(file) = config.ssh.ssh_config.clone() {
+            ssh_config::add_aliases(&mut config, &file, home, env);
         }
-
-        let mut remote_hosts = Vec::new();
-        let mut names = HashSet::new();
-        for (i, table) in raw.remote_hosts.into_iter().enumerate() {
-            let hint = table
-                .get("name")
-                .or_else(|| table.get("host"))
-                .and_then(|v| v.as_str())
-                .map(|s| format!(" ({})", s.escape_debug()))
-                .unwrap_or_default();
-            let entry = format!("remote_hosts[{i}]{hint}");
-            check_types(&table, HOST_FIELDS, &entry, &invalid)?;
-            let h: RawHost = table
-                .try_into()
-                .map_err(|e: toml::de::Error| serde_problem(&e, &entry, &invalid))?;
-            let host = h.host.trim().to_string();
-            if let Err(problem) = check_host(&host) {
-                return Err(invalid(&entry, "host", problem));
-            }
-            let name = match h.name {
-                Some(n) => {
-                    let n = n.trim().to_string();
-                    if let Err(problem) = check_name(&n) {
-                        return Err(invalid(&entry, "name", problem));
-                    }
-                    n
-                }
-                None => host.clone(),
-            };
-            if is_local_host(Some(&name)) {
-                return Err(invalid(
-                    &entry,
-                    "name",
-                    format!(
-                        "`{name}` means the local machine to callers; give the entry another name"
-                    ),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(invalid(
-                    &entry,
-                    "name",
-                    format!("duplicate name `{name}`: each remote host needs its own name"),
-                ));
-            }
-            let port = match h.port {
-                None => 22,
-                Some(p) => u16::try_from(p).ok().filter(|p| *p != 0).ok_or_else(|| {
-                    invalid(&entry, "port", format!("must be 1..=65535, got {p}"))
-                })?,
-            };
-            let username = h.username.trim().to_string();
-            if let Err(problem) = check_username(&username) {
-                return Err(invalid(&entry, "username", problem));
-            }
-
-            let mut auth = Vec::new();
-            if let Some(k) = h.key_file {
-                let key_path = expand_tilde(&k, home);
-                if let Err(e) = std::fs::File::open(&key_path) {
-                    return Err(invalid(
-                        &entry,
-                        "key_file",
-                        format!("cannot read {}: {e}", key_path.display()),
-                    ));
-                }
-                let passphrase = match h.key_passphrase_env {
-                    None => None,
-                    Some(var) => Some(Secret::new(env(&var).ok_or_else(|| {
-                        invalid(
-                            &entry,
-                            "key_passphrase_env",
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?)),
-                };
-                auth.push(AuthMethod::KeyFile {
-                    path: key_path,
-                    passphrase,
-                });
-            } else if h.key_passphrase_env.is_some() {
-                return Err(invalid(
-                    &entry,
-                    "key_passphrase_env",
-                    "only makes sense with key_file".into(),
-                ));
-            }
-            if h.use_agent == Some(true) || h.agent_socket.is_some() {
-                auth.push(AuthMethod::Agent {
-                    socket: h.agent_socket.map(|s| expand_tilde(&s, home)),
-                });
-            }
-            let password_fields = [
-                h.password.is_some(),
-                h.password_env.is_some(),
-                h.password_file.is_some(),
-            ];
-            if password_fields.iter().filter(|b| **b).count() > 1 {
-                return Err(invalid(
-                    &entry,
-                    "password",
-                    "give only one of password, password_env, password_file".into(),
-                ));
-            }
-            if let Some(p) = h.password {
-                auth.push(AuthMethod::Password {
-                    secret: Secret::new(p),
-                    source: PasswordSource::Inline,
-                });
-            } else if let Some(var) = h.password_env {
-                let value = env(&var).ok_or_else(|| {
-                    invalid(
-                        &entry,
-                        "password_env",
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                auth.push(AuthMethod::Password {
-                    secret: Secret::new(value),
-                    source: PasswordSource::Env(var),
-                });
-            } else if let Some(f) = h.password_file {
-                let file = expand_tilde(&f, home);
-                let value = std::fs::read_to_string(&file).map_err(|e| {
-                    invalid(
-                        &entry,
-                        "password_file",
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?;
-                let value = Zeroizing::new(value);
-                let trimmed = value.trim_end_matches(['\n', '\r']).to_string();
-                check_private(&file, "a password", &mut warnings);
-                auth.push(AuthMethod::Password {
-                    secret: Secret::new(trimmed),
-                    source: PasswordSource::File(file),
-                });
-            }
-            if auth.is_empty() {
-                return Err(invalid(
-                    &entry,
-                    "password",
-                    "no authentication given: set one of password, password_env, password_file, key_file, use_agent".into(),
-                ));
-            }
-            remote_hosts.push(RemoteHost {
-                name,
-                host,
-                port,
-                username,
-                auth,
-            });
-        }
-        Ok(NetstatConfig {
-            path: Some(path.to_path_buf()),
-            ssh,
-            remote_hosts,
-            warnings,
-        })
+        jumps::resolve(&mut config, home, env);
+        Ok(config)
     }
 
-    /// The configured host called `name_or_host` (its `name` first, then its `host`).
+    /// The usable configured host called `name_or_host` (its `name` first, then its `host`).
     pub fn find_host(&self, name_or_host: &str) -> Option<&RemoteHost> {
         let wanted = name_or_host.trim();
         self.remote_hosts
             .iter()
             .find(|h| h.name == wanted)
             .or_else(|| self.remote_hosts.iter().find(|h| h.host == wanted))
+    }
+
+    /// What a caller's `host` names: a usable host, an entry that cannot be used (or any host
+    /// while `[ssh]` is invalid), or nothing configured. Names come first, then addresses; an
+    /// unusable entry with the name wins over a usable one (a duplicated name is ambiguous).
+    pub fn lookup_host(&self, name_or_host: &str) -> HostLookup<'_> {
+        let wanted = name_or_host.trim();
+        let broken_named = self
+            .broken_hosts
+            .iter()
+            .find(|b| b.name.as_deref() == Some(wanted));
+        let found = match broken_named {
+            Some(b) => return HostLookup::Unusable(&b.error),
+            None => self.find_host(wanted),
+        };
+        match (found, &self.ssh_error) {
+            (Some(_), Some(e)) => HostLookup::Unusable(e),
+            (Some(h), None) => HostLookup::Usable(h),
+            (None, _) => match self
+                .broken_hosts
+                .iter()
+                .find(|b| b.host.as_deref() == Some(wanted))
+            {
+                Some(b) => HostLookup::Unusable(&b.error),
+                None => HostLookup::NotConfigured,
+            },
+        }
     }
 
     fn holds_inline_password(&self) -> bool {
@@ -527,186 +474,6 @@ impl NetstatConfig {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    ssh: Option<toml::Table>,
-    #[serde(default)]
-    remote_hosts: Vec<toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSsh {
-    known_hosts: Option<String>,
-    host_key_policy: Option<String>,
-    connect_timeout_secs: Option<i64>,
-    command_timeout_secs: Option<i64>,
-    idle_timeout_secs: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    name: Option<String>,
-    host: String,
-    port: Option<i64>,
-    username: String,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<String>,
-    key_file: Option<String>,
-    key_passphrase_env: Option<String>,
-    use_agent: Option<bool>,
-    agent_socket: Option<String>,
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-}
-
-const SSH_FIELDS: &[(&str, Kind)] = &[
-    ("known_hosts", Kind::Str),
-    ("host_key_policy", Kind::Str),
-    ("connect_timeout_secs", Kind::Int),
-    ("command_timeout_secs", Kind::Int),
-    ("idle_timeout_secs", Kind::Int),
-];
-
-const HOST_FIELDS: &[(&str, Kind)] = &[
-    ("name", Kind::Str),
-    ("host", Kind::Str),
-    ("port", Kind::Int),
-    ("username", Kind::Str),
-    ("password", Kind::Str),
-    ("password_env", Kind::Str),
-    ("password_file", Kind::Str),
-    ("key_file", Kind::Str),
-    ("key_passphrase_env", Kind::Str),
-    ("use_agent", Kind::Bool),
-    ("agent_socket", Kind::Str),
-];
-
-/// Type-checks known fields so that a wrong type names its field (serde's message does not).
-fn check_types(
-    table: &toml::Table,
-    fields: &[(&str, Kind)],
-    entry: &str,
-    invalid: &dyn Fn(&str, &str, String) -> ConfigError,
-) -> Result<(), ConfigError> {
-    for (field, kind) in fields {
-        let Some(value) = table.get(*field) else {
-            continue;
-        };
-        let (ok, want) = match kind {
-            Kind::Str => (value.is_str(), "a string"),
-            Kind::Int => (value.is_integer(), "an integer"),
-            Kind::Bool => (value.is_bool(), "true or false"),
-        };
-        if !ok {
-            return Err(invalid(
-                entry,
-                field,
-                format!("invalid type: must be {want}, got {}", value.type_str()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A serde error inside one table, as an `Invalid` naming the field when serde names one.
-fn serde_problem(
-    e: &toml::de::Error,
-    entry: &str,
-    invalid: &dyn Fn(&str, &str, String) -> ConfigError,
-) -> ConfigError {
-    let msg = e.message().trim().to_string();
-    // serde's messages quote the field in backticks: "missing field `host`",
-    // "unknown field `pasword`, expected one of ...".
-    let field = msg
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "?".to_string());
-    invalid(entry, &field, msg)
-}
-
-/// Hosts are DNS names or IP addresses; anything else (spaces, quotes, `;`, `$`) is refused so
-/// that no config value can look like shell text anywhere.
-fn check_host(host: &str) -> Result<(), String> {
-    if host.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let ok = host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-        && !host.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a DNS name or IP address",
-            host.escape_debug()
-        ))
-    }
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}`: use letters, digits, `-`, `.`, `_`, `:` only",
-            name.escape_debug()
-        ))
-    }
-}
-
-fn check_username(user: &str) -> Result<(), String> {
-    let ok = !user.is_empty()
-        && user.len() <= 64
-        && !user.starts_with('-')
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '@' | '$'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a valid user name",
-            user.escape_debug()
-        ))
-    }
-}
-
-/// Warns when `path` (holding `what`) is readable by group or others.
-fn check_private(path: &Path, what: &str, warnings: &mut Vec<String>) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            warnings.push(format!(
-                "{} holds {what} but is readable by group or others (mode {:o}); run: chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
-        }
-    }
-}
-
 /// `~` or `~/x` to the home directory; other paths unchanged.
 pub fn expand_tilde(path: &str, home: Option<&Path>) -> PathBuf {
     match (path.strip_prefix('~'), home) {
@@ -720,357 +487,4 @@ fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(name: &str) -> Option<String> {
-        match name {
-            "WEB1_PASSWORD" => Some("s3cret-env".into()),
-            "KEY_PASS" => Some("kp".into()),
-            _ => None,
-        }
-    }
-
-    fn parse(text: &str) -> Result<NetstatConfig, ConfigError> {
-        NetstatConfig::parse(
-            text,
-            Path::new("/etc/test.toml"),
-            Some(Path::new("/home/u")),
-            &env,
-        )
-    }
-
-    #[test]
-    fn full_example_parses() {
-        let c = parse(
-            r#"
-[ssh]
-known_hosts = "~/.ssh/known_hosts"
-host_key_policy = "accept-new"
-connect_timeout_secs = 5
-command_timeout_secs = 7
-
-[[remote_hosts]]
-name = "web-1"
-host = "192.168.1.100"
-port = 2222
-username = "ops"
-password = "hunter2"
-
-[[remote_hosts]]
-host = "db.example.com"
-username = "ops"
-password_env = "WEB1_PASSWORD"
-use_agent = true
-"#,
-        )
-        .unwrap();
-        assert_eq!(c.ssh.known_hosts, PathBuf::from("/home/u/.ssh/known_hosts"));
-        assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::AcceptNew);
-        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(5));
-        assert_eq!(c.ssh.command_timeout, Duration::from_secs(7));
-        assert_eq!(c.remote_hosts.len(), 2);
-        let web = c.find_host("web-1").unwrap();
-        assert_eq!(web.port, 2222);
-        assert_eq!(web.label(), "web-1 (192.168.1.100)");
-        assert_eq!(c.find_host("192.168.1.100").unwrap().name, "web-1");
-        let db = c.find_host("db.example.com").unwrap();
-        assert_eq!(db.name, "db.example.com");
-        assert_eq!(db.port, 22);
-        assert_eq!(db.auth_method(), "agent, password (env WEB1_PASSWORD)");
-        assert!(c.find_host("nope").is_none());
-        assert!(c.find_host("a;id").is_none());
-    }
-
-    #[test]
-    fn no_remote_hosts_is_fine() {
-        let c = parse("").unwrap();
-        assert!(c.remote_hosts.is_empty());
-        assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::Strict);
-        assert_eq!(c.ssh.command_timeout, Duration::from_secs(20));
-    }
-
-    /// Each bad config names the file, the entry and the field.
-    #[test]
-    fn bad_configs_name_file_entry_field() {
-        let cases: &[(&str, &str, &str, &str)] = &[
-            (
-                "[[remote_hosts]]\nname='a'\nusername='u'\npassword='p'",
-                "remote_hosts[0] (a)",
-                "host",
-                "missing field",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\npassword='p'\nport=0",
-                "remote_hosts[0] (h)",
-                "port",
-                "1..=65535",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\npassword='p'\nport=70000",
-                "remote_hosts[0] (h)",
-                "port",
-                "70000",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\npassword='p'\nport='22'",
-                "remote_hosts[0] (h)",
-                "port",
-                "invalid type",
-            ),
-            (
-                "[[remote_hosts]]\nname='x'\nhost='h1'\nusername='u'\npassword='p'\n[[remote_hosts]]\nname='x'\nhost='h2'\nusername='u'\npassword='p'",
-                "remote_hosts[1] (x)",
-                "name",
-                "duplicate",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\nkey_file='/nonexistent/key'",
-                "remote_hosts[0] (h)",
-                "key_file",
-                "cannot read /nonexistent/key",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\npassword_env='NOT_SET_VAR'",
-                "remote_hosts[0] (h)",
-                "password_env",
-                "NOT_SET_VAR is not set",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'",
-                "remote_hosts[0] (h)",
-                "password",
-                "no authentication",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\npasword='p'",
-                "remote_hosts[0] (h)",
-                "pasword",
-                "unknown field",
-            ),
-            (
-                "[[remote_hosts]]\nhost='a;id'\nusername='u'\npassword='p'",
-                "remote_hosts[0] (a;id)",
-                "host",
-                "not a DNS name",
-            ),
-            (
-                "[[remote_hosts]]\nhost='$(id)'\nusername='u'\npassword='p'",
-                "remote_hosts[0] ($(id))",
-                "host",
-                "not a DNS name",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u u'\npassword='p'",
-                "remote_hosts[0] (h)",
-                "username",
-                "not a valid user name",
-            ),
-            (
-                "[[remote_hosts]]\nname='localhost'\nhost='h'\nusername='u'\npassword='p'",
-                "remote_hosts[0] (localhost)",
-                "name",
-                "local machine",
-            ),
-            (
-                "[[remote_hosts]]\nhost='h'\nusername='u'\npassword='p'\npassword_env='WEB1_PASSWORD'",
-                "remote_hosts[0] (h)",
-                "password",
-                "only one of",
-            ),
-            (
-                "[ssh]\nhost_key_policy='yolo'",
-                "[ssh]",
-                "host_key_policy",
-                "yolo",
-            ),
-            (
-                "[ssh]\nconnect_timeout_secs=0",
-                "[ssh]",
-                "connect_timeout_secs",
-                "1..=86400",
-            ),
-            (
-                "[ssh]\nknown_host='x'",
-                "[ssh]",
-                "known_host",
-                "unknown field",
-            ),
-        ];
-        for (text, entry, field, problem) in cases {
-            let err = parse(text).expect_err(text);
-            let msg = err.to_string();
-            assert!(msg.contains("/etc/test.toml"), "{text}: {msg}");
-            match &err {
-                ConfigError::Invalid {
-                    entry: e,
-                    field: f,
-                    problem: p,
-                    ..
-                } => {
-                    assert_eq!(e, entry, "{text}: {msg}");
-                    assert_eq!(f, field, "{text}: {msg}");
-                    assert!(p.contains(problem), "{text}: {msg}");
-                }
-                other => panic!("{text}: expected Invalid, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn syntax_error_names_file() {
-        let err = parse("[[remote_hosts]\nhost=").unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax { .. }));
-        assert!(err.to_string().contains("/etc/test.toml"));
-        let err = parse("unknown_table = 1").unwrap_err();
-        assert!(err.to_string().contains("unknown_table"), "{err}");
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let c = parse(
-            "[[remote_hosts]]\nname='w'\nhost='h'\nusername='u'\npassword='hunter2'\n[[remote_hosts]]\nname='v'\nhost='h2'\nusername='u'\npassword_env='WEB1_PASSWORD'",
-        )
-        .unwrap();
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(!debug.contains("s3cret-env"), "{debug}");
-        assert!(debug.contains("<redacted>"));
-        assert!(!c.remote_hosts[0].auth_method().contains("hunter2"));
-        assert_eq!(c.remote_hosts[0].auth_method(), "password (in config)");
-        let AuthMethod::Password { secret, .. } = &c.remote_hosts[1].auth[0] else {
-            panic!("expected password");
-        };
-        assert_eq!(secret.expose(), "s3cret-env");
-    }
-
-    #[test]
-    fn password_file_and_key_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "filepass\n").unwrap();
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let key = dir.path().join("id");
-        std::fs::write(&key, "not really a key").unwrap();
-        let text = format!(
-            "[[remote_hosts]]\nname='a'\nhost='h'\nusername='u'\npassword_file='{}'\n[[remote_hosts]]\nname='b'\nhost='h'\nusername='u'\nkey_file='{}'\nkey_passphrase_env='KEY_PASS'",
-            pw.display(),
-            key.display()
-        );
-        let c = parse(&text).unwrap();
-        let AuthMethod::Password { secret, .. } = &c.remote_hosts[0].auth[0] else {
-            panic!("expected password");
-        };
-        assert_eq!(secret.expose(), "filepass");
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("chmod 600"));
-        assert_eq!(
-            c.remote_hosts[1].auth_method(),
-            format!("publickey ({}, with passphrase)", key.display())
-        );
-    }
-
-    #[test]
-    fn lookup_order_explicit_env_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home");
-        let default = home.join(".config/netstat-mcp/config.toml");
-        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
-        std::fs::write(
-            &default,
-            "[[remote_hosts]]\nname='from-default'\nhost='h'\nusername='u'\nuse_agent=true",
-        )
-        .unwrap();
-        let via_env = dir.path().join("env.toml");
-        std::fs::write(
-            &via_env,
-            "[[remote_hosts]]\nname='from-env'\nhost='h'\nusername='u'\nuse_agent=true",
-        )
-        .unwrap();
-        let explicit = dir.path().join("explicit.toml");
-        std::fs::write(
-            &explicit,
-            "[[remote_hosts]]\nname='from-explicit'\nhost='h'\nusername='u'\nuse_agent=true",
-        )
-        .unwrap();
-        let home_s = home.to_string_lossy().to_string();
-        let env_s = via_env.to_string_lossy().to_string();
-        let with_env = |n: &str| match n {
-            "HOME" => Some(home_s.clone()),
-            CONFIG_ENV => Some(env_s.clone()),
-            _ => None,
-        };
-        let no_env = |n: &str| (n == "HOME").then(|| home_s.clone());
-        let name = |c: NetstatConfig| c.remote_hosts[0].name.clone();
-        assert_eq!(
-            name(NetstatConfig::load_with(Some(&explicit), &with_env).unwrap()),
-            "from-explicit"
-        );
-        assert_eq!(
-            name(NetstatConfig::load_with(None, &with_env).unwrap()),
-            "from-env"
-        );
-        assert_eq!(
-            name(NetstatConfig::load_with(None, &no_env).unwrap()),
-            "from-default"
-        );
-        // No file at the default place: local only. A missing explicit file is an error.
-        std::fs::remove_file(&default).unwrap();
-        assert!(
-            NetstatConfig::load_with(None, &no_env)
-                .unwrap()
-                .remote_hosts
-                .is_empty()
-        );
-        let missing = dir.path().join("missing.toml");
-        let err = NetstatConfig::load_with(Some(&missing), &no_env).unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
-        assert!(err.to_string().contains("missing.toml"));
-        // $NETSTAT_MCP_CONFIG naming no file: local only (logged), not an error.
-        let missing_s = missing.to_string_lossy().to_string();
-        let env_missing = |n: &str| match n {
-            "HOME" => Some(home_s.clone()),
-            CONFIG_ENV => Some(missing_s.clone()),
-            _ => None,
-        };
-        assert!(
-            NetstatConfig::load_with(None, &env_missing)
-                .unwrap()
-                .remote_hosts
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn inline_password_in_open_file_warns() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[[remote_hosts]]\nhost='h'\nusername='u'\npassword='p'").unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let c = NetstatConfig::load_with(Some(&f), &|_| None).unwrap();
-        assert_eq!(c.warnings.len(), 1);
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = NetstatConfig::load_with(Some(&f), &|_| None).unwrap();
-        assert!(c.warnings.is_empty());
-    }
-
-    #[test]
-    fn local_host_spellings() {
-        for h in [
-            None,
-            Some(""),
-            Some("localhost"),
-            Some("127.0.0.1"),
-            Some("::1"),
-        ] {
-            assert!(is_local_host(h), "{h:?}");
-        }
-        assert!(!is_local_host(Some("web-1")));
-        assert!(!is_local_host(Some("127.0.0.2")));
-    }
 }

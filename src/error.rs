@@ -75,6 +75,21 @@ pub enum Error {
     #[error(transparent)]
     Ssh(Box<crate::ssh::SshError>),
 
+    /// A configured remote host whose config entry (or the `[ssh]` table) is invalid; the
+    /// error names the file, the entry and the field. Other hosts are unaffected.
+    #[error("remote host {host} cannot be used: {source}")]
+    HostConfig {
+        host: String,
+        #[source]
+        source: std::sync::Arc<crate::config::ConfigError>,
+    },
+
+    /// `recent_connection_events` on a server started without the recorder.
+    #[error(
+        "The connection recorder is off, so there are no recent events to show. Start the server with `netstat-mcp serve --record` (stdio or --http; --record-capacity N sets how many events are kept, default 100000) to record every open and close on this machine; meanwhile watch_connections watches live for up to 60 s"
+    )]
+    RecorderOff,
+
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },
@@ -97,6 +112,9 @@ impl From<crate::ssh::SshError> for Error {
 impl Error {
     /// Whether the error is the caller's fault (bad input or unknown host).
     pub fn is_input(&self) -> bool {
-        matches!(self, Error::Input(_) | Error::UnknownHost { .. })
+        matches!(
+            self,
+            Error::Input(_) | Error::UnknownHost { .. } | Error::RecorderOff
+        )
     }
 }

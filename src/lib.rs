@@ -4,31 +4,37 @@
 //! - [`model`]: plain data — sockets, endpoints, protocols, TCP states, owners.
 //! - [`error`]: the error type; every variant says what to do.
 //! - [`source`]: where sockets come from — netlink and `/proc/net` locally, SSH remotely.
-//! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
+//! - `owners` (Linux): socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`process`]: owner details — user, command line, systemd unit, container (from the
 //!   cgroup path) — read once per process, only for the processes an answer shows.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
-//! - [`mcp`]: the MCP server (stdio): three read-only tools over the service; the only module
+//! - [`mcp`]: the MCP server: six read-only tools over the services; the only module
 //!   that knows rmcp.
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+//! - [`watch`]: monitoring over time — open/close events from the kernel's destroy
+//!   notifications and diffed listings (local), diffed listings over SSH (remote), and the
+//!   bounded recorder behind `serve --record`.
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
 //!   graceful shutdown — around any MCP handler.
 
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod mcp;
 pub mod model;
 pub mod netstat_tool;
+#[cfg(target_os = "linux")]
 pub mod owners;
 pub mod parse;
 pub mod process;
 pub mod query;
 pub mod source;
 pub mod ssh;
+pub mod watch;

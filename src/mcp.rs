@@ -1,4 +1,4 @@
-//! The MCP server: four read-only tools over [`Service`] and [`NetstatTool`].
+//! The MCP server: six read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
 //!
 //! [`NetstatServer`] implements rmcp's `ServerHandler` by hand rather than through typed
 //! `Parameters<T>`: a wrong JSON type (`"80"`, `80.5`) must come back as a tool result with
@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext, RoleServer, ServerInitializeError};
 use rmcp::transport::IntoTransport;
@@ -35,15 +35,20 @@ use crate::error::Error;
 use crate::netstat_tool::{NetstatData, NetstatInput, NetstatTool};
 use crate::query::schema::{self, input_schema, output_schema};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HostsData,
-    NoArgs, PortArgs, PortData, Service,
+    ConnectionsAnswer, ConnectionsArgs, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HostsData,
+    NoArgs, PortAnswer, PortArgs, Progress, ProgressEvent, RecentArgs, Service, WatchArgs,
+    no_progress,
 };
+use crate::source::Backend;
+use crate::watch::service::{RecentData, WatchData, WatchService};
 
 /// The tool names, as `tools/list` shows them.
 pub const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";
 pub const CHECK_PORT_OCCUPATION: &str = "check_port_occupation";
 pub const NETSTAT: &str = "netstat";
 pub const LIST_HOSTS: &str = "list_hosts";
+pub const WATCH_CONNECTIONS: &str = "watch_connections";
+pub const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
 
 /// What the server is for, sent in `initialize`.
 pub const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
@@ -52,10 +57,12 @@ holds port N. Use check_port_occupation for \"is port N in use, and by which pro
 query_network_connections for listings with filters (state, ports, pid, program) — its \
 data.summary (counts by state and protocol, listeners, top programs and remote hosts) answers \
 \"what is this host doing?\" without paging through rows — list_hosts to see which remote \
-hosts can be named, and netstat only when netstat's own text output is wanted. Locally, rows \
-also say who the owner is (user, command line, systemd unit, container) and scope \"all\" covers \
-every network namespace (containers' sockets). Answers are kept under 24 KiB; page with \
-cursor/next_cursor. All tools are read-only. pid/program need root or \
+hosts can be named, watch_connections to see what opens and closes over the next seconds \
+(even connections that live 1 ms), recent_connection_events for what opened and closed in the \
+last minutes (when the server records), and netstat only when netstat's own text output is \
+wanted. Locally, rows also say who the owner is (user, command line, systemd unit, container) \
+and scope \"all\" covers every network namespace (containers' sockets). Answers are kept \
+under 24 KiB; page with cursor/next_cursor. All tools are read-only. pid/program need root or \
 the socket owner's rights; without them they are null and the message says how to fix it.";
 
 const CONNECTIONS_DESCRIPTION: &str = "List TCP and UDP sockets (IPv4 and IPv6) on this machine, \
@@ -112,6 +119,34 @@ inputs. Only these hosts are reachable; the local machine is always available (o
 Querying a host's sockets needs rights on that host (an SSH user with root or \
 CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to see other users' processes).";
 
+const WATCH_DESCRIPTION: &str = "Watch TCP and UDP connections open and close for a few seconds \
+(duration_secs, 1-60, default 10) on this machine or a configured remote host (see list_hosts), \
+and return what changed: opened/closed counts, the same by program and by remote host (top 10), \
+and the newest events (at most `limit`, default 50; oldest first), each with a timestamp \
+(RFC 3339, ms), the socket's fields (protocol, local and foreign address and port, state, \
+queues, pid, program, uid) and, for a close whose open was seen, duration_ms. Locally closes \
+come from the kernel's sock_diag destroy notifications, so even a connection that lives 1 ms is \
+seen (a connection that opened and closed between two listings shows as an open and a close \
+with origin \"destroy\"); a remote host is watched by comparing listings every interval \
+(default 2 s), which misses connections shorter than that. Filters as in \
+query_network_connections (proto, state, local_port, remote_port, pid, program). Sends \
+notifications/progress about once a second when the request carries a progressToken; cancel \
+the request to stop early. Use it for \"what keeps connecting and dropping?\"; use \
+recent_connection_events for the past and query_network_connections for a snapshot. pid/program \
+need root or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, as for listings; subscribing to destroy \
+notifications needs no privilege (where a kernel or sandbox refuses it, the message says so).";
+
+const RECENT_DESCRIPTION: &str = "What opened and closed on this machine in the last since_secs \
+seconds (default 600), from the recorder that a server started with `serve --record` keeps \
+running: opened/closed counts, the same by program and by remote host (top 10), and the newest \
+matching events (at most `limit`, default 50; oldest first), e.g. \"what connected to port 5432 \
+in the last 10 minutes?\" with local_port 5432. Events have the fields watch_connections \
+returns. The recorder keeps a bounded number of events and drops the oldest first: the answer \
+says how many were dropped and whether the whole look-back is covered (window_complete). \
+Filters as in query_network_connections. Local machine only. Without --record it returns an \
+error saying how to enable it; use watch_connections to watch live instead. Owners (pid, \
+program) need the server to run as root or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.";
+
 /// A tool's input schema and the decoder of its arguments, from one input type.
 struct Input {
     schema: Arc<JsonObject>,
@@ -135,6 +170,8 @@ struct Inputs {
     port: Input,
     netstat: Input,
     hosts: Input,
+    watch: Input,
+    recent: Input,
 }
 
 impl Inputs {
@@ -144,6 +181,8 @@ impl Inputs {
             port: Input::of::<PortArgs>(),
             netstat: Input::of::<NetstatInput>(),
             hosts: Input::of::<NoArgs>(),
+            watch: Input::of::<WatchArgs>(),
+            recent: Input::of::<RecentArgs>(),
         }
     }
 }
@@ -179,7 +218,7 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             "Query network connections",
             CONNECTIONS_DESCRIPTION,
             &inputs.connections,
-            output_schema::<Envelope<ConnectionsData>>(),
+            output_schema::<Envelope<ConnectionsAnswer>>(),
             true,
         ),
         tool(
@@ -187,7 +226,7 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             "Check port occupation",
             PORT_DESCRIPTION,
             &inputs.port,
-            output_schema::<Envelope<PortData>>(),
+            output_schema::<Envelope<PortAnswer>>(),
             true,
         ),
         tool(
@@ -206,6 +245,22 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             output_schema::<Envelope<HostsData>>(),
             false,
         ),
+        tool(
+            WATCH_CONNECTIONS,
+            "Watch connections open and close",
+            WATCH_DESCRIPTION,
+            &inputs.watch,
+            output_schema::<Envelope<WatchData>>(),
+            true,
+        ),
+        tool(
+            RECENT_CONNECTION_EVENTS,
+            "Recent connection events",
+            RECENT_DESCRIPTION,
+            &inputs.recent,
+            output_schema::<Envelope<RecentData>>(),
+            false,
+        ),
     ]
 }
 
@@ -214,6 +269,7 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
 pub struct NetstatServer {
     service: Service,
     netstat: NetstatTool,
+    watch: WatchService,
     inputs: Arc<Inputs>,
     tools: Arc<[Tool]>,
 }
@@ -222,6 +278,7 @@ impl NetstatServer {
     pub fn new(service: Service) -> NetstatServer {
         let inputs = Inputs::new();
         NetstatServer {
+            watch: WatchService::new(service.clone(), Backend::Auto),
             service,
             netstat: NetstatTool::default(),
             tools: tools_with(&inputs).into(),
@@ -235,26 +292,26 @@ impl NetstatServer {
         self
     }
 
-    async fn connections(&self, args: &JsonObject) -> CallToolResult {
+    async fn connections(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
             .inputs
             .connections
             .decode::<ConnectionsArgs>(args)
             .and_then(|a| a.validate(Some(DEFAULT_ROWS)).map_err(Error::Input));
         envelope_result(match query {
-            Ok(query) => self.service.connections(&query).await,
+            Ok(query) => self.service.connections_any(&query, progress).await,
             Err(e) => Err(e),
         })
     }
 
-    async fn port(&self, args: &JsonObject) -> CallToolResult {
+    async fn port(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
             .inputs
             .port
             .decode::<PortArgs>(args)
             .and_then(|a| a.validate(Some(DEFAULT_OCCUPATIONS)).map_err(Error::Input));
         envelope_result(match query {
-            Ok(query) => self.service.port(&query).await,
+            Ok(query) => self.service.port_any(&query, progress).await,
             Err(e) => Err(e),
         })
     }
@@ -269,6 +326,56 @@ impl NetstatServer {
             Ok(args) => self.netstat.run(&self.service, &args).await,
             Err(e) => Err(e),
         })
+    }
+
+    /// Uses this watch service (its local backend, and the recorder when recording).
+    pub fn with_watch(mut self, watch: WatchService) -> NetstatServer {
+        self.watch = watch;
+        self
+    }
+
+    async fn watch_connections(
+        &self,
+        args: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let query = match self
+            .inputs
+            .watch
+            .decode::<WatchArgs>(args)
+            .and_then(|a| a.validate_window().map_err(Error::Input))
+        {
+            Ok(q) => q,
+            Err(e) => return envelope_result::<WatchData>(Err(e)),
+        };
+        let token = context.meta.get_progress_token();
+        let peer = context.peer.clone();
+        let mut progress = move |elapsed: u64, total: u64, tally: &crate::watch::Tally| {
+            let Some(token) = token.clone() else { return };
+            let param = ProgressNotificationParam::new(token, elapsed as f64)
+                .with_total(total as f64)
+                .with_message(format!(
+                    "{elapsed} of {total} s: {} opened, {} closed",
+                    tally.opened, tally.closed
+                ));
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = peer.notify_progress(param).await {
+                    tracing::debug!(cause = %e, "progress notification not sent");
+                }
+            });
+        };
+        envelope_result(self.watch.window(&query, &mut progress).await)
+    }
+
+    fn recent_events(&self, args: &JsonObject) -> CallToolResult {
+        let result = self
+            .inputs
+            .recent
+            .decode::<RecentArgs>(args)
+            .and_then(|a| a.validate().map_err(Error::Input))
+            .and_then(|q| self.watch.recent(&q));
+        envelope_result::<RecentData>(result)
     }
 
     fn hosts(&self, args: &JsonObject) -> CallToolResult {
@@ -336,17 +443,49 @@ impl ServerHandler for NetstatServer {
         let name = request.name.as_ref();
         let args = request.arguments.unwrap_or_default();
         let started = Instant::now();
+        // A multi-host call reports each finished host when the client asked for progress.
+        // Notifications go out in order from one task; the queue holds at most one event per
+        // host of the call.
+        let (progress_tx, mut progress_rx) =
+            tokio::sync::mpsc::unbounded_channel::<ProgressEvent>();
+        let forwarder = context.meta.get_progress_token().map(|token| {
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                while let Some(event) = progress_rx.recv().await {
+                    let status = if event.ok { "answered" } else { "failed" };
+                    let param = ProgressNotificationParam::new(token.clone(), event.done as f64)
+                        .with_total(event.total as f64)
+                        .with_message(format!(
+                            "{} {status} ({}/{})",
+                            event.host, event.done, event.total
+                        ));
+                    if peer.notify_progress(param).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let report = move |event: ProgressEvent| {
+            let _ = progress_tx.send(event);
+        };
+        let progress: Progress<'_> = if forwarder.is_some() {
+            &report
+        } else {
+            &no_progress
+        };
         let work: std::pin::Pin<Box<dyn Future<Output = CallToolResult> + Send + '_>> = match name {
-            QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args)),
-            CHECK_PORT_OCCUPATION => Box::pin(self.port(&args)),
+            QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args, progress)),
+            CHECK_PORT_OCCUPATION => Box::pin(self.port(&args, progress)),
             NETSTAT => Box::pin(self.netstat(&args)),
             LIST_HOSTS => Box::pin(std::future::ready(self.hosts(&args))),
+            WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
+            RECENT_CONNECTION_EVENTS => Box::pin(std::future::ready(self.recent_events(&args))),
             other => {
                 tracing::debug!(tool = %other.escape_default(), "unknown tool");
                 return Err(McpError::new(
                     ErrorCode::INVALID_PARAMS,
                     format!(
-                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}",
+                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}",
                         crate::query::shorten(other)
                     ),
                     None,
@@ -365,6 +504,11 @@ impl ServerHandler for NetstatServer {
             }
             result = work => result,
         };
+        // Every host's notification goes out before the result.
+        drop(report);
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
         tracing::info!(
             tool = name,
             ok = result.is_error != Some(true),
@@ -506,7 +650,9 @@ mod tests {
             assert_eq!(a.destructive_hint, Some(false));
             assert_eq!(a.idempotent_hint, Some(true));
             // Open world: the tools that can reach remote hosts.
-            let remote = t.name == QUERY_NETWORK_CONNECTIONS || t.name == CHECK_PORT_OCCUPATION;
+            let remote = t.name == QUERY_NETWORK_CONNECTIONS
+                || t.name == CHECK_PORT_OCCUPATION
+                || t.name == WATCH_CONNECTIONS;
             assert_eq!(a.open_world_hint, Some(remote), "{}", t.name);
             assert!(t.title.is_some());
         }

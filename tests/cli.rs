@@ -4,7 +4,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::net::{our_program, tcp_listener, udp_socket, unused_tcp_port};
+use crate::support::mcp_client::bin;
+use crate::support::net::{command_in_empty_netns, our_program, tcp_listener, udp_socket};
 
 fn netstat_mcp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
@@ -48,13 +49,25 @@ fn port_exit_codes_and_json() {
     assert_eq!(occ["program"].as_str(), Some(our_program().as_str()));
     assert_eq!(occ["state"], "LISTEN");
 
-    let free = unused_tcp_port().to_string();
-    let out = netstat_mcp(&["port", &free]);
-    assert_eq!(out.status.code(), Some(1), "free → 1");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("Port {free}/TCP on local host is not occupied")
-    );
+    // The same port is free in a network namespace of our own (on the host, no port is
+    // reliably free while other processes run).
+    if let Some(mut cmd) = command_in_empty_netns("the free-port check", &bin()) {
+        let out = cmd
+            .args(["port", &port])
+            .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
+            .output()
+            .expect("run unshare");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "free → 1: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("Port {port}/TCP on local host is not occupied")
+        );
+    }
 
     for bad in ["0", "65536", "abc", "80.5", "-1"] {
         let out = netstat_mcp(&["port", bad, "--json"]);
@@ -244,5 +257,182 @@ fn unprivileged_user_gets_rows_without_owners_and_a_hint() {
             "Port {port}/TCP on local host is occupied by: an unknown process"
         )),
         "{msg}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config files: no secret in any error; a bad entry or an unreadable default file disables
+// nothing else.
+
+const SECRET: &str = "Inl1ne-P4ss-0042";
+
+/// `netstat-mcp --config <file> <args>` with trace logging (so every log line is produced).
+fn with_config(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("NETSTAT_MCP_CONFIG")
+        .env("RUST_LOG", "trace")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netstat-mcp")
+}
+
+/// The nine TOML syntax-error shapes, each with an inline password on the offending line: the
+/// error names the file, line and column; neither stderr nor stdout carries the password, for
+/// a CLI command and for the MCP server alike.
+#[test]
+fn config_syntax_errors_never_print_the_secret() {
+    let head = "[[remote_hosts]]\nname = \"web-1\"\nhost = \"10.0.0.1\"\nusername = \"ops\"\n";
+    // (shape, line 5 of the file and what follows, where the error is)
+    let cases: [(&str, String, &str); 9] = [
+        (
+            "unclosed string",
+            format!("password = \"{SECRET}\nport = 22\n"),
+            "line 5, column 29",
+        ),
+        (
+            "duplicate key",
+            format!("password = \"{SECRET}\"\npassword = \"{SECRET}\"\n"),
+            "line 6, column 1",
+        ),
+        (
+            "trailing text",
+            format!("password = \"{SECRET}\" trailing\n"),
+            "line 5, column 31",
+        ),
+        (
+            "bad escape",
+            "password = \"Inl1ne\\q-P4ss-0042\"\n".to_string(),
+            "line 5, column 20",
+        ),
+        (
+            "control character",
+            format!("password = \"{SECRET}\u{7f}\"\n"),
+            "line 5, column 29",
+        ),
+        (
+            "bare value",
+            format!("password = {SECRET}\n"),
+            "line 5, column 12",
+        ),
+        (
+            "unclosed triple quote",
+            format!("password = \"\"\"{SECRET}\nport = 22\n"),
+            "line 7, column 1",
+        ),
+        (
+            "inline table with an error elsewhere on the line",
+            format!("auth = {{ password = \"{SECRET}\" }} x\n"),
+            "line 5, column 42",
+        ),
+        (
+            "unclosed literal string",
+            format!("password = '{SECRET}\nport = 22\n"),
+            "line 5, column 29",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.toml");
+    for (shape, tail, position) in &cases {
+        std::fs::write(&file, format!("{head}{tail}")).unwrap();
+        for args in [&["hosts"][..], &["connections", "--json"], &[]] {
+            let out = with_config(&file, args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{shape} {args:?}: {stderr}");
+            for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+                assert!(
+                    !text.contains("Inl1ne") && !text.contains("P4ss"),
+                    "{shape} {args:?}: the secret is in {name}:\n{text}"
+                );
+            }
+            assert!(
+                stderr.contains(&file.display().to_string()) && stderr.contains(position),
+                "{shape} {args:?}: file and {position} not named:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// A config with one unusable entry (its `password_env` is not set): the local machine still
+/// answers, and a call naming that host gets an error naming file, entry and field.
+#[test]
+fn bad_config_entry_leaves_the_local_machine_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        "[[remote_hosts]]\nname = \"broken\"\nhost = \"10.0.0.1\"\nusername = \"ops\"\n\
+         password_env = \"NETSTAT_MCP_TEST_UNSET_VAR\"\n\n\
+         [[remote_hosts]]\nname = \"fine\"\nhost = \"10.0.0.2\"\nusername = \"ops\"\nuse_agent = true\n",
+    )
+    .unwrap();
+    let l = tcp_listener("127.0.0.1");
+    let port = l.local_addr().unwrap().port().to_string();
+    let named = |text: &str| {
+        text.contains(&file.display().to_string())
+            && text.contains("remote_hosts[0] (broken)")
+            && text.contains("`password_env`")
+            && text.contains("NETSTAT_MCP_TEST_UNSET_VAR is not set")
+    };
+
+    let out = with_config(&file, &["port", &port, "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "local still works: {stderr}");
+    assert_eq!(json(&out)["data"]["is_occupied"], true);
+    assert!(
+        named(&stderr),
+        "the bad entry is reported at start: {stderr}"
+    );
+
+    let out = with_config(&file, &["hosts"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("fine ")), "{text}");
+
+    let out = with_config(&file, &["connections", "--host", "broken", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["success"], false);
+    let message = v["message"].as_str().unwrap();
+    assert!(named(message), "{message}");
+    assert!(
+        message.starts_with("remote host broken cannot be used"),
+        "{message}"
+    );
+}
+
+/// An unreadable config file at the default place (another user's HOME; here a directory in
+/// its stead) is a warning and the local machine answers; the same path given with --config is
+/// an error.
+#[test]
+fn unreadable_default_config_is_a_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let default = home.path().join(".config/netstat-mcp/config.toml");
+    std::fs::create_dir_all(&default).unwrap();
+    let l = tcp_listener("127.0.0.1");
+    let port = l.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+        .args(["port", &port])
+        .env("HOME", home.path())
+        .env_remove("NETSTAT_MCP_CONFIG")
+        .output()
+        .expect("run netstat-mcp");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains(&default.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("only the local machine"), "{stderr}");
+
+    let out = with_config(&default, &["port", &port]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read config file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -61,7 +61,7 @@ async fn initialize_names_the_server_and_says_what_it_is_for() {
 #[tokio::test]
 async fn serve_subcommand_serves_mcp_too() {
     let server = Server::start_with(&["serve"], &[]).await;
-    assert_eq!(server.tools.len(), 4);
+    assert_eq!(server.tools.len(), 6);
     server.stop().await;
 }
 
@@ -76,7 +76,9 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
             "check_port_occupation",
             "list_hosts",
             "netstat",
-            "query_network_connections"
+            "query_network_connections",
+            "recent_connection_events",
+            "watch_connections"
         ]
     );
     for t in &server.tools {
@@ -89,7 +91,10 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         assert_eq!(a.destructive_hint, Some(false), "{name}");
         assert_eq!(a.idempotent_hint, Some(true), "{name}");
         // Open world: the tools that can reach remote hosts.
-        let remote = matches!(name, "query_network_connections" | "check_port_occupation");
+        let remote = matches!(
+            name,
+            "query_network_connections" | "check_port_occupation" | "watch_connections"
+        );
         assert_eq!(a.open_world_hint, Some(remote), "{name}");
         let input = Value::Object((*t.input_schema).clone());
         assert_eq!(input["type"], "object", "{name}");
@@ -538,7 +543,7 @@ async fn unknown_tool_is_a_jsonrpc_error_and_the_server_keeps_serving() {
         let tools = within("tools/list", server.client.list_all_tools())
             .await
             .expect("tools/list after an unknown tool");
-        assert_eq!(tools.len(), 4);
+        assert_eq!(tools.len(), 6);
     }
     server.stop().await;
 }
@@ -1005,7 +1010,7 @@ async fn cancelling_a_call_drops_the_collection() {
     let tools = within("tools/list", client.list_all_tools())
         .await
         .expect("tools/list");
-    assert_eq!(tools.len(), 4);
+    assert_eq!(tools.len(), 6);
     let _ = client.cancel().await;
 }
 

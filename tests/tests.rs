@@ -4,6 +4,7 @@ mod support;
 
 mod answers;
 mod cli;
+mod fleet;
 mod http;
 mod loadgen;
 mod local;
@@ -11,3 +12,4 @@ mod mcp;
 mod owners;
 mod parse;
 mod ssh;
+mod watch;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::page::RowKey;
 use crate::error::InputError;
+use crate::fleet::HostPattern;
 use crate::model::{TcpState, Transport};
 use crate::source::Scope;
 
@@ -56,11 +57,13 @@ pub struct ConnectionsArgs {
     )]
     pub state: Option<String>,
 
-    /// A configured remote host, by its name or address (see list_hosts). Omitted, localhost,
-    /// 127.0.0.1 or ::1 mean this machine.
+    /// A configured remote host, by its name or address (see list_hosts); or several at once: a
+    /// comma-separated list of names, globs over names (web-*) and groups (@prod), queried
+    /// concurrently with one result per host. Omitted, localhost, 127.0.0.1 or ::1 mean this
+    /// machine.
     #[arg(
         long,
-        help = "A configured remote host (name or address, see `hosts`); default the local machine"
+        help = "A configured remote host (name or address, see `hosts`), or several: 'web-1,web-2', 'web-*', '@prod'; default the local machine"
     )]
     pub host: Option<String>,
 
@@ -158,15 +161,18 @@ impl ProtoFilter {
     }
 }
 
-/// Which host to ask: the local machine, or a configured remote host by name or address.
+/// Which host(s) to ask: the local machine, one configured remote host by name or address,
+/// or several (a comma-separated list of names, globs such as `web-*`, groups such as `@prod`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostSpec {
     Local,
     Remote(String),
+    Many(Vec<HostPattern>),
 }
 
 impl HostSpec {
-    /// Omitted, empty, `localhost`, `127.0.0.1` and `::1` mean the local machine.
+    /// Omitted, empty, `localhost`, `127.0.0.1` and `::1` mean the local machine; a list, a
+    /// glob or a group means several hosts (read with [`HostSpec::from_arg`]).
     pub fn parse(host: Option<&str>) -> HostSpec {
         match host.map(str::trim) {
             None | Some("") => HostSpec::Local,
@@ -174,6 +180,16 @@ impl HostSpec {
                 HostSpec::Local
             }
             Some(h) => HostSpec::Remote(h.to_string()),
+        }
+    }
+
+    /// A `host` argument: one host as [`HostSpec::parse`] reads it, or several.
+    pub fn from_arg(host: Option<&str>) -> Result<HostSpec, InputError> {
+        match host {
+            Some(h) if crate::fleet::is_multi(h) => {
+                Ok(HostSpec::Many(crate::fleet::parse_patterns([h])?))
+            }
+            other => Ok(HostSpec::parse(other)),
         }
     }
 }
@@ -200,6 +216,8 @@ pub struct ConnectionsQuery {
     pub owners: bool,
     /// Which network namespaces to list.
     pub scope: Scope,
+    /// Bytes the answer may take with a default limit (less per host in a multi-host call).
+    pub budget: usize,
 }
 
 /// Decodes MCP arguments into an input struct, checked against its derived schema.
@@ -254,7 +272,7 @@ impl ConnectionsArgs {
             Some(p) if !p.trim().is_empty() => Some(p.trim().to_lowercase()),
             _ => None,
         };
-        let host = HostSpec::parse(self.host.as_deref());
+        let host = HostSpec::from_arg(self.host.as_deref())?;
         let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
         Ok(ConnectionsQuery {
@@ -274,6 +292,7 @@ impl ConnectionsArgs {
             },
             owners: true,
             scope,
+            budget: super::ANSWER_BUDGET,
         })
     }
 }
@@ -328,11 +347,13 @@ pub struct PortArgs {
     #[arg(long, help = "Protocol: tcp (default) or udp")]
     pub proto: Option<String>,
 
-    /// A configured remote host, by its name or address (see list_hosts). Omitted, localhost,
-    /// 127.0.0.1 or ::1 mean this machine.
+    /// A configured remote host, by its name or address (see list_hosts); or several at once: a
+    /// comma-separated list of names, globs over names (web-*) and groups (@prod), queried
+    /// concurrently with one result per host. Omitted, localhost, 127.0.0.1 or ::1 mean this
+    /// machine.
     #[arg(
         long,
-        help = "A configured remote host (name or address, see `hosts`); default the local machine"
+        help = "A configured remote host (name or address, see `hosts`), or several: 'web-1,web-2', 'web-*', '@prod'; default the local machine"
     )]
     pub host: Option<String>,
 
@@ -377,6 +398,8 @@ pub struct PortQuery {
     pub default_limit: bool,
     /// Which network namespaces to check.
     pub scope: Scope,
+    /// Bytes the answer may take with a default limit (less per host in a multi-host call).
+    pub budget: usize,
 }
 
 impl PortArgs {
@@ -407,7 +430,7 @@ impl PortArgs {
             Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
             Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
         };
-        let host = HostSpec::parse(self.host.as_deref());
+        let host = HostSpec::from_arg(self.host.as_deref())?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
         Ok(PortQuery {
             port,
@@ -417,6 +440,7 @@ impl PortArgs {
             limit,
             default_limit,
             scope,
+            budget: super::ANSWER_BUDGET,
         })
     }
 }
@@ -484,3 +508,161 @@ fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {
             .ok_or_else(|| input("pid", p.to_string(), PID_ALLOWED)),
     }
 }
+
+/// Inputs of `watch_connections` (and the CLI's `watch`): the connection filters of
+/// [`ConnectionsArgs`] (validated by it, see [`WatchArgs::filters`]) plus the window.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct WatchArgs {
+    /// How long to watch, in seconds: 1-60 (default 10).
+    #[schemars(range(min = 1, max = 60), extend("default" = 10))]
+    #[arg(
+        long = "duration",
+        value_name = "SECS",
+        help = "Stop after SECS seconds (default: until Ctrl-C or SIGTERM)"
+    )]
+    pub duration_secs: Option<i64>,
+
+    /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
+    #[arg(
+        long,
+        help = "Protocol: tcp, udp or all (default all; IPv4 and IPv6 both included)"
+    )]
+    pub proto: Option<String>,
+
+    /// TCP state filter, any spelling query_network_connections accepts. An open carries the
+    /// state it was first seen in; a close the last state seen (CLOSE when never seen open).
+    #[arg(
+        long,
+        help = "Only sockets in this TCP state (for a close: the last state seen), e.g. LISTEN"
+    )]
+    pub state: Option<String>,
+
+    /// A configured remote host, by its name or address (see list_hosts), watched by comparing
+    /// its listings. Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "Watch a configured remote host (name or address) by comparing its listings"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(
+        long,
+        value_name = "PORT",
+        help = "SSH port for --host, overriding the configured one"
+    )]
+    pub ssh_port: Option<i64>,
+
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    #[arg(long)]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub program: Option<String>,
+
+    /// Milliseconds between two listings: 20-60000 (default 250 locally; for a remote host
+    /// default 2000, at least 500).
+    #[schemars(range(min = 20, max = 60000))]
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Milliseconds between two listings (default 250; 2000 for --host)"
+    )]
+    pub interval_ms: Option<i64>,
+
+    /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
+    /// cover every event.
+    #[schemars(range(min = 0), extend("default" = 50))]
+    #[arg(skip)]
+    pub limit: Option<i64>,
+}
+
+impl WatchArgs {
+    /// The connection filters, for [`ConnectionsArgs::validate`] (the one validation of them).
+    pub fn filters(&self) -> ConnectionsArgs {
+        ConnectionsArgs {
+            proto: self.proto.clone(),
+            state: self.state.clone(),
+            host: self.host.clone(),
+            ssh_port: self.ssh_port,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            ..ConnectionsArgs::default()
+        }
+    }
+}
+
+/// Inputs of `recent_connection_events`: the look-back, the connection filters (validated by
+/// [`ConnectionsArgs`]) and the number of events.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct RecentArgs {
+    /// How far back to look, in seconds: 1-604800 (default 600, ten minutes).
+    #[schemars(range(min = 1, max = 604800), extend("default" = 600))]
+    pub since_secs: Option<i64>,
+
+    /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
+    pub proto: Option<String>,
+
+    /// TCP state filter, any spelling query_network_connections accepts (for a close: the
+    /// last state seen).
+    pub state: Option<String>,
+
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    pub program: Option<String>,
+
+    /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
+    /// cover every matching event.
+    #[schemars(range(min = 0), extend("default" = 50))]
+    pub limit: Option<i64>,
+}
+
+impl RecentArgs {
+    /// The connection filters, for [`ConnectionsArgs::validate`].
+    pub fn filters(&self) -> ConnectionsArgs {
+        ConnectionsArgs {
+            proto: self.proto.clone(),
+            state: self.state.clone(),
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            ..ConnectionsArgs::default()
+        }
+    }
+}
+
+from_json!(WatchArgs);
+from_json!(RecentArgs);

@@ -2,31 +2,51 @@
 //! and the parsers over `ss`/`netstat`/`lsof` output where neither exists; with `scope=all`
 //! every other network namespace too (`netns`); then owners from `/proc/<pid>/fd`, one scan for
 //! all namespaces, and a [`ProcessTable`] for owner details on demand.
+//!
+//! netlink, `/proc`, namespaces and the owner scan are Linux's (`cfg(target_os = "linux")`).
+//! Elsewhere (macOS, the BSDs) the local source is the external one: `netstat`/`lsof` output
+//! parsed, owners as those tools print them. [`Backend::External`] chooses that path on Linux
+//! too, so it stays tested here.
 
-use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::model::{Socket, Transport};
+use crate::model::Socket;
+#[cfg(target_os = "linux")]
+use crate::model::Transport;
+#[cfg(target_os = "linux")]
 use crate::owners;
+#[cfg(target_os = "linux")]
 use crate::process::ProcessTable;
+#[cfg(target_os = "linux")]
 use crate::source::netns::{self, Listed};
-use crate::source::{BoxFuture, OwnerCoverage, Scope, Snapshot, Source, Want, netlink, procfs};
+use crate::source::{BoxFuture, OwnerCoverage, Scope, Snapshot, Source, Want};
+#[cfg(target_os = "linux")]
+use crate::source::{netlink, procfs};
 
 /// How the local source lists sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// netlink, falling back to `/proc/net`, then to external commands.
+    /// netlink, falling back to `/proc/net`, then to external commands (off Linux: external
+    /// commands only).
     #[default]
     Auto,
+    /// netlink `sock_diag` only (Linux).
     Netlink,
+    /// `/proc/net` only (Linux).
     Procfs,
+    /// `ss`, `netstat` or `lsof` output, parsed: the only way off Linux.
+    External,
 }
 
 /// Sockets of the machine we run on.
 #[derive(Debug, Clone)]
 pub struct LocalSource {
     backend: Backend,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     proc_root: PathBuf,
 }
 
@@ -46,6 +66,22 @@ impl LocalSource {
 
     /// Collects synchronously (the async [`Source`] runs this on a blocking thread).
     pub fn collect_blocking(&self, want: Want) -> Result<Snapshot, Error> {
+        match self.backend {
+            Backend::External => external_snapshot(&want, Vec::new()),
+            #[cfg(target_os = "linux")]
+            _ => self.collect_linux(want),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Auto => external_snapshot(&want, Vec::new()),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Netlink | Backend::Procfs => Err(Error::NoLocalSource {
+                detail: "netlink and /proc/net exist on Linux only; use the external backend (ss, netstat or lsof)".into(),
+            }),
+        }
+    }
+
+    /// netlink (or `/proc/net`), other namespaces on request, and the owner scan.
+    #[cfg(target_os = "linux")]
+    fn collect_linux(&self, want: Want) -> Result<Snapshot, Error> {
         let mut notes = Vec::new();
         let Listed {
             mut sockets,
@@ -55,23 +91,11 @@ impl LocalSource {
             Ok(listed) => listed,
             Err(err) if self.backend == Backend::Auto => {
                 tracing::warn!(cause = %err, "/proc/net unreadable; trying ss, netstat, lsof");
-                let (sockets, note) =
-                    external_sockets(&want).map_err(|ext| Error::NoLocalSource {
-                        detail: format!("{err}; {ext}"),
-                    })?;
-                notes.push(note);
-                if want.scope == Scope::All {
-                    notes.push(
-                        "other network namespaces were not listed (no netlink or /proc/net)"
-                            .to_string(),
-                    );
-                }
-                // The external tools already named the owners they could see.
-                return Ok(Snapshot {
-                    sockets,
-                    owners: OwnerCoverage::Complete,
-                    notes,
-                    processes: Some(Arc::new(ProcessTable::new(&self.proc_root))),
+                return external_snapshot(&want, notes).map_err(|ext| match ext {
+                    Error::NoLocalSource { detail } => Error::NoLocalSource {
+                        detail: format!("{err}; {detail}"),
+                    },
+                    other => other,
                 });
             }
             Err(err) => return Err(err),
@@ -110,6 +134,7 @@ impl LocalSource {
         })
     }
 
+    #[cfg(target_os = "linux")]
     /// `scope=all`: labels our own sockets with our namespace, then lists every other
     /// namespace from inside it and appends its sockets. Namespaces that cannot be listed
     /// are reported in `notes`.
@@ -193,13 +218,20 @@ impl LocalSource {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Where `ip netns` keeps named namespaces.
 const RUN_NETNS: &str = "/run/netns";
 
+#[cfg(target_os = "linux")]
 /// Lists the sockets of the calling thread's network namespace with `backend`; `net_root` is
 /// the directory whose `net/` holds the `/proc/net` tables of that namespace.
 fn list(backend: Backend, net_root: &Path, want: &Want) -> Result<Listed, Error> {
     match backend {
+        // Handled before (`external_snapshot`): the tools list only the namespace they run in.
+        Backend::External => Err(Error::NoLocalSource {
+            detail: "the external backend (ss, netstat, lsof) lists only this network namespace"
+                .into(),
+        }),
         Backend::Netlink => netlink_sockets(net_root, want),
         Backend::Procfs => procfs_sockets(net_root, want),
         Backend::Auto => netlink_sockets(net_root, want).or_else(|netlink_err| {
@@ -218,6 +250,7 @@ fn list(backend: Backend, net_root: &Path, want: &Want) -> Result<Listed, Error>
     }
 }
 
+#[cfg(target_os = "linux")]
 fn procfs_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     let (sockets, notes) = procfs::sockets(net_root, want)?;
     Ok(Listed {
@@ -241,6 +274,7 @@ impl Source for LocalSource {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     let mut diag = netlink::Diag::open()?;
     let mut out = Vec::new();
@@ -276,6 +310,7 @@ fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     })
 }
 
+#[cfg(target_os = "linux")]
 /// How many sockets a full dump will return, from `/proc/net/sockstat{,6}` of the namespace
 /// being listed, so the vector is
 /// allocated once (growing it by doubling would hold two copies at the peak). 0 if unknown.
@@ -309,6 +344,33 @@ fn socket_count_estimate(net_root: &Path, want: &Want) -> usize {
     total + total / 16 + 16
 }
 
+/// The external path as a snapshot: the tools already named the owners they could see. Scope
+/// `all` lists only this namespace here (the tools see no other).
+fn external_snapshot(want: &Want, mut notes: Vec<String>) -> Result<Snapshot, Error> {
+    let (sockets, note) =
+        external_sockets(want).map_err(|detail| Error::NoLocalSource { detail })?;
+    notes.push(note);
+    if want.scope == Scope::All {
+        notes
+            .push("other network namespaces were not listed (no netlink or /proc/net)".to_string());
+    }
+    #[cfg(target_os = "linux")]
+    let processes: Option<Arc<dyn crate::process::ProcessLookup>> =
+        Some(Arc::new(ProcessTable::new(Path::new("/proc"))));
+    #[cfg(not(target_os = "linux"))]
+    let processes = None;
+    Ok(Snapshot {
+        sockets,
+        owners: if want.owners {
+            OwnerCoverage::Complete
+        } else {
+            OwnerCoverage::NotRequested
+        },
+        notes,
+        processes,
+    })
+}
+
 /// Last resort: run `ss`, `netstat` or `lsof` and parse their output.
 fn external_sockets(want: &Want) -> Result<(Vec<Socket>, String), String> {
     let (command, parsed) =
@@ -320,7 +382,7 @@ fn external_sockets(want: &Want) -> Result<(Vec<Socket>, String), String> {
         .filter(|s| want.admits(s))
         .collect();
     let mut note = format!(
-        "netlink and /proc/net were unavailable, so `{} {}` was run and parsed",
+        "local sockets were read from `{} {}` output (netlink and /proc/net were not used)",
         command.program,
         command.args.join(" ")
     );

@@ -181,14 +181,20 @@ impl Raw {
     pub async fn start(env: &[(&str, OsString)]) -> Raw {
         let mut cmd = Command::new(bin());
         // Verbose logging, discarded: every stdout line must still be a JSON-RPC message.
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env("RUST_LOG", "trace")
-            .kill_on_drop(true);
+        cmd.env("RUST_LOG", "trace");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Raw::start_command(cmd).await
+    }
+
+    /// Starts the server with this command (e.g. inside a network namespace) and completes
+    /// the MCP handshake. stderr is discarded.
+    pub async fn start_command(mut cmd: Command) -> Raw {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn netstat-mcp");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
@@ -252,6 +258,47 @@ impl Raw {
             if &got == id {
                 return (Some(message), seen);
             }
+        }
+    }
+
+    /// The next message from the server (response or notification); `None` at EOF.
+    pub async fn next_message(&mut self) -> Option<Value> {
+        let line = within("read", self.lines.next_line())
+            .await
+            .expect("read stdout")?;
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout carried a non-JSON line ({e}): {line}")),
+        )
+    }
+
+    /// Calls a tool and returns its result's `structuredContent` (panics on a JSON-RPC error).
+    pub async fn call_tool(&mut self, id: i64, name: &str, args: Value) -> Value {
+        self.send(json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": args}
+        }))
+        .await;
+        let response = self.response(id).await;
+        response["result"]["structuredContent"].clone()
+    }
+
+    /// Reads messages until the response with this id; returns it and every message before it
+    /// (notifications included).
+    pub async fn response_and_before(&mut self, id: impl Into<Value>) -> (Value, Vec<Value>) {
+        let id = id.into();
+        let mut before = Vec::new();
+        loop {
+            let line = within("read", self.lines.next_line())
+                .await
+                .expect("read stdout")
+                .unwrap_or_else(|| panic!("EOF before the response with id {id}"));
+            let message: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout carried a non-JSON line ({e}): {line}"));
+            if message.get("id") == Some(&id) {
+                return (message, before);
+            }
+            before.push(message);
         }
     }
 

@@ -26,7 +26,7 @@ fn ephemeral_start() -> u16 {
 
 /// Ports `[10000, ephemeral start)`, walked from a per-process offset so parallel tests and
 /// test processes rarely try the same one.
-fn candidate_ports() -> impl Iterator<Item = u16> {
+pub fn candidate_ports() -> impl Iterator<Item = u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let low = 10000u32;
     let span = u32::from(ephemeral_start()).saturating_sub(low).max(1);
@@ -47,20 +47,90 @@ pub fn tcp_listener(ip: &str) -> TcpListener {
 
 /// A bound, unconnected UDP socket on 127.0.0.1 at a port below the ephemeral range.
 pub fn udp_socket() -> (UdpSocket, u16) {
+    udp_socket_on("127.0.0.1")
+}
+
+/// A bound, unconnected UDP socket on `ip` at a port below the ephemeral range.
+pub fn udp_socket_on(ip: &str) -> (UdpSocket, u16) {
+    let ip: IpAddr = ip.parse().expect("ip");
     let s = candidate_ports()
-        .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+        .find_map(|p| UdpSocket::bind((ip, p)).ok())
         .expect("a free UDP port below the ephemeral range");
     let port = s.local_addr().expect("addr").port();
     (s, port)
 }
 
-/// A TCP port below the ephemeral range that nothing holds on any address at the moment of
-/// the call (bound on the wildcard address, then released).
-pub fn unused_tcp_port() -> u16 {
-    let l = candidate_ports()
-        .find_map(|p| TcpListener::bind(("0.0.0.0", p)).ok())
-        .expect("a free TCP port");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    port
+/// A TCP port on 127.0.0.1 where a connection is refused, for as long as the returned socket
+/// lives: the socket is bound there (without `SO_REUSEADDR`, so nobody else can bind or listen
+/// on the port) but never listens.
+pub fn refusing_tcp_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("TCP socket");
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("inet addr")
+        .port();
+    (socket, port)
+}
+
+/// Runs `f` on a thread of its own inside a new, empty network namespace: no socket exists
+/// there, so every port is free, whatever other processes on the machine do. Threads `f`
+/// starts (tokio's blocking pool) inherit the namespace. `None`, with a loud message, when not
+/// root (CI runs as root, where this never skips).
+pub fn in_empty_netns<T: Send>(what: &str, f: impl FnOnce() -> T + Send) -> Option<T> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED {what}: needs root to create a network namespace");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root; {what} must not skip there"
+        );
+        return None;
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare(CLONE_NEWNET) changes only this thread's network namespace;
+                // it touches no memory and no file descriptor.
+                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "unshare(CLONE_NEWNET): {}",
+                    std::io::Error::last_os_error()
+                );
+                let ns = |p: &str| std::fs::read_link(p).expect("read netns link");
+                assert_ne!(
+                    ns("/proc/thread-self/ns/net"),
+                    ns("/proc/self/ns/net"),
+                    "the thread did not get a network namespace of its own"
+                );
+                f()
+            })
+            .join()
+            .expect("netns thread")
+    })
+    .into()
+}
+
+/// A command run in a new, empty network namespace (`unshare --net`), where every port is
+/// free; `None`, loudly, when not root.
+pub fn command_in_empty_netns(
+    what: &str,
+    program: &std::path::Path,
+) -> Option<std::process::Command> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED {what}: needs root to create a network namespace");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root; {what} must not skip there"
+        );
+        return None;
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.arg("--net").arg("--").arg(program);
+    Some(cmd)
 }

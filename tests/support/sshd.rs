@@ -4,13 +4,14 @@
 //! Each instance has its own directory: host keys (ed25519 + ecdsa, made with `ssh-keygen`),
 //! `authorized_keys`, a `bin/` directory first on the test user's PATH (via `SetEnv`, so tests
 //! can shadow or hide `netstat`/`ss`), a `known_hosts` already holding the host keys, and the
-//! sshd log. The test user `netstat-mcp-test` (password [`PASSWORD`]) is created once per run
+//! sshd log. Ports: sshd itself binds a port below the kernel's ephemeral range (never
+//! handed to a client socket) and says so in its log; a port someone else holds makes it exit,
+//! and the next port is tried: no port is ever bound, released and handed over. The test user `netstat-mcp-test` (password [`PASSWORD`]) is created once per run
 //! with `useradd`/`chpasswd`: the tests must run as root (they do in CI). Nothing here skips.
 
 #![allow(dead_code)] // each test uses part of this
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,7 +59,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// Creates the test user once per process and (re)sets its password.
-fn ensure_user() {
+pub fn ensure_user() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         assert!(
@@ -92,11 +93,6 @@ fn ensure_user() {
         assert!(child.wait().expect("chpasswd").success(), "chpasswd failed");
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
     });
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// Generates a key pair at `path` (`path.pub` too); returns the public key line.
@@ -149,8 +145,7 @@ impl Sshd {
         };
 
         let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
+        for port in super::net::candidate_ports().take(50) {
             let config = root.join("sshd_config");
             std::fs::write(
                 &config,
@@ -185,7 +180,7 @@ impl Sshd {
                 .stderr(log)
                 .spawn()
                 .expect("spawn sshd");
-            if wait_ready(port, &mut child) {
+            if wait_ready(port, &mut child, &root.join("sshd.log")) {
                 let known_hosts = root.join("known_hosts");
                 let lines: String = host_keys
                     .iter()
@@ -205,6 +200,10 @@ impl Sshd {
             let _ = child.kill();
             let _ = child.wait();
             last_log = std::fs::read_to_string(root.join("sshd.log")).unwrap_or_default();
+            // Only a port someone else holds is worth another try.
+            if !last_log.contains("Address already in use") {
+                break;
+            }
         }
         panic!("sshd did not start; its log:\n{last_log}");
     }
@@ -283,19 +282,17 @@ impl Drop for Sshd {
     }
 }
 
-/// Ready once it answers with an SSH banner; bounded by 10 s; false if sshd exited.
-fn wait_ready(port: u16, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Ready once sshd logs that it listens on `port` (it logs that after `listen`, so connections
+/// are accepted from then on); false once it exited (the port was taken). Bounded by 30 s.
+fn wait_ready(port: u16, child: &mut Child, log: &Path) -> bool {
+    let listening = format!("Server listening on 127.0.0.1 port {port}.");
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|l| l.contains(&listening)) {
+            return true;
+        }
         if let Ok(Some(_)) = child.try_wait() {
             return false;
-        }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 8];
-            if s.read_exact(&mut buf).is_ok() && &buf[..4] == b"SSH-" {
-                return true;
-            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
