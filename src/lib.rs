@@ -14,6 +14,8 @@
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+//! - [`inflight`]: the bound on calls in flight on one stdio MCP connection (a transport
+//!   wrapper that stops reading while the bound is reached).
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
 //!   graceful shutdown — around any MCP handler.
 
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod inflight;
 pub mod mcp;
 pub mod model;
 pub mod netstat_tool;

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod http;
+mod limits;
 mod loadgen;
 mod local;
 mod mcp;
