@@ -195,12 +195,12 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     };
     match result {
         Ok(envelope) => {
-            if opts.json {
-                print_json(&envelope);
+            let written = if opts.json {
+                print_json(&envelope)
             } else {
-                print!("{}", connections_table(&envelope));
-            }
-            ExitCode::SUCCESS
+                print_text(&connections_table(&envelope))
+            };
+            delivered(written, ExitCode::SUCCESS)
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -231,17 +231,20 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     };
     match result {
         Ok(envelope) => {
-            if opts.json {
-                print_json(&envelope);
+            let written = if opts.json {
+                print_json(&envelope)
             } else {
-                print!("{}", port_text(&envelope));
-            }
+                print_text(&port_text(&envelope))
+            };
             let occupied = envelope.data.as_ref().is_some_and(|d| d.is_occupied);
-            if occupied {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            delivered(
+                written,
+                if occupied {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         Err(e) => fail::<PortData>(&e, opts.json),
     }
@@ -270,12 +273,12 @@ pub fn hosts(config: &NetstatConfig, opts: &HostsOpts) -> ExitCode {
             auth: h.auth_method(),
         })
         .collect();
-    if opts.json {
-        print_json(&rows);
+    let written = if opts.json {
+        print_json(&rows)
     } else {
-        print!("{}", hosts_table(config, &rows));
-    }
-    ExitCode::SUCCESS
+        print_text(&hosts_table(config, &rows))
+    };
+    delivered(written, ExitCode::SUCCESS)
 }
 
 /// The configured hosts as an aligned table, with where the config came from.
@@ -311,30 +314,56 @@ pub fn hosts_table(config: &NetstatConfig, rows: &[HostRow]) -> String {
 }
 
 fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
+    let code = ExitCode::from(2);
     if json {
-        print_json(&Envelope::<T>::error(err));
+        delivered(print_json(&Envelope::<T>::error(err)), code)
     } else {
-        eprintln!("netstat-mcp: {err}");
+        print_error(&format!("netstat-mcp: {err}"));
+        code
     }
-    ExitCode::from(2)
 }
 
-fn print_json<T: Serialize>(value: &T) {
+/// The exit code once output is written. A reader that went away (`| head -1`) is not an
+/// error: exit quietly with the code the command has anyway, as ripgrep does. Any other write
+/// failure (a full disk) is reported and exits 2.
+fn delivered(written: std::io::Result<()>, code: ExitCode) -> ExitCode {
+    match written {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            print_error(&format!("netstat-mcp: cannot write the output: {e}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A line on stderr; a closed or broken stderr is ignored (never a panic).
+pub fn print_error(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Text on stdout, without the panic `print!` raises on a closed pipe.
+fn print_text(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
     use std::io::Write as _;
     // Pretty for a person at a terminal; compact (a third of the bytes) for pipes and programs.
     let pretty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = if pretty {
+    if pretty {
         serde_json::to_writer_pretty(&mut out, value)
     } else {
         serde_json::to_writer(&mut out, value)
     }
-    .map_err(std::io::Error::from)
-    .and_then(|()| writeln!(out))
-    .and_then(|()| out.flush());
-    if let Err(e) = written {
-        eprintln!("netstat-mcp: cannot write JSON: {e}");
-    }
+    .map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    out.flush()
 }
 
 /// `addr:port` with IPv6 in brackets, `*` for no port.

@@ -26,12 +26,12 @@ async fn main() -> ExitCode {
     let config = match NetstatConfig::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("netstat-mcp: {e}");
+            cli::print_error(&format!("netstat-mcp: {e}"));
             return ExitCode::from(2);
         }
     };
     for warning in &config.warnings {
-        eprintln!("netstat-mcp: warning: {warning}");
+        cli::print_error(&format!("netstat-mcp: warning: {warning}"));
     }
     let remotes = SshRemotes::new(config);
     let service = Service::new(
@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("netstat-mcp: {e}");
+                cli::print_error(&format!("netstat-mcp: {e}"));
                 ExitCode::FAILURE
             }
         },
@@ -75,7 +75,7 @@ async fn serve_http(server: NetstatServer, args: &ServeArgs) -> ExitCode {
     match result.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netstat-mcp: {e}");
+            cli::print_error(&format!("netstat-mcp: {e}"));
             ExitCode::from(2)
         }
     }
