@@ -24,7 +24,7 @@ pub enum Error {
     #[error(transparent)]
     Input(#[from] InputError),
 
-    /// A remote host that is not in the configuration. The text is fixed by the SPEC.
+    /// A remote host that is not in the configuration. The text is part of the tool contract (docs/tools.md).
     #[error("Authentication config for remote host not found: {host}")]
     UnknownHost { host: String },
 

@@ -1,4 +1,4 @@
-//! The MCP streamable HTTP transport (SPEC §5): `netstat-mcp serve --http ADDR` serves MCP at
+//! The MCP streamable HTTP transport: `netstat-mcp serve --http ADDR` serves MCP at
 //! `/mcp` for agents on other machines.
 //!
 //! What this module adds around rmcp's [`StreamableHttpService`] (which speaks the protocol,

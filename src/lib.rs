@@ -16,8 +16,11 @@
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
 //! - [`inflight`]: the bound on calls in flight on one stdio MCP connection (a transport
 //!   wrapper that stops reading while the bound is reached).
-//! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
+//! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin checks, capped
+//!   sessions, calls and connections, header/body timeouts, session ids of our own, access log,
 //!   graceful shutdown — around any MCP handler.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;

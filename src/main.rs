@@ -1,3 +1,7 @@
+//! The `netstat-mcp` binary: logging to stderr, the config, then the CLI or an MCP server.
+
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The `netstat` tool of SPEC §1.3: an allow-list over netstat's arguments, a runner for the
+//! The `netstat` tool (docs/tools.md): an allow-list over netstat's arguments, a runner for the
 //! local `netstat` binary (no shell, 3 s timeout, killed when the request is dropped), and a
 //! native rendering of netstat's columns for machines without the binary.
 //!
@@ -24,7 +24,7 @@ use crate::parse::render::{Listing, RenderOptions, render_netstat};
 use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
 use crate::source::{OwnerCoverage, Want};
 
-/// How long the `netstat` binary may run before it is killed (SPEC §1.3).
+/// How long the `netstat` binary may run before it is killed (docs/tools.md).
 pub const NETSTAT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// At most this many arguments are accepted (every allowed flag once, with room for repeats).

@@ -176,9 +176,10 @@ fn loadgen_holds_both_ends_across_workers_and_cleans_up_when_stdin_closes() {
 fn loadgen_stops_and_reaps_its_workers_on_sigterm() {
     let (mut child, ready) = start(&["--connections", "50", "--hold-secs", "120"]);
     assert_eq!(ready.workers.len(), 2);
-    let pid = libc::pid_t::try_from(ready.pid).expect("pid fits pid_t");
-    // SAFETY: plain kill(2) on the child we started and still own (not yet reaped).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The child we started and still own (not yet reaped).
+    let pid = rustix::process::Pid::from_raw(i32::try_from(ready.pid).expect("pid fits"))
+        .expect("a valid pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     let status = wait_exit(&mut child);
     assert!(status.success(), "loadgen exited with {status} on SIGTERM");
     for pid in &ready.workers {
