@@ -234,23 +234,41 @@ def render(out, markdown):
             lines.append("")
         if res["mcp"]:
             lines += [
-                "### 5. MCP `tools/call` round trip (server already running, stdio)",
+                "### 5. MCP answers: each tool with default arguments (server running, stdio)",
                 "",
-                "| tool | arguments | calls | median ms | p90 ms | rows |",
-                "|---|---|---:|---:|---:|---|",
+                "Round trip of `tools/call`, and the size of the result's text block (what a "
+                "client hands to the model; budget 24 KiB, the `netstat` tool's own cap 64 KiB).",
+                "",
+                "| tool | arguments | calls | median ms | p90 ms | text bytes | count |",
+                "|---|---|---:|---:|---:|---:|---|",
             ]
-            for label in ("query", "port_idle", "port_loaded"):
+            for label in MCP_LABELS:
                 m = res["mcp"].get(label)
                 if m:
+                    size = m.get("text_bytes")
+                    size_s = "?" if size is None else f"{size:,}{'' if within_budget(label, m) else ' ✗'}"
+                    count = m.get("rows")
+                    count_s = "–" if label in ("netstat",) else (
+                        f"{count:,} {'✓' if mcp_rows_ok(label, m, n) else '✗'}"
+                        if isinstance(count, int) else "✗"
+                    )
                     lines.append(
                         f"| {m['tool']} | `{json.dumps(m['arguments'])}` | {m['calls']} "
-                        f"| {m['median_ms']:.2f} | {m['p90_ms']:.2f} | {m.get('rows')} "
-                        f"{'✓' if mcp_rows_ok(label, m, n) else '✗'} |"
+                        f"| {m['median_ms']:.2f} | {m['p90_ms']:.2f} | {size_s} | {count_s} |"
                     )
             lines.append("")
     if ns:
         lines += targets(results[ns[-1]], ns[-1], results)
     text = "\n".join(lines).rstrip() + "\n"
+    # bench/recorder.sh owns its section: keep it across runs of this report.
+    try:
+        with open(markdown, encoding="utf-8") as fh:
+            old = fh.read()
+        begin, end = old.find("<!-- recorder:begin -->"), old.find("<!-- recorder:end -->")
+        if 0 <= begin < end:
+            text += "\n" + old[begin:end + len("<!-- recorder:end -->")] + "\n"
+    except FileNotFoundError:
+        pass
     with open(markdown, "w", encoding="utf-8") as fh:
         fh.write(text)
 
@@ -272,6 +290,19 @@ def command_text(out, n, key, tool):
     return text.replace(out, "$OUT").replace("|", "\\|")
 
 
+MCP_LABELS = ("query", "port_idle", "port_loaded", "netstat", "list_hosts")
+BUDGET = 24 * 1024
+NETSTAT_BUDGET = 64 * 1024
+
+
+def within_budget(label, m):
+    """Whether an MCP answer's text block fits its budget."""
+    size = m.get("text_bytes")
+    if not isinstance(size, int):
+        return False
+    return size <= (NETSTAT_BUDGET if label == "netstat" else BUDGET)
+
+
 def mcp_rows_ok(label, m, n):
     """Whether an MCP result saw the loadgen's sockets: all of them, or the port's owners."""
     rows = m.get("rows")
@@ -279,7 +310,9 @@ def mcp_rows_ok(label, m, n):
         return False
     n = int(n)
     if label == "query":
-        return rows >= 2 * n + 1  # connection_count: every TCP socket, loadgen's among them
+        return rows >= 2 * n + 1  # connection_count: every socket, loadgen's among them
+    if label == "list_hosts":
+        return rows >= 0
     return rows == (1 if label == "port_idle" else n + 1)
 
 
@@ -357,12 +390,43 @@ def targets(res, n, results):
         "×",
         "list_owners",
     )
+    mcp_rows = []
+
+    def add_mcp(name, label, limit_ms):
+        m = res["mcp"].get(label)
+        if m is None:
+            mcp_rows.append(f"| {name} | not measured | ≤ {limit_ms} ms | – |")
+            return
+        ok = m["median_ms"] <= limit_ms
+        verdict = "✓" if ok else "✗"
+        if not mcp_rows_ok(label, m, n):
+            verdict = "✗ (wrong count)"
+        mcp_rows.append(f"| {name} | {m['median_ms']:.1f} ms | ≤ {limit_ms} ms | {verdict} |")
+
+    add_mcp("MCP default listing `query_network_connections {}`", "query", 150)
+    add_mcp("MCP port check on the loaded port", "port_loaded", 300)
+    measured = [(label, m) for label, m in res["mcp"].items() if label in MCP_LABELS]
+    if measured:
+        largest = max(measured, key=lambda lm: lm[1].get("text_bytes") or 0)
+        all_ok = all(within_budget(label, m) for label, m in measured)
+        mcp_rows.append(
+            f"| every default answer within budget (largest: {largest[0]}, "
+            f"{(largest[1].get('text_bytes') or 0):,} bytes) | "
+            f"{sum(within_budget(l, m) for l, m in measured)} of {len(measured)} | all | "
+            f"{'✓' if all_ok else '✗'} |"
+        )
     return [
         f"## Targets (issue 6) at N = {int(n):,}",
         "",
         "| target | measured | limit | met |",
         "|---|---:|---:|---|",
         *rows,
+        "",
+        f"## Targets (issue 11: answers sized for an agent) at N = {int(n):,}",
+        "",
+        "| target | measured | limit | met |",
+        "|---|---:|---:|---|",
+        *mcp_rows,
         "",
     ]
 

@@ -175,9 +175,12 @@ for n in "${NS[@]}"; do
     done
 
     if [ $HAVE_CLI = 1 ]; then
-        mcp "$dir" "$n" query query_network_connections '{"proto":"tcp"}'
-        mcp "$dir" "$n" port_idle check_port_occupation "{\"port\":$IDLE,\"proto\":\"tcp\"}"
-        mcp "$dir" "$n" port_loaded check_port_occupation "{\"port\":$PORT,\"proto\":\"tcp\"}"
+        # Each tool with its default arguments, as an agent calls it.
+        mcp "$dir" "$n" query query_network_connections '{}'
+        mcp "$dir" "$n" port_idle check_port_occupation "{\"port\":$IDLE}"
+        mcp "$dir" "$n" port_loaded check_port_occupation "{\"port\":$PORT}"
+        mcp "$dir" "$n" netstat netstat '{}'
+        mcp "$dir" "$n" list_hosts list_hosts '{}'
     fi
     stop_loadgen
 done

@@ -100,6 +100,12 @@ class Targets(unittest.TestCase):
         self.assertTrue(report.mcp_rows_ok("query", {"rows": 2050}, "1000"))
         self.assertFalse(report.mcp_rows_ok("port_idle", {"rows": None}, "1000"))
 
+    def test_answer_budget(self):
+        self.assertTrue(report.within_budget("query", {"text_bytes": 24 * 1024}))
+        self.assertFalse(report.within_budget("query", {"text_bytes": 24 * 1024 + 1}))
+        self.assertTrue(report.within_budget("netstat", {"text_bytes": 60 * 1024}))
+        self.assertFalse(report.within_budget("port_loaded", {}))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -8,11 +8,12 @@
 //! Starts the server once (default `target/release/netstat-mcp` next to this example, with no
 //! arguments: the stdio MCP server), initializes the session, makes W warm-up calls, then times
 //! K calls of the tool with the given JSON object as arguments. Prints one JSON object on stdout:
-//! `{"tool", "arguments", "calls", "median_ms", "p90_ms", "min_ms", "max_ms", "rows"}` where
-//! `rows` is `data.connection_count` (query_network_connections) or the number of
-//! `data.occupations` (check_port_occupation) from the last result, so the benchmark can check
-//! the server saw the same sockets as the other tools. A tool error (`isError: true`) or a
-//! transport error fails the run with exit status 1.
+//! `{"tool", "arguments", "calls", "median_ms", "p90_ms", "min_ms", "max_ms", "rows",
+//! "text_bytes"}` where `rows` is `data.connection_count` (query_network_connections),
+//! `data.occupation_count` (check_port_occupation) or `data.host_count` (list_hosts) from the
+//! last result, so the benchmark can check the server saw the same sockets as the other tools,
+//! and `text_bytes` is the size of that result's text block (what a client hands to a model).
+//! A tool error (`isError: true`) or a transport error fails the run with exit status 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,11 +113,14 @@ fn parse_args(args: &[String]) -> Result<Options, RoundtripError> {
 /// The `rows` figure for the count check, read from the structured result.
 fn rows(result: &CallToolResult) -> Option<u64> {
     let data = result.structured_content.as_ref()?.get("data")?;
-    if let Some(count) = data.get("connection_count").and_then(Value::as_u64) {
-        return Some(count);
-    }
-    let occupations = data.get("occupations")?.as_array()?;
-    u64::try_from(occupations.len()).ok()
+    ["connection_count", "occupation_count", "host_count"]
+        .iter()
+        .find_map(|key| data.get(*key).and_then(Value::as_u64))
+}
+
+/// The size of a result's first text block.
+fn text_bytes(result: &CallToolResult) -> Option<usize> {
+    Some(result.content.first()?.as_text()?.text.len())
 }
 
 /// The value at quantile `q` (0..=1) of sorted samples, nearest-rank.
@@ -181,6 +185,7 @@ async fn run(opts: &Options) -> Result<Value, RoundtripError> {
         "min_ms": samples.first().copied(),
         "max_ms": samples.last().copied(),
         "rows": last.as_ref().and_then(rows),
+        "text_bytes": last.as_ref().and_then(text_bytes),
     }))
 }
 

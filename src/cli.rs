@@ -1,5 +1,7 @@
 //! The command line: clap options → the same queries the MCP server runs → a table or the
-//! SPEC JSON. The MCP server itself starts from `main` when no subcommand (or `serve`) is given.
+//! JSON the MCP tools return. The MCP server itself starts from `main` when no subcommand (or
+//! `serve`) is given. The options of `connections`, `summary` and `port` are the tools' own
+//! input structs (`query::input`), flattened into clap.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -8,9 +10,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::config::NetstatConfig;
 use crate::error::{Error, InputError};
-use crate::query::{ConnectionsArgs, ConnectionsData, Envelope, PortArgs, PortData, Service};
+use crate::query::{
+    ConnectionsArgs, ConnectionsData, Envelope, HostsData, PortArgs, PortData, Service,
+};
 use crate::source::Backend;
 
 /// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
@@ -58,9 +61,15 @@ pub enum Command {
     /// Tell whether a local port is in use and which processes hold it.
     /// Exit status: 0 occupied, 1 free, 2 error.
     Port(PortOpts),
-    /// List the configured remote hosts (name, address, SSH port, user, auth method; never a
-    /// secret).
+    /// What a host is doing, at a glance: sockets by state and protocol, listeners, the
+    /// programs and remote hosts with the most connections (the filters of `connections` apply).
+    Summary(SummaryOpts),
+    /// List the configured remote hosts (name, address, SSH port, user, auth method, groups;
+    /// never a secret).
     Hosts(HostsOpts),
+    /// Print connections as they open and close (a table line, or JSON per line with --json),
+    /// until Ctrl-C or --duration; then a summary on stderr.
+    Watch(crate::watch::cli::WatchOpts),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +104,14 @@ pub struct ServeArgs {
     /// `http://localhost:6274`). Repeatable. Requests without an Origin header are not affected.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
     pub allow_origin: Vec<String>,
+    /// Keep a watcher running and remember this machine's connection events (opens and
+    /// closes) for the recent_connection_events tool.
+    #[arg(long)]
+    pub record: bool,
+    /// How many events the recorder keeps (the oldest are dropped first); 104 bytes each.
+    #[arg(long, value_name = "N", requires = "record", default_value_t = crate::watch::recorder::DEFAULT_CAPACITY as u64,
+          value_parser = clap::value_parser!(u64).range(1..=crate::watch::recorder::MAX_CAPACITY as u64))]
+    pub record_capacity: u64,
 }
 
 impl ServeArgs {
@@ -119,37 +136,12 @@ impl ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ConnectionsOpts {
-    /// Protocol: tcp, udp or all (IPv4 and IPv6 both included).
-    #[arg(long, default_value = "all")]
-    pub proto: String,
-    /// TCP state, e.g. LISTEN, ESTABLISHED, TIME_WAIT (netstat or ss spelling, any case).
-    #[arg(long)]
-    pub state: Option<String>,
-    /// A configured remote host (name or address); default the local machine.
-    #[arg(long)]
-    pub host: Option<String>,
-    /// SSH port for --host, overriding the configured one.
-    #[arg(long, value_name = "PORT")]
-    pub ssh_port: Option<i64>,
-    /// Only sockets with this local port.
-    #[arg(long, value_name = "PORT")]
-    pub local_port: Option<i64>,
-    /// Only sockets with this remote (foreign) port.
-    #[arg(long, value_name = "PORT")]
-    pub remote_port: Option<i64>,
-    /// Only sockets held by this process id.
-    #[arg(long)]
-    pub pid: Option<i64>,
-    /// Only sockets held by a program whose name contains this (case-insensitive).
-    #[arg(long)]
-    pub program: Option<String>,
-    /// Show at most this many rows (0 or absent: all).
-    #[arg(long)]
-    pub limit: Option<i64>,
+    #[command(flatten)]
+    pub args: ConnectionsArgs,
     /// Skip the owner (pid/program) lookup: faster, and needs no privileges.
     #[arg(long)]
     pub no_owners: bool,
-    /// Print the SPEC JSON envelope instead of a table.
+    /// Print the JSON answer the MCP tool returns instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -159,34 +151,25 @@ pub struct PortOpts {
     /// The port to check (1-65535).
     #[arg(value_name = "PORT", allow_hyphen_values = true)]
     pub port: String,
-    /// Protocol: tcp or udp.
-    #[arg(long, default_value = "tcp")]
-    pub proto: String,
-    /// A configured remote host (name or address); default the local machine.
+    #[command(flatten)]
+    pub args: PortArgs,
+    /// Print the JSON answer the MCP tool returns instead of text.
     #[arg(long)]
-    pub host: Option<String>,
-    /// SSH port for --host, overriding the configured one.
-    #[arg(long, value_name = "PORT")]
-    pub ssh_port: Option<i64>,
-    /// Print the SPEC JSON envelope instead of text.
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryOpts {
+    #[command(flatten)]
+    pub args: ConnectionsArgs,
+    /// Print the JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs `connections`. Exit 0 on success, 2 on error.
 pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode {
-    let args = ConnectionsArgs {
-        proto: Some(opts.proto.clone()),
-        state: opts.state.clone(),
-        host: opts.host.clone(),
-        port: opts.ssh_port,
-        local_port: opts.local_port,
-        remote_port: opts.remote_port,
-        pid: opts.pid,
-        program: opts.program.clone(),
-        limit: opts.limit,
-    };
-    let result = match args.validate(None) {
+    let result = match opts.args.validate(None) {
         Ok(mut query) => {
             query.owners = !opts.no_owners;
             service.connections(&query).await
@@ -206,6 +189,30 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     }
 }
 
+/// Runs `summary`: what a host is doing, for a person (or `--json`). Exit 0, 2 on error.
+pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
+    let result = match opts.args.validate(Some(0)) {
+        Ok(query) => service.connections(&query).await,
+        Err(e) => Err(Error::Input(e)),
+    };
+    match result {
+        Ok(envelope) => {
+            let written = if opts.json {
+                let summary = envelope.data.as_ref().map(|d| &d.summary);
+                print_json(&Envelope {
+                    success: envelope.success,
+                    message: envelope.message.clone(),
+                    data: summary,
+                })
+            } else {
+                print_text(&summary_text(&envelope))
+            };
+            delivered(written, ExitCode::SUCCESS)
+        }
+        Err(e) => fail::<ConnectionsData>(&e, opts.json),
+    }
+}
+
 /// Runs `port`. Exit 0 occupied, 1 free, 2 error.
 pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     let port = match opts.port.trim().parse::<i64>() {
@@ -213,7 +220,7 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
         Err(_) => {
             let e = InputError {
                 param: "port".into(),
-                given: format!("'{}'", opts.port.escape_default()),
+                given: format!("'{}'", crate::query::shorten(&opts.port)),
                 allowed: "must be an integer between 1 and 65535".into(),
             };
             return fail::<PortData>(&Error::Input(e), opts.json);
@@ -221,11 +228,9 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     };
     let args = PortArgs {
         port,
-        proto: Some(opts.proto.clone()),
-        host: opts.host.clone(),
-        ssh_port: opts.ssh_port,
+        ..opts.args.clone()
     };
-    let result = match args.validate() {
+    let result = match args.validate(None) {
         Ok(query) => service.port(&query).await,
         Err(e) => Err(Error::Input(e)),
     };
@@ -250,49 +255,33 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     }
 }
 
-/// One configured remote host, as `hosts --json` prints it.
-#[derive(Debug, Serialize)]
-pub struct HostRow {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    pub auth: String,
-}
-
-/// Runs `hosts`: the configured remote hosts. Exit 0.
-pub fn hosts(config: &NetstatConfig, opts: &HostsOpts) -> ExitCode {
-    let rows: Vec<HostRow> = config
-        .remote_hosts
-        .iter()
-        .map(|h| HostRow {
-            name: h.name.clone(),
-            host: h.host.clone(),
-            port: h.port,
-            username: h.username.clone(),
-            auth: h.auth_method(),
-        })
-        .collect();
+/// Runs `hosts`: the configured remote hosts (what the `list_hosts` tool returns). Exit 0.
+pub fn hosts(service: &Service, opts: &HostsOpts) -> ExitCode {
+    let envelope = service.hosts();
     let written = if opts.json {
+        let rows = envelope.data.map(|d| d.hosts).unwrap_or_default();
         print_json(&rows)
+    } else if let Some(data) = &envelope.data {
+        print_text(&hosts_table(data))
     } else {
-        print_text(&hosts_table(config, &rows))
+        Ok(())
     };
     delivered(written, ExitCode::SUCCESS)
 }
 
 /// The configured hosts as an aligned table, with where the config came from.
-pub fn hosts_table(config: &NetstatConfig, rows: &[HostRow]) -> String {
-    let from = config
-        .path
-        .as_ref()
-        .map_or_else(|| "no config file".to_string(), |p| p.display().to_string());
-    if rows.is_empty() {
+pub fn hosts_table(data: &HostsData) -> String {
+    let from = data
+        .config
+        .clone()
+        .unwrap_or_else(|| "no config file".to_string());
+    if data.hosts.is_empty() {
         return format!(
             "No remote hosts configured ({from}); only the local machine is available\n"
         );
     }
-    let cells: Vec<Vec<String>> = rows
+    let cells: Vec<Vec<String>> = data
+        .hosts
         .iter()
         .map(|r| {
             vec![
@@ -301,15 +290,16 @@ pub fn hosts_table(config: &NetstatConfig, rows: &[HostRow]) -> String {
                 r.port.to_string(),
                 r.username.clone(),
                 r.auth.clone(),
+                r.groups.join(","),
             ]
         })
         .collect();
     let mut out = table(
-        &["Name", "Host", "Port", "User", "Auth"],
-        &[false, false, true, false, false],
+        &["Name", "Host", "Port", "User", "Auth", "Groups"],
+        &[false, false, true, false, false, false],
         &cells,
     );
-    let _ = writeln!(out, "{} remote host(s) from {from}", rows.len());
+    let _ = writeln!(out, "{} remote host(s) from {from}", data.hosts.len());
     out
 }
 
@@ -419,6 +409,9 @@ pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
         ));
     }
     let _ = writeln!(out, "{}", envelope.message);
+    if let Some(cursor) = envelope.data.as_ref().and_then(|d| d.next_cursor.as_ref()) {
+        let _ = writeln!(out, "Next page: add --cursor {cursor}");
+    }
     out
 }
 
@@ -433,17 +426,96 @@ pub fn port_text(envelope: &Envelope<PortData>) -> String {
                 vec![
                     o.protocol.to_string(),
                     endpoint(o.local_ip, Some(o.local_port)),
+                    endpoint(o.foreign_ip, o.foreign_port),
                     o.state.unwrap_or_default().to_string(),
                     owner_cell(o.pid, o.program.as_deref()),
                 ]
             })
             .collect();
         out.push_str(&table(
-            &["Proto", "Local Address", "State", "PID/Program"],
-            &[false; 4],
+            &[
+                "Proto",
+                "Local Address",
+                "Foreign Address",
+                "State",
+                "PID/Program",
+            ],
+            &[false; 5],
             &rows,
         ));
     }
+    out
+}
+
+/// The summary for a person: counts, listeners, top programs and remote hosts.
+pub fn summary_text(envelope: &Envelope<ConnectionsData>) -> String {
+    let mut out = String::new();
+    let Some(data) = &envelope.data else {
+        let _ = writeln!(out, "{}", envelope.message);
+        return out;
+    };
+    let s = &data.summary;
+    let counts = |map: &std::collections::BTreeMap<&'static str, usize>| {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_by_key(|(name, n)| (std::cmp::Reverse(**n), **name));
+        entries
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "{} sockets on {}", data.connection_count, data.host);
+    let _ = writeln!(out, "By state:    {}", counts(&s.by_state));
+    let _ = writeln!(out, "By protocol: {}", counts(&s.by_protocol));
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Listening ({}{}):",
+        s.listener_count,
+        if s.listeners_truncated {
+            format!(", first {} shown", s.listeners.len())
+        } else {
+            String::new()
+        }
+    );
+    let rows: Vec<Vec<String>> = s
+        .listeners
+        .iter()
+        .map(|l| {
+            vec![
+                l.protocol.to_string(),
+                endpoint(l.local_ip, Some(l.local_port)),
+                owner_cell(l.pid, l.program.as_deref()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["Proto", "Local Address", "PID/Program"],
+        &[false; 3],
+        &rows,
+    ));
+    if !s.top_programs.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Top programs:");
+        let rows: Vec<Vec<String>> = s
+            .top_programs
+            .iter()
+            .map(|p| vec![p.count.to_string(), format!("{}/{}", p.pid, p.program)])
+            .collect();
+        out.push_str(&table(&["Sockets", "PID/Program"], &[true, false], &rows));
+    }
+    if !s.top_remote_hosts.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Top remote hosts:");
+        let rows: Vec<Vec<String>> = s
+            .top_remote_hosts
+            .iter()
+            .map(|r| vec![r.count.to_string(), r.foreign_ip.to_string()])
+            .collect();
+        out.push_str(&table(&["Sockets", "Address"], &[true, false], &rows));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", envelope.message);
     out
 }
 

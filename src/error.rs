@@ -24,9 +24,18 @@ pub enum Error {
     #[error(transparent)]
     Input(#[from] InputError),
 
-    /// A remote host that is not in the configuration. The text is part of the tool contract (docs/tools.md).
-    #[error("Authentication config for remote host not found: {host}")]
-    UnknownHost { host: String },
+    /// A remote host that is not in the configuration. The text up to the host is fixed (clients
+    /// match it); then the configured names, so the caller can pick one.
+    #[error(
+        "Authentication config for remote host not found: {}{}",
+        crate::query::shorten(host),
+        configured_names(configured)
+    )]
+    UnknownHost {
+        host: String,
+        /// Configured host names (the first 20).
+        configured: Vec<String>,
+    },
 
     /// The netlink `sock_diag` socket failed at some stage.
     #[error("netlink sock_diag {stage} failed: {source}")]
@@ -68,16 +77,30 @@ pub enum Error {
 
     /// A configured remote host whose config entry (or the `[ssh]` table) is invalid; the
     /// error names the file, the entry and the field. Other hosts are unaffected.
-    #[error("remote host {host} cannot be used: {source}")]
+    #[error("remote host {} cannot be used: {source}", crate::query::shorten(host))]
     HostConfig {
         host: String,
         #[source]
         source: std::sync::Arc<crate::config::ConfigError>,
     },
 
+    /// `recent_connection_events` on a server started without the recorder.
+    #[error(
+        "The connection recorder is off, so there are no recent events to show. Start the server with `netstat-mcp serve --record` (stdio or --http; --record-capacity N sets how many events are kept, default 100000) to record every open and close on this machine; meanwhile watch_connections watches live for up to 60 s"
+    )]
+    RecorderOff,
+
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },
+}
+
+fn configured_names(names: &[String]) -> String {
+    if names.is_empty() {
+        "; no remote hosts are configured".to_string()
+    } else {
+        format!("; configured hosts: {}", names.join(", "))
+    }
 }
 
 impl From<crate::ssh::SshError> for Error {
@@ -89,6 +112,9 @@ impl From<crate::ssh::SshError> for Error {
 impl Error {
     /// Whether the error is the caller's fault (bad input or unknown host).
     pub fn is_input(&self) -> bool {
-        matches!(self, Error::Input(_) | Error::UnknownHost { .. })
+        matches!(
+            self,
+            Error::Input(_) | Error::UnknownHost { .. } | Error::RecorderOff
+        )
     }
 }

@@ -11,7 +11,9 @@ use netstat_mcp::config::NetstatConfig;
 use netstat_mcp::http;
 use netstat_mcp::mcp::{self, NetstatServer};
 use netstat_mcp::query::Service;
-use netstat_mcp::source::{LocalSource, SshRemotes};
+use netstat_mcp::source::{LocalSource, SshRemotes, Want};
+use netstat_mcp::watch::recorder::Recorder;
+use netstat_mcp::watch::service::WatchService;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,15 +44,27 @@ async fn main() -> ExitCode {
         Arc::new(LocalSource::new(cli.backend.into())),
         Arc::new(remotes.clone()),
     );
+    let mut watch = WatchService::new(service.clone(), cli.backend.into());
+    if let Some(Command::Serve(args)) = &cli.command
+        && args.record
+    {
+        match start_recorder(&watch, args.record_capacity).await {
+            Ok(recorder) => watch = watch.with_recorder(recorder),
+            Err(e) => {
+                cli::print_error(&format!("netstat-mcp: cannot start the recorder: {e}"));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let server = || NetstatServer::new(service.clone()).with_watch(watch.clone());
     match &cli.command {
         Some(Command::Connections(opts)) => cli::connections(&service, opts).await,
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
-        Some(Command::Hosts(opts)) => cli::hosts(remotes.config(), opts),
-        Some(Command::Serve(args)) if args.http.is_some() => {
-            serve_http(NetstatServer::new(service), args).await
-        }
-        None | Some(Command::Serve(_)) => match mcp::serve_stdio(NetstatServer::new(service)).await
-        {
+        Some(Command::Summary(opts)) => cli::summary(&service, opts).await,
+        Some(Command::Hosts(opts)) => cli::hosts(&service, opts),
+        Some(Command::Watch(opts)) => netstat_mcp::watch::cli::run(&watch, opts).await,
+        Some(Command::Serve(args)) if args.http.is_some() => serve_http(server(), args).await,
+        None | Some(Command::Serve(_)) => match mcp::serve_stdio(server()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 cli::print_error(&format!("netstat-mcp: {e}"));
@@ -58,6 +72,27 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Starts the recorder of `serve --record` (its first listing and owner scan block).
+async fn start_recorder(watch: &WatchService, capacity: u64) -> anyhow::Result<Arc<Recorder>> {
+    let options = watch.local_options(Want::all());
+    let capacity = usize::try_from(capacity)?;
+    let recorder =
+        tokio::task::spawn_blocking(move || Recorder::start(options, capacity)).await??;
+    let state = recorder.state();
+    tracing::info!(
+        capacity,
+        destroy_notifications = state.destroy.is_on(),
+        "recorder started"
+    );
+    if !state.destroy.is_on() {
+        cli::print_error(&format!(
+            "netstat-mcp: warning: recorder: {}",
+            state.destroy.describe(state.interval)
+        ));
+    }
+    Ok(Arc::new(recorder))
 }
 
 /// `serve --http`: MCP over streamable HTTP until SIGINT/SIGTERM; exit 0 after a clean drain.

@@ -1,17 +1,18 @@
-//! The MCP server: three read-only tools over [`Service`] and [`NetstatTool`]. The only module
-//! that knows rmcp.
+//! The MCP server: six read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
 //!
 //! [`NetstatServer`] implements rmcp's `ServerHandler` by hand rather than through typed
 //! `Parameters<T>`: a wrong JSON type (`"80"`, `80.5`) must come back as a tool result with
-//! `isError: true` and the SPEC envelope, which typed parameters would turn into a JSON-RPC
-//! error. So `call_tool` takes the raw arguments map and hands it to the query layer's
-//! validation (`ConnectionsArgs::from_json`, `PortArgs::from_json`, [`NetstatArgs::from_json`]);
-//! the schemas in `tools/list` come from schemars-derived input structs that exist only to
-//! describe the inputs to a model. Nothing here validates or filters on its own.
+//! `isError: true` and the envelope, which typed parameters would turn into a JSON-RPC error.
+//! So `call_tool` takes the raw arguments map and decodes it against the tool's input schema
+//! ([`schema::decode`]); both the schema and the decoded struct come from the query layer's
+//! input types (`query::input`), the one place an input is declared. Nothing here validates or
+//! filters on its own.
 //!
 //! Every call runs under the request's cancellation token: `notifications/cancelled` drops the
 //! work (and kills a running `netstat`). An unknown tool is a JSON-RPC `invalid params` error;
 //! everything else a caller can get wrong is a tool error.
+//!
+//! rmcp is known here and in `http` (the streamable HTTP transport); nowhere else.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -20,170 +21,162 @@ use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext, RoleServer, ServerInitializeError};
 use rmcp::transport::IntoTransport;
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use schemars::JsonSchema;
-use schemars::generate::SchemaSettings;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::netstat_tool::{NetstatArgs, NetstatData, NetstatTool};
+use crate::netstat_tool::{NetstatData, NetstatInput, NetstatTool};
+use crate::query::schema::{self, input_schema, output_schema};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, DEFAULT_MCP_LIMIT, Envelope, PortArgs, PortData, Service,
+    ConnectionsArgs, ConnectionsData, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HostsData,
+    NoArgs, PortArgs, PortData, RecentArgs, Service, WatchArgs,
 };
+use crate::source::Backend;
+use crate::watch::service::{RecentData, WatchData, WatchService};
 
 /// The tool names, as `tools/list` shows them.
 pub const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";
 pub const CHECK_PORT_OCCUPATION: &str = "check_port_occupation";
 pub const NETSTAT: &str = "netstat";
+pub const LIST_HOSTS: &str = "list_hosts";
+pub const WATCH_CONNECTIONS: &str = "watch_connections";
+pub const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
 
 /// What the server is for, sent in `initialize`.
-pub const INSTRUCTIONS: &str = "netstat-mcp answers two questions about TCP/UDP sockets (IPv4 and \
-IPv6): which connections exist on this machine (or on a configured remote host over SSH), and who \
+pub const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
+IPv6) on this machine or on configured remote hosts over SSH: which connections exist, and who \
 holds port N. Use check_port_occupation for \"is port N in use, and by which process?\", \
-query_network_connections for listings with filters (state, ports, pid, program), and netstat \
-only when netstat's own text output is wanted. All tools are read-only. pid/program need root or \
+query_network_connections for listings with filters (state, ports, pid, program) — its \
+data.summary (counts by state and protocol, listeners, top programs and remote hosts) answers \
+\"what is this host doing?\" without paging through rows — list_hosts to see which remote \
+hosts can be named, watch_connections to see what opens and closes over the next seconds \
+(even connections that live 1 ms), recent_connection_events for what opened and closed in the \
+last minutes (when the server records), and netstat only when netstat's own text output is \
+wanted. Answers are kept \
+under 24 KiB; page with cursor/next_cursor. All tools are read-only. pid/program need root or \
 the socket owner's rights; without them they are null and the message says how to fix it.";
 
 const CONNECTIONS_DESCRIPTION: &str = "List TCP and UDP sockets (IPv4 and IPv6) on this machine, \
-or on a configured remote host over SSH, like `netstat -tunap` / `ss -tunap`. Each row has \
-protocol (tcp, tcp6, udp, udp6), receive/send queue, local and foreign address and port, TCP state \
-(netstat spelling: LISTEN, ESTABLISHED, TIME_WAIT, ...; null for unconnected UDP) and the owning \
-pid and program. Filters: proto, state (TCP only), local_port, remote_port, pid, program \
-(substring). At most `limit` rows are returned (default 500, 0 = all); connection_count is always \
-the full count and truncated says when rows were cut. Use check_port_occupation instead to ask \
-whether one port is in use and by whom; use netstat only for netstat's text format. pid/program \
-are null for sockets of processes the server's user may not inspect (run the server as root, or \
-grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, or use an SSH user with those rights) and for \
-sockets no process holds (TIME_WAIT); the message says when permissions hid owners. Note: `port` \
-is the SSH port of a remote host, not a socket port; filter sockets with local_port/remote_port.";
+or on a configured remote host over SSH (see list_hosts), like `netstat -tunap` / `ss -tunap`. \
+The answer starts with data.summary, counted over every matching socket: by_state, by_protocol, \
+listeners (listening TCP and bound UDP sockets with their programs), top_programs and \
+top_remote_hosts — often enough on its own. Then up to `limit` rows (default 50) in a stable \
+order (protocol, local port, local ip, foreign ip, foreign port); connection_count is the full \
+count, truncated says more rows follow, and next_cursor passed back as `cursor` returns the next \
+page. Each row: protocol (tcp, tcp6, udp, udp6), receive/send queue, local and foreign address \
+and port, TCP state (netstat spelling: LISTEN, ESTABLISHED, TIME_WAIT, ...; null for unconnected \
+UDP) and the owning pid and program. Filters: proto, state (LISTEN also lists bound UDP sockets; \
+other states are TCP only), local_port, remote_port, pid, program (substring). Use \
+check_port_occupation instead to ask whether one port is in use and by whom; use netstat only \
+for netstat's text format. pid/program are null for sockets of processes the server's user may \
+not inspect (run the server as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, or use an \
+SSH user with those rights) and for sockets no process holds (TIME_WAIT); the message says when \
+permissions hid owners. Note: `port` (or `ssh_port`) is the SSH port of a remote host, not a \
+socket port, and is refused for the local machine: filter sockets with local_port/remote_port.";
 
 const PORT_DESCRIPTION: &str = "Tell whether a TCP or UDP port is in use on this machine (or on a \
-configured remote host over SSH) and which processes hold it. A port is occupied when any socket \
-of that protocol has it as its local port, in any state (LISTEN, ESTABLISHED, ... for TCP; any \
-bound socket for UDP); foreign ports never count. Returns is_occupied, one entry per socket and \
-owning process (protocol, local address, state, pid, program), and a message such as \"Port \
-80/TCP on local host is occupied by: nginx (pid 812)\". Use this before binding a port or to find \
-what blocks one; use query_network_connections for broader listings. pid/program are null when \
-the owner is a process the server's user may not inspect (needs root or CAP_SYS_PTRACE and \
+configured remote host over SSH, see list_hosts) and which processes hold it. A port is \
+occupied when any socket of that protocol has it as its local port, in any state (LISTEN, \
+ESTABLISHED, ... for TCP; any bound socket for UDP); foreign ports never count. Returns \
+is_occupied, occupation_count (every socket on the port), owners (every process holding it, with \
+its sockets counted per state), kernel_held (sockets no process holds, e.g. TIME_WAIT), and up \
+to `limit` socket rows (default 20, listening ones first) in occupations, with a message such \
+as \"Port 5432/TCP on local host is occupied by: postgres (pid 812; LISTEN 1, ESTABLISHED \
+4,211)\". Use this before binding a port or to find what blocks one; use \
+query_network_connections for broader listings. pid/program are null when the owner is a \
+process the server's user may not inspect (needs root or CAP_SYS_PTRACE and \
 CAP_DAC_READ_SEARCH) or no process (TIME_WAIT); the message says which.";
 
 const NETSTAT_DESCRIPTION: &str = "Run the local `netstat` with shell-style arguments and return \
 its text output, for callers that expect netstat's own format (e.g. `-tulpn`, `-an`). Only the \
-flags -a -n -t -u -l -p --help are allowed, alone or combined (-tulpn); anything else is refused \
-with an error naming the argument. No shell is involved; netstat is stopped after 3 s. Where no \
-netstat binary exists, the same columns are rendered from the native socket collector \
-(data.source = \"native\"). Local machine only. Prefer query_network_connections or \
-check_port_occupation for structured answers. The PID/Program column (-p) needs root to show \
-other users' processes.";
+flags -a -n -t -u -l -p --help are allowed, alone or combined (-tulpn), at most 16 arguments; \
+anything else is refused with an error naming the argument. No shell is involved; netstat is \
+stopped after 3 s. The output is cut at 64 KiB at a line boundary, and a last line says how \
+many lines were left out. Where no netstat binary exists, the same columns are rendered from \
+the native socket collector (data.source = \"native\"). Local machine only. Prefer \
+query_network_connections or check_port_occupation for structured, summarised answers. The \
+PID/Program column (-p) needs root to show other users' processes.";
 
-/// Inputs of `query_network_connections`, for the schema only (parsing is the query layer's).
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct ConnectionsInput {
-    /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
-    #[schemars(extend("default" = "all"))]
-    proto: Option<ProtoAll>,
-    /// TCP state filter, case-insensitive: ESTABLISHED, LISTEN, TIME_WAIT, SYN_SENT, SYN_RECV,
-    /// FIN_WAIT1, FIN_WAIT2, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING; ss spellings (ESTAB, SYN-SENT,
-    /// FIN-WAIT-1, UNCONN, ...) and LISTENING are accepted too. Not valid with proto udp; with
-    /// proto all it lists TCP sockets in that state only.
-    #[schemars(extend("examples" = ["LISTEN", "ESTABLISHED"]))]
-    state: Option<String>,
-    /// A configured remote host, by its name or address. Omitted, localhost, 127.0.0.1 or ::1
-    /// mean this machine.
-    host: Option<String>,
-    /// SSH port of the remote host (overrides the configured one). NOT a socket port: use
-    /// local_port or remote_port to filter sockets.
-    #[schemars(range(min = 1, max = 65535))]
-    port: Option<u16>,
-    /// Only sockets whose local port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    local_port: Option<u16>,
-    /// Only sockets whose remote (foreign) port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    remote_port: Option<u16>,
-    /// Only sockets held by this process id.
-    #[schemars(range(min = 1))]
-    pid: Option<u32>,
-    /// Only sockets held by a program whose name contains this text (case-insensitive).
-    program: Option<String>,
-    /// Return at most this many rows (default 500; 0 means no limit). connection_count still
-    /// counts all matches.
-    #[schemars(extend("default" = 500))]
-    limit: Option<u32>,
+const HOSTS_DESCRIPTION: &str = "List the remote hosts this server may query over SSH, from its \
+configuration: for each, the name to pass as `host` to the other tools, its address, SSH port, \
+user name, authentication method (password, key or agent — never a secret) and groups. No \
+inputs. Only these hosts are reachable; the local machine is always available (omit `host`). \
+Querying a host's sockets needs rights on that host (an SSH user with root or \
+CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to see other users' processes).";
+
+const WATCH_DESCRIPTION: &str = "Watch TCP and UDP connections open and close for a few seconds \
+(duration_secs, 1-60, default 10) on this machine or a configured remote host (see list_hosts), \
+and return what changed: opened/closed counts, the same by program and by remote host (top 10), \
+and the newest events (at most `limit`, default 50; oldest first), each with a timestamp \
+(RFC 3339, ms), the socket's fields (protocol, local and foreign address and port, state, \
+queues, pid, program, uid) and, for a close whose open was seen, duration_ms. Locally closes \
+come from the kernel's sock_diag destroy notifications, so even a connection that lives 1 ms is \
+seen (a connection that opened and closed between two listings shows as an open and a close \
+with origin \"destroy\"); a remote host is watched by comparing listings every interval \
+(default 2 s), which misses connections shorter than that. Filters as in \
+query_network_connections (proto, state, local_port, remote_port, pid, program). Sends \
+notifications/progress about once a second when the request carries a progressToken; cancel \
+the request to stop early. Use it for \"what keeps connecting and dropping?\"; use \
+recent_connection_events for the past and query_network_connections for a snapshot. pid/program \
+need root or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, as for listings; subscribing to destroy \
+notifications needs no privilege (where a kernel or sandbox refuses it, the message says so).";
+
+const RECENT_DESCRIPTION: &str = "What opened and closed on this machine in the last since_secs \
+seconds (default 600), from the recorder that a server started with `serve --record` keeps \
+running: opened/closed counts, the same by program and by remote host (top 10), and the newest \
+matching events (at most `limit`, default 50; oldest first), e.g. \"what connected to port 5432 \
+in the last 10 minutes?\" with local_port 5432. Events have the fields watch_connections \
+returns. The recorder keeps a bounded number of events and drops the oldest first: the answer \
+says how many were dropped and whether the whole look-back is covered (window_complete). \
+Filters as in query_network_connections. Local machine only. Without --record it returns an \
+error saying how to enable it; use watch_connections to watch live instead. Owners (pid, \
+program) need the server to run as root or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.";
+
+/// A tool's input schema and the decoder of its arguments, from one input type.
+struct Input {
+    schema: Arc<JsonObject>,
 }
 
-/// Inputs of `check_port_occupation`, for the schema only.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct PortInput {
-    /// The port to check (local port of a socket).
-    #[schemars(range(min = 1, max = 65535))]
-    port: u16,
-    /// Protocol: tcp (default) or udp.
-    #[schemars(extend("default" = "tcp"))]
-    proto: Option<ProtoOne>,
-    /// A configured remote host, by its name or address. Omitted, localhost, 127.0.0.1 or ::1
-    /// mean this machine.
-    host: Option<String>,
-    /// SSH port of the remote host (overrides the configured one).
-    #[schemars(range(min = 1, max = 65535))]
-    ssh_port: Option<u16>,
-}
-
-/// Inputs of `netstat`, for the schema only.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct NetstatInput {
-    /// netstat arguments, e.g. ["-tulpn"] or ["-a", "-n"]. Allowed: -a -n -t -u -l -p --help,
-    /// and short flags combined from those letters. Default: none (netstat's plain listing).
-    #[schemars(extend("items" = {"type": "string", "pattern": "^(--help|-[antulp]+)$"}, "maxItems" = 16))]
-    args: Option<Vec<String>>,
-}
-
-/// tcp, udp or all.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "lowercase", inline)]
-#[allow(dead_code)]
-enum ProtoAll {
-    Tcp,
-    Udp,
-    All,
-}
-
-/// tcp or udp.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "lowercase", inline)]
-#[allow(dead_code)]
-enum ProtoOne {
-    Tcp,
-    Udp,
-}
-
-/// An object JSON Schema (draft 2020-12) for `T`, without the wrapper's title and description.
-fn object_schema<T: JsonSchema>(for_output: bool) -> Arc<JsonObject> {
-    let mut settings = SchemaSettings::draft2020_12();
-    if for_output {
-        settings = settings.for_serialize();
+impl Input {
+    fn of<T: JsonSchema>() -> Input {
+        Input {
+            schema: Arc::new(input_schema::<T>()),
+        }
     }
-    let schema = settings.into_generator().into_root_schema_for::<T>();
-    let mut object = match serde_json::to_value(schema) {
-        Ok(Value::Object(object)) => object,
-        _ => Map::new(),
-    };
-    object.remove("title");
-    object.remove("description");
-    object.insert("type".into(), Value::String("object".into()));
-    Arc::new(object)
+
+    fn decode<T: DeserializeOwned>(&self, args: &JsonObject) -> Result<T, Error> {
+        schema::decode(&self.schema, args).map_err(Error::Input)
+    }
+}
+
+/// The input schemas, built once.
+struct Inputs {
+    connections: Input,
+    port: Input,
+    netstat: Input,
+    hosts: Input,
+    watch: Input,
+    recent: Input,
+}
+
+impl Inputs {
+    fn new() -> Inputs {
+        Inputs {
+            connections: Input::of::<ConnectionsArgs>(),
+            port: Input::of::<PortArgs>(),
+            netstat: Input::of::<NetstatInput>(),
+            hosts: Input::of::<NoArgs>(),
+            watch: Input::of::<WatchArgs>(),
+            recent: Input::of::<RecentArgs>(),
+        }
+    }
 }
 
 fn annotations(title: &str, open_world: bool) -> ToolAnnotations {
@@ -194,17 +187,21 @@ fn annotations(title: &str, open_world: bool) -> ToolAnnotations {
         .open_world(open_world)
 }
 
-/// The three tools as `tools/list` shows them.
+/// The tools as `tools/list` shows them.
 pub fn tools() -> Vec<Tool> {
+    tools_with(&Inputs::new())
+}
+
+fn tools_with(inputs: &Inputs) -> Vec<Tool> {
     let tool = |name: &'static str,
                 title: &str,
                 description: &'static str,
-                input: Arc<JsonObject>,
-                output: Arc<JsonObject>,
+                input: &Input,
+                output: JsonObject,
                 open_world: bool| {
-        Tool::new_with_raw(name, Some(Cow::Borrowed(description)), input)
+        Tool::new_with_raw(name, Some(Cow::Borrowed(description)), input.schema.clone())
             .with_title(title)
-            .with_raw_output_schema(output)
+            .with_raw_output_schema(Arc::new(output))
             .with_annotations(annotations(title, open_world))
     };
     vec![
@@ -212,24 +209,48 @@ pub fn tools() -> Vec<Tool> {
             QUERY_NETWORK_CONNECTIONS,
             "Query network connections",
             CONNECTIONS_DESCRIPTION,
-            object_schema::<ConnectionsInput>(false),
-            object_schema::<Envelope<ConnectionsData>>(true),
+            &inputs.connections,
+            output_schema::<Envelope<ConnectionsData>>(),
             true,
         ),
         tool(
             CHECK_PORT_OCCUPATION,
             "Check port occupation",
             PORT_DESCRIPTION,
-            object_schema::<PortInput>(false),
-            object_schema::<Envelope<PortData>>(true),
+            &inputs.port,
+            output_schema::<Envelope<PortData>>(),
             true,
         ),
         tool(
             NETSTAT,
             "Run netstat",
             NETSTAT_DESCRIPTION,
-            object_schema::<NetstatInput>(false),
-            object_schema::<Envelope<NetstatData>>(true),
+            &inputs.netstat,
+            output_schema::<Envelope<NetstatData>>(),
+            false,
+        ),
+        tool(
+            LIST_HOSTS,
+            "List remote hosts",
+            HOSTS_DESCRIPTION,
+            &inputs.hosts,
+            output_schema::<Envelope<HostsData>>(),
+            false,
+        ),
+        tool(
+            WATCH_CONNECTIONS,
+            "Watch connections open and close",
+            WATCH_DESCRIPTION,
+            &inputs.watch,
+            output_schema::<Envelope<WatchData>>(),
+            true,
+        ),
+        tool(
+            RECENT_CONNECTION_EVENTS,
+            "Recent connection events",
+            RECENT_DESCRIPTION,
+            &inputs.recent,
+            output_schema::<Envelope<RecentData>>(),
             false,
         ),
     ]
@@ -240,15 +261,20 @@ pub fn tools() -> Vec<Tool> {
 pub struct NetstatServer {
     service: Service,
     netstat: NetstatTool,
+    watch: WatchService,
+    inputs: Arc<Inputs>,
     tools: Arc<[Tool]>,
 }
 
 impl NetstatServer {
     pub fn new(service: Service) -> NetstatServer {
+        let inputs = Inputs::new();
         NetstatServer {
+            watch: WatchService::new(service.clone(), Backend::Auto),
             service,
             netstat: NetstatTool::default(),
-            tools: tools().into(),
+            tools: tools_with(&inputs).into(),
+            inputs: Arc::new(inputs),
         }
     }
 
@@ -259,34 +285,104 @@ impl NetstatServer {
     }
 
     async fn connections(&self, args: &JsonObject) -> CallToolResult {
-        let result = match ConnectionsArgs::from_json(args)
-            .and_then(|a| a.validate(Some(DEFAULT_MCP_LIMIT)))
-        {
+        let query = self
+            .inputs
+            .connections
+            .decode::<ConnectionsArgs>(args)
+            .and_then(|a| a.validate(Some(DEFAULT_ROWS)).map_err(Error::Input));
+        envelope_result(match query {
             Ok(query) => self.service.connections(&query).await,
-            Err(e) => Err(Error::Input(e)),
-        };
-        envelope_result(result)
+            Err(e) => Err(e),
+        })
     }
 
     async fn port(&self, args: &JsonObject) -> CallToolResult {
-        let result = match PortArgs::from_json(args).and_then(|a| a.validate()) {
+        let query = self
+            .inputs
+            .port
+            .decode::<PortArgs>(args)
+            .and_then(|a| a.validate(Some(DEFAULT_OCCUPATIONS)).map_err(Error::Input));
+        envelope_result(match query {
             Ok(query) => self.service.port(&query).await,
-            Err(e) => Err(Error::Input(e)),
-        };
-        envelope_result(result)
+            Err(e) => Err(e),
+        })
     }
 
     async fn netstat(&self, args: &JsonObject) -> CallToolResult {
-        let result = match NetstatArgs::from_json(args) {
+        let args = self
+            .inputs
+            .netstat
+            .decode::<NetstatInput>(args)
+            .and_then(|a| a.validate().map_err(Error::Input));
+        envelope_result(match args {
             Ok(args) => self.netstat.run(&self.service, &args).await,
-            Err(e) => Err(Error::Input(e)),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Uses this watch service (its local backend, and the recorder when recording).
+    pub fn with_watch(mut self, watch: WatchService) -> NetstatServer {
+        self.watch = watch;
+        self
+    }
+
+    async fn watch_connections(
+        &self,
+        args: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let query = match self
+            .inputs
+            .watch
+            .decode::<WatchArgs>(args)
+            .and_then(|a| a.validate_window().map_err(Error::Input))
+        {
+            Ok(q) => q,
+            Err(e) => return envelope_result::<WatchData>(Err(e)),
         };
-        envelope_result(result)
+        let token = context.meta.get_progress_token();
+        let peer = context.peer.clone();
+        let mut progress = move |elapsed: u64, total: u64, tally: &crate::watch::Tally| {
+            let Some(token) = token.clone() else { return };
+            let param = ProgressNotificationParam::new(token, elapsed as f64)
+                .with_total(total as f64)
+                .with_message(format!(
+                    "{elapsed} of {total} s: {} opened, {} closed",
+                    tally.opened, tally.closed
+                ));
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = peer.notify_progress(param).await {
+                    tracing::debug!(cause = %e, "progress notification not sent");
+                }
+            });
+        };
+        envelope_result(self.watch.window(&query, &mut progress).await)
+    }
+
+    fn recent_events(&self, args: &JsonObject) -> CallToolResult {
+        let result = self
+            .inputs
+            .recent
+            .decode::<RecentArgs>(args)
+            .and_then(|a| a.validate().map_err(Error::Input))
+            .and_then(|q| self.watch.recent(&q));
+        envelope_result::<RecentData>(result)
+    }
+
+    fn hosts(&self, args: &JsonObject) -> CallToolResult {
+        envelope_result(
+            self.inputs
+                .hosts
+                .decode::<NoArgs>(args)
+                .map(|_| self.service.hosts()),
+        )
     }
 }
 
-/// A tool result from an envelope: `structuredContent` plus the same JSON as text, `isError`
-/// when the envelope says `success: false`.
+/// A tool result from an envelope: `structuredContent` plus the same JSON as text (one
+/// serialization of the typed envelope; keys in struct order, so `success` and `message` come
+/// first), `isError` when the envelope says `success: false`.
 fn envelope_result<T: Serialize>(result: Result<Envelope<T>, Error>) -> CallToolResult {
     let envelope = match result {
         Ok(envelope) => envelope,
@@ -343,13 +439,16 @@ impl ServerHandler for NetstatServer {
             QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args)),
             CHECK_PORT_OCCUPATION => Box::pin(self.port(&args)),
             NETSTAT => Box::pin(self.netstat(&args)),
+            LIST_HOSTS => Box::pin(std::future::ready(self.hosts(&args))),
+            WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
+            RECENT_CONNECTION_EVENTS => Box::pin(std::future::ready(self.recent_events(&args))),
             other => {
                 tracing::debug!(tool = %other.escape_default(), "unknown tool");
                 return Err(McpError::new(
                     ErrorCode::INVALID_PARAMS,
                     format!(
-                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}",
-                        other.escape_default()
+                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}",
+                        crate::query::shorten(other)
                     ),
                     None,
                 ));
@@ -437,6 +536,7 @@ pub async fn serve_stdio(server: NetstatServer) -> Result<(), ServeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn tool(name: &str) -> Tool {
         tools().into_iter().find(|t| t.name == name).unwrap()
@@ -451,11 +551,19 @@ mod tests {
                 .unwrap()
                 .as_object()
                 .unwrap();
-            assert!(!props.is_empty(), "{}", t.name);
+            assert!(!props.is_empty() || t.name == LIST_HOSTS, "{}", t.name);
             for (field, schema) in props {
                 assert!(
                     schema.get("description").and_then(Value::as_str).is_some(),
                     "{}.{field} has no description: {schema}",
+                    t.name
+                );
+                // Portable: one JSON type, no format keyword (older clients cannot use
+                // ["integer", "null"] or formats such as uint16).
+                assert!(schema["type"].is_string(), "{}.{field}: {schema}", t.name);
+                assert!(
+                    !schema.to_string().contains("\"format\""),
+                    "{}.{field}",
                     t.name
                 );
             }
@@ -505,7 +613,11 @@ mod tests {
             assert_eq!(a.read_only_hint, Some(true));
             assert_eq!(a.destructive_hint, Some(false));
             assert_eq!(a.idempotent_hint, Some(true));
-            assert_eq!(a.open_world_hint, Some(t.name != NETSTAT), "{}", t.name);
+            // Open world: the tools that can reach remote hosts.
+            let remote = t.name == QUERY_NETWORK_CONNECTIONS
+                || t.name == CHECK_PORT_OCCUPATION
+                || t.name == WATCH_CONNECTIONS;
+            assert_eq!(a.open_world_hint, Some(remote), "{}", t.name);
             assert!(t.title.is_some());
         }
     }

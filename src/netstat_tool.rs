@@ -1,4 +1,4 @@
-//! The `netstat` tool (docs/tools.md): an allow-list over netstat's arguments, a runner for the
+//! The `netstat` tool: an allow-list over netstat's arguments, a runner for the
 //! local `netstat` binary (no shell, 3 s timeout, killed when the request is dropped), and a
 //! native rendering of netstat's columns for machines without the binary.
 //!
@@ -14,24 +14,27 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, InputError};
-use crate::model::{Socket, StateSet, TcpState, Transport};
+use crate::model::{Socket, TcpState, Transport};
 use crate::parse::clip;
 use crate::parse::render::{Listing, RenderOptions, render_netstat};
 use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
 use crate::source::{OwnerCoverage, Want};
 
-/// How long the `netstat` binary may run before it is killed (docs/tools.md).
+/// How long the `netstat` binary may run before it is killed.
 pub const NETSTAT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// At most this many arguments are accepted (every allowed flag once, with room for repeats).
 const MAX_ARGS: usize = 16;
 
-/// At most this many bytes of output are returned; the rest is cut and `truncated` is set.
-pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+/// At most this many characters per argument.
+const MAX_ARG_CHARS: usize = 32;
+
+/// At most this many bytes of output are returned (cut at a line boundary, with a last line
+/// saying what was left out); the rest is dropped and `truncated` is set.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// The letters that may appear in short flags.
 const SHORT_FLAGS: &str = "antulp";
@@ -54,43 +57,30 @@ pub struct NetstatArgs {
     pub help: bool,
 }
 
-impl NetstatArgs {
-    /// Reads the arguments of an MCP call: `{"args": [..strings..]}`, `args` optional.
-    pub fn from_json(args: &Map<String, Value>) -> Result<NetstatArgs, InputError> {
-        if let Some(k) = args.keys().find(|k| k.as_str() != "args") {
-            return Err(InputError {
-                param: "arguments".into(),
-                given: format!("unknown parameter '{}'", k.escape_default()),
-                allowed: "may only contain: args".into(),
-            });
-        }
-        let list = match args.get("args") {
-            None | Some(Value::Null) => return NetstatArgs::parse(&[]),
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(InputError {
-                    param: "args".into(),
-                    given: describe(other),
-                    allowed: format!("must be an array of strings and {ARGS_ALLOWED}"),
-                });
-            }
-        };
-        let mut strings = Vec::with_capacity(list.len());
-        for item in list {
-            match item {
-                Value::String(s) => strings.push(s.clone()),
-                other => {
-                    return Err(InputError {
-                        param: "args".into(),
-                        given: format!("an element {}", describe(other)),
-                        allowed: format!("must be an array of strings and {ARGS_ALLOWED}"),
-                    });
-                }
-            }
-        }
-        NetstatArgs::parse(&strings)
-    }
+/// Input of the `netstat` tool (the one place it is declared: schema and decoding derive from
+/// it).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct NetstatInput {
+    /// netstat arguments, e.g. ["-tulpn"] or ["-a", "-n"]. Allowed: -a -n -t -u -l -p --help,
+    /// and short flags combined from those letters; at most 16 arguments of at most 32
+    /// characters. Default: none (netstat's plain listing).
+    #[schemars(extend(
+        "items" = {"type": "string", "pattern": "^(--help|-[antulp]+)$", "maxLength": 32},
+        "maxItems" = 16
+    ))]
+    pub args: Option<Vec<String>>,
+}
 
+impl NetstatInput {
+    /// Checks the arguments against the allow-list.
+    pub fn validate(&self) -> Result<NetstatArgs, InputError> {
+        NetstatArgs::parse(self.args.as_deref().unwrap_or_default())
+    }
+}
+
+impl NetstatArgs {
     /// Checks every argument against the allow-list.
     pub fn parse(args: &[String]) -> Result<NetstatArgs, InputError> {
         if args.len() > MAX_ARGS {
@@ -107,9 +97,22 @@ impl NetstatArgs {
         for arg in args {
             let refuse = || InputError {
                 param: "args".into(),
-                given: format!("'{}'", arg.escape_default()),
+                given: format!("'{}'", crate::query::shorten(arg)),
                 allowed: ARGS_ALLOWED.into(),
             };
+            if arg.chars().count() > MAX_ARG_CHARS {
+                return Err(InputError {
+                    param: "args".into(),
+                    given: format!(
+                        "an argument of {} characters ('{}')",
+                        arg.chars().count(),
+                        crate::query::shorten(arg)
+                    ),
+                    allowed: format!(
+                        "may hold arguments of at most {MAX_ARG_CHARS} characters and {ARGS_ALLOWED}"
+                    ),
+                });
+            }
             if arg == "--help" {
                 out.help = true;
                 continue;
@@ -177,17 +180,6 @@ impl NetstatArgs {
     }
 }
 
-fn describe(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("\"{}\" (a string)", s.escape_default()),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-        Value::Bool(b) => format!("{b} (a boolean)"),
-        Value::Null => "null".into(),
-        Value::Number(n) => format!("{n} (a number)"),
-    }
-}
-
 /// Where the output of the `netstat` tool came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -213,7 +205,7 @@ pub struct NetstatData {
     /// netstat's standard error, trimmed (e.g. its warning that some processes could not be
     /// identified without root); empty when there was none.
     pub stderr: String,
-    /// True when `output` was cut at 1 MiB.
+    /// True when `output` was cut at 64 KiB (its last line then says how much was left out).
     pub truncated: bool,
 }
 
@@ -289,24 +281,22 @@ impl NetstatTool {
                 });
             }
         };
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stderr = clip(String::from_utf8_lossy(&output.stderr).trim(), 1000).to_string();
         if !output.status.success() {
             return Err(Error::Command {
                 program: args.command_line(),
                 status: output.status.to_string(),
-                stderr: clip(&stderr, 2000).to_string(),
+                stderr: clip(&stderr, 1000).to_string(),
             });
         }
         let text = String::from_utf8_lossy(&output.stdout);
-        let kept = clip(&text, MAX_OUTPUT_BYTES);
-        let truncated = kept.len() < text.len();
-        let lines = kept.lines().count();
+        let capped = cap_output(&text);
         let mut message = format!("Ran `{}` on the local host", args.command_line());
         if !args.help {
-            let _ = write!(message, ", {lines} lines of output");
+            let _ = write!(message, ", {} lines of output", capped.total_lines);
         }
-        if truncated {
-            message.push_str(". The output was cut at 1 MiB; narrow it with -t, -u or -l, or use query_network_connections with filters");
+        if capped.truncated {
+            let _ = write!(message, ". {}", capped.note);
         }
         if args.programs && stderr.contains("processes could be identified") {
             let _ = write!(
@@ -320,11 +310,77 @@ impl NetstatTool {
                 command: args.command_line(),
                 source: OutputSource::Binary,
                 exit_code: output.status.code(),
-                output: kept.to_string(),
+                output: capped.text,
                 stderr,
-                truncated,
+                truncated: capped.truncated,
             },
         ))
+    }
+}
+
+/// netstat's output within [`MAX_OUTPUT_BYTES`].
+struct Capped {
+    text: String,
+    truncated: bool,
+    total_lines: usize,
+    /// What was left out and how to narrow the query (also the text's last line).
+    note: String,
+}
+
+/// Bytes of the answer kept for everything but the output (message, command, stderr, keys).
+const ENVELOPE_ROOM: usize = 2 * 1024;
+
+/// How many bytes `text` takes inside a JSON string.
+fn json_escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Keeps whole lines of `text` while the answer's text block (the output as a JSON string, plus
+/// the rest of the envelope) stays within [`MAX_OUTPUT_BYTES`]; the last line then says how
+/// many lines were left out and how to narrow the query.
+fn cap_output(text: &str) -> Capped {
+    let total_lines = text.lines().count();
+    let limit = MAX_OUTPUT_BYTES - ENVELOPE_ROOM;
+    if json_escaped_len(text) <= limit {
+        return Capped {
+            text: text.to_string(),
+            truncated: false,
+            total_lines,
+            note: String::new(),
+        };
+    }
+    // Room for the closing line.
+    let limit = limit - 320;
+    let mut used = 0;
+    let mut end = 0;
+    let mut kept_lines = 0;
+    for line in text.split_inclusive('\n') {
+        let cost = json_escaped_len(line);
+        if used + cost > limit {
+            break;
+        }
+        used += cost;
+        end += line.len();
+        kept_lines += 1;
+    }
+    let kept = &text[..end];
+    let note = format!(
+        "The output was cut at {} KiB: {} of {} lines left out. Narrow it with -t, -u or -l (e.g. -tl for TCP listeners), or use query_network_connections (filters, summary, paging) or check_port_occupation",
+        MAX_OUTPUT_BYTES / 1024,
+        total_lines - kept_lines,
+        total_lines
+    );
+    Capped {
+        text: format!("{kept}[{note}]\n"),
+        truncated: true,
+        total_lines,
+        note,
     }
 }
 
@@ -364,9 +420,8 @@ async fn native(
     let want = Want {
         tcp,
         udp,
-        states: StateSet::ALL,
-        local_port: None,
         owners: args.programs,
+        ..Want::all()
     };
     let (_, snapshot) = service.snapshot(&HostSpec::Local, None, want).await?;
     let mut shown: Vec<Socket> = snapshot
@@ -383,8 +438,7 @@ async fn native(
             listing: args.listing(),
         },
     );
-    let kept = clip(&text, MAX_OUTPUT_BYTES);
-    let truncated = kept.len() < text.len();
+    let capped = cap_output(&text);
     let mut message = format!(
         "{why}, so `{}` was answered by rendering netstat's columns from the native collector: {} sockets (addresses are always numeric",
         args.command_line(),
@@ -402,11 +456,11 @@ async fn native(
             ". Some processes could not be inspected, so some PID/Program cells show '-'; to see them, {OWNER_HINT}"
         );
     }
-    if truncated {
-        message.push_str(". The output was cut at 1 MiB; narrow it with -t, -u or -l");
+    if capped.truncated {
+        let _ = write!(message, ". {}", capped.note);
     }
-    let mut d = data(kept.to_string());
-    d.truncated = truncated;
+    let mut d = data(capped.text);
+    d.truncated = capped.truncated;
     Ok(Envelope::ok(message, d))
 }
 
@@ -439,10 +493,13 @@ mod tests {
         ] {
             let err = parse(&["-t", bad]).unwrap_err();
             assert_eq!(err.param, "args");
-            assert_eq!(err.given, format!("'{}'", bad.escape_default()), "{bad}");
+            assert_eq!(err.given, format!("'{bad}'"), "{bad}");
             let text = err.to_string();
             assert!(text.contains("-tulpn") && text.contains("--help"), "{text}");
         }
+        // Control characters are escaped, never echoed raw.
+        let err = parse(&["-t\n\u{1b}[2J"]).unwrap_err();
+        assert_eq!(err.given, "'-t\\n\\u{1b}[2J'");
     }
 
     #[test]
@@ -454,23 +511,57 @@ mod tests {
     }
 
     #[test]
-    fn json_arguments() {
-        let map = |v: Value| v.as_object().cloned().unwrap();
-        assert!(
-            NetstatArgs::from_json(&map(serde_json::json!({"args": ["-tl"]})))
-                .unwrap()
-                .listening
-        );
-        assert_eq!(
-            NetstatArgs::from_json(&map(serde_json::json!({}))).unwrap(),
-            NetstatArgs::default()
-        );
-        let e = NetstatArgs::from_json(&map(serde_json::json!({"args": "-t"}))).unwrap_err();
+    fn json_arguments_decode_through_the_derived_schema() {
+        use crate::query::schema::{decode, input_schema};
+        use serde_json::{Value, json};
+        let schema = input_schema::<NetstatInput>();
+        let run = |v: Value| {
+            decode::<NetstatInput>(&schema, v.as_object().unwrap()).and_then(|i| i.validate())
+        };
+        assert!(run(json!({"args": ["-tl"]})).unwrap().listening);
+        assert_eq!(run(json!({})).unwrap(), NetstatArgs::default());
+        let e = run(json!({"args": "-t"})).unwrap_err();
         assert_eq!(e.param, "args");
-        let e = NetstatArgs::from_json(&map(serde_json::json!({"args": ["-t", 5]}))).unwrap_err();
+        let e = run(json!({"args": ["-t", 5]})).unwrap_err();
         assert!(e.given.contains('5'), "{e}");
-        let e = NetstatArgs::from_json(&map(serde_json::json!({"cmd": "ls"}))).unwrap_err();
+        let e = run(json!({"cmd": "ls"})).unwrap_err();
         assert!(e.to_string().contains("'cmd'"), "{e}");
+        // A huge argument is refused without being echoed back.
+        let huge = format!("-{}", "t".repeat(100_000));
+        let e = run(json!({ "args": [huge] })).unwrap_err();
+        assert!(e.to_string().len() < 600, "{}", e.to_string().len());
+        assert!(e.to_string().contains("at most 32 characters"), "{e}");
+    }
+
+    #[test]
+    fn long_output_is_cut_at_a_line_with_a_closing_line() {
+        let line =
+            "tcp        0      0 127.0.0.1:5000          127.0.0.1:6000          ESTABLISHED\n";
+        let text = line.repeat(5000);
+        let capped = cap_output(&text);
+        assert!(capped.truncated);
+        assert!(
+            capped.text.len() <= MAX_OUTPUT_BYTES,
+            "{}",
+            capped.text.len()
+        );
+        let last = capped.text.lines().last().unwrap();
+        assert!(
+            last.contains("lines left out") && last.contains("of 5000 lines"),
+            "{last}"
+        );
+        let kept = capped.text.lines().count() - 1;
+        assert!(last.contains(&format!("{} of 5000", 5000 - kept)), "{last}");
+        assert!(
+            capped
+                .text
+                .lines()
+                .rev()
+                .skip(1)
+                .all(|l| l == line.trim_end())
+        );
+        let small = cap_output(line);
+        assert!(!small.truncated && small.text == line);
     }
 
     fn sock(protocol: Protocol, port: u16, state: Option<TcpState>, fport: Option<u16>) -> Socket {

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::support::mcp_client::bin;
-use crate::support::net::{command_in_empty_netns, our_program, tcp_listener};
+use crate::support::net::{command_in_empty_netns, our_program, tcp_listener, udp_socket};
 
 fn netstat_mcp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
@@ -142,12 +142,30 @@ fn connections_table_and_json_show_our_listener() {
     );
     assert_eq!(v["data"]["filter"]["proto"], "all");
 
+    // LISTEN with UDP lists bound, unconnected UDP sockets, as `netstat -l` does.
+    let (_udp, udp_port) = udp_socket();
     let out = netstat_mcp(&[
         "connections",
         "--proto",
         "udp",
         "--state",
         "LISTEN",
+        "--local-port",
+        &udp_port.to_string(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["data"]["connection_count"], 1, "{v}");
+    assert_eq!(v["data"]["connections"][0]["protocol"], "udp");
+    assert_eq!(v["data"]["connections"][0]["state"], Value::Null);
+    // Other states are TCP only.
+    let out = netstat_mcp(&[
+        "connections",
+        "--proto",
+        "udp",
+        "--state",
+        "ESTABLISHED",
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(2));
@@ -156,6 +174,14 @@ fn connections_table_and_json_show_our_listener() {
             .as_str()
             .unwrap()
             .contains("applies to TCP only")
+    );
+    // --ssh-port without --host: the SSH port is not a socket port.
+    let out = netstat_mcp(&["connections", "--ssh-port", "22"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use local_port"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

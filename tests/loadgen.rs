@@ -30,11 +30,11 @@ fn loadgen_path() -> PathBuf {
 }
 
 /// The READY line's `key=value` fields.
-struct Ready {
-    pid: u32,
-    port: u16,
-    idle_port: u16,
-    workers: Vec<u32>,
+pub(crate) struct Ready {
+    pub(crate) pid: u32,
+    pub(crate) port: u16,
+    pub(crate) idle_port: u16,
+    pub(crate) workers: Vec<u32>,
 }
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
@@ -43,7 +43,8 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("READY line {line:?} lacks {key}="))
 }
 
-fn start(args: &[&str]) -> (Child, Ready) {
+/// Starts `examples/loadgen` with these arguments and waits for its READY line.
+pub(crate) fn start(args: &[&str]) -> (Child, Ready) {
     let mut child = Command::new(loadgen_path())
         .args(args)
         .stdin(Stdio::piped())
@@ -118,7 +119,7 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + EXIT_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().expect("wait for loadgen") {

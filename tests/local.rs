@@ -181,7 +181,7 @@ fn port_check_names_our_process_and_free_port_is_free() {
         port: Some(i64::from(port)),
         ..Default::default()
     }
-    .validate()
+    .validate(None)
     .unwrap();
     let env = rt.block_on(service.port(&q)).expect("port check");
     let data = env.data.expect("data");
@@ -196,7 +196,7 @@ fn port_check_names_our_process_and_free_port_is_free() {
     assert_eq!(
         env.message,
         format!(
-            "Port {port}/TCP on local host is occupied by: {} (pid {})",
+            "Port {port}/TCP on local host is occupied by: {} (pid {}; LISTEN 1)",
             our_program(),
             std::process::id()
         )
@@ -223,7 +223,7 @@ fn port_check_names_our_process_and_free_port_is_free() {
         proto: Some("udp".into()),
         ..Default::default()
     }
-    .validate()
+    .validate(None)
     .unwrap();
     assert!(
         !rt.block_on(service.port(&q))
@@ -251,18 +251,14 @@ fn a_socket_shared_by_two_processes_lists_both() {
         port: Some(i64::from(port)),
         ..Default::default()
     }
-    .validate()
+    .validate(None)
     .unwrap();
     let env = rt.block_on(service().port(&q)).expect("port");
     let _ = child.kill();
     let _ = child.wait();
-    let pids: BTreeSet<u32> = env
-        .data
-        .unwrap()
-        .occupations
-        .iter()
-        .filter_map(|o| o.pid)
-        .collect();
+    let data = env.data.unwrap();
+    assert_eq!(data.occupation_count, 1, "one socket, two holders");
+    let pids: BTreeSet<u32> = data.owners.iter().map(|o| o.pid).collect();
     assert!(pids.contains(&std::process::id()), "{pids:?}");
     assert!(
         pids.contains(&child.id()),
@@ -317,9 +313,22 @@ fn filters_and_limit() {
     assert_eq!(d.connection_count, 1);
     assert_eq!(d.connections[0].state, Some("LISTEN"));
     assert!(
-        listen.message.contains("UDP sockets are left out"),
+        listen
+            .message
+            .contains("bound, unconnected UDP sockets count as listening"),
         "{}",
         listen.message
+    );
+    let established = run(ConnectionsArgs {
+        local_port: Some(port.into()),
+        state: Some("ESTAB".into()),
+        ..Default::default()
+    });
+    assert_eq!(established.data.unwrap().connection_count, 3);
+    assert!(
+        established.message.contains("UDP sockets are left out"),
+        "{}",
+        established.message
     );
 
     let mine = run(ConnectionsArgs {

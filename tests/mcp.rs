@@ -61,7 +61,7 @@ async fn initialize_names_the_server_and_says_what_it_is_for() {
 #[tokio::test]
 async fn serve_subcommand_serves_mcp_too() {
     let server = Server::start_with(&["serve"], &[]).await;
-    assert_eq!(server.tools.len(), 3);
+    assert_eq!(server.tools.len(), 6);
     server.stop().await;
 }
 
@@ -74,8 +74,11 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         names,
         [
             "check_port_occupation",
+            "list_hosts",
             "netstat",
-            "query_network_connections"
+            "query_network_connections",
+            "recent_connection_events",
+            "watch_connections"
         ]
     );
     for t in &server.tools {
@@ -87,11 +90,21 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         assert_eq!(a.read_only_hint, Some(true), "{name}");
         assert_eq!(a.destructive_hint, Some(false), "{name}");
         assert_eq!(a.idempotent_hint, Some(true), "{name}");
-        assert_eq!(a.open_world_hint, Some(name != "netstat"), "{name}");
+        // Open world: the tools that can reach remote hosts.
+        let remote = matches!(
+            name,
+            "query_network_connections" | "check_port_occupation" | "watch_connections"
+        );
+        assert_eq!(a.open_world_hint, Some(remote), "{name}");
         let input = Value::Object((*t.input_schema).clone());
         assert_eq!(input["type"], "object", "{name}");
         for (field, schema) in input["properties"].as_object().expect("properties") {
             assert!(schema["description"].is_string(), "{name}.{field}");
+            // Portable for every client: a single JSON type and no `format` keyword outside
+            // the JSON Schema standard set (older clients cannot coerce `["integer","null"]`
+            // or know `uint16`).
+            assert!(schema["type"].is_string(), "{name}.{field}: {schema}");
+            assert_no_custom_format(schema, &format!("{name}.{field}"));
         }
         jsonschema::validator_for(&input).expect("inputSchema is a valid JSON Schema");
         let output = Value::Object((*t.output_schema.clone().expect("outputSchema")).clone());
@@ -113,7 +126,8 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         .find(|t| t.name == "query_network_connections")
         .expect("tool");
     let props = Value::Object((*q.input_schema).clone())["properties"].clone();
-    assert_eq!(props["proto"]["enum"], json!(["tcp", "udp", "all", null]));
+    assert_eq!(props["proto"]["enum"], json!(["tcp", "udp", "all"]));
+    assert_eq!(props["limit"]["default"], 50);
     for p in ["port", "local_port", "remote_port"] {
         assert_eq!(props[p]["minimum"], 1, "{p}");
         assert_eq!(props[p]["maximum"], 65535, "{p}");
@@ -125,11 +139,47 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         .expect("tool");
     let schema = Value::Object((*c.input_schema).clone());
     assert_eq!(schema["required"], json!(["port"]));
-    assert_eq!(
-        schema["properties"]["proto"]["enum"],
-        json!(["tcp", "udp", null])
-    );
+    assert_eq!(schema["properties"]["proto"]["enum"], json!(["tcp", "udp"]));
     server.stop().await;
+}
+
+/// The `format` values JSON Schema 2020-12 defines.
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+fn assert_no_custom_format(schema: &Value, at: &str) {
+    match schema {
+        Value::Object(o) => {
+            if let Some(f) = o.get("format") {
+                let f = f.as_str().unwrap_or_default();
+                assert!(STANDARD_FORMATS.contains(&f), "{at}: format {f:?}");
+            }
+            for (k, v) in o {
+                assert_no_custom_format(v, &format!("{at}.{k}"));
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| assert_no_custom_format(v, at)),
+        _ => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,14 +206,17 @@ async fn port_check_names_this_test_process_as_the_holder() {
     assert_eq!(mine["pid"], me());
     assert_eq!(mine["program"], own_comm());
     assert_eq!(mine["local_ip"], "127.0.0.1");
+    assert_eq!(data["occupation_count"], 1, "{out}");
+    assert_eq!(data["owners"][0]["pid"], me());
+    assert_eq!(data["owners"][0]["states"], json!({"LISTEN": 1}));
     let message = out["message"].as_str().expect("message");
-    assert!(
-        message.starts_with(&format!(
-            "Port {port}/TCP on local host is occupied by: {} (pid {})",
+    assert_eq!(
+        message,
+        format!(
+            "Port {port}/TCP on local host is occupied by: {} (pid {}; LISTEN 1)",
             own_comm(),
             me()
-        )),
-        "{message}"
+        )
     );
 
     drop(l);
@@ -245,7 +298,10 @@ async fn listing_filters_and_limit() {
     assert_eq!(row["pid"], me());
     assert_eq!(row["program"], own_comm());
     assert_eq!(data["filter"]["state"], "LISTEN");
-    assert_eq!(data["filter"]["limit"], 500);
+    assert_eq!(data["filter"]["limit"], 50);
+    assert_eq!(data["next_cursor"], Value::Null);
+    assert_eq!(data["summary"]["by_state"], json!({"LISTEN": 1}));
+    assert_eq!(data["summary"]["listeners"][0]["local_port"], p1);
     assert!(
         out["message"]
             .as_str()
@@ -287,7 +343,7 @@ async fn listing_filters_and_limit() {
     // Everything, default arguments: a bounded answer that validates.
     let out = server.call("query_network_connections", json!({})).await;
     assert_eq!(out["data"]["filter"]["proto"], "all");
-    assert!(out["data"]["connections"].as_array().expect("rows").len() <= 500);
+    assert!(out["data"]["connections"].as_array().expect("rows").len() <= 50);
     // Null arguments mean "not given".
     let out = server
         .call(
@@ -357,8 +413,34 @@ async fn bad_inputs_are_clear_tool_errors_and_the_server_keeps_serving() {
         ("query_network_connections", json!({"proto": 6}), &["proto"]),
         (
             "query_network_connections",
-            json!({"proto": "udp", "state": "LISTEN"}),
-            &["state", "udp"],
+            json!({"proto": "udp", "state": "TIME_WAIT"}),
+            &["state", "udp", "TCP only"],
+        ),
+        // `port` is the SSH port: for the local machine it points to local_port.
+        (
+            "query_network_connections",
+            json!({"port": 22}),
+            &["'port'", "SSH port", "local_port"],
+        ),
+        (
+            "query_network_connections",
+            json!({"ssh_port": 22}),
+            &["'ssh_port'", "local_port"],
+        ),
+        (
+            "query_network_connections",
+            json!({"cursor": "not-a-cursor"}),
+            &["'cursor'", "next_cursor"],
+        ),
+        (
+            "netstat",
+            json!({"args": ["-tttttttttttttttttttttttttttttttttttttttttttttt"]}),
+            &["args", "at most 32 characters"],
+        ),
+        (
+            "list_hosts",
+            json!({"verbose": true}),
+            &["verbose", "no parameters"],
         ),
         (
             "query_network_connections",
@@ -427,15 +509,22 @@ async fn bad_inputs_are_clear_tool_errors_and_the_server_keeps_serving() {
         .await;
     assert_eq!(
         out["message"],
-        "Authentication config for remote host not found: web-9"
+        "Authentication config for remote host not found: web-9; no remote hosts are configured"
     );
     let out = server
         .call("query_network_connections", json!({"host": "10.1.2.3"}))
         .await;
     assert_eq!(
         out["message"],
-        "Authentication config for remote host not found: 10.1.2.3"
+        "Authentication config for remote host not found: 10.1.2.3; no remote hosts are configured"
     );
+    // A huge argument is never echoed back whole.
+    let huge = "h".repeat(100_000);
+    let out = server
+        .call("query_network_connections", json!({ "host": huge }))
+        .await;
+    let message = out["message"].as_str().expect("message");
+    assert!(message.len() < 300, "{} bytes", message.len());
     server.stop().await;
 }
 
@@ -454,7 +543,7 @@ async fn unknown_tool_is_a_jsonrpc_error_and_the_server_keeps_serving() {
         let tools = within("tools/list", server.client.list_all_tools())
             .await
             .expect("tools/list after an unknown tool");
-        assert_eq!(tools.len(), 3);
+        assert_eq!(tools.len(), 6);
     }
     server.stop().await;
 }
@@ -916,6 +1005,103 @@ async fn cancelling_a_call_drops_the_collection() {
     let tools = within("tools/list", client.list_all_tools())
         .await
         .expect("tools/list");
-    assert_eq!(tools.len(), 3);
+    assert_eq!(tools.len(), 6);
     let _ = client.cancel().await;
+}
+
+#[tokio::test]
+async fn list_hosts_names_the_configured_hosts_and_never_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[remote_hosts]]
+name = "web-1"
+host = "192.0.2.10"
+username = "ops"
+password = "Inl1ne-S3cret-0042"
+
+[[remote_hosts]]
+name = "db-1"
+host = "192.0.2.20"
+port = 2222
+username = "dba"
+password_env = "NM_TEST_DB_PASSWORD"
+
+[[remote_hosts]]
+name = "cache-1"
+host = "192.0.2.30"
+username = "ops"
+use_agent = true
+"#,
+    )
+    .expect("write config");
+    let server = Server::start_with(
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[("NM_TEST_DB_PASSWORD", "Env-S3cret-0099".into())],
+    )
+    .await;
+    let (out, size) = server.call_sized("list_hosts", json!({})).await;
+    assert!(size < 24 * 1024);
+    let text = out.to_string();
+    for secret in ["Inl1ne-S3cret-0042", "Env-S3cret-0099"] {
+        assert!(!text.contains(secret), "list_hosts leaked a secret: {text}");
+    }
+    let data = &out["data"];
+    assert_eq!(data["host_count"], 3);
+    let hosts = data["hosts"].as_array().expect("hosts");
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    assert_eq!(names, ["web-1", "db-1", "cache-1"]);
+    assert_eq!(hosts[1]["port"], 2222);
+    assert_eq!(hosts[1]["username"], "dba");
+    assert!(
+        hosts[0]["auth"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("password")
+    );
+    assert!(
+        hosts[2]["auth"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent")
+    );
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 remote host")
+    );
+
+    // The unknown-host error names the configured hosts, so an agent can pick one.
+    let out = server
+        .call("query_network_connections", json!({"host": "web-9"}))
+        .await;
+    assert_eq!(
+        out["message"],
+        "Authentication config for remote host not found: web-9; configured hosts: web-1, db-1, cache-1"
+    );
+    server.stop().await;
+
+    // The CLI's `hosts` prints the same rows.
+    let cli = std::process::Command::new(crate::support::mcp_client::bin())
+        .args([
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "hosts",
+            "--json",
+        ])
+        .env("NM_TEST_DB_PASSWORD", "Env-S3cret-0099")
+        .output()
+        .expect("run hosts");
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(!stdout.contains("S3cret"), "{stdout}");
+    let rows: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(3));
 }

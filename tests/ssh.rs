@@ -791,7 +791,7 @@ mod remote {
             "host": "test-sshd", "port": mine.listen_port
         })))
         .unwrap()
-        .validate()
+        .validate(None)
         .unwrap();
         let env = service.port(&port).await.unwrap();
         assert!(env.data.as_ref().unwrap().is_occupied, "{}", env.message);
@@ -892,9 +892,14 @@ mod remote {
                 Err(e) => Err(Error::Input(e)),
             };
             let err = result.expect_err(host);
+            // The host is quoted back with control characters escaped (never a raw newline
+            // in a message or log), then the configured names.
+            let shown = host.replace('\n', "\\n");
             assert_eq!(
                 err.to_string(),
-                format!("Authentication config for remote host not found: {host}"),
+                format!(
+                    "Authentication config for remote host not found: {shown}; configured hosts: test-sshd"
+                ),
                 "{host:?}"
             );
         }
@@ -1112,7 +1117,7 @@ mod remote {
         let v = server.check("check_port_occupation", &result);
         assert_eq!(
             v["message"],
-            "Authentication config for remote host not found: web-9"
+            "Authentication config for remote host not found: web-9; configured hosts: test-sshd"
         );
         // A refused SSH port: its own clear error.
         let (_held, closed) = crate::support::net::refusing_tcp_port();

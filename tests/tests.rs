@@ -2,6 +2,7 @@
 
 mod support;
 
+mod answers;
 mod cli;
 mod http;
 mod limits;
@@ -10,3 +11,4 @@ mod local;
 mod mcp;
 mod parse;
 mod ssh;
+mod watch;

@@ -82,6 +82,11 @@ impl LocalSource {
                 }
             }
         };
+        // What the kernel could not filter (a foreign port, a text fallback's rows) goes before
+        // the owner scan, which then looks only for the sockets that remain.
+        if want.remote_port.is_some() {
+            sockets.retain(|s| want.admits(s));
+        }
         let owners = if want.owners {
             let stats = owners::attach(&self.proc_root, &mut sockets);
             tracing::debug!(?stats, "owner scan");
@@ -134,7 +139,13 @@ fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
     }
     if want.udp {
         for ipv6 in [false, true] {
-            diag.dump(Transport::Udp, ipv6, want.states, want.local_port, &mut out)?;
+            diag.dump(
+                Transport::Udp,
+                ipv6,
+                want.udp_states,
+                want.local_port,
+                &mut out,
+            )?;
         }
     }
     Ok(out)

@@ -29,10 +29,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Want {
     pub tcp: bool,
     pub udp: bool,
-    /// TCP states wanted. UDP sockets are never filtered by state.
+    /// TCP states wanted.
     pub states: StateSet,
+    /// UDP "states" wanted: `Close` is a bound, unconnected socket, `Established` a connected
+    /// one (the kernel's numbering for UDP sockets).
+    pub udp_states: StateSet,
     /// Only sockets whose local port is this one.
     pub local_port: Option<u16>,
+    /// Only sockets whose foreign port is this one.
+    pub remote_port: Option<u16>,
     /// Whether to look up owning processes (pid, program).
     pub owners: bool,
 }
@@ -44,7 +49,9 @@ impl Want {
             tcp: true,
             udp: true,
             states: StateSet::ALL,
+            udp_states: StateSet::ALL,
             local_port: None,
+            remote_port: None,
             owners: true,
         }
     }
@@ -62,9 +69,16 @@ impl Want {
         let transport = s.protocol.transport();
         self.wants(transport)
             && self.local_port.is_none_or(|p| p == s.local_port)
-            && (transport == Transport::Udp
+            && self.remote_port.is_none_or(|p| Some(p) == s.foreign.port)
+            && match transport {
+                Transport::Udp => self
+                    .udp_states
+                    .contains(s.state.unwrap_or(crate::model::TcpState::Close)),
                 // A TCP row whose state a parser could not name passes only an unfiltered want.
-                || s.state.map_or(self.states == StateSet::ALL, |st| self.states.contains(st)))
+                Transport::Tcp => s
+                    .state
+                    .map_or(self.states == StateSet::ALL, |st| self.states.contains(st)),
+            }
     }
 }
 
@@ -110,6 +124,9 @@ pub trait RemoteSources: Send + Sync {
     /// The source for a configured host (by `name` or `host`), with the SSH port overridden
     /// when given. Anything not configured is [`Error::UnknownHost`].
     fn lookup(&self, host: &str, ssh_port: Option<u16>) -> Result<Target, Error>;
+
+    /// The configured hosts, as `list_hosts` shows them (never a secret).
+    fn hosts(&self) -> crate::query::HostsData;
 }
 
 /// No remote hosts configured: every lookup is an unknown host.
@@ -119,6 +136,15 @@ impl RemoteSources for NoRemotes {
     fn lookup(&self, host: &str, _ssh_port: Option<u16>) -> Result<Target, Error> {
         Err(Error::UnknownHost {
             host: host.to_string(),
+            configured: Vec::new(),
         })
+    }
+
+    fn hosts(&self) -> crate::query::HostsData {
+        crate::query::HostsData {
+            host_count: 0,
+            config: None,
+            hosts: Vec::new(),
+        }
     }
 }

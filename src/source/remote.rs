@@ -60,13 +60,14 @@ impl RemoteSources for SshRemotes {
             HostLookup::Usable(found) => found,
             HostLookup::Unusable(problem) => {
                 return Err(Error::HostConfig {
-                    host: host.trim().escape_debug().to_string(),
+                    host: host.trim().to_string(),
                     source: Arc::clone(problem),
                 });
             }
             HostLookup::NotConfigured => {
                 return Err(Error::UnknownHost {
                     host: host.to_string(),
+                    configured: Vec::new(),
                 });
             }
         };
@@ -80,6 +81,27 @@ impl RemoteSources for SshRemotes {
                 ssh_port,
             }),
         })
+    }
+
+    fn hosts(&self) -> crate::query::HostsData {
+        let hosts: Vec<crate::query::HostInfo> = self
+            .config
+            .remote_hosts
+            .iter()
+            .map(|h| crate::query::HostInfo {
+                name: h.name.clone(),
+                host: h.host.clone(),
+                port: h.port,
+                username: h.username.clone(),
+                auth: h.auth_method(),
+                groups: Vec::new(),
+            })
+            .collect();
+        crate::query::HostsData {
+            host_count: hosts.len(),
+            config: self.config.path.as_ref().map(|p| p.display().to_string()),
+            hosts,
+        }
     }
 }
 

@@ -52,10 +52,16 @@ impl Server {
     /// Starts `netstat-mcp <args>` with extra environment variables.
     pub async fn start_with(args: &[&str], env: &[(&str, OsString)]) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.args(args).kill_on_drop(true);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Server::start_command(cmd).await
+    }
+
+    /// Starts the server with a command of the test's own (e.g. `ip netns exec NS netstat-mcp`).
+    pub async fn start_command(mut cmd: Command) -> Server {
+        cmd.kill_on_drop(true);
         let transport = TokioChildProcess::new(cmd).expect("spawn netstat-mcp");
         let client = within("initialize", ().serve(transport))
             .await
@@ -92,6 +98,21 @@ impl Server {
             params = params.with_arguments(map);
         }
         within(name, self.client.call_tool(params)).await
+    }
+
+    /// Calls a tool, checks the result as [`Server::call`] does, and also returns the size in
+    /// bytes of its text block (what a client hands to the model).
+    pub async fn call_sized(&self, name: &str, args: Value) -> (Value, usize) {
+        let result = self
+            .call_raw(name, args.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}({args}) failed at the JSON-RPC level: {e}"));
+        let size = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map_or(0, |t| t.text.len());
+        (self.check(name, &result), size)
     }
 
     /// Calls a tool and checks the result's shape: `structuredContent` validates against the
@@ -160,14 +181,20 @@ impl Raw {
     pub async fn start(env: &[(&str, OsString)]) -> Raw {
         let mut cmd = Command::new(bin());
         // Verbose logging, discarded: every stdout line must still be a JSON-RPC message.
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env("RUST_LOG", "trace")
-            .kill_on_drop(true);
+        cmd.env("RUST_LOG", "trace");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Raw::start_command(cmd).await
+    }
+
+    /// Starts the server with this command (e.g. inside a network namespace) and completes
+    /// the MCP handshake. stderr is discarded.
+    pub async fn start_command(mut cmd: Command) -> Raw {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn netstat-mcp");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
@@ -232,6 +259,28 @@ impl Raw {
                 return (Some(message), seen);
             }
         }
+    }
+
+    /// The next message from the server (response or notification); `None` at EOF.
+    pub async fn next_message(&mut self) -> Option<Value> {
+        let line = within("read", self.lines.next_line())
+            .await
+            .expect("read stdout")?;
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout carried a non-JSON line ({e}): {line}")),
+        )
+    }
+
+    /// Calls a tool and returns its result's `structuredContent` (panics on a JSON-RPC error).
+    pub async fn call_tool(&mut self, id: i64, name: &str, args: Value) -> Value {
+        self.send(json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": args}
+        }))
+        .await;
+        let response = self.response(id).await;
+        response["result"]["structuredContent"].clone()
     }
 
     /// Closes the server's stdin (EOF).

@@ -2,4 +2,6 @@
 
 pub mod mcp_client;
 pub mod net;
+pub mod netns;
+pub mod quiet_ns;
 pub mod sshd;

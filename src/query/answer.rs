@@ -1,0 +1,550 @@
+//! The two operations as pure functions over a snapshot: filter, count and summarise in one
+//! pass, keep one page of rows, fit the answer in its byte budget, and say it in a message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::input::{ConnectionsQuery, PortQuery, ProtoFilter};
+use super::output::{
+    ConnectionRow, ConnectionsData, Envelope, FilterEcho, Occupation, PortData, PortOwner,
+};
+use super::page::{RowKey, row_order, take_page};
+use super::summary::{SummaryBuilder, is_listener, state_name};
+use crate::model::{Socket, StateSet, TcpState, Transport};
+use crate::source::{OwnerCoverage, Snapshot, Target, Want};
+
+/// The largest text block a default answer may have: a client hands it to a model whose
+/// context is finite (Claude Code refuses results over 25,000 tokens).
+pub const ANSWER_BUDGET: usize = 24 * 1024;
+
+/// `check_port_occupation` names at least this many owners before cutting the list.
+pub const MAX_PORT_OWNERS: usize = 100;
+/// The message names at most this many owners (data.owners has them all).
+const OWNERS_IN_MESSAGE: usize = 10;
+
+/// How to fix missing owners, appended to messages.
+pub const OWNER_HINT: &str = "run as root (sudo) or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH \
+(e.g. setcap cap_sys_ptrace,cap_dac_read_search+ep on the binary); for a remote host, use an SSH \
+user with those rights";
+
+impl ConnectionsQuery {
+    /// What to ask a source for.
+    pub fn want(&self) -> Want {
+        let listen = self.state == Some(TcpState::Listen);
+        Want {
+            tcp: self.proto != ProtoFilter::Udp,
+            // A state filter leaves UDP out, except LISTEN: bound, unconnected UDP sockets.
+            udp: self.proto != ProtoFilter::Tcp && (self.state.is_none() || listen),
+            states: self.state.map_or(StateSet::ALL, StateSet::only),
+            udp_states: if listen {
+                StateSet::only(TcpState::Close)
+            } else {
+                StateSet::ALL
+            },
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            owners: self.owners,
+        }
+    }
+
+    /// Whether a socket passes every filter: what a source was asked for ([`Want::admits`]),
+    /// then the owner filters only we apply.
+    pub fn matches(&self, s: &Socket) -> bool {
+        self.want().admits(s) && self.matches_owner(s)
+    }
+
+    fn filter_echo(&self) -> FilterEcho {
+        FilterEcho {
+            proto: self.proto.as_str().to_string(),
+            state: self.state.map(|s| s.netstat_name().to_string()),
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            limit: self.limit,
+        }
+    }
+
+    /// Applies the query to a snapshot: the envelope with its message. The snapshot is
+    /// consumed: its sockets become the rows in place.
+    pub fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<ConnectionsData> {
+        let Snapshot {
+            mut sockets,
+            owners: coverage,
+            notes,
+        } = snapshot;
+        let want = self.want();
+        let mut summary = SummaryBuilder::default();
+        let mut ownerless = 0usize;
+        sockets.retain(|s| {
+            let keep = want.admits(s) && self.matches_owner(s);
+            if keep {
+                summary.add(s);
+                if s.owners.is_empty() && !kernel_held(s) {
+                    ownerless += 1;
+                }
+            }
+            keep
+        });
+        let count = sockets.len();
+        let summary = summary.finish();
+        let mut more = take_page(&mut sockets, self.cursor.as_ref(), self.limit);
+        let mut keys: Vec<RowKey> = sockets.iter().map(RowKey::of).collect();
+        let mut envelope = Envelope::ok(
+            String::new(),
+            ConnectionsData {
+                host: target.host.clone(),
+                connection_count: count,
+                truncated: more,
+                next_cursor: None,
+                summary,
+                connections: sockets.into_iter().map(connection_row).collect(),
+                filter: self.filter_echo(),
+            },
+        );
+        let mut cut_to_fit = false;
+        loop {
+            let data = envelope.data.as_mut().expect("built above");
+            data.truncated = more;
+            data.next_cursor = if more {
+                keys.last().map(RowKey::encode)
+            } else {
+                None
+            };
+            envelope.message = self.message(
+                target,
+                data,
+                MessageParts {
+                    coverage,
+                    ownerless,
+                    notes: &notes,
+                    cut_to_fit,
+                },
+            );
+            if !self.default_limit {
+                break;
+            }
+            let size = json_len(&envelope);
+            let rows = envelope.data.as_ref().map_or(0, |d| d.connections.len());
+            if size <= ANSWER_BUDGET || rows == 0 {
+                break;
+            }
+            let keep = (rows * ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+            if let Some(d) = envelope.data.as_mut() {
+                d.connections.truncate(keep);
+            }
+            keys.truncate(keep);
+            more = true;
+            cut_to_fit = true;
+        }
+        envelope
+    }
+
+    fn matches_owner(&self, s: &Socket) -> bool {
+        self.pid
+            .is_none_or(|pid| s.owners.iter().any(|o| o.pid == pid))
+            && self.program.as_deref().is_none_or(|program| {
+                s.owners
+                    .iter()
+                    .any(|o| contains_case_insensitive(&o.program, program))
+            })
+    }
+
+    fn message(&self, target: &Target, data: &ConnectionsData, parts: MessageParts<'_>) -> String {
+        let count = data.connection_count;
+        let what = match (self.proto, self.state) {
+            (ProtoFilter::Tcp, _) => "TCP",
+            (ProtoFilter::Udp, _) => "UDP",
+            (ProtoFilter::All, Some(TcpState::Listen)) | (ProtoFilter::All, None) => "TCP and UDP",
+            (ProtoFilter::All, Some(_)) => "TCP",
+        };
+        let mut message = if target.local {
+            format!("Successfully obtained local {what} connections, total {count}")
+        } else {
+            format!(
+                "Successfully obtained {what} connections on {}, total {count}",
+                target.label
+            )
+        };
+        if let Some(state) = self.state {
+            let _ = write!(message, " (state {state}");
+            match (state, self.proto) {
+                (TcpState::Listen, ProtoFilter::Udp | ProtoFilter::All) => message.push_str(
+                    "; bound, unconnected UDP sockets count as listening, as in netstat -l",
+                ),
+                (_, ProtoFilter::All) => message.push_str(
+                    "; the state filter applies to TCP only, so UDP sockets are left out",
+                ),
+                _ => {}
+            }
+            message.push(')');
+        }
+        let shown = data.connections.len();
+        if self.limit == Some(0) {
+            message.push_str(". Summary only (no rows)");
+        } else if self.cursor.is_some() {
+            let _ = write!(message, ". Showing {shown} rows after the cursor");
+            if data.truncated {
+                message.push_str("; pass next_cursor as cursor for the next page");
+            } else {
+                message.push_str(" (the last page)");
+            }
+        } else if data.truncated {
+            let _ = write!(message, ". Showing the first {shown}");
+            match self.limit {
+                Some(limit) if parts.cut_to_fit => {
+                    let _ = write!(
+                        message,
+                        " (limit {limit}, cut to keep the answer under {} KiB)",
+                        ANSWER_BUDGET / 1024
+                    );
+                }
+                Some(limit) => {
+                    let _ = write!(message, " (limit {limit})");
+                }
+                None => {}
+            }
+            let _ = write!(
+                message,
+                "; data.summary covers all {count}. For more rows pass next_cursor as cursor, or narrow with filters (state, local_port, remote_port, pid, program)"
+            );
+        }
+        owner_note(&mut message, parts.coverage, parts.ownerless);
+        for note in parts.notes {
+            message.push_str(". ");
+            message.push_str(note);
+        }
+        message
+    }
+}
+
+/// What a message needs besides the data.
+struct MessageParts<'a> {
+    coverage: OwnerCoverage,
+    ownerless: usize,
+    notes: &'a [String],
+    cut_to_fit: bool,
+}
+
+/// The size of a value's compact JSON, without building the text.
+pub fn json_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Whether a socket without a process is held by the kernel alone (TIME_WAIT, a request
+/// socket, an orphan closing down) rather than by a process we may not see. A source that
+/// reports inodes says so exactly (an inode means a file, so a process); text rows without
+/// one are judged by their state.
+pub fn kernel_held(s: &Socket) -> bool {
+    s.owners.is_empty()
+        && s.inode.is_none()
+        && matches!(
+            s.state,
+            Some(
+                TcpState::TimeWait
+                    | TcpState::SynRecv
+                    | TcpState::FinWait1
+                    | TcpState::FinWait2
+                    | TcpState::LastAck
+                    | TcpState::Closing
+            )
+        )
+}
+
+/// Whether `haystack` contains `needle_lower` (already lower-cased), ignoring case; without
+/// allocating for ASCII names, which is what `/proc/<pid>/comm` nearly always holds.
+pub(crate) fn contains_case_insensitive(haystack: &str, needle_lower: &str) -> bool {
+    if haystack.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (haystack.as_bytes(), needle_lower.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        haystack.to_lowercase().contains(needle_lower)
+    }
+}
+
+fn owner_note(message: &mut String, coverage: OwnerCoverage, ownerless: usize) {
+    if let OwnerCoverage::Partial { .. } = coverage
+        && ownerless > 0
+    {
+        let _ = write!(
+            message,
+            ". pid/program are unknown for {ownerless} socket(s) owned by processes this user may not inspect; to see them, {OWNER_HINT}"
+        );
+    }
+}
+
+fn connection_row(s: Socket) -> ConnectionRow {
+    let owner = s.owners.into_iter().min_by_key(|o| o.pid);
+    ConnectionRow {
+        protocol: s.protocol.as_str(),
+        recv_queue: s.recv_queue,
+        send_queue: s.send_queue,
+        local_ip: s.local_ip,
+        local_port: s.local_port,
+        foreign_ip: s.foreign.ip,
+        foreign_port: s.foreign.port,
+        state: s.state.map(TcpState::netstat_name),
+        pid: owner.as_ref().map(|o| o.pid),
+        program: owner.map(|o| o.program),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `LISTEN 1, ESTABLISHED 4,211`: listening first, then by count.
+fn state_counts(states: &BTreeMap<&'static str, usize>) -> String {
+    let mut entries: Vec<(&&str, &usize)> = states.iter().collect();
+    entries.sort_by_key(|(name, count)| {
+        (
+            !matches!(**name, "LISTEN" | "UNCONN"),
+            std::cmp::Reverse(**count),
+            **name,
+        )
+    });
+    entries
+        .iter()
+        .map(|(name, count)| format!("{name} {}", thousands(**count)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl PortQuery {
+    pub fn want(&self) -> Want {
+        Want {
+            tcp: self.transport == Transport::Tcp,
+            udp: self.transport == Transport::Udp,
+            local_port: Some(self.port),
+            ..Want::all()
+        }
+    }
+
+    /// Applies the port check to a snapshot. Only local ports count; foreign ports never do.
+    pub fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<PortData> {
+        let Snapshot {
+            mut sockets,
+            owners: coverage,
+            notes,
+        } = snapshot;
+        sockets.retain(|s| s.protocol.transport() == self.transport && s.local_port == self.port);
+        let count = sockets.len();
+        let mut by_pid: HashMap<u32, PortOwner> = HashMap::new();
+        let mut held: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut ownerless = 0usize;
+        for s in &sockets {
+            for o in &s.owners {
+                let owner = by_pid.entry(o.pid).or_insert_with(|| PortOwner {
+                    pid: o.pid,
+                    program: o.program.clone(),
+                    socket_count: 0,
+                    states: BTreeMap::new(),
+                });
+                owner.socket_count += 1;
+                *owner.states.entry(state_name(s)).or_default() += 1;
+            }
+            if s.owners.is_empty() {
+                if kernel_held(s) {
+                    *held.entry(state_name(s)).or_default() += 1;
+                } else {
+                    ownerless += 1;
+                }
+            }
+        }
+        let mut owners: Vec<PortOwner> = by_pid.into_values().collect();
+        owners.sort_by_key(|o| (std::cmp::Reverse(o.socket_count), o.pid));
+        let owner_count = owners.len();
+        // Listening/bound sockets first, then row order.
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let first = |a: &Socket, b: &Socket| {
+            (!is_listener(a))
+                .cmp(&!is_listener(b))
+                .then_with(|| row_order(a, b))
+        };
+        if limit < sockets.len() {
+            if limit > 0 {
+                sockets.select_nth_unstable_by(limit - 1, first);
+            }
+            sockets.truncate(limit);
+        }
+        sockets.sort_unstable_by(first);
+        let occupations: Vec<Occupation> = sockets.into_iter().map(occupation).collect();
+        let kernel_held: usize = held.values().sum();
+        let mut envelope = Envelope::ok(
+            String::new(),
+            PortData {
+                host: target.host.clone(),
+                check_port: self.port,
+                proto: self.transport.as_str().to_string(),
+                is_occupied: count > 0,
+                occupation_count: count,
+                owners_truncated: false,
+                owner_count,
+                owners,
+                kernel_held,
+                truncated: false,
+                occupations,
+            },
+        );
+        loop {
+            let data = envelope.data.as_mut().expect("built above");
+            data.truncated = data.occupations.len() < count;
+            envelope.message = self.message(target, data, &held, coverage, ownerless, &notes);
+            if !self.default_limit {
+                break;
+            }
+            let size = json_len(&envelope);
+            if size <= ANSWER_BUDGET {
+                break;
+            }
+            let Some(data) = envelope.data.as_mut() else {
+                break;
+            };
+            // Rows shrink first; owners only past the first hundred.
+            let rows = data.occupations.len();
+            if rows > 0 {
+                let keep = (rows * ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+                data.occupations.truncate(keep);
+            } else if data.owners.len() > MAX_PORT_OWNERS {
+                let keep = (data.owners.len() * ANSWER_BUDGET / size * 9 / 10)
+                    .clamp(MAX_PORT_OWNERS, data.owners.len() - 1);
+                data.owners.truncate(keep);
+                data.owners_truncated = true;
+            } else {
+                break;
+            }
+        }
+        envelope
+    }
+
+    fn message(
+        &self,
+        target: &Target,
+        data: &PortData,
+        held: &BTreeMap<&'static str, usize>,
+        coverage: OwnerCoverage,
+        ownerless: usize,
+        notes: &[String],
+    ) -> String {
+        let where_ = if target.local {
+            "local host".to_string()
+        } else {
+            target.label.clone()
+        };
+        let port = format!("Port {}/{} on {where_}", self.port, self.transport.upper());
+        if !data.is_occupied {
+            let mut message = format!("{port} is not occupied");
+            for note in notes {
+                message.push_str(". ");
+                message.push_str(note);
+            }
+            return message;
+        }
+        let mut holders: Vec<String> = data
+            .owners
+            .iter()
+            .take(OWNERS_IN_MESSAGE)
+            .map(|o| format!("{} (pid {}; {})", o.program, o.pid, state_counts(&o.states)))
+            .collect();
+        if data.owner_count > OWNERS_IN_MESSAGE {
+            holders.push(format!(
+                "and {} more processes (see data.owners)",
+                thousands(data.owner_count - OWNERS_IN_MESSAGE)
+            ));
+        }
+        if ownerless > 0 {
+            holders.push(match coverage {
+                OwnerCoverage::NotRequested => {
+                    "unknown processes (owners not looked up)".to_string()
+                }
+                _ if data.owner_count == 0 => "an unknown process".to_string(),
+                _ => format!("unknown processes ({} socket(s))", thousands(ownerless)),
+            });
+        }
+        if data.kernel_held > 0 {
+            let text = format!("{}; held by the kernel", state_counts(held));
+            holders.push(if holders.is_empty() {
+                format!("no process ({text})")
+            } else {
+                format!("no process for the rest ({text})")
+            });
+        }
+        let mut message = format!("{port} is occupied by: {}", holders.join(", "));
+        if data.truncated {
+            let _ = write!(
+                message,
+                ". Showing {} of its {} sockets (listening first); owners lists every process",
+                data.occupations.len(),
+                thousands(data.occupation_count)
+            );
+        }
+        owner_note(&mut message, coverage, ownerless);
+        for note in notes {
+            message.push_str(". ");
+            message.push_str(note);
+        }
+        message
+    }
+}
+
+fn occupation(s: Socket) -> Occupation {
+    let owner = s.owners.into_iter().min_by_key(|o| o.pid);
+    Occupation {
+        protocol: s.protocol.as_str(),
+        local_ip: s.local_ip,
+        local_port: s.local_port,
+        foreign_ip: s.foreign.ip,
+        foreign_port: s.foreign.port,
+        state: s.state.map(TcpState::netstat_name),
+        pid: owner.as_ref().map(|o| o.pid),
+        program: owner.map(|o| Arc::clone(&o.program)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(4211), "4,211");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn program_filter_ignores_case() {
+        assert!(contains_case_insensitive("NGINX", "ngi"));
+        assert!(contains_case_insensitive("python3.11", "python"));
+        assert!(!contains_case_insensitive("sshd", "nginx"));
+        assert!(contains_case_insensitive("Ärger-Dienst", "ärger"));
+        assert!(!contains_case_insensitive("ab", "abc"));
+    }
+}

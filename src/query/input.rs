@@ -1,0 +1,595 @@
+//! Tool inputs: one struct per tool, the only place an input is declared.
+//!
+//! Each struct derives `Deserialize` (MCP arguments, through [`schema::decode`]), `JsonSchema`
+//! (the tool's input schema, through [`schema::input_schema`]) and `clap::Args` (the CLI
+//! options), so a new filter is one field here plus its use in `validate`. Fields stay loosely
+//! typed (`i64`, `String`) so that every face gets the same validation and the same messages:
+//! `validate` turns the arguments into a [`ConnectionsQuery`] or [`PortQuery`], or an
+//! [`InputError`] naming the parameter and the allowed values.
+//!
+//! Doc comments are the descriptions a model reads in `tools/list` (and the CLI's help where
+//! no `help = ...` overrides them); the first sentence of each also completes type errors
+//! ("must be an integer between 1 and 65535 (only sockets whose local port is this one)").
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::page::RowKey;
+use crate::error::InputError;
+use crate::model::{TcpState, Transport};
+
+/// The MCP default for `limit` of `query_network_connections`; the CLI lists everything.
+pub const DEFAULT_ROWS: usize = 50;
+/// The MCP default for `limit` of `check_port_occupation`.
+pub const DEFAULT_OCCUPATIONS: usize = 20;
+
+pub(crate) const PORT_RANGE: &str = "must be an integer between 1 and 65535";
+const STATE_ALLOWED: &str = "must be a TCP state: ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, \
+FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING (case-insensitive; ss spellings \
+such as ESTAB, SYN-SENT, FIN-WAIT-1, UNCONN and the Windows LISTENING are accepted too)";
+const LIMIT_ALLOWED: &str = "must be an integer >= 0 (0 means no limit)";
+const PID_ALLOWED: &str = "must be a positive integer process id";
+
+/// Inputs of `query_network_connections` (and the CLI's `connections` and `summary`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct ConnectionsArgs {
+    /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
+    #[arg(
+        long,
+        help = "Protocol: tcp, udp or all (default all; IPv4 and IPv6 both included)"
+    )]
+    pub proto: Option<String>,
+
+    /// TCP state filter, case-insensitive: ESTABLISHED, LISTEN, TIME_WAIT, SYN_SENT, SYN_RECV,
+    /// FIN_WAIT1, FIN_WAIT2, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING; ss spellings (ESTAB,
+    /// SYN-SENT, FIN-WAIT-1, UNCONN, ...) and LISTENING are accepted too. LISTEN also matches
+    /// bound, unconnected UDP sockets (as netstat -l does); other states apply to TCP only, so
+    /// with proto all they leave UDP out and with proto udp they are refused.
+    #[schemars(extend("examples" = ["LISTEN", "ESTABLISHED"]))]
+    #[arg(
+        long,
+        help = "TCP state, e.g. LISTEN, ESTABLISHED, TIME_WAIT (netstat or ss spelling, any case); LISTEN includes bound UDP sockets"
+    )]
+    pub state: Option<String>,
+
+    /// A configured remote host, by its name or address (see list_hosts). Omitted, localhost,
+    /// 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "A configured remote host (name or address, see `hosts`); default the local machine"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one (kept under this name for
+    /// compatibility; ssh_port means the same). NOT a socket port: refused for the local
+    /// machine; filter sockets with local_port or remote_port.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(skip)]
+    pub port: Option<i64>,
+
+    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(
+        long,
+        value_name = "PORT",
+        help = "SSH port for --host, overriding the configured one"
+    )]
+    pub ssh_port: Option<i64>,
+
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    #[arg(long)]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub program: Option<String>,
+
+    /// Maximum rows to return (default 50; 0 means no limit). connection_count and summary
+    /// always cover every matching socket.
+    #[schemars(range(min = 0), extend("default" = 50))]
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Show at most N rows (default: all; 0: all); with --cursor, pages through the listing"
+    )]
+    pub limit: Option<i64>,
+
+    /// The next_cursor of an earlier answer: returns the rows after the last one it gave.
+    /// Rows come in a stable order (protocol, local port, local ip, foreign ip, foreign port).
+    #[arg(
+        long,
+        value_name = "CURSOR",
+        help = "Continue after an earlier page: the next_cursor value it printed (with --json)"
+    )]
+    pub cursor: Option<String>,
+}
+
+/// Which transports a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoFilter {
+    Tcp,
+    Udp,
+    All,
+}
+
+impl ProtoFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtoFilter::Tcp => "tcp",
+            ProtoFilter::Udp => "udp",
+            ProtoFilter::All => "all",
+        }
+    }
+
+    fn parse(text: &str) -> Result<ProtoFilter, InputError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Ok(ProtoFilter::Tcp),
+            "udp" => Ok(ProtoFilter::Udp),
+            "all" => Ok(ProtoFilter::All),
+            _ => Err(input(
+                "proto",
+                quoted(text),
+                "must be one of: tcp, udp, all",
+            )),
+        }
+    }
+}
+
+/// Which host to ask: the local machine, or a configured remote host by name or address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSpec {
+    Local,
+    Remote(String),
+}
+
+impl HostSpec {
+    /// Omitted, empty, `localhost`, `127.0.0.1` and `::1` mean the local machine.
+    pub fn parse(host: Option<&str>) -> HostSpec {
+        match host.map(str::trim) {
+            None | Some("") => HostSpec::Local,
+            Some(h) if h.eq_ignore_ascii_case("localhost") || h == "127.0.0.1" || h == "::1" => {
+                HostSpec::Local
+            }
+            Some(h) => HostSpec::Remote(h.to_string()),
+        }
+    }
+}
+
+/// A validated `query_network_connections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionsQuery {
+    pub proto: ProtoFilter,
+    pub state: Option<TcpState>,
+    pub host: HostSpec,
+    pub ssh_port: Option<u16>,
+    pub local_port: Option<u16>,
+    pub remote_port: Option<u16>,
+    pub pid: Option<u32>,
+    /// Lower-cased substring of the program name.
+    pub program: Option<String>,
+    /// `None` lists everything.
+    pub limit: Option<usize>,
+    /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
+    pub default_limit: bool,
+    /// Rows strictly after this key are returned.
+    pub cursor: Option<RowKey>,
+    /// Whether to look up owners at all (the CLI's `--no-owners` turns it off).
+    pub owners: bool,
+}
+
+/// Decodes MCP arguments into an input struct, checked against its derived schema.
+macro_rules! from_json {
+    ($t:ty) => {
+        impl $t {
+            /// Reads the arguments of an MCP call, checked against this input's schema.
+            /// (The server keeps the schema; this builds it per call.)
+            pub fn from_json(
+                args: &serde_json::Map<String, serde_json::Value>,
+            ) -> Result<$t, InputError> {
+                super::schema::decode(&super::schema::input_schema::<$t>(), args)
+            }
+        }
+    };
+}
+from_json!(ConnectionsArgs);
+from_json!(PortArgs);
+
+impl ConnectionsArgs {
+    /// Validates the arguments. `default_limit` applies when `limit` is absent.
+    pub fn validate(&self, default_limit: Option<usize>) -> Result<ConnectionsQuery, InputError> {
+        let proto = match &self.proto {
+            None => ProtoFilter::All,
+            Some(p) => ProtoFilter::parse(p)?,
+        };
+        let state = match self.state.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => {
+                Some(TcpState::parse(s).ok_or_else(|| input("state", quoted(s), STATE_ALLOWED))?)
+            }
+        };
+        if let (Some(s), ProtoFilter::Udp) = (state, proto)
+            && s != TcpState::Listen
+        {
+            return Err(input(
+                "state",
+                format!(
+                    "{} with proto 'udp'",
+                    quoted(self.state.as_deref().unwrap_or(""))
+                ),
+                "applies to TCP only (except LISTEN, which lists bound UDP sockets): use it with proto 'tcp' or 'all', or leave it out for UDP",
+            ));
+        }
+        let (limit, default_limit) = match self.limit {
+            None => (default_limit, default_limit.is_some()),
+            Some(0) => (None, false),
+            Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
+            Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
+        };
+        let program = match &self.program {
+            Some(p) if !p.trim().is_empty() => Some(p.trim().to_lowercase()),
+            _ => None,
+        };
+        let host = HostSpec::parse(self.host.as_deref());
+        let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
+        Ok(ConnectionsQuery {
+            proto,
+            state,
+            host,
+            ssh_port,
+            local_port: port_arg("local_port", self.local_port)?,
+            remote_port: port_arg("remote_port", self.remote_port)?,
+            pid: pid_arg(self.pid)?,
+            program,
+            limit,
+            default_limit,
+            cursor: match self.cursor.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(c) => Some(RowKey::decode(c)?),
+            },
+            owners: true,
+        })
+    }
+}
+
+/// `port` and `ssh_port` of a listing: the same thing, and only for a remote host.
+fn ssh_port(
+    host: &HostSpec,
+    port: Option<i64>,
+    ssh_port: Option<i64>,
+) -> Result<Option<u16>, InputError> {
+    let port_given = port_arg("port", port)?;
+    let ssh_given = port_arg("ssh_port", ssh_port)?;
+    if let (Some(a), Some(b)) = (port_given, ssh_given)
+        && a != b
+    {
+        return Err(input(
+            "ssh_port",
+            format!("{b} with port {a}"),
+            "is the same setting as 'port' (the SSH port of a remote host): give one of them",
+        ));
+    }
+    let given = ssh_given.or(port_given);
+    if *host == HostSpec::Local
+        && let Some(p) = given
+    {
+        let param = if ssh_given.is_some() {
+            "ssh_port"
+        } else {
+            "port"
+        };
+        return Err(input(
+            param,
+            format!("{p} for the local machine"),
+            "is the SSH port of a remote host (with 'host'), not a socket port: to filter sockets by port use local_port (or remote_port)",
+        ));
+    }
+    Ok(given)
+}
+
+/// Inputs of `check_port_occupation` (and the CLI's `port`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct PortArgs {
+    /// The port to check: a socket's local port, 1-65535.
+    #[schemars(range(min = 1, max = 65535), required)]
+    #[arg(skip)]
+    pub port: Option<i64>,
+
+    /// Protocol: tcp (default) or udp.
+    #[schemars(extend("enum" = ["tcp", "udp"], "default" = "tcp"))]
+    #[arg(long, help = "Protocol: tcp (default) or udp")]
+    pub proto: Option<String>,
+
+    /// A configured remote host, by its name or address (see list_hosts). Omitted, localhost,
+    /// 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "A configured remote host (name or address, see `hosts`); default the local machine"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(
+        long,
+        value_name = "PORT",
+        help = "SSH port for --host, overriding the configured one"
+    )]
+    pub ssh_port: Option<i64>,
+
+    /// Maximum socket rows in occupations (default 20; 0 means no limit); LISTEN and bound
+    /// sockets come first. occupation_count and owners always cover every socket on the port.
+    #[schemars(range(min = 0), extend("default" = 20))]
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Show at most N sockets (default: all; 0: all); listening/bound ones first"
+    )]
+    pub limit: Option<i64>,
+}
+
+/// A validated `check_port_occupation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortQuery {
+    pub port: u16,
+    pub transport: Transport,
+    pub host: HostSpec,
+    pub ssh_port: Option<u16>,
+    /// At most this many rows in `occupations`; `None` for all.
+    pub limit: Option<usize>,
+    /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
+    pub default_limit: bool,
+}
+
+impl PortArgs {
+    /// Validates the arguments. `default_limit` applies when `limit` is absent.
+    pub fn validate(&self, default_limit: Option<usize>) -> Result<PortQuery, InputError> {
+        let port = port_arg("port", self.port)?.ok_or_else(|| {
+            input(
+                "port",
+                "missing".into(),
+                "is required and must be an integer between 1 and 65535",
+            )
+        })?;
+        let transport = match self.proto.as_deref().map(|p| p.trim().to_ascii_lowercase()) {
+            None => Transport::Tcp,
+            Some(p) if p == "tcp" => Transport::Tcp,
+            Some(p) if p == "udp" => Transport::Udp,
+            Some(_) => {
+                return Err(input(
+                    "proto",
+                    quoted(self.proto.as_deref().unwrap_or("")),
+                    "must be one of: tcp, udp",
+                ));
+            }
+        };
+        let (limit, default_limit) = match self.limit {
+            None => (default_limit, default_limit.is_some()),
+            Some(0) => (None, false),
+            Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
+            Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
+        };
+        Ok(PortQuery {
+            port,
+            transport,
+            host: HostSpec::parse(self.host.as_deref()),
+            ssh_port: port_arg("ssh_port", self.ssh_port)?,
+            limit,
+            default_limit,
+        })
+    }
+}
+
+/// Inputs of a tool that takes none (`list_hosts`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct NoArgs {}
+
+pub(crate) fn input(param: &str, given: String, allowed: &str) -> InputError {
+    InputError {
+        param: param.to_string(),
+        given,
+        allowed: allowed.to_string(),
+    }
+}
+
+/// A caller's text, quoted and shortened for a message.
+pub(crate) fn quoted(text: &str) -> String {
+    format!("'{}'", super::shorten(text))
+}
+
+fn port_arg(param: &str, value: Option<i64>) -> Result<Option<u16>, InputError> {
+    match value {
+        None => Ok(None),
+        Some(v) => u16::try_from(v)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(|| input(param, v.to_string(), PORT_RANGE)),
+    }
+}
+
+fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {
+    match value {
+        None => Ok(None),
+        Some(p) => u32::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(|| input("pid", p.to_string(), PID_ALLOWED)),
+    }
+}
+
+/// Inputs of `watch_connections` (and the CLI's `watch`): the connection filters of
+/// [`ConnectionsArgs`] (validated by it, see [`WatchArgs::filters`]) plus the window.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct WatchArgs {
+    /// How long to watch, in seconds: 1-60 (default 10).
+    #[schemars(range(min = 1, max = 60), extend("default" = 10))]
+    #[arg(
+        long = "duration",
+        value_name = "SECS",
+        help = "Stop after SECS seconds (default: until Ctrl-C or SIGTERM)"
+    )]
+    pub duration_secs: Option<i64>,
+
+    /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
+    #[arg(
+        long,
+        help = "Protocol: tcp, udp or all (default all; IPv4 and IPv6 both included)"
+    )]
+    pub proto: Option<String>,
+
+    /// TCP state filter, any spelling query_network_connections accepts. An open carries the
+    /// state it was first seen in; a close the last state seen (CLOSE when never seen open).
+    #[arg(
+        long,
+        help = "Only sockets in this TCP state (for a close: the last state seen), e.g. LISTEN"
+    )]
+    pub state: Option<String>,
+
+    /// A configured remote host, by its name or address (see list_hosts), watched by comparing
+    /// its listings. Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "Watch a configured remote host (name or address) by comparing its listings"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(
+        long,
+        value_name = "PORT",
+        help = "SSH port for --host, overriding the configured one"
+    )]
+    pub ssh_port: Option<i64>,
+
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    #[arg(long)]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub program: Option<String>,
+
+    /// Milliseconds between two listings: 20-60000 (default 250 locally; for a remote host
+    /// default 2000, at least 500).
+    #[schemars(range(min = 20, max = 60000))]
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Milliseconds between two listings (default 250; 2000 for --host)"
+    )]
+    pub interval_ms: Option<i64>,
+
+    /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
+    /// cover every event.
+    #[schemars(range(min = 0), extend("default" = 50))]
+    #[arg(skip)]
+    pub limit: Option<i64>,
+}
+
+impl WatchArgs {
+    /// The connection filters, for [`ConnectionsArgs::validate`] (the one validation of them).
+    pub fn filters(&self) -> ConnectionsArgs {
+        ConnectionsArgs {
+            proto: self.proto.clone(),
+            state: self.state.clone(),
+            host: self.host.clone(),
+            ssh_port: self.ssh_port,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            ..ConnectionsArgs::default()
+        }
+    }
+}
+
+/// Inputs of `recent_connection_events`: the look-back, the connection filters (validated by
+/// [`ConnectionsArgs`]) and the number of events.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct RecentArgs {
+    /// How far back to look, in seconds: 1-604800 (default 600, ten minutes).
+    #[schemars(range(min = 1, max = 604800), extend("default" = 600))]
+    pub since_secs: Option<i64>,
+
+    /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
+    pub proto: Option<String>,
+
+    /// TCP state filter, any spelling query_network_connections accepts (for a close: the
+    /// last state seen).
+    pub state: Option<String>,
+
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    pub program: Option<String>,
+
+    /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
+    /// cover every matching event.
+    #[schemars(range(min = 0), extend("default" = 50))]
+    pub limit: Option<i64>,
+}
+
+impl RecentArgs {
+    /// The connection filters, for [`ConnectionsArgs::validate`].
+    pub fn filters(&self) -> ConnectionsArgs {
+        ConnectionsArgs {
+            proto: self.proto.clone(),
+            state: self.state.clone(),
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            ..ConnectionsArgs::default()
+        }
+    }
+}
+
+from_json!(WatchArgs);
+from_json!(RecentArgs);

@@ -1,0 +1,183 @@
+//! What the tools return: the result envelope and each tool's `data`.
+//!
+//! Field order is the order of the JSON (`success` and `message` first, summaries before rows),
+//! so a model reading the text block meets the answer before the details. Every type here
+//! derives `JsonSchema`: the tools' output schemas are generated from them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::summary::Summary;
+use crate::error::Error;
+
+/// The result envelope. `data` is `null` when `success` is false.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct Envelope<T> {
+    /// Whether the query succeeded.
+    pub success: bool,
+    /// A human-readable summary, or what went wrong and what to do.
+    pub message: String,
+    /// The result; null on failure.
+    pub data: Option<T>,
+}
+
+impl<T> Envelope<T> {
+    pub fn ok(message: String, data: T) -> Envelope<T> {
+        Envelope {
+            success: true,
+            message,
+            data: Some(data),
+        }
+    }
+
+    pub fn error(err: &Error) -> Envelope<T> {
+        Envelope {
+            success: false,
+            message: err.to_string(),
+            data: None,
+        }
+    }
+}
+
+/// `data` of `query_network_connections`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct ConnectionsData {
+    /// The host asked: `localhost`, or a configured remote host's name.
+    pub host: String,
+    /// How many sockets matched the filters (all of them, not only the rows returned).
+    pub connection_count: usize,
+    /// True when matching rows follow the ones returned (see next_cursor).
+    pub truncated: bool,
+    /// Pass this back as `cursor` to get the rows after these; null at the end.
+    pub next_cursor: Option<String>,
+    /// Counts over every matching socket: what a host is doing, without reading the rows.
+    pub summary: Summary,
+    /// The rows of this page, in the stable order (protocol, local port, local ip, foreign ip,
+    /// foreign port).
+    pub connections: Vec<ConnectionRow>,
+    /// The filters applied.
+    pub filter: FilterEcho,
+}
+
+/// One socket, with the columns netstat prints.
+///
+/// No field owns a heap allocation (names are static, addresses are formatted while
+/// serializing, the program name is shared), so a full listing of 100k sockets is converted
+/// from the snapshot in place and costs no more memory than the snapshot itself.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct ConnectionRow {
+    /// `tcp`, `tcp6`, `udp` or `udp6`.
+    pub protocol: &'static str,
+    pub recv_queue: u64,
+    pub send_queue: u64,
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    pub foreign_ip: IpAddr,
+    /// Null where netstat prints `*` (not connected).
+    pub foreign_port: Option<u16>,
+    /// netstat spelling (`LISTEN`, `ESTABLISHED`, ...); null for an unconnected UDP socket.
+    pub state: Option<&'static str>,
+    /// Owning process id; null when unknown (no permission) or held by no process.
+    pub pid: Option<u32>,
+    /// Owning process name (`/proc/<pid>/comm`); null when unknown.
+    pub program: Option<Arc<str>>,
+}
+
+/// The filters of a listing, echoed back.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct FilterEcho {
+    pub proto: String,
+    pub state: Option<String>,
+    pub local_port: Option<u16>,
+    pub remote_port: Option<u16>,
+    pub pid: Option<u32>,
+    pub program: Option<String>,
+    /// Null when unlimited.
+    pub limit: Option<usize>,
+}
+
+/// `data` of `check_port_occupation`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct PortData {
+    pub host: String,
+    pub check_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    pub is_occupied: bool,
+    /// How many sockets have this local port (all of them, not only the rows returned).
+    pub occupation_count: usize,
+    /// Every distinct process holding a socket on the port, with its sockets counted per
+    /// state; most sockets first.
+    pub owners: Vec<PortOwner>,
+    /// How many distinct processes hold the port.
+    pub owner_count: usize,
+    /// True when owners was cut (only past the first 100).
+    pub owners_truncated: bool,
+    /// Sockets on the port that no process holds (TIME_WAIT and other orphaned states, kept by
+    /// the kernel).
+    pub kernel_held: usize,
+    /// True when occupations holds fewer rows than occupation_count.
+    pub truncated: bool,
+    /// The sockets on the port, listening (TCP) or bound (UDP) ones first, then in row order;
+    /// at most `limit`.
+    pub occupations: Vec<Occupation>,
+}
+
+/// A process holding sockets on the checked port.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct PortOwner {
+    pub pid: u32,
+    pub program: Arc<str>,
+    /// How many of the port's sockets it holds.
+    pub socket_count: usize,
+    /// Its sockets per state (netstat spelling; UDP as UNCONN or ESTABLISHED).
+    pub states: BTreeMap<&'static str, usize>,
+}
+
+/// A socket holding the checked port.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct Occupation {
+    /// `tcp`, `tcp6`, `udp` or `udp6`.
+    pub protocol: &'static str,
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    pub foreign_ip: IpAddr,
+    /// Null where netstat prints `*` (not connected).
+    pub foreign_port: Option<u16>,
+    /// netstat spelling; null for an unconnected UDP socket.
+    pub state: Option<&'static str>,
+    /// The owning process (the lowest pid when several share the socket); null when unknown
+    /// or held by no process.
+    pub pid: Option<u32>,
+    pub program: Option<Arc<str>>,
+}
+
+/// `data` of `list_hosts`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct HostsData {
+    /// How many remote hosts are configured.
+    pub host_count: usize,
+    /// Where the configuration came from; null when there is no config file.
+    pub config: Option<String>,
+    pub hosts: Vec<HostInfo>,
+}
+
+/// A configured remote host, as `list_hosts` and the CLI's `hosts` show it: never a secret.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct HostInfo {
+    /// The name to pass as `host`.
+    pub name: String,
+    /// Its address or DNS name.
+    pub host: String,
+    /// Its SSH port.
+    pub port: u16,
+    pub username: String,
+    /// How we authenticate: password, key, agent (the method only).
+    pub auth: String,
+    /// Groups it belongs to (address a group as `@name`).
+    pub groups: Vec<String>,
+}

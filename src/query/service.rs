@@ -1,0 +1,92 @@
+//! [`Service`]: runs validated queries against the local machine or a configured remote host
+//! and always answers with an [`Envelope`]. The CLI and the MCP server are two faces of it.
+
+use std::sync::Arc;
+
+use super::input::{ConnectionsQuery, HostSpec, PortQuery};
+use super::output::{ConnectionsData, Envelope, HostsData, PortData};
+use crate::error::Error;
+use crate::source::{RemoteSources, Snapshot, Source, Target, Want};
+
+/// How many configured names the unknown-host error lists.
+const NAMES_IN_ERROR: usize = 20;
+
+/// Runs validated queries against the local machine or a configured remote host.
+#[derive(Clone)]
+pub struct Service {
+    local: Arc<dyn Source>,
+    remotes: Arc<dyn RemoteSources>,
+}
+
+impl Service {
+    pub fn new(local: Arc<dyn Source>, remotes: Arc<dyn RemoteSources>) -> Service {
+        Service { local, remotes }
+    }
+
+    /// The target a host argument names. An unknown host's error lists the configured ones.
+    pub fn target(&self, host: &HostSpec, ssh_port: Option<u16>) -> Result<Target, Error> {
+        match host {
+            HostSpec::Local => Ok(Target {
+                host: "localhost".into(),
+                label: "local host".into(),
+                local: true,
+                source: self.local.clone(),
+            }),
+            HostSpec::Remote(name) => match self.remotes.lookup(name, ssh_port) {
+                Err(Error::UnknownHost { host, .. }) => Err(Error::UnknownHost {
+                    host,
+                    configured: self
+                        .remotes
+                        .hosts()
+                        .hosts
+                        .into_iter()
+                        .take(NAMES_IN_ERROR)
+                        .map(|h| h.name)
+                        .collect(),
+                }),
+                other => other,
+            },
+        }
+    }
+
+    /// `query_network_connections`.
+    pub async fn connections(
+        &self,
+        query: &ConnectionsQuery,
+    ) -> Result<Envelope<ConnectionsData>, Error> {
+        let target = self.target(&query.host, query.ssh_port)?;
+        let snapshot = target.source.collect(query.want()).await?;
+        Ok(query.answer(&target, snapshot))
+    }
+
+    /// `check_port_occupation`.
+    pub async fn port(&self, query: &PortQuery) -> Result<Envelope<PortData>, Error> {
+        let target = self.target(&query.host, query.ssh_port)?;
+        let snapshot = target.source.collect(query.want()).await?;
+        Ok(query.answer(&target, snapshot))
+    }
+
+    /// `list_hosts`: the configured remote hosts, never a secret.
+    pub fn hosts(&self) -> Envelope<HostsData> {
+        let data = self.remotes.hosts();
+        let message = match data.host_count {
+            0 => {
+                "No remote hosts are configured; only the local machine can be queried".to_string()
+            }
+            n => format!("{n} remote host(s) configured; pass a name as `host`"),
+        };
+        Envelope::ok(message, data)
+    }
+
+    /// A raw snapshot from a host (for the `netstat` rendering).
+    pub async fn snapshot(
+        &self,
+        host: &HostSpec,
+        ssh_port: Option<u16>,
+        want: Want,
+    ) -> Result<(Target, Snapshot), Error> {
+        let target = self.target(host, ssh_port)?;
+        let snapshot = target.source.collect(want).await?;
+        Ok((target, snapshot))
+    }
+}

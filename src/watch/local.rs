@@ -1,0 +1,483 @@
+//! The local event source: two threads.
+//!
+//! - `nm-watch-destroy` blocks on a netlink socket subscribed to the four sock_diag destroy
+//!   groups ([`netlink::DestroyMonitor`]) and queues each destroyed socket, stamped with the
+//!   time it arrived, for the engine (a bounded queue: when full, notifications are counted as
+//!   lost, never waited for).
+//! - `nm-watch` lists the sockets every interval (netlink dump with cookies; `/proc/net` if
+//!   netlink dumps are refused), looks up owners for sockets it sees for the first time only,
+//!   and applies listings and destroy notifications to a [`Differ`], whose events go to the
+//!   sink.
+//!
+//! The interval stretches on a host where a listing is expensive, so the engine spends at
+//! most about 5% of a core listing: the next listing waits at least 19 times as long as the
+//! last took.
+//!
+//! If subscribing is refused (a sandbox without sock_diag multicast, an old kernel), or
+//! turned off with [`NO_DESTROY_ENV`](super::NO_DESTROY_ENV), the engine still runs on
+//! listings alone and [`DestroyStatus`] says so; connections shorter than the interval are
+//! then missed.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::Error;
+use crate::model::{Socket, StateSet, Transport};
+use crate::owners;
+use crate::source::{Backend, Want, netlink, procfs};
+
+use super::diff::{Differ, tuple_key};
+use super::{EngineStats, Filter, Sink};
+
+/// Destroy notifications queued for the engine at most; past it they are counted as lost.
+const QUEUE: usize = 16_384;
+/// How often blocked threads look at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Whether closes come from the kernel's destroy notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyStatus {
+    /// Subscribed: every close is seen.
+    On,
+    /// Turned off by the caller (diagnostics): closes come from listings only.
+    Disabled,
+    /// The kernel or a sandbox refused the subscription; closes come from listings only.
+    Unavailable { reason: String },
+    /// A remote host: closes come from listings only.
+    Remote,
+}
+
+/// What subscribing to destroy notifications needs, for messages.
+pub const DESTROY_HINT: &str = "subscribing to the sock_diag destroy groups needs Linux 4.9 or \
+later with inet_diag (CONFIG_INET_DIAG) and a sandbox that allows NETLINK_SOCK_DIAG sockets; no \
+privilege is needed on a stock kernel (where one refuses it, CAP_NET_ADMIN)";
+
+impl DestroyStatus {
+    /// One sentence for messages and the CLI summary.
+    pub fn describe(&self, interval: Duration) -> String {
+        let ms = interval.as_millis();
+        match self {
+            DestroyStatus::On => {
+                "Closes come from the kernel's destroy notifications, so even very short connections are seen".into()
+            }
+            DestroyStatus::Disabled => format!(
+                "Destroy notifications are turned off: closes come from listings every {ms} ms only, so connections shorter than that are missed"
+            ),
+            DestroyStatus::Unavailable { reason } => format!(
+                "Destroy notifications are unavailable ({reason}): closes come from listings every {ms} ms only, so connections shorter than that are missed; {DESTROY_HINT}"
+            ),
+            DestroyStatus::Remote => format!(
+                "A remote host is watched by comparing listings every {ms} ms, so connections that open and close between two listings are not seen"
+            ),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        *self == DestroyStatus::On
+    }
+}
+
+/// How the local engine runs.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub interval: Duration,
+    /// Subscribe to destroy notifications (false: listings only).
+    pub destroy: bool,
+    pub backend: Backend,
+    /// Transports and local port to list (states and owners are the engine's business).
+    pub want: Want,
+    pub proc_root: PathBuf,
+}
+
+impl LocalOptions {
+    pub fn new(want: Want) -> LocalOptions {
+        LocalOptions {
+            interval: super::LOCAL_INTERVAL,
+            destroy: std::env::var_os(super::NO_DESTROY_ENV).is_none_or(|v| v.is_empty()),
+            backend: Backend::Auto,
+            want,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// A running local engine. Dropping it stops both threads (within about 100 ms; they are
+/// not waited for).
+pub struct LocalWatch {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub stats: Arc<EngineStats>,
+    pub destroy: DestroyStatus,
+    /// The listing interval asked for.
+    pub interval: Duration,
+    /// What the listings come from: `netlink` or `/proc/net`.
+    pub listing: &'static str,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl LocalWatch {
+    /// Stops the threads and waits for them.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// The last listing error, if the most recent listing failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl Drop for LocalWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A destroyed socket on its way to the engine.
+struct Destroyed {
+    key: u64,
+    socket: Socket,
+    at: SystemTime,
+    now: Instant,
+}
+
+/// Where listings come from.
+enum Lister {
+    Netlink(netlink::Diag),
+    Procfs(PathBuf),
+}
+
+impl Lister {
+    fn open(backend: Backend, proc_root: &std::path::Path) -> Result<Lister, Error> {
+        match backend {
+            Backend::Procfs => Ok(Lister::Procfs(proc_root.to_path_buf())),
+            Backend::Netlink => Ok(Lister::Netlink(netlink::Diag::open()?)),
+            Backend::Auto => match netlink::Diag::open() {
+                Ok(d) => Ok(Lister::Netlink(d)),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "netlink sock_diag unavailable; watching /proc/net");
+                    Ok(Lister::Procfs(proc_root.to_path_buf()))
+                }
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Lister::Netlink(_) => "netlink",
+            Lister::Procfs(_) => "/proc/net",
+        }
+    }
+
+    /// Every socket the want covers, in every state, keyed.
+    fn list(&mut self, want: &Want, out: &mut Vec<(u64, Socket)>) -> Result<(), Error> {
+        out.clear();
+        match self {
+            Lister::Netlink(diag) => {
+                let mut sink = |s: Socket, cookie: u64| out.push((cookie, s));
+                if want.tcp {
+                    let mut tcp = Vec::new();
+                    let mut collect = |s: Socket, cookie: u64| tcp.push((cookie, s));
+                    if diag
+                        .dump_tcp_any_family_with(StateSet::ALL, want.local_port, &mut collect)
+                        .is_err()
+                    {
+                        tcp.clear();
+                        for ipv6 in [false, true] {
+                            diag.dump_with(
+                                Transport::Tcp,
+                                ipv6,
+                                StateSet::ALL,
+                                want.local_port,
+                                &mut |s, c| tcp.push((c, s)),
+                            )?;
+                        }
+                    }
+                    for (c, s) in tcp {
+                        sink(s, c);
+                    }
+                }
+                if want.udp {
+                    for ipv6 in [false, true] {
+                        diag.dump_with(
+                            Transport::Udp,
+                            ipv6,
+                            StateSet::ALL,
+                            want.local_port,
+                            &mut sink,
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+            Lister::Procfs(root) => {
+                let want = Want {
+                    states: StateSet::ALL,
+                    owners: false,
+                    ..*want
+                };
+                let (sockets, _remarks) = procfs::sockets(root, &want)?;
+                out.extend(sockets.into_iter().map(|s| (tuple_key(&s), s)));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Starts the engine. Returns once the first listing is in (the sockets that exist then are
+/// the baseline, not opens), or the error that kept it from starting.
+pub fn start(
+    options: LocalOptions,
+    filter: Filter,
+    sink: Box<dyn Sink>,
+) -> Result<LocalWatch, Error> {
+    let mut lister = Lister::open(options.backend, &options.proc_root)?;
+    let listing = lister.name();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(EngineStats::default());
+    let mut threads = Vec::new();
+    let (tx, rx) = mpsc::sync_channel::<Destroyed>(QUEUE);
+    let destroy = if !options.destroy {
+        DestroyStatus::Disabled
+    } else if !matches!(lister, Lister::Netlink(_)) {
+        DestroyStatus::Unavailable {
+            reason:
+                "netlink sock_diag dumps are refused, so notifications cannot be matched to sockets"
+                    .into(),
+        }
+    } else {
+        // Subscribed before the first listing, so no close falls between the two.
+        match netlink::DestroyMonitor::open(STOP_POLL) {
+            Ok(monitor) => {
+                let (stop, stats) = (stop.clone(), stats.clone());
+                let t = std::thread::Builder::new()
+                    .name("nm-watch-destroy".into())
+                    .spawn(move || receive(monitor, tx, &stop, &stats))
+                    .map_err(|e| Error::NoLocalSource {
+                        detail: format!("cannot start the destroy-notification thread: {e}"),
+                    })?;
+                threads.push(t);
+                DestroyStatus::On
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "destroy notifications unavailable; closes from listings only");
+                DestroyStatus::Unavailable {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    };
+    let grace = u32::from(destroy.is_on());
+    let mut differ = Differ::new(grace, filter);
+    let mut buf = Vec::new();
+    let proc_root = options.proc_root.clone();
+    let mut attach = move |fresh: &mut [Socket]| {
+        owners::attach(&proc_root, fresh);
+    };
+    // The baseline, with every owner (closes of these need them).
+    lister.list(&options.want, &mut buf)?;
+    let mut sink = sink;
+    differ.listing(
+        SystemTime::now(),
+        Instant::now(),
+        std::mem::take(&mut buf),
+        &mut attach,
+        true,
+        &mut *sink,
+    );
+    stats.dumps.fetch_add(1, Ordering::Relaxed);
+    let last_error = Arc::new(Mutex::new(None));
+    let engine = Engine {
+        lister,
+        differ,
+        rx,
+        sink,
+        attach: Box::new(attach),
+        want: options.want,
+        interval: options.interval,
+        stop: stop.clone(),
+        stats: stats.clone(),
+        last_error: last_error.clone(),
+    };
+    let t = std::thread::Builder::new()
+        .name("nm-watch".into())
+        .spawn(move || engine.run())
+        .map_err(|e| Error::NoLocalSource {
+            detail: format!("cannot start the watch thread: {e}"),
+        })?;
+    threads.push(t);
+    Ok(LocalWatch {
+        stop,
+        threads,
+        stats,
+        destroy,
+        interval: options.interval,
+        listing,
+        last_error,
+    })
+}
+
+/// The destroy-notification thread: receive, stamp, queue; never wait for the engine.
+fn receive(
+    mut monitor: netlink::DestroyMonitor,
+    tx: SyncSender<Destroyed>,
+    stop: &AtomicBool,
+    stats: &EngineStats,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut closed = false;
+        let result = monitor.recv(&mut |socket, key| {
+            let item = Destroyed {
+                key,
+                socket,
+                at: SystemTime::now(),
+                now: Instant::now(),
+            };
+            match tx.try_send(item) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    stats.lost_notifications.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => closed = true,
+            }
+        });
+        match result {
+            Ok(netlink::Received::Overrun) => {
+                tracing::warn!("destroy notifications lost: the kernel's receive queue overflowed");
+                stats.lost_notifications.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(cause = %e, "destroy notifications stopped");
+                return;
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Looks up the owners of sockets seen for the first time.
+type Attach = dyn FnMut(&mut [Socket]) + Send;
+
+struct Engine {
+    lister: Lister,
+    differ: Differ,
+    rx: Receiver<Destroyed>,
+    sink: Box<dyn Sink>,
+    attach: Box<Attach>,
+    want: Want,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    stats: Arc<EngineStats>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Engine {
+    fn run(mut self) {
+        let mut buf = Vec::new();
+        let mut next = Instant::now() + self.interval;
+        while !self.stop.load(Ordering::Relaxed) {
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(STOP_POLL);
+            match self.rx.recv_timeout(wait) {
+                Ok(d) => {
+                    self.destroyed(d);
+                    self.drain();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // No notifications (off, or their thread ended): keep listing.
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(wait);
+                }
+            }
+            if Instant::now() < next {
+                continue;
+            }
+            self.drain();
+            let started = Instant::now();
+            let at = SystemTime::now();
+            match self.lister.list(&self.want, &mut buf) {
+                Ok(()) => {
+                    // Notifications that arrived during the listing come first: a socket
+                    // the listing shows may since have been destroyed.
+                    self.drain();
+                    let Engine {
+                        differ,
+                        attach,
+                        sink,
+                        ..
+                    } = &mut self;
+                    differ.listing(
+                        at,
+                        started,
+                        std::mem::take(&mut buf),
+                        &mut **attach,
+                        false,
+                        &mut **sink,
+                    );
+                    self.stats.dumps.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut e) = self.last_error.lock() {
+                        *e = None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %e, "watch listing failed");
+                    self.stats.dump_errors.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut slot) = self.last_error.lock() {
+                        *slot = Some(e.to_string());
+                    }
+                }
+            }
+            let cost = started.elapsed();
+            next = Instant::now() + self.interval.max(cost * 19);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(d) = self.rx.try_recv() {
+            self.destroyed(d);
+        }
+    }
+
+    fn destroyed(&mut self, d: Destroyed) {
+        self.differ
+            .destroyed(d.key, d.socket, d.at, d.now, &mut *self.sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_subscription_says_what_is_missed_and_what_is_needed() {
+        let interval = Duration::from_millis(250);
+        let text = DestroyStatus::Unavailable {
+            reason: "netlink sock_diag subscribe to destroy notifications failed: Operation not permitted".into(),
+        }
+        .describe(interval);
+        assert!(text.contains("Operation not permitted"), "{text}");
+        assert!(text.contains("every 250 ms"), "{text}");
+        assert!(text.contains("shorter than that are missed"), "{text}");
+        assert!(
+            text.contains("CAP_NET_ADMIN") && text.contains("4.9"),
+            "{text}"
+        );
+        assert!(
+            DestroyStatus::On
+                .describe(interval)
+                .contains("destroy notifications")
+        );
+        assert!(!DestroyStatus::Disabled.is_on());
+    }
+}

@@ -1,0 +1,452 @@
+//! Monitoring over time: connection events (`open`, `close`) from the local kernel or a remote
+//! host, the engines that produce them, and the recorder that remembers them.
+//!
+//! - [`local`]: this machine. Closes come from the kernel's sock_diag destroy notifications
+//!   (so a connection that lives 1 ms is still seen); opens from dumps diffed every interval,
+//!   and from the close of a connection no dump saw. Owners are looked up for new sockets only
+//!   and remembered for their close.
+//! - [`remote`]: a configured host, by diffing listings over the pooled SSH session. It cannot
+//!   see a connection that opens and closes between two listings.
+//! - [`diff`]: the bookkeeping both share: live sockets by key, opens, closes, durations.
+//! - [`recorder`]: a bounded ring of events kept by `serve --record`, dropping the oldest.
+//!
+//! Engines hand events to a [`Sink`]; they never wait for a consumer.
+
+pub mod cli;
+pub mod diff;
+pub mod local;
+pub mod recorder;
+pub mod remote;
+pub mod service;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::model::{Endpoint, Owner, Owners, Protocol, Socket, TcpState};
+
+/// What happened to a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Open,
+    Close,
+}
+
+/// How an event was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A listing (dump) showed the socket for the first time, or no longer showed it.
+    Dump,
+    /// The kernel's destroy notification. An `open` with this origin was never seen by a
+    /// listing: the connection opened and closed between two of them.
+    Destroy,
+}
+
+/// One `open` or `close` of a TCP connection or UDP socket.
+///
+/// Compact on purpose: the recorder holds up to 100,000 of these. No field owns a heap
+/// allocation except the shared program name ([`Event::BYTES`] is the whole cost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub origin: Origin,
+    pub protocol: Protocol,
+    /// For `close`: the last state a listing showed (the kernel reports every destroyed
+    /// socket as `CLOSE`, which is what a close never seen open carries).
+    pub state: Option<TcpState>,
+    pub local_port: u16,
+    pub foreign_port: Option<u16>,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub local_ip: IpAddr,
+    pub foreign_ip: IpAddr,
+    pub recv_queue: u32,
+    pub send_queue: u32,
+    pub uid: Option<u32>,
+    pub pid: Option<u32>,
+    /// For `close`: how long since the open was seen, when it was.
+    pub duration_ms: Option<u32>,
+    pub program: Option<Arc<str>>,
+}
+
+impl Event {
+    /// Memory one recorded event costs: program names are shared (interned by the engines).
+    pub const BYTES: usize = std::mem::size_of::<Event>();
+
+    /// An event for a socket at a time; the owner is the socket's first (lowest pid).
+    pub fn new(kind: EventKind, origin: Origin, socket: &Socket, at: SystemTime) -> Event {
+        let owner = socket.owners.iter().min_by_key(|o| o.pid);
+        Event {
+            kind,
+            origin,
+            protocol: socket.protocol,
+            state: socket.state,
+            local_port: socket.local_port,
+            foreign_port: socket.foreign.port,
+            time_ms: unix_ms(at),
+            local_ip: socket.local_ip,
+            foreign_ip: socket.foreign.ip,
+            recv_queue: u32::try_from(socket.recv_queue).unwrap_or(u32::MAX),
+            send_queue: u32::try_from(socket.send_queue).unwrap_or(u32::MAX),
+            uid: socket.uid,
+            pid: owner.map(|o| o.pid),
+            duration_ms: None,
+            program: owner.map(|o| o.program.clone()),
+        }
+    }
+
+    /// The event's socket, for the connection filters (which work on sockets).
+    pub fn socket(&self) -> Socket {
+        let mut s = Socket::new(
+            self.protocol,
+            self.local_ip,
+            self.local_port,
+            Endpoint {
+                ip: self.foreign_ip,
+                port: self.foreign_port,
+            },
+        );
+        s.state = self.state;
+        s.recv_queue = u64::from(self.recv_queue);
+        s.send_queue = u64::from(self.send_queue);
+        s.uid = self.uid;
+        if let (Some(pid), Some(program)) = (self.pid, &self.program) {
+            s.owners = Owners::from_iter([Owner {
+                pid,
+                program: program.clone(),
+            }]);
+        }
+        s
+    }
+
+    /// The JSON form (`--json` lines, tool results).
+    pub fn json(&self) -> EventJson {
+        EventJson {
+            event: self.kind,
+            time: rfc3339_ms(self.time_ms),
+            protocol: self.protocol.as_str(),
+            local_ip: self.local_ip,
+            local_port: self.local_port,
+            foreign_ip: self.foreign_ip,
+            foreign_port: self.foreign_port,
+            state: self.state.map(TcpState::netstat_name),
+            recv_queue: self.recv_queue,
+            send_queue: self.send_queue,
+            pid: self.pid,
+            program: self.program.clone(),
+            uid: self.uid,
+            duration_ms: self.duration_ms,
+            origin: self.origin,
+        }
+    }
+}
+
+/// An event as JSON: `event` and `time` first, then the socket fields of a connection row.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct EventJson {
+    /// `open` or `close`.
+    pub event: EventKind,
+    /// When it was seen: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `tcp`, `tcp6`, `udp` or `udp6`.
+    pub protocol: &'static str,
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    pub foreign_ip: IpAddr,
+    /// Null where netstat prints `*`.
+    pub foreign_port: Option<u16>,
+    /// netstat spelling. For a close: the last state seen (`CLOSE` when never seen open).
+    pub state: Option<&'static str>,
+    pub recv_queue: u32,
+    pub send_queue: u32,
+    /// Owning process, when known (for a close: the owner seen at its open).
+    pub pid: Option<u32>,
+    pub program: Option<Arc<str>>,
+    /// The socket's user id, where the source tells it.
+    pub uid: Option<u32>,
+    /// For a close whose open was seen: milliseconds between the two (at least the
+    /// connection's age when first seen less one interval).
+    pub duration_ms: Option<u32>,
+    /// `dump` (a listing showed the change) or `destroy` (the kernel's destroy notification;
+    /// an open with this origin opened and closed between two listings).
+    pub origin: Origin,
+}
+
+/// Where an engine puts its events. Called on the engine's thread; must not block.
+pub trait Sink: Send {
+    fn event(&mut self, event: Event);
+}
+
+impl<F: FnMut(Event) + Send> Sink for F {
+    fn event(&mut self, event: Event) {
+        self(event)
+    }
+}
+
+/// Which sockets an engine reports: the connection filters over the event's socket.
+pub type Filter = Arc<dyn Fn(&Socket) -> bool + Send + Sync>;
+
+/// A filter that keeps everything.
+pub fn no_filter() -> Filter {
+    Arc::new(|_| true)
+}
+
+/// Milliseconds since the Unix epoch (negative before it).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// `2024-05-01T12:34:56.789Z` for milliseconds since the epoch.
+///
+/// Written here rather than taken from a date crate: UTC with milliseconds is all we print,
+/// and the civil-from-days conversion is ten lines (Howard Hinnant's algorithm).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+/// Interns program names so events share one allocation per name. Bounded: past
+/// [`Interner::MAX`] names it starts over (old events keep their own copies).
+#[derive(Default)]
+pub struct Interner {
+    names: HashMap<Arc<str>, ()>,
+}
+
+impl Interner {
+    pub const MAX: usize = 4096;
+
+    pub fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
+        if let Some((k, _)) = self.names.get_key_value(name) {
+            return k.clone();
+        }
+        if self.names.len() >= Self::MAX {
+            self.names.clear();
+        }
+        self.names.insert(name.clone(), ());
+        name.clone()
+    }
+
+    /// Replaces the program names of a socket's owners with interned ones.
+    pub fn intern_owners(&mut self, socket: &mut Socket) {
+        for o in socket.owners.iter_mut() {
+            o.program = self.intern(&o.program);
+        }
+    }
+}
+
+/// Counts over a set of events: opened, closed, and the same by program and by remote host.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub opened: u64,
+    pub closed: u64,
+    programs: HashMap<Option<Arc<str>>, (u64, u64)>,
+    hosts: HashMap<IpAddr, (u64, u64)>,
+}
+
+/// How many of the tops are kept.
+pub const TOP: usize = 10;
+
+/// Opens and closes by program.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct ProgramCount {
+    /// Null for sockets whose owner was not known.
+    pub program: Option<Arc<str>>,
+    pub opened: u64,
+    pub closed: u64,
+}
+
+/// Opens and closes by remote (foreign) address; unconnected sockets are not counted here.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct HostCount {
+    pub foreign_ip: IpAddr,
+    pub opened: u64,
+    pub closed: u64,
+}
+
+impl Tally {
+    /// Most distinct programs/hosts remembered; past it, new ones are counted only in the
+    /// totals (the tops stay right unless a storm brings more than this many hosts).
+    const MAX_KEYS: usize = 65_536;
+
+    pub fn add(&mut self, e: &Event) {
+        let open = e.kind == EventKind::Open;
+        let bump = |c: &mut (u64, u64)| {
+            if open {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+        };
+        if open {
+            self.opened += 1;
+        } else {
+            self.closed += 1;
+        }
+        if self.programs.len() < Self::MAX_KEYS || self.programs.contains_key(&e.program) {
+            bump(self.programs.entry(e.program.clone()).or_default());
+        }
+        if !e.foreign_ip.is_unspecified()
+            && (self.hosts.len() < Self::MAX_KEYS || self.hosts.contains_key(&e.foreign_ip))
+        {
+            bump(self.hosts.entry(e.foreign_ip).or_default());
+        }
+    }
+
+    /// The top programs by events (opened + closed), ties by name.
+    pub fn top_programs(&self) -> Vec<ProgramCount> {
+        let mut v: Vec<ProgramCount> = self
+            .programs
+            .iter()
+            .map(|(p, &(opened, closed))| ProgramCount {
+                program: p.clone(),
+                opened,
+                closed,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (b.opened + b.closed)
+                .cmp(&(a.opened + a.closed))
+                .then_with(|| a.program.cmp(&b.program))
+        });
+        v.truncate(TOP);
+        v
+    }
+
+    /// The top remote hosts by events, ties by address.
+    pub fn top_hosts(&self) -> Vec<HostCount> {
+        let mut v: Vec<HostCount> = self
+            .hosts
+            .iter()
+            .map(|(ip, &(opened, closed))| HostCount {
+                foreign_ip: *ip,
+                opened,
+                closed,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (b.opened + b.closed)
+                .cmp(&(a.opened + a.closed))
+                .then_with(|| a.foreign_ip.cmp(&b.foreign_ip))
+        });
+        v.truncate(TOP);
+        v
+    }
+}
+
+/// Counters an engine keeps while it runs, readable from any thread.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Destroy notifications the kernel dropped at least once (receive queue overrun) or that
+    /// our queue to the engine had no room for.
+    pub lost_notifications: std::sync::atomic::AtomicU64,
+    /// Events a slow consumer had no room for.
+    pub dropped_events: std::sync::atomic::AtomicU64,
+    /// Listings taken.
+    pub dumps: std::sync::atomic::AtomicU64,
+    /// Listings that failed (the engine keeps trying).
+    pub dump_errors: std::sync::atomic::AtomicU64,
+}
+
+/// Default interval between local listings.
+pub const LOCAL_INTERVAL: Duration = Duration::from_millis(250);
+/// Default interval between remote listings.
+pub const REMOTE_INTERVAL: Duration = Duration::from_millis(2000);
+/// Shortest interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(20);
+/// Shortest interval for a remote host (each listing is a command over SSH).
+pub const MIN_REMOTE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Environment variable that turns destroy notifications off (the watcher then only diffs
+/// listings, as it does where the kernel refuses the subscription): for comparing the two.
+pub const NO_DESTROY_ENV: &str = "NETSTAT_MCP_WATCH_NO_DESTROY";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_714_566_896_789), "2024-05-01T12:34:56.789Z");
+        assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn events_stay_small() {
+        // The recorder's per-event cost, as documented in README and docs/tools.md.
+        const { assert!(Event::BYTES <= 104) };
+    }
+
+    fn event(kind: EventKind, program: Option<&str>, foreign: &str) -> Event {
+        let mut s = Socket::new(
+            Protocol::Tcp,
+            "127.0.0.1".parse().unwrap(),
+            80,
+            Endpoint {
+                ip: foreign.parse().unwrap(),
+                port: Some(5000),
+            },
+        );
+        if let Some(p) = program {
+            s.owners.push(Owner {
+                pid: 7,
+                program: Arc::from(p),
+            });
+        }
+        Event::new(kind, Origin::Dump, &s, UNIX_EPOCH)
+    }
+
+    #[test]
+    fn tally_counts_by_program_and_host() {
+        let mut t = Tally::default();
+        for _ in 0..3 {
+            t.add(&event(EventKind::Open, Some("curl"), "10.0.0.1"));
+        }
+        t.add(&event(EventKind::Close, Some("curl"), "10.0.0.1"));
+        t.add(&event(EventKind::Close, None, "0.0.0.0"));
+        assert_eq!((t.opened, t.closed), (3, 2));
+        let p = t.top_programs();
+        assert_eq!(p[0].program.as_deref(), Some("curl"));
+        assert_eq!((p[0].opened, p[0].closed), (3, 1));
+        assert_eq!(p[1].program, None);
+        let h = t.top_hosts();
+        assert_eq!(h.len(), 1, "unconnected sockets have no remote host");
+        assert_eq!((h[0].opened, h[0].closed), (3, 1));
+    }
+
+    #[test]
+    fn event_round_trips_through_its_socket() {
+        let e = event(EventKind::Open, Some("nginx"), "192.0.2.1");
+        let s = e.socket();
+        assert_eq!(s.owners[0].pid, 7);
+        assert_eq!(Event::new(EventKind::Open, Origin::Dump, &s, UNIX_EPOCH), e);
+    }
+}

@@ -1,0 +1,827 @@
+//! The watch operations both faces call: start a watcher on a target, watch for a bounded
+//! window (the `watch_connections` tool), and ask the recorder (`recent_connection_events`);
+//! their inputs, validation and result envelopes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, InputError};
+use crate::query::{
+    ANSWER_BUDGET, ConnectionsQuery, Envelope, HostSpec, RecentArgs, Service, WatchArgs,
+};
+use crate::source::{Backend, Target, Want};
+
+use super::local::{DestroyStatus, LocalOptions, LocalWatch};
+use super::recorder::Recorder;
+use super::remote::RemoteWatch;
+use super::{
+    Event, EventJson, Filter, HostCount, LOCAL_INTERVAL, MIN_INTERVAL, MIN_REMOTE_INTERVAL,
+    ProgramCount, REMOTE_INTERVAL, Sink, Tally, rfc3339_ms, unix_ms,
+};
+
+/// Default and bounds of `watch_connections`' window.
+pub const DEFAULT_WINDOW_SECS: u64 = 10;
+pub const MAX_WINDOW_SECS: u64 = 60;
+/// Default number of events in an answer.
+pub const DEFAULT_EVENT_LIMIT: usize = 50;
+/// Default and largest look-back of `recent_connection_events`.
+pub const DEFAULT_SINCE_SECS: u64 = 600;
+pub const MAX_SINCE_SECS: u64 = 7 * 24 * 3600;
+/// Events queued between an engine and a consumer at most; past it they are dropped and
+/// counted (the engine never waits).
+const CHANNEL: usize = 8192;
+
+/// A validated watch.
+#[derive(Debug, Clone)]
+pub struct WatchQuery {
+    pub filter: ConnectionsQuery,
+    /// `None`: until stopped (CLI).
+    pub duration: Option<Duration>,
+    pub interval: Option<Duration>,
+    /// Events in the answer at most.
+    pub limit: usize,
+    /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
+    pub default_limit: bool,
+}
+
+/// A validated `recent_connection_events`.
+#[derive(Debug, Clone)]
+pub struct RecentQuery {
+    pub filter: ConnectionsQuery,
+    pub since: Duration,
+    pub limit: usize,
+    pub default_limit: bool,
+}
+
+fn input(param: &str, given: String, allowed: &str) -> InputError {
+    InputError {
+        param: param.into(),
+        given,
+        allowed: allowed.into(),
+    }
+}
+
+const WINDOW_ALLOWED: &str = "must be an integer number of seconds between 1 and 60";
+const INTERVAL_ALLOWED: &str = "must be an integer number of milliseconds between 20 and 60000 (500 or more for a remote host)";
+const SINCE_ALLOWED: &str = "must be an integer number of seconds between 1 and 604800 (7 days)";
+
+fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, InputError> {
+    let Some(ms) = ms else { return Ok(None) };
+    let min = if remote {
+        MIN_REMOTE_INTERVAL
+    } else {
+        MIN_INTERVAL
+    };
+    match u64::try_from(ms) {
+        Ok(v) if u128::from(v) >= min.as_millis() && v <= 60_000 => {
+            Ok(Some(Duration::from_millis(v)))
+        }
+        _ => Err(input("interval_ms", ms.to_string(), INTERVAL_ALLOWED)),
+    }
+}
+
+/// `limit` of an answer with events: (limit, whether it was the default).
+fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
+    match limit {
+        None => Ok((DEFAULT_EVENT_LIMIT, true)),
+        Some(0) => Ok((usize::MAX, false)),
+        Some(n) if n > 0 => Ok((usize::try_from(n).unwrap_or(usize::MAX), false)),
+        Some(n) => Err(input(
+            "limit",
+            n.to_string(),
+            "must be an integer >= 0 (0 means no limit)",
+        )),
+    }
+}
+
+impl WatchArgs {
+    /// Validates for the tool: a window of 1-60 s (default 10), at most `limit` events
+    /// (default 50).
+    pub fn validate_window(&self) -> Result<WatchQuery, InputError> {
+        let secs = match self.duration_secs {
+            None => DEFAULT_WINDOW_SECS,
+            Some(s) => u64::try_from(s)
+                .ok()
+                .filter(|s| (1..=MAX_WINDOW_SECS).contains(s))
+                .ok_or_else(|| input("duration_secs", s.to_string(), WINDOW_ALLOWED))?,
+        };
+        let mut q = self.validate(Some(Duration::from_secs(secs)))?;
+        (q.limit, q.default_limit) = limit_arg(self.limit)?;
+        Ok(q)
+    }
+
+    /// Validates for the CLI: any duration of at least 1 s, or none (until Ctrl-C).
+    pub fn validate_cli(&self) -> Result<WatchQuery, InputError> {
+        let duration = match self.duration_secs {
+            None => None,
+            Some(s) => Some(Duration::from_secs(
+                u64::try_from(s).ok().filter(|s| *s >= 1).ok_or_else(|| {
+                    input(
+                        "duration",
+                        s.to_string(),
+                        "must be a whole number of seconds, at least 1",
+                    )
+                })?,
+            )),
+        };
+        self.validate(duration)
+    }
+
+    fn validate(&self, duration: Option<Duration>) -> Result<WatchQuery, InputError> {
+        let filter = self.filters().validate(None)?;
+        let remote = matches!(filter.host, HostSpec::Remote(_));
+        Ok(WatchQuery {
+            interval: interval_arg(self.interval_ms, remote)?,
+            filter,
+            duration,
+            limit: usize::MAX,
+            default_limit: false,
+        })
+    }
+}
+
+impl RecentArgs {
+    pub fn validate(&self) -> Result<RecentQuery, InputError> {
+        let since = match self.since_secs {
+            None => DEFAULT_SINCE_SECS,
+            Some(s) => u64::try_from(s)
+                .ok()
+                .filter(|s| (1..=MAX_SINCE_SECS).contains(s))
+                .ok_or_else(|| input("since_secs", s.to_string(), SINCE_ALLOWED))?,
+        };
+        let (limit, default_limit) = limit_arg(self.limit)?;
+        Ok(RecentQuery {
+            filter: self.filters().validate(None)?,
+            since: Duration::from_secs(since),
+            limit,
+            default_limit,
+        })
+    }
+}
+
+/// A count with thousands separators, as messages print counts.
+fn n(count: u64) -> String {
+    crate::query::answer::thousands(usize::try_from(count).unwrap_or(usize::MAX))
+}
+
+/// What the engines list: the query's transports and local port, every state.
+fn engine_want(q: &ConnectionsQuery) -> Want {
+    Want {
+        states: crate::model::StateSet::ALL,
+        udp_states: crate::model::StateSet::ALL,
+        owners: true,
+        ..q.want()
+    }
+}
+
+fn engine_filter(q: &ConnectionsQuery) -> Filter {
+    let q = q.clone();
+    Arc::new(move |s| q.matches(s))
+}
+
+/// A running watcher on some host; dropping it stops it.
+pub enum Watcher {
+    Local(LocalWatch),
+    Remote(RemoteWatch),
+}
+
+impl Watcher {
+    pub fn destroy(&self) -> DestroyStatus {
+        match self {
+            Watcher::Local(w) => w.destroy.clone(),
+            Watcher::Remote(_) => DestroyStatus::Remote,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        match self {
+            Watcher::Local(w) => w.interval,
+            Watcher::Remote(w) => w.interval,
+        }
+    }
+
+    fn stats(&self) -> &super::EngineStats {
+        match self {
+            Watcher::Local(w) => &w.stats,
+            Watcher::Remote(w) => &w.stats,
+        }
+    }
+
+    /// Destroy notifications lost (kernel queue overruns, or our queue full).
+    pub fn lost_notifications(&self) -> u64 {
+        self.stats().lost_notifications.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        match self {
+            Watcher::Local(w) => w.last_error(),
+            Watcher::Remote(w) => w.last_error(),
+        }
+    }
+}
+
+/// A sink into a bounded channel: a full channel drops the event and counts it.
+pub struct ChannelSink {
+    tx: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Sink for ChannelSink {
+    fn event(&mut self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A channel for a consumer of events: the sink to give an engine, the receiver, and the
+/// count of events dropped because the consumer fell behind.
+pub fn channel() -> (ChannelSink, mpsc::Receiver<Event>, Arc<AtomicU64>) {
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        ChannelSink {
+            tx,
+            dropped: dropped.clone(),
+        },
+        rx,
+        dropped,
+    )
+}
+
+/// `data` of `watch_connections`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct WatchData {
+    /// The host watched: `localhost`, or a configured remote host's name.
+    pub host: String,
+    /// Seconds actually watched.
+    pub duration_secs: f64,
+    /// Milliseconds between two listings.
+    pub interval_ms: u64,
+    /// True when closes came from the kernel's destroy notifications (every close seen);
+    /// false when only listings were compared (connections shorter than the interval missed).
+    pub destroy_notifications: bool,
+    pub opened: u64,
+    pub closed: u64,
+    /// Opens and closes by program (top 10).
+    pub by_program: Vec<ProgramCount>,
+    /// Opens and closes by remote address (top 10).
+    pub by_remote_host: Vec<HostCount>,
+    /// Events that matched (opened + closed).
+    pub event_count: u64,
+    /// True when `events` holds fewer than `event_count`.
+    pub truncated: bool,
+    /// The newest events (at most `limit`), oldest first.
+    pub events: Vec<EventJson>,
+    /// Events the watcher could not deliver (notifications lost by the kernel, or a full
+    /// queue); non-zero means the counts are lower bounds.
+    pub lost_events: u64,
+}
+
+/// `data` of `recent_connection_events`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct RecentData {
+    pub host: String,
+    /// The look-back asked for.
+    pub since_secs: u64,
+    /// When the recorder started (RFC 3339).
+    pub recording_since: String,
+    /// The oldest event the ring still holds (RFC 3339), null when empty.
+    pub oldest_event: Option<String>,
+    /// True when the recorder covers the whole look-back: it ran for all of it and dropped
+    /// nothing from it.
+    pub window_complete: bool,
+    pub opened: u64,
+    pub closed: u64,
+    pub by_program: Vec<ProgramCount>,
+    pub by_remote_host: Vec<HostCount>,
+    pub event_count: u64,
+    pub truncated: bool,
+    /// The newest matching events (at most `limit`), oldest first.
+    pub events: Vec<EventJson>,
+    /// Events the ring holds now, and at most.
+    pub stored_events: usize,
+    pub capacity: usize,
+    /// Events dropped (oldest first) since the recorder started because the ring was full.
+    pub dropped_events: u64,
+    /// Whether closes come from the kernel's destroy notifications.
+    pub destroy_notifications: bool,
+}
+
+/// Shapes a list of newest events to the answer budget: drops the oldest until the
+/// serialized answer fits (only a larger explicit `limit` may exceed the budget).
+fn fit<T: Serialize>(
+    envelope: &mut Envelope<T>,
+    events: impl Fn(&mut T) -> &mut Vec<EventJson>,
+    truncated: impl Fn(&mut T) -> &mut bool,
+    explicit_limit: bool,
+) {
+    if explicit_limit {
+        return;
+    }
+    loop {
+        let size = crate::query::answer::json_len(&*envelope);
+        let Some(data) = envelope.data.as_mut() else {
+            return;
+        };
+        if size <= ANSWER_BUDGET {
+            return;
+        }
+        let list = events(data);
+        if list.is_empty() {
+            return;
+        }
+        // Remove roughly the excess at once (events are a few hundred bytes each).
+        let per = size / (list.len() + 8);
+        let cut = ((size - ANSWER_BUDGET) / per.max(1)).clamp(1, list.len());
+        list.drain(..cut);
+        *truncated(data) = true;
+    }
+}
+
+/// The watch operations over a [`Service`] (which picks the host).
+#[derive(Clone)]
+pub struct WatchService {
+    service: Service,
+    backend: Backend,
+    destroy: bool,
+    recorder: Option<Arc<Recorder>>,
+}
+
+impl WatchService {
+    pub fn new(service: Service, backend: Backend) -> WatchService {
+        WatchService {
+            service,
+            backend,
+            destroy: true,
+            recorder: None,
+        }
+    }
+
+    /// Local watchers of this service compare listings only (diagnostics).
+    pub fn without_destroy(mut self) -> WatchService {
+        self.destroy = false;
+        self
+    }
+
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> WatchService {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
+    }
+
+    /// Options for a local engine of this service.
+    pub fn local_options(&self, want: Want) -> LocalOptions {
+        let mut options = LocalOptions::new(want);
+        options.backend = self.backend;
+        options.destroy &= self.destroy;
+        options
+    }
+
+    /// Starts a watcher for a query; returns once its baseline listing is in. Also the
+    /// target's name and label (for messages).
+    pub async fn start(
+        &self,
+        q: &WatchQuery,
+        sink: Box<dyn Sink>,
+    ) -> Result<(Watcher, Target), Error> {
+        let target = self.service.target(&q.filter.host, q.filter.ssh_port)?;
+        let want = engine_want(&q.filter);
+        let filter = engine_filter(&q.filter);
+        if target.local {
+            let mut options = self.local_options(want);
+            options.interval = q.interval.unwrap_or(LOCAL_INTERVAL);
+            let w = tokio::task::spawn_blocking(move || super::local::start(options, filter, sink))
+                .await
+                .map_err(|e| Error::NoLocalSource {
+                    detail: format!("watch task failed: {e}"),
+                })??;
+            Ok((Watcher::Local(w), target))
+        } else {
+            let interval = q.interval.unwrap_or(REMOTE_INTERVAL);
+            let w =
+                super::remote::start(target.source.clone(), want, interval, filter, sink).await?;
+            Ok((Watcher::Remote(w), target))
+        }
+    }
+
+    /// `watch_connections`: watches for the query's window, calling `progress` about once a
+    /// second (elapsed seconds, total, the tally so far). Dropping the future stops the
+    /// watcher (cancellation).
+    pub async fn window(
+        &self,
+        q: &WatchQuery,
+        progress: &mut (dyn FnMut(u64, u64, &Tally) + Send),
+    ) -> Result<Envelope<WatchData>, Error> {
+        let (sink, mut rx, dropped) = channel();
+        let (watcher, target) = self.start(q, Box::new(sink)).await?;
+        let window = q
+            .duration
+            .unwrap_or(Duration::from_secs(DEFAULT_WINDOW_SECS));
+        let total = window.as_secs();
+        let started = tokio::time::Instant::now();
+        let deadline = started + window;
+        let mut tally = Tally::default();
+        let mut newest: VecDeque<Event> = VecDeque::new();
+        let keep = |e: Event, tally: &mut Tally, newest: &mut VecDeque<Event>| {
+            tally.add(&e);
+            if q.limit > 0 {
+                if newest.len() >= q.limit {
+                    newest.pop_front();
+                }
+                newest.push_back(e);
+            }
+        };
+        progress(0, total, &tally);
+        let mut ticker =
+            tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = ticker.tick() => {
+                    let elapsed = started.elapsed().as_secs().min(total);
+                    progress(elapsed, total, &tally);
+                }
+                e = rx.recv() => match e {
+                    Some(e) => keep(e, &mut tally, &mut newest),
+                    None => break,
+                },
+            }
+        }
+        let interval = watcher.interval();
+        let destroy = watcher.destroy();
+        let lost = watcher.lost_notifications() + dropped.load(Ordering::Relaxed);
+        let last_error = watcher.last_error();
+        drop(watcher);
+        while let Ok(e) = rx.try_recv() {
+            keep(e, &mut tally, &mut newest);
+        }
+        let event_count = tally.opened + tally.closed;
+        let where_ = if target.local {
+            "local host".to_string()
+        } else {
+            target.label.clone()
+        };
+        let secs = started.elapsed().as_secs_f64().min(window.as_secs_f64());
+        let mut message = format!(
+            "Watched {where_} for {} s: {} opened, {} closed",
+            window.as_secs(),
+            n(tally.opened),
+            n(tally.closed)
+        );
+        if (newest.len() as u64) < event_count {
+            message.push_str(&format!(
+                " (showing the newest {} of {} events; pass a larger limit or narrow the filters)",
+                n(newest.len() as u64),
+                n(event_count)
+            ));
+        }
+        message.push_str(". ");
+        message.push_str(&destroy.describe(interval));
+        if lost > 0 {
+            message.push_str(&format!(". {lost} event(s) could not be delivered (queue overrun), so the counts are lower bounds"));
+        }
+        if let Some(e) = last_error {
+            message.push_str(&format!(". The last listing failed: {e}"));
+        }
+        let events: Vec<EventJson> = newest.iter().map(Event::json).collect();
+        let mut envelope = Envelope::ok(
+            message,
+            WatchData {
+                host: target.host.clone(),
+                duration_secs: (secs * 1000.0).round() / 1000.0,
+                interval_ms: interval.as_millis() as u64,
+                destroy_notifications: destroy.is_on(),
+                opened: tally.opened,
+                closed: tally.closed,
+                by_program: tally.top_programs(),
+                by_remote_host: tally.top_hosts(),
+                event_count,
+                truncated: (events.len() as u64) < event_count,
+                events,
+                lost_events: lost,
+            },
+        );
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            !q.default_limit,
+        );
+        Ok(envelope)
+    }
+
+    /// `recent_connection_events`: what the recorder saw in the look-back.
+    pub fn recent(&self, q: &RecentQuery) -> Result<Envelope<RecentData>, Error> {
+        let Some(recorder) = &self.recorder else {
+            return Err(Error::RecorderOff);
+        };
+        let now_ms = unix_ms(SystemTime::now());
+        let since_ms = now_ms - i64::try_from(q.since.as_millis()).unwrap_or(i64::MAX / 2);
+        let filter = q.filter.clone();
+        let (tally, events) =
+            recorder.with_ring(|r| r.query(since_ms, &|s| filter.matches(s), q.limit));
+        let st = recorder.state();
+        let window_complete = st.started_ms <= since_ms
+            && (st.dropped == 0 || st.oldest_ms.is_some_and(|o| o <= since_ms));
+        let event_count = tally.opened + tally.closed;
+        let mut message = format!(
+            "In the last {} s on local host: {} opened, {} closed",
+            q.since.as_secs(),
+            n(tally.opened),
+            n(tally.closed)
+        );
+        if (events.len() as u64) < event_count {
+            message.push_str(&format!(
+                " (showing the newest {} of {} events; pass a larger limit or narrow the filters)",
+                n(events.len() as u64),
+                n(event_count)
+            ));
+        }
+        if !window_complete {
+            if st.started_ms > since_ms {
+                message.push_str(&format!(
+                    ". The recorder started only {} s ago, at {}",
+                    (now_ms - st.started_ms).max(0) / 1000,
+                    rfc3339_ms(st.started_ms)
+                ));
+            }
+            if st.dropped > 0 && st.oldest_ms.is_some_and(|o| o > since_ms) {
+                message.push_str(&format!(
+                    ". The ring (capacity {}) is full and has dropped {} older event(s): it holds events since {} only; start the server with a larger --record-capacity",
+                    st.capacity,
+                    n(st.dropped),
+                    st.oldest_ms.map(rfc3339_ms).unwrap_or_default()
+                ));
+            }
+        }
+        message.push_str(". ");
+        message.push_str(&st.destroy.describe(st.interval));
+        if st.lost_notifications > 0 {
+            message.push_str(&format!(
+                ". Destroy notifications were lost {} time(s) since the recorder started (kernel queue overrun or a full queue), so counts are lower bounds",
+                st.lost_notifications
+            ));
+        }
+        let events: Vec<EventJson> = events.iter().map(Event::json).collect();
+        let mut envelope = Envelope::ok(
+            message,
+            RecentData {
+                host: "localhost".into(),
+                since_secs: q.since.as_secs(),
+                recording_since: rfc3339_ms(st.started_ms),
+                oldest_event: st.oldest_ms.map(rfc3339_ms),
+                window_complete,
+                opened: tally.opened,
+                closed: tally.closed,
+                by_program: tally.top_programs(),
+                by_remote_host: tally.top_hosts(),
+                event_count,
+                truncated: (events.len() as u64) < event_count,
+                events,
+                stored_events: st.stored,
+                capacity: st.capacity,
+                dropped_events: st.dropped,
+                destroy_notifications: st.destroy.is_on(),
+            },
+        );
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            !q.default_limit,
+        );
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Owner, Protocol, Socket, TcpState};
+    use crate::watch::{EventKind, Origin};
+    use std::time::UNIX_EPOCH;
+
+    /// The largest event a source can produce in practice: IPv6 addresses of full length,
+    /// a program name of 64 characters that all need escaping, every number at its maximum.
+    fn worst_event(i: u16) -> Event {
+        let ip: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let mut s = Socket::new(
+            Protocol::Tcp6,
+            ip,
+            65535 - i,
+            Endpoint {
+                ip,
+                port: Some(65535),
+            },
+        );
+        s.state = Some(TcpState::Established);
+        s.recv_queue = u64::from(u32::MAX);
+        s.send_queue = u64::from(u32::MAX);
+        s.uid = Some(u32::MAX);
+        s.owners.push(Owner {
+            pid: u32::MAX,
+            program: Arc::from("\u{1}".repeat(60) + &i.to_string()),
+        });
+        let mut e = Event::new(EventKind::Close, Origin::Destroy, &s, UNIX_EPOCH);
+        e.time_ms = 4_102_444_799_999;
+        e.duration_ms = Some(u32::MAX);
+        e
+    }
+
+    fn worst_watch_answer(events: usize) -> Envelope<WatchData> {
+        let mut tally = Tally::default();
+        let mut list = Vec::new();
+        for i in 0..events {
+            let mut e = worst_event(i as u16);
+            // Distinct remote hosts and programs fill both tops.
+            e.foreign_ip = std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, i as u16,
+            ));
+            tally.add(&e);
+            list.push(e.json());
+        }
+        Envelope::ok(
+            "Watched remote host some-long-host-name-of-a-fleet (fd00:ffff:ffff:ffff::1) for 60 s: 4,294,967,295 opened, 4,294,967,295 closed (showing the newest 50 of 8,589,934,590 events; pass a larger limit or narrow the filters). A remote host is watched by comparing listings every 60000 ms, so connections that open and close between two listings are not seen. 18446744073709551615 event(s) could not be delivered (queue overrun), so the counts are lower bounds".into(),
+            WatchData {
+                host: "some-long-host-name-of-a-fleet".into(),
+                duration_secs: 60.0,
+                interval_ms: 60_000,
+                destroy_notifications: false,
+                opened: u64::MAX,
+                closed: u64::MAX,
+                by_program: tally.top_programs(),
+                by_remote_host: tally.top_hosts(),
+                event_count: u64::MAX,
+                truncated: true,
+                events: list,
+                lost_events: u64::MAX,
+            },
+        )
+    }
+
+    #[test]
+    fn default_answers_fit_the_budget_even_with_the_largest_events() {
+        let mut envelope = worst_watch_answer(DEFAULT_EVENT_LIMIT);
+        let before = crate::query::answer::json_len(&envelope);
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            false,
+        );
+        let after = crate::query::answer::json_len(&envelope);
+        assert!(after <= ANSWER_BUDGET, "{before} -> {after} bytes");
+        let data = envelope.data.as_ref().unwrap();
+        assert!(data.truncated);
+        assert!(
+            !data.events.is_empty(),
+            "only as many events as needed are left out"
+        );
+        assert_eq!(data.by_program.len(), crate::watch::TOP);
+        // The newest events are the ones kept.
+        assert_eq!(data.events.last().unwrap().local_port, 65535 - 49);
+
+        // An explicit limit is honoured even past the budget.
+        let mut explicit = worst_watch_answer(DEFAULT_EVENT_LIMIT);
+        fit(&mut explicit, |d| &mut d.events, |d| &mut d.truncated, true);
+        assert_eq!(explicit.data.unwrap().events.len(), DEFAULT_EVENT_LIMIT);
+    }
+
+    /// Typical events (IPv4, short program names): 50 of them fit without cutting.
+    #[test]
+    fn fifty_ordinary_events_fit_whole() {
+        let mut envelope = worst_watch_answer(DEFAULT_EVENT_LIMIT);
+        if let Some(d) = envelope.data.as_mut() {
+            for e in &mut d.events {
+                e.local_ip = "10.0.0.1".parse().unwrap();
+                e.foreign_ip = "192.168.100.200".parse().unwrap();
+                e.program = Some(Arc::from("postgres"));
+            }
+        }
+        fit(
+            &mut envelope,
+            |d| &mut d.events,
+            |d| &mut d.truncated,
+            false,
+        );
+        assert_eq!(envelope.data.unwrap().events.len(), DEFAULT_EVENT_LIMIT);
+    }
+
+    fn watch(args: serde_json::Value) -> Result<WatchQuery, String> {
+        let map = args.as_object().cloned().unwrap_or_default();
+        WatchArgs::from_json(&map)
+            .and_then(|a| a.validate_window())
+            .map_err(|e| e.to_string())
+    }
+
+    fn recent(args: serde_json::Value) -> Result<RecentQuery, String> {
+        let map = args.as_object().cloned().unwrap_or_default();
+        RecentArgs::from_json(&map)
+            .and_then(|a| a.validate())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_inputs_name_the_parameter_and_the_allowed_values() {
+        use serde_json::json;
+        let cases = [
+            (
+                watch(json!({"duration_secs": 0})).err(),
+                "'duration_secs'",
+                "between 1 and 60",
+            ),
+            (
+                watch(json!({"duration_secs": 61})).err(),
+                "'duration_secs'",
+                "between 1 and 60",
+            ),
+            (
+                watch(json!({"duration_secs": "5"})).err(),
+                "'duration_secs'",
+                "1",
+            ),
+            (
+                watch(json!({"interval_ms": 5})).err(),
+                "'interval_ms'",
+                "between 20 and 60000",
+            ),
+            (
+                watch(json!({"interval_ms": 100, "host": "web-1"})).err(),
+                "'interval_ms'",
+                "500 or more",
+            ),
+            (
+                watch(json!({"limit": -1})).err(),
+                "'limit'",
+                "0 means no limit",
+            ),
+            (
+                watch(json!({"proto": "icmp"})).err(),
+                "'proto'",
+                "tcp, udp, all",
+            ),
+            (
+                watch(json!({"state": "ESTAB", "proto": "udp"})).err(),
+                "'state'",
+                "TCP only",
+            ),
+            (
+                watch(json!({"ssh_port": 22})).err(),
+                "'ssh_port'",
+                "remote host",
+            ),
+            (
+                watch(json!({"port": 22})).err(),
+                "unknown parameter 'port'",
+                "duration_secs",
+            ),
+            (
+                recent(json!({"since_secs": 0})).err(),
+                "'since_secs'",
+                "604800",
+            ),
+            (
+                recent(json!({"host": "web-1"})).err(),
+                "unknown parameter 'host'",
+                "since_secs",
+            ),
+            (
+                recent(json!({"local_port": 70000})).err(),
+                "'local_port'",
+                "65535",
+            ),
+        ];
+        for (i, (err, needle1, needle2)) in cases.into_iter().enumerate() {
+            let msg = err.unwrap_or_else(|| panic!("case {i} must be refused"));
+            assert!(
+                msg.contains(needle1) && msg.contains(needle2),
+                "case {i}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        use serde_json::json;
+        let q = watch(json!({})).unwrap();
+        assert_eq!(q.duration, Some(Duration::from_secs(10)));
+        assert_eq!((q.limit, q.default_limit), (50, true));
+        assert_eq!(q.interval, None);
+        let q = watch(json!({"limit": 0, "duration_secs": 60, "interval_ms": 20})).unwrap();
+        assert_eq!((q.limit, q.default_limit), (usize::MAX, false));
+        assert_eq!(q.interval, Some(Duration::from_millis(20)));
+        let r = recent(json!({"local_port": 5432})).unwrap();
+        assert_eq!(r.since, Duration::from_secs(600));
+        assert_eq!(r.filter.local_port, Some(5432));
+    }
+}
