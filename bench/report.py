@@ -29,6 +29,10 @@ SCENARIOS = [
 ]
 
 
+
+# Where bench/remote.sh's section of BENCHMARKS.md starts.
+REMOTE_MARKER = "<!-- bench/remote.sh: remote port check -->"
+
 def port_of(addr):
     """The port of 'ip:port', '[v6]:port' or '*:port'; None for '*' or unreadable."""
     head, sep, tail = addr.rpartition(":")
@@ -260,13 +264,19 @@ def render(out, markdown):
     if ns:
         lines += targets(results[ns[-1]], ns[-1], results)
     text = "\n".join(lines).rstrip() + "\n"
-    # bench/recorder.sh owns its section: keep it across runs of this report.
+    # bench/recorder.sh and bench/remote.sh own their sections: keep them across runs of this
+    # report (the recorder's between its markers, the remote one from its marker to the end or
+    # to the recorder's section).
     try:
         with open(markdown, encoding="utf-8") as fh:
             old = fh.read()
         begin, end = old.find("<!-- recorder:begin -->"), old.find("<!-- recorder:end -->")
         if 0 <= begin < end:
             text += "\n" + old[begin:end + len("<!-- recorder:end -->")] + "\n"
+        if REMOTE_MARKER in old:
+            start = old.index(REMOTE_MARKER)
+            stop = begin if start < begin else len(old)
+            text += "\n" + old[start:stop].rstrip() + "\n"
     except FileNotFoundError:
         pass
     with open(markdown, "w", encoding="utf-8") as fh:

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::error::{Error, InputError};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, Envelope, HostsData, PortArgs, PortData, Service,
+    ConnectionsAnswer, ConnectionsArgs, ConnectionsData, Envelope, HostsData, PortAnswer, PortArgs,
+    PortData, Service,
 };
 use crate::source::Backend;
 
@@ -27,7 +28,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// How to list local sockets: netlink sock_diag (falling back to /proc/net), or one of them.
+    /// How to list local sockets: netlink sock_diag (falling back to /proc/net, then to parsed
+    /// ss/netstat/lsof output), or one of them.
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 
@@ -40,6 +42,8 @@ pub enum BackendArg {
     Auto,
     Netlink,
     Procfs,
+    /// ss, netstat or lsof output, parsed (what other systems use).
+    External,
 }
 
 impl From<BackendArg> for Backend {
@@ -48,6 +52,7 @@ impl From<BackendArg> for Backend {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Netlink => Backend::Netlink,
             BackendArg::Procfs => Backend::Procfs,
+            BackendArg::External => Backend::External,
         }
     }
 }
@@ -172,7 +177,9 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     let result = match opts.args.validate(None) {
         Ok(mut query) => {
             query.owners = !opts.no_owners;
-            service.connections(&query).await
+            service
+                .connections_any(&query, &crate::query::no_progress)
+                .await
         }
         Err(e) => Err(Error::Input(e)),
     };
@@ -181,9 +188,16 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
             let written = if opts.json {
                 print_json(&envelope)
             } else {
-                print_text(&connections_table(&envelope))
+                print_text(&connections_answer_text(&envelope))
             };
-            delivered(written, ExitCode::SUCCESS)
+            delivered(
+                written,
+                if envelope.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                },
+            )
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -231,7 +245,7 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
         ..opts.args.clone()
     };
     let result = match args.validate(None) {
-        Ok(query) => service.port(&query).await,
+        Ok(query) => service.port_any(&query, &crate::query::no_progress).await,
         Err(e) => Err(Error::Input(e)),
     };
     match result {
@@ -239,12 +253,18 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
             let written = if opts.json {
                 print_json(&envelope)
             } else {
-                print_text(&port_text(&envelope))
+                print_text(&port_answer_text(&envelope))
             };
-            let occupied = envelope.data.as_ref().is_some_and(|d| d.is_occupied);
+            let occupied = match &envelope.data {
+                Some(PortAnswer::One(d)) => d.is_occupied,
+                Some(PortAnswer::Many(d)) => !d.summary.occupied_on.is_empty(),
+                None => false,
+            };
             delivered(
                 written,
-                if occupied {
+                if !envelope.success {
+                    ExitCode::from(2)
+                } else if occupied {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
@@ -291,12 +311,16 @@ pub fn hosts_table(data: &HostsData) -> String {
                 r.username.clone(),
                 r.auth.clone(),
                 r.groups.join(","),
+                r.via.join(","),
+                r.source.clone(),
             ]
         })
         .collect();
     let mut out = table(
-        &["Name", "Host", "Port", "User", "Auth", "Groups"],
-        &[false, false, true, false, false, false],
+        &[
+            "Name", "Host", "Port", "User", "Auth", "Groups", "Via", "Source",
+        ],
+        &[false, false, true, false, false, false, false, false],
         &cells,
     );
     let _ = writeln!(out, "{} remote host(s) from {from}", data.hosts.len());
@@ -371,6 +395,59 @@ fn owner_cell(pid: Option<u32>, program: Option<&str>) -> String {
         (Some(pid), Some(p)) => format!("{pid}/{p}"),
         (Some(pid), None) => pid.to_string(),
         _ => "-".to_string(),
+    }
+}
+
+/// One host's listing, or a table per host (each under its name and message) and the
+/// overall message last.
+pub fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String {
+    match &envelope.data {
+        Some(ConnectionsAnswer::Many(fleet)) => {
+            let mut out = String::new();
+            for h in &fleet.hosts {
+                let _ = writeln!(out, "== {}", h.host);
+                out.push_str(&connections_table(&Envelope {
+                    success: h.success,
+                    message: h.message.clone(),
+                    data: h.data.clone(),
+                }));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", envelope.message);
+            out
+        }
+        Some(ConnectionsAnswer::One(data)) => connections_table(&Envelope {
+            success: envelope.success,
+            message: envelope.message.clone(),
+            data: Some(data.clone()),
+        }),
+        None => format!("{}\n", envelope.message),
+    }
+}
+
+/// One host's port check, or each host's under its name and the overall message last.
+pub fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
+    match &envelope.data {
+        Some(PortAnswer::Many(fleet)) => {
+            let mut out = String::new();
+            for h in &fleet.hosts {
+                let _ = writeln!(out, "== {}", h.host);
+                out.push_str(&port_text(&Envelope {
+                    success: h.success,
+                    message: h.message.clone(),
+                    data: h.data.clone(),
+                }));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", envelope.message);
+            out
+        }
+        Some(PortAnswer::One(data)) => port_text(&Envelope {
+            success: envelope.success,
+            message: envelope.message.clone(),
+            data: Some(data.clone()),
+        }),
+        None => format!("{}\n", envelope.message),
     }
 }
 

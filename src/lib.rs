@@ -4,7 +4,7 @@
 //! - [`model`]: plain data — sockets, endpoints, protocols, TCP states, owners.
 //! - [`error`]: the error type; every variant says what to do.
 //! - [`source`]: where sockets come from — netlink and `/proc/net` locally, SSH remotely.
-//! - [`owners`]: socket inode → (pid, program) from `/proc/<pid>/fd`.
+//! - `owners` (Linux): socket inode → (pid, program) from `/proc/<pid>/fd`.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
 //! - [`mcp`]: the MCP server: six read-only tools over the services. With [`inflight`] and
@@ -28,11 +28,13 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod inflight;
 pub mod mcp;
 pub mod model;
 pub mod netstat_tool;
+#[cfg(target_os = "linux")]
 pub mod owners;
 pub mod parse;
 pub mod query;

@@ -35,8 +35,9 @@ use crate::error::Error;
 use crate::netstat_tool::{NetstatData, NetstatInput, NetstatTool};
 use crate::query::schema::{self, input_schema, output_schema};
 use crate::query::{
-    ConnectionsArgs, ConnectionsData, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HostsData,
-    NoArgs, PortArgs, PortData, RecentArgs, Service, WatchArgs,
+    ConnectionsAnswer, ConnectionsArgs, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HostsData,
+    NoArgs, PortAnswer, PortArgs, Progress, ProgressEvent, RecentArgs, Service, WatchArgs,
+    no_progress,
 };
 use crate::source::Backend;
 use crate::watch::service::{RecentData, WatchData, WatchService};
@@ -210,7 +211,7 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             "Query network connections",
             CONNECTIONS_DESCRIPTION,
             &inputs.connections,
-            output_schema::<Envelope<ConnectionsData>>(),
+            output_schema::<Envelope<ConnectionsAnswer>>(),
             true,
         ),
         tool(
@@ -218,7 +219,7 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             "Check port occupation",
             PORT_DESCRIPTION,
             &inputs.port,
-            output_schema::<Envelope<PortData>>(),
+            output_schema::<Envelope<PortAnswer>>(),
             true,
         ),
         tool(
@@ -284,26 +285,26 @@ impl NetstatServer {
         self
     }
 
-    async fn connections(&self, args: &JsonObject) -> CallToolResult {
+    async fn connections(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
             .inputs
             .connections
             .decode::<ConnectionsArgs>(args)
             .and_then(|a| a.validate(Some(DEFAULT_ROWS)).map_err(Error::Input));
         envelope_result(match query {
-            Ok(query) => self.service.connections(&query).await,
+            Ok(query) => self.service.connections_any(&query, progress).await,
             Err(e) => Err(e),
         })
     }
 
-    async fn port(&self, args: &JsonObject) -> CallToolResult {
+    async fn port(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
             .inputs
             .port
             .decode::<PortArgs>(args)
             .and_then(|a| a.validate(Some(DEFAULT_OCCUPATIONS)).map_err(Error::Input));
         envelope_result(match query {
-            Ok(query) => self.service.port(&query).await,
+            Ok(query) => self.service.port_any(&query, progress).await,
             Err(e) => Err(e),
         })
     }
@@ -435,9 +436,39 @@ impl ServerHandler for NetstatServer {
         let name = request.name.as_ref();
         let args = request.arguments.unwrap_or_default();
         let started = Instant::now();
+        // A multi-host call reports each finished host when the client asked for progress.
+        // Notifications go out in order from one task; the queue holds at most one event per
+        // host of the call.
+        let (progress_tx, mut progress_rx) =
+            tokio::sync::mpsc::unbounded_channel::<ProgressEvent>();
+        let forwarder = context.meta.get_progress_token().map(|token| {
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                while let Some(event) = progress_rx.recv().await {
+                    let status = if event.ok { "answered" } else { "failed" };
+                    let param = ProgressNotificationParam::new(token.clone(), event.done as f64)
+                        .with_total(event.total as f64)
+                        .with_message(format!(
+                            "{} {status} ({}/{})",
+                            event.host, event.done, event.total
+                        ));
+                    if peer.notify_progress(param).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let report = move |event: ProgressEvent| {
+            let _ = progress_tx.send(event);
+        };
+        let progress: Progress<'_> = if forwarder.is_some() {
+            &report
+        } else {
+            &no_progress
+        };
         let work: std::pin::Pin<Box<dyn Future<Output = CallToolResult> + Send + '_>> = match name {
-            QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args)),
-            CHECK_PORT_OCCUPATION => Box::pin(self.port(&args)),
+            QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args, progress)),
+            CHECK_PORT_OCCUPATION => Box::pin(self.port(&args, progress)),
             NETSTAT => Box::pin(self.netstat(&args)),
             LIST_HOSTS => Box::pin(std::future::ready(self.hosts(&args))),
             WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
@@ -466,6 +497,11 @@ impl ServerHandler for NetstatServer {
             }
             result = work => result,
         };
+        // Every host's notification goes out before the result.
+        drop(report);
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
         tracing::info!(
             tool = name,
             ok = result.is_error != Some(true),

@@ -135,6 +135,12 @@ fn check_listener_pair_and_udp(backend: Backend) {
     assert_eq!(uc[0].foreign.port, Some(udp_port));
 }
 
+/// The local source other systems use (parsed ss/netstat/lsof output), kept tested here.
+#[test]
+fn external_backend_finds_our_listeners_pair_and_udp_with_our_pid() {
+    check_listener_pair_and_udp(Backend::External);
+}
+
 #[test]
 fn netlink_finds_our_listeners_pair_and_udp_with_our_pid() {
     check_listener_pair_and_udp(Backend::Netlink);

@@ -4,7 +4,13 @@
 use std::time::{Duration, Instant};
 
 use netstat_mcp::config::{NetstatConfig, RemoteHost};
+use netstat_mcp::source::remote::commands::{self, Filter, Listing};
 use netstat_mcp::ssh::{CommandOutput, RemoteCommand, SshError, SshPool};
+
+/// The remote command for an unfiltered `listing`, with owners.
+fn listing(listing: Listing) -> RemoteCommand {
+    commands::command(listing, &Filter::none(), true)
+}
 
 use crate::support::net::refusing_tcp_port;
 use crate::support::sshd::{self, Agent, PASSWORD, Sshd, UserPath, keygen, pids_with_cmdline};
@@ -55,7 +61,7 @@ async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 async fn password_auth_runs_netstat() {
     let sshd = Sshd::start(UserPath::System);
     let config = sshd.config("", &password());
-    let out = run(&config, RemoteCommand::NetstatWide).await.unwrap();
+    let out = run(&config, listing(Listing::NetstatWide)).await.unwrap();
     assert_sees_listener(&out, sshd.port);
 }
 
@@ -67,7 +73,7 @@ async fn key_auth_ed25519_ecdsa_rsa() {
         let path = keys.path().join(format!("id_{kind}"));
         sshd.authorize(&keygen(&path, kind, ""));
         let config = sshd.config("", &format!("key_file = \"{}\"", path.display()));
-        let out = run(&config, RemoteCommand::Ss)
+        let out = run(&config, listing(Listing::Ss))
             .await
             .unwrap_or_else(|e| panic!("{kind}: {e}\n{}", sshd.log()));
         assert!(out.success(), "{kind}: {out:?}");
@@ -96,11 +102,11 @@ async fn encrypted_key_with_passphrase_from_env() {
     let with =
         |pass: &'static str| move |name: &str| (name == "TEST_KEY_PASS").then(|| pass.to_string());
     let good = NetstatConfig::parse(&text, &cfg_path, None, &with("open sesame")).unwrap();
-    let out = run(&good, RemoteCommand::True).await.unwrap();
+    let out = run(&good, RemoteCommand::TRUE).await.unwrap();
     assert!(out.success());
 
     let bad = NetstatConfig::parse(&text, &cfg_path, None, &with("wrong")).unwrap();
-    let err = run(&bad, RemoteCommand::True).await.unwrap_err();
+    let err = run(&bad, RemoteCommand::TRUE).await.unwrap_err();
     assert!(matches!(err, SshError::KeyFile { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("passphrase"), "{msg}");
@@ -125,7 +131,7 @@ async fn agent_auth() {
         config.remote_hosts[0].auth_method(),
         format!("agent ({})", agent.socket.display())
     );
-    let out = run(&config, RemoteCommand::True).await.unwrap();
+    let out = run(&config, RemoteCommand::TRUE).await.unwrap();
     assert!(out.success());
 
     // An agent without the key: authentication fails, naming what was tried.
@@ -134,7 +140,7 @@ async fn agent_auth() {
         "",
         &format!("agent_socket = \"{}\"", empty.socket.display()),
     );
-    let err = run(&config, RemoteCommand::True).await.unwrap_err();
+    let err = run(&config, RemoteCommand::TRUE).await.unwrap_err();
     assert!(matches!(err, SshError::AuthFailed { .. }), "{err}");
 }
 
@@ -142,7 +148,7 @@ async fn agent_auth() {
 async fn wrong_password_is_auth_failure_without_the_secret() {
     let sshd = Sshd::start(UserPath::System);
     let config = sshd.config("", "password = \"not-the-password-93\"");
-    let err = run(&config, RemoteCommand::True).await.unwrap_err();
+    let err = run(&config, RemoteCommand::TRUE).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, SshError::AuthFailed { .. }), "{msg}");
     assert!(
@@ -163,7 +169,7 @@ async fn unknown_host_key_refused_with_fingerprint() {
     let sshd = Sshd::start(UserPath::System);
     std::fs::write(&sshd.known_hosts, "").unwrap();
     let config = sshd.config("", &password());
-    let err = run(&config, RemoteCommand::True).await.unwrap_err();
+    let err = run(&config, RemoteCommand::TRUE).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, SshError::HostKeyUnknown { .. }), "{msg}");
     // The fingerprint is the one ssh-keygen shows for the server's key.
@@ -206,7 +212,7 @@ async fn changed_host_key_refused() {
     .unwrap();
     for policy in ["strict", "accept-new"] {
         let config = sshd.config(&format!("host_key_policy = \"{policy}\""), &password());
-        let err = run(&config, RemoteCommand::True).await.unwrap_err();
+        let err = run(&config, RemoteCommand::TRUE).await.unwrap_err();
         let msg = err.to_string();
         assert!(
             matches!(err, SshError::HostKeyChanged { line: 1, .. }),
@@ -235,7 +241,7 @@ async fn hashed_known_hosts_entry_accepted() {
         "{text}"
     );
     let config = sshd.config("", &password());
-    run(&config, RemoteCommand::True).await.unwrap();
+    run(&config, RemoteCommand::TRUE).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +249,7 @@ async fn accept_new_learns_then_pins() {
     let first = Sshd::start(UserPath::System);
     std::fs::write(&first.known_hosts, "").unwrap();
     let config = first.config("host_key_policy = \"accept-new\"", &password());
-    run(&config, RemoteCommand::True).await.unwrap();
+    run(&config, RemoteCommand::TRUE).await.unwrap();
     let learnt = std::fs::read_to_string(&first.known_hosts).unwrap();
     assert_eq!(learnt.lines().count(), 1, "{learnt}");
     let prefix = format!("[127.0.0.1]:{} ", first.port);
@@ -256,7 +262,7 @@ async fn accept_new_learns_then_pins() {
         "{learnt}"
     );
     // Known now: a fresh pool connects and learns nothing more.
-    run(&config, RemoteCommand::True).await.unwrap();
+    run(&config, RemoteCommand::TRUE).await.unwrap();
     assert_eq!(std::fs::read_to_string(&first.known_hosts).unwrap(), learnt);
 
     // Pinned: another server (other keys) at the learnt address is refused, even under accept-new.
@@ -264,7 +270,7 @@ async fn accept_new_learns_then_pins() {
     let pinned = learnt.replace(&prefix, &format!("[127.0.0.1]:{} ", second.port));
     std::fs::write(&second.known_hosts, &pinned).unwrap();
     let config = second.config("host_key_policy = \"accept-new\"", &password());
-    let err = run(&config, RemoteCommand::True).await.unwrap_err();
+    let err = run(&config, RemoteCommand::TRUE).await.unwrap_err();
     assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
     assert_eq!(
         std::fs::read_to_string(&second.known_hosts).unwrap(),
@@ -306,7 +312,7 @@ async fn caller_given_ssh_port_offers_no_credential_to_an_unknown_key() {
         let config = configured.config(&format!("host_key_policy = \"{policy}\""), &password());
         let (pool, host) = pool_and_host(&config);
         let err = pool
-            .run(&host, Some(stranger.port), RemoteCommand::True)
+            .run(&host, Some(stranger.port), RemoteCommand::TRUE)
             .await
             .unwrap_err();
         let msg = err.to_string();
@@ -338,7 +344,7 @@ async fn caller_given_ssh_port_offers_no_credential_to_an_unknown_key() {
     // The configured port, given explicitly, is the configured host as usual.
     let config = configured.config("host_key_policy = \"accept-new\"", &password());
     let (pool, host) = pool_and_host(&config);
-    pool.run(&host, Some(configured.port), RemoteCommand::True)
+    pool.run(&host, Some(configured.port), RemoteCommand::TRUE)
         .await
         .unwrap();
 
@@ -349,7 +355,7 @@ async fn caller_given_ssh_port_offers_no_credential_to_an_unknown_key() {
     }
     std::fs::write(&configured.known_hosts, &known).unwrap();
     let (pool, host) = pool_and_host(&config);
-    pool.run(&host, Some(stranger.port), RemoteCommand::True)
+    pool.run(&host, Some(stranger.port), RemoteCommand::TRUE)
         .await
         .unwrap();
     assert!(
@@ -377,7 +383,7 @@ async fn two_entries_for_one_login_each_use_their_own_credentials() {
     for order in [[&right, &wrong], [&wrong, &right]] {
         let pool = SshPool::new(config.ssh.clone());
         for host in order {
-            let result = pool.run(host, None, RemoteCommand::True).await;
+            let result = pool.run(host, None, RemoteCommand::TRUE).await;
             if host.name == "same-login-wrong" {
                 let err = result.unwrap_err();
                 assert!(matches!(err, SshError::AuthFailed { .. }), "{err}");
@@ -386,7 +392,7 @@ async fn two_entries_for_one_login_each_use_their_own_credentials() {
             }
         }
         // The right entry's session stays pooled and reused.
-        pool.run(&right, None, RemoteCommand::True).await.unwrap();
+        pool.run(&right, None, RemoteCommand::TRUE).await.unwrap();
         assert_eq!(pool.handshakes(), 2, "one handshake per entry");
     }
     let log = sshd.log();
@@ -401,7 +407,7 @@ async fn refused_port_is_refused() {
     let config = sshd.config("", &password());
     let (pool, host) = pool_and_host(&config);
     let err = pool
-        .run(&host, Some(closed), RemoteCommand::True)
+        .run(&host, Some(closed), RemoteCommand::TRUE)
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -422,7 +428,7 @@ async fn silent_server_is_a_connect_timeout() {
     // just there to fail rather than hang).
     let err = tokio::time::timeout(
         Duration::from_secs(120),
-        pool.run(&host, Some(port), RemoteCommand::True),
+        pool.run(&host, Some(port), RemoteCommand::TRUE),
     )
     .await
     .expect("the connect timeout ended the call")
@@ -442,7 +448,7 @@ async fn repeat_call_reuses_the_session() {
     let t0 = Instant::now();
     assert_sees_listener(
         &pool
-            .run(&host, None, RemoteCommand::NetstatWide)
+            .run(&host, None, listing(Listing::NetstatWide))
             .await
             .unwrap(),
         sshd.port,
@@ -451,7 +457,7 @@ async fn repeat_call_reuses_the_session() {
     let t1 = Instant::now();
     assert_sees_listener(
         &pool
-            .run(&host, None, RemoteCommand::NetstatWide)
+            .run(&host, None, listing(Listing::NetstatWide))
             .await
             .unwrap(),
         sshd.port,
@@ -471,7 +477,7 @@ async fn repeat_call_reuses_the_session() {
     let calls = (0..20).map(|_| {
         let pool = pool.clone();
         let host = host.clone();
-        tokio::spawn(async move { pool.run(&host, None, RemoteCommand::True).await })
+        tokio::spawn(async move { pool.run(&host, None, RemoteCommand::TRUE).await })
     });
     for c in calls.collect::<Vec<_>>() {
         c.await.unwrap().unwrap();
@@ -484,10 +490,10 @@ async fn killed_server_session_is_replaced() {
     let sshd = Sshd::start(UserPath::System);
     let config = sshd.config("", &password());
     let (pool, host) = pool_and_host(&config);
-    pool.run(&host, None, RemoteCommand::True).await.unwrap();
+    pool.run(&host, None, RemoteCommand::TRUE).await.unwrap();
     assert!(sshd.kill_sessions() >= 1, "no session process to kill");
     let out = pool
-        .run(&host, None, RemoteCommand::NetstatWide)
+        .run(&host, None, listing(Listing::NetstatWide))
         .await
         .unwrap();
     assert_sees_listener(&out, sshd.port);
@@ -499,7 +505,7 @@ async fn idle_session_is_closed() {
     let sshd = Sshd::start(UserPath::System);
     let config = sshd.config("idle_timeout_secs = 1", &password());
     let (pool, host) = pool_and_host(&config);
-    pool.run(&host, None, RemoteCommand::True).await.unwrap();
+    pool.run(&host, None, RemoteCommand::TRUE).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while pool.open_sessions().await > 0 {
         assert!(
@@ -508,7 +514,7 @@ async fn idle_session_is_closed() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    pool.run(&host, None, RemoteCommand::True).await.unwrap();
+    pool.run(&host, None, RemoteCommand::TRUE).await.unwrap();
     assert_eq!(pool.handshakes(), 2);
 }
 
@@ -532,7 +538,7 @@ async fn hanging_command_is_killed_at_timeout() {
     // The remote command sleeps "forever" (4711 s): only the command timeout can end the call.
     let err = tokio::time::timeout(
         Duration::from_secs(120),
-        pool.run(&host, None, RemoteCommand::NetstatWide),
+        pool.run(&host, None, listing(Listing::NetstatWide)),
     )
     .await
     .expect("the command timeout ended the call")
@@ -546,7 +552,7 @@ async fn hanging_command_is_killed_at_timeout() {
         "the hung remote command was not killed"
     );
     let out = pool
-        .run(&host, None, RemoteCommand::NetstatWide)
+        .run(&host, None, listing(Listing::NetstatWide))
         .await
         .unwrap();
     assert_sees_listener(&out, sshd.port);
@@ -563,7 +569,7 @@ async fn cancelled_call_kills_the_remote_command() {
     hanging_netstat(&sshd, "4712");
     let config = sshd.config("command_timeout_secs = 60", &password());
     let (pool, host) = pool_and_host(&config);
-    let call = pool.run(&host, None, RemoteCommand::NetstatWide);
+    let call = pool.run(&host, None, listing(Listing::NetstatWide));
     // Drop the call (as an MCP cancellation does) once the remote command is running.
     let cancelled = tokio::time::timeout(Duration::from_secs(30), async {
         tokio::select! {
@@ -582,7 +588,7 @@ async fn cancelled_call_kills_the_remote_command() {
         "the cancelled remote command was not killed"
     );
     let out = pool
-        .run(&host, None, RemoteCommand::NetstatWide)
+        .run(&host, None, listing(Listing::NetstatWide))
         .await
         .unwrap();
     assert_sees_listener(&out, sshd.port);
@@ -601,8 +607,8 @@ mod remote {
     use netstat_mcp::model::{Protocol, Socket, TcpState};
     use netstat_mcp::query::{ConnectionsArgs, PortArgs, Service};
     use netstat_mcp::source::SshRemotes;
+    use netstat_mcp::source::remote::commands::Listing;
     use netstat_mcp::source::{Backend, LocalSource, RemoteSources, Snapshot, Source, Want};
-    use netstat_mcp::ssh::RemoteCommand;
     use serde_json::Value;
 
     use super::password;
@@ -755,9 +761,9 @@ mod remote {
         assert_same_as_local(&before, &remote, &after, &mine);
         assert_eq!(
             remotes
-                .pool()
-                .remembered_command(&remotes.config().remote_hosts[0], None),
-            Some(RemoteCommand::NetstatWide)
+                .profile("test-sshd", None)
+                .and_then(|p| p.unfiltered),
+            Some(Listing::NetstatWide)
         );
 
         // Through the service (the core of the CLI and MCP faces): filters, messages, port check.
@@ -820,9 +826,9 @@ mod remote {
         let after = local.collect(Want::all()).await.unwrap();
         assert_eq!(
             remotes
-                .pool()
-                .remembered_command(&remotes.config().remote_hosts[0], None),
-            Some(RemoteCommand::Ss)
+                .profile("test-sshd", None)
+                .and_then(|p| p.unfiltered),
+            Some(Listing::Ss)
         );
         assert_same_as_local(&before, &remote, &after, &mine);
 
@@ -832,9 +838,9 @@ mod remote {
         let remote = remote_snapshot(&remotes).await;
         assert_eq!(
             remotes
-                .pool()
-                .remembered_command(&remotes.config().remote_hosts[0], None),
-            Some(RemoteCommand::ProcNet)
+                .profile("test-sshd", None)
+                .and_then(|p| p.unfiltered),
+            Some(Listing::ProcNet)
         );
         let keys: HashSet<Key> = remote.sockets.iter().map(key).collect();
         for k in &mine.keys {
@@ -844,7 +850,7 @@ mod remote {
             remote
                 .notes
                 .iter()
-                .any(|n| n.contains("neither netstat nor ss")),
+                .any(|n| n.contains("neither netstat, ss nor awk")),
             "{:?}",
             remote.notes
         );

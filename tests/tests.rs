@@ -4,6 +4,7 @@ mod support;
 
 mod answers;
 mod cli;
+mod fleet;
 mod http;
 mod limits;
 mod loadgen;

@@ -31,11 +31,13 @@ use crate::model::{Owner, Socket};
 
 pub mod bsd;
 pub mod external;
+pub mod fd_scan;
 pub mod lsof;
 pub mod netstat;
 pub mod proc_net;
 pub mod render;
 pub mod ss;
+pub mod tasklist;
 pub mod windows;
 
 pub use proc_net::{ByteOrder, PROC_NET_COMMAND, PROC_NET_MARKER};

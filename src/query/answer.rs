@@ -129,10 +129,10 @@ impl ConnectionsQuery {
             }
             let size = json_len(&envelope);
             let rows = envelope.data.as_ref().map_or(0, |d| d.connections.len());
-            if size <= ANSWER_BUDGET || rows == 0 {
+            if size <= self.budget || rows == 0 {
                 break;
             }
-            let keep = (rows * ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+            let keep = (rows * self.budget / size * 9 / 10).min(rows - 1);
             if let Some(d) = envelope.data.as_mut() {
                 d.connections.truncate(keep);
             }
@@ -199,7 +199,7 @@ impl ConnectionsQuery {
                     let _ = write!(
                         message,
                         " (limit {limit}, cut to keep the answer under {} KiB)",
-                        ANSWER_BUDGET / 1024
+                        self.budget.max(1024) / 1024
                     );
                 }
                 Some(limit) => {
@@ -212,7 +212,9 @@ impl ConnectionsQuery {
                 "; data.summary covers all {count}. For more rows pass next_cursor as cursor, or narrow with filters (state, local_port, remote_port, pid, program)"
             );
         }
-        owner_note(&mut message, parts.coverage, parts.ownerless);
+        if target.local {
+            owner_note(&mut message, parts.coverage, parts.ownerless);
+        }
         for note in parts.notes {
             message.push_str(". ");
             message.push_str(note);
@@ -420,7 +422,7 @@ impl PortQuery {
                 break;
             }
             let size = json_len(&envelope);
-            if size <= ANSWER_BUDGET {
+            if size <= self.budget {
                 break;
             }
             let Some(data) = envelope.data.as_mut() else {
@@ -429,10 +431,10 @@ impl PortQuery {
             // Rows shrink first; owners only past the first hundred.
             let rows = data.occupations.len();
             if rows > 0 {
-                let keep = (rows * ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+                let keep = (rows * self.budget / size * 9 / 10).min(rows - 1);
                 data.occupations.truncate(keep);
             } else if data.owners.len() > MAX_PORT_OWNERS {
-                let keep = (data.owners.len() * ANSWER_BUDGET / size * 9 / 10)
+                let keep = (data.owners.len() * self.budget / size * 9 / 10)
                     .clamp(MAX_PORT_OWNERS, data.owners.len() - 1);
                 data.owners.truncate(keep);
                 data.owners_truncated = true;
@@ -504,7 +506,10 @@ impl PortQuery {
                 thousands(data.occupation_count)
             );
         }
-        owner_note(&mut message, coverage, ownerless);
+        // A remote source phrases its own hint for the SSH user (in its notes).
+        if target.local {
+            owner_note(&mut message, coverage, ownerless);
+        }
         for note in notes {
             message.push_str(". ");
             message.push_str(note);

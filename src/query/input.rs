@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::page::RowKey;
 use crate::error::InputError;
+use crate::fleet::HostPattern;
 use crate::model::{TcpState, Transport};
 
 /// The MCP default for `limit` of `query_network_connections`; the CLI lists everything.
@@ -55,11 +56,13 @@ pub struct ConnectionsArgs {
     )]
     pub state: Option<String>,
 
-    /// A configured remote host, by its name or address (see list_hosts). Omitted, localhost,
-    /// 127.0.0.1 or ::1 mean this machine.
+    /// A configured remote host, by its name or address (see list_hosts); or several at once: a
+    /// comma-separated list of names, globs over names (web-*) and groups (@prod), queried
+    /// concurrently with one result per host. Omitted, localhost, 127.0.0.1 or ::1 mean this
+    /// machine.
     #[arg(
         long,
-        help = "A configured remote host (name or address, see `hosts`); default the local machine"
+        help = "A configured remote host (name or address, see `hosts`), or several: 'web-1,web-2', 'web-*', '@prod'; default the local machine"
     )]
     pub host: Option<String>,
 
@@ -149,15 +152,18 @@ impl ProtoFilter {
     }
 }
 
-/// Which host to ask: the local machine, or a configured remote host by name or address.
+/// Which host(s) to ask: the local machine, one configured remote host by name or address,
+/// or several (a comma-separated list of names, globs such as `web-*`, groups such as `@prod`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostSpec {
     Local,
     Remote(String),
+    Many(Vec<HostPattern>),
 }
 
 impl HostSpec {
-    /// Omitted, empty, `localhost`, `127.0.0.1` and `::1` mean the local machine.
+    /// Omitted, empty, `localhost`, `127.0.0.1` and `::1` mean the local machine; a list, a
+    /// glob or a group means several hosts (read with [`HostSpec::from_arg`]).
     pub fn parse(host: Option<&str>) -> HostSpec {
         match host.map(str::trim) {
             None | Some("") => HostSpec::Local,
@@ -165,6 +171,16 @@ impl HostSpec {
                 HostSpec::Local
             }
             Some(h) => HostSpec::Remote(h.to_string()),
+        }
+    }
+
+    /// A `host` argument: one host as [`HostSpec::parse`] reads it, or several.
+    pub fn from_arg(host: Option<&str>) -> Result<HostSpec, InputError> {
+        match host {
+            Some(h) if crate::fleet::is_multi(h) => {
+                Ok(HostSpec::Many(crate::fleet::parse_patterns([h])?))
+            }
+            other => Ok(HostSpec::parse(other)),
         }
     }
 }
@@ -189,6 +205,8 @@ pub struct ConnectionsQuery {
     pub cursor: Option<RowKey>,
     /// Whether to look up owners at all (the CLI's `--no-owners` turns it off).
     pub owners: bool,
+    /// Bytes the answer may take with a default limit (less per host in a multi-host call).
+    pub budget: usize,
 }
 
 /// Decodes MCP arguments into an input struct, checked against its derived schema.
@@ -243,7 +261,7 @@ impl ConnectionsArgs {
             Some(p) if !p.trim().is_empty() => Some(p.trim().to_lowercase()),
             _ => None,
         };
-        let host = HostSpec::parse(self.host.as_deref());
+        let host = HostSpec::from_arg(self.host.as_deref())?;
         let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
         Ok(ConnectionsQuery {
             proto,
@@ -261,6 +279,7 @@ impl ConnectionsArgs {
                 Some(c) => Some(RowKey::decode(c)?),
             },
             owners: true,
+            budget: super::ANSWER_BUDGET,
         })
     }
 }
@@ -315,11 +334,13 @@ pub struct PortArgs {
     #[arg(long, help = "Protocol: tcp (default) or udp")]
     pub proto: Option<String>,
 
-    /// A configured remote host, by its name or address (see list_hosts). Omitted, localhost,
-    /// 127.0.0.1 or ::1 mean this machine.
+    /// A configured remote host, by its name or address (see list_hosts); or several at once: a
+    /// comma-separated list of names, globs over names (web-*) and groups (@prod), queried
+    /// concurrently with one result per host. Omitted, localhost, 127.0.0.1 or ::1 mean this
+    /// machine.
     #[arg(
         long,
-        help = "A configured remote host (name or address, see `hosts`); default the local machine"
+        help = "A configured remote host (name or address, see `hosts`), or several: 'web-1,web-2', 'web-*', '@prod'; default the local machine"
     )]
     pub host: Option<String>,
 
@@ -354,6 +375,8 @@ pub struct PortQuery {
     pub limit: Option<usize>,
     /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
     pub default_limit: bool,
+    /// Bytes the answer may take with a default limit (less per host in a multi-host call).
+    pub budget: usize,
 }
 
 impl PortArgs {
@@ -387,10 +410,11 @@ impl PortArgs {
         Ok(PortQuery {
             port,
             transport,
-            host: HostSpec::parse(self.host.as_deref()),
+            host: HostSpec::from_arg(self.host.as_deref())?,
             ssh_port: port_arg("ssh_port", self.ssh_port)?,
             limit,
             default_limit,
+            budget: super::ANSWER_BUDGET,
         })
     }
 }

@@ -10,8 +10,11 @@
 //! - [`page`]: the stable row order, cursors and pages.
 //! - [`answer`]: the operations as pure functions over a snapshot, the answer budget, messages.
 //! - [`service`]: [`Service`], which runs a query against the right host.
+//! - [`fleet`]: answers over several hosts (a list, glob or group): concurrent, per-host results,
+//!   merged summary, one budget.
 
 pub mod answer;
+pub mod fleet;
 pub mod input;
 pub mod output;
 pub mod page;
@@ -20,13 +23,15 @@ pub mod service;
 pub mod summary;
 
 pub use answer::{ANSWER_BUDGET, OWNER_HINT};
+pub use fleet::{Progress, ProgressEvent, no_progress};
 pub use input::{
     ConnectionsArgs, ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs,
     PortArgs, PortQuery, ProtoFilter, RecentArgs, WatchArgs,
 };
 pub use output::{
-    ConnectionRow, ConnectionsData, Envelope, FilterEcho, HostInfo, HostsData, Occupation,
-    PortData, PortOwner,
+    ConnectionRow, ConnectionsAnswer, ConnectionsData, Envelope, FilterEcho, FleetData,
+    FleetSummary, HostAnswer, HostInfo, HostsData, Occupation, PortAnswer, PortData,
+    PortFleetSummary, PortOwner,
 };
 pub use service::Service;
 pub use summary::Summary;

@@ -180,4 +180,117 @@ pub struct HostInfo {
     pub auth: String,
     /// Groups it belongs to (address a group as `@name`).
     pub groups: Vec<String>,
+    /// The bastions it is reached through (ProxyJump), outermost first; empty when direct.
+    pub via: Vec<String>,
+    /// Where it is configured: `config` (a `[[remote_hosts]]` entry) or `ssh_config` (a
+    /// `Host` alias).
+    pub source: String,
+}
+
+/// `data` of `query_network_connections`: one host's, or several hosts' when `host` named more
+/// than one.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum ConnectionsAnswer {
+    One(ConnectionsData),
+    Many(FleetData<FleetSummary, ConnectionsData>),
+}
+
+/// `data` of `check_port_occupation`: one host's, or several hosts'.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum PortAnswer {
+    One(PortData),
+    Many(FleetData<PortFleetSummary, PortData>),
+}
+
+/// Several hosts' answers: the merged summary first, then one entry per host in the order
+/// the hosts were named.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct FleetData<S, T> {
+    /// How many hosts were asked.
+    pub host_count: usize,
+    /// How many of them failed (their entry says why).
+    pub failed_hosts: usize,
+    /// Counts over every answering host.
+    pub summary: S,
+    /// One entry per host: its own success, message and data (null when it failed).
+    pub hosts: Vec<HostAnswer<T>>,
+}
+
+/// One host's part of a multi-host answer.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct HostAnswer<T> {
+    /// The host's name.
+    pub host: String,
+    pub success: bool,
+    /// What this host answered, or why it failed and what to do.
+    pub message: String,
+    /// This host's data, as a one-host call returns it (rows cut first to fit the answer);
+    /// null when it failed or when its details were left out to fit.
+    pub data: Option<T>,
+}
+
+/// The summary of a listing over several hosts.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub struct FleetSummary {
+    /// Matching sockets on all answering hosts.
+    pub connection_count: usize,
+    /// Sockets per state over all hosts (netstat spelling; UDP as UNCONN or ESTABLISHED).
+    pub by_state: BTreeMap<&'static str, usize>,
+    /// Sockets per protocol over all hosts.
+    pub by_protocol: BTreeMap<&'static str, usize>,
+    /// Listening TCP and bound UDP sockets, host by host in the order named; at most 100.
+    pub listeners: Vec<FleetListener>,
+    pub listener_count: usize,
+    pub listeners_truncated: bool,
+    /// The processes holding the most matching sockets, over all hosts; at most 10.
+    pub top_programs: Vec<FleetProgramCount>,
+    /// The foreign addresses of the most connected sockets, over all hosts; at most 10.
+    pub top_remote_hosts: Vec<super::summary::RemoteHostCount>,
+}
+
+/// A listener on one of several hosts.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct FleetListener {
+    pub host: String,
+    pub protocol: &'static str,
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    pub pid: Option<u32>,
+    pub program: Option<Arc<str>>,
+}
+
+/// A process on one of several hosts, and how many matching sockets it holds.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct FleetProgramCount {
+    pub host: String,
+    pub program: Arc<str>,
+    pub pid: u32,
+    pub count: usize,
+}
+
+/// The summary of a port check over several hosts.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub struct PortFleetSummary {
+    /// Hosts where the port is occupied, in the order named.
+    pub occupied_on: Vec<String>,
+    /// Hosts where it is free.
+    pub free_on: Vec<String>,
+    /// Hosts that did not answer.
+    pub failed: Vec<String>,
+    /// Sockets on the port over all hosts.
+    pub occupation_count: usize,
+    /// The processes holding it, host by host, most sockets first within a host; at most 100.
+    pub owners: Vec<FleetPortOwner>,
+    pub owners_truncated: bool,
+}
+
+/// A process holding the checked port on one of several hosts.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct FleetPortOwner {
+    pub host: String,
+    pub pid: u32,
+    pub program: Arc<str>,
+    pub socket_count: usize,
 }

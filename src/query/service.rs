@@ -23,6 +23,15 @@ impl Service {
         Service { local, remotes }
     }
 
+    pub(super) fn remotes(&self) -> &dyn RemoteSources {
+        self.remotes.as_ref()
+    }
+
+    /// Hosts queried at once by one multi-host call.
+    pub fn max_parallel(&self) -> usize {
+        self.remotes.max_parallel()
+    }
+
     /// The target a host argument names. An unknown host's error lists the configured ones.
     pub fn target(&self, host: &HostSpec, ssh_port: Option<u16>) -> Result<Target, Error> {
         match host {
@@ -46,6 +55,11 @@ impl Service {
                 }),
                 other => other,
             },
+            HostSpec::Many(_) => Err(Error::Input(super::input::input(
+                "host",
+                "a list, glob or group".into(),
+                "names one host here (this operation does not take several)",
+            ))),
         }
     }
 

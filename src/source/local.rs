@@ -1,29 +1,45 @@
 //! The local machine's sockets: netlink `sock_diag` first, `/proc/net` when netlink is refused,
 //! and the parsers over `ss`/`netstat`/`lsof` output where neither exists; then owners from
 //! `/proc/<pid>/fd`.
+//!
+//! netlink, `/proc` and the owner scan are Linux's (`cfg(target_os = "linux")`). Elsewhere
+//! (macOS, the BSDs) the local source is the external one: `netstat`/`lsof` output parsed,
+//! owners as those tools print them. [`Backend::External`] chooses that path on Linux too, so
+//! it stays tested here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::model::{Socket, Transport};
+use crate::model::Socket;
+#[cfg(target_os = "linux")]
+use crate::model::Transport;
+#[cfg(target_os = "linux")]
 use crate::owners;
-use crate::source::{BoxFuture, OwnerCoverage, Snapshot, Source, Want, netlink, procfs};
+use crate::source::{BoxFuture, OwnerCoverage, Snapshot, Source, Want};
+#[cfg(target_os = "linux")]
+use crate::source::{netlink, procfs};
 
 /// How the local source lists sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// netlink, falling back to `/proc/net`, then to external commands.
+    /// netlink, falling back to `/proc/net`, then to external commands (off Linux: external
+    /// commands only).
     #[default]
     Auto,
+    /// netlink `sock_diag` only (Linux).
     Netlink,
+    /// `/proc/net` only (Linux).
     Procfs,
+    /// `ss`, `netstat` or `lsof` output, parsed: the only way off Linux.
+    External,
 }
 
 /// Sockets of the machine we run on.
 #[derive(Debug, Clone)]
 pub struct LocalSource {
     backend: Backend,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     proc_root: PathBuf,
 }
 
@@ -43,8 +59,25 @@ impl LocalSource {
 
     /// Collects synchronously (the async [`Source`] runs this on a blocking thread).
     pub fn collect_blocking(&self, want: Want) -> Result<Snapshot, Error> {
+        match self.backend {
+            Backend::External => external_snapshot(&want, Vec::new()),
+            #[cfg(target_os = "linux")]
+            _ => self.collect_linux(want),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Auto => external_snapshot(&want, Vec::new()),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Netlink | Backend::Procfs => Err(Error::NoLocalSource {
+                detail: "netlink and /proc/net exist on Linux only; use the external backend (ss, netstat or lsof)".into(),
+            }),
+        }
+    }
+
+    /// netlink (or `/proc/net`) and the owner scan.
+    #[cfg(target_os = "linux")]
+    fn collect_linux(&self, want: Want) -> Result<Snapshot, Error> {
         let mut notes = Vec::new();
         let mut sockets = match self.backend {
+            Backend::External => return external_snapshot(&want, notes),
             Backend::Netlink => netlink_sockets(&want)?,
             Backend::Procfs => {
                 let (sockets, remarks) = procfs::sockets(&self.proc_root, &want)?;
@@ -64,17 +97,10 @@ impl LocalSource {
                             }
                             Err(proc_err) => {
                                 tracing::warn!(cause = %proc_err, "/proc/net unreadable; trying ss, netstat, lsof");
-                                let (sockets, note) = external_sockets(&want).map_err(|ext| {
+                                return external_snapshot(&want, notes).map_err(|ext| {
                                     Error::NoLocalSource {
                                         detail: format!("{netlink_err}; {proc_err}; {ext}"),
                                     }
-                                })?;
-                                notes.push(note);
-                                // The external tools already named the owners they could see.
-                                return Ok(Snapshot {
-                                    sockets,
-                                    owners: OwnerCoverage::Complete,
-                                    notes,
                                 });
                             }
                         }
@@ -121,6 +147,7 @@ impl Source for LocalSource {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
     let mut diag = netlink::Diag::open()?;
     let mut out = Vec::new();
@@ -153,6 +180,7 @@ fn netlink_sockets(want: &Want) -> Result<Vec<Socket>, Error> {
 
 /// How many sockets a full dump will return, from `/proc/net/sockstat{,6}`, so the vector is
 /// allocated once (growing it by doubling would hold two copies at the peak). 0 if unknown.
+#[cfg(target_os = "linux")]
 fn socket_count_estimate(want: &Want) -> usize {
     let mut total = 0usize;
     for file in ["/proc/net/sockstat", "/proc/net/sockstat6"] {
@@ -183,6 +211,22 @@ fn socket_count_estimate(want: &Want) -> usize {
     total + total / 16 + 16
 }
 
+/// The external path as a snapshot: the tools already named the owners they could see.
+fn external_snapshot(want: &Want, mut notes: Vec<String>) -> Result<Snapshot, Error> {
+    let (sockets, note) =
+        external_sockets(want).map_err(|detail| Error::NoLocalSource { detail })?;
+    notes.push(note);
+    Ok(Snapshot {
+        sockets,
+        owners: if want.owners {
+            OwnerCoverage::Complete
+        } else {
+            OwnerCoverage::NotRequested
+        },
+        notes,
+    })
+}
+
 /// Last resort: run `ss`, `netstat` or `lsof` and parse their output.
 fn external_sockets(want: &Want) -> Result<(Vec<Socket>, String), String> {
     let (command, parsed) =
@@ -194,7 +238,7 @@ fn external_sockets(want: &Want) -> Result<(Vec<Socket>, String), String> {
         .filter(|s| want.admits(s))
         .collect();
     let mut note = format!(
-        "netlink and /proc/net were unavailable, so `{} {}` was run and parsed",
+        "local sockets were read from `{} {}` output (netlink and /proc/net were not used)",
         command.program,
         command.args.join(" ")
     );

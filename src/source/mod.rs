@@ -6,7 +6,9 @@
 //! never knows which one it talks to, so tests can hand it fixture data.
 
 pub mod local;
+#[cfg(target_os = "linux")]
 pub mod netlink;
+#[cfg(target_os = "linux")]
 pub mod procfs;
 pub mod remote;
 
@@ -91,6 +93,9 @@ pub enum OwnerCoverage {
     Complete,
     /// Some processes could not be inspected (no permission); their sockets show no owner.
     Partial { unreadable_processes: usize },
+    /// The host's tools cannot name owners at all (e.g. busybox netstat without `-p`, only
+    /// `/proc/net`): no permission would help; the snapshot's notes say why.
+    Unavailable,
 }
 
 /// The sockets a source returned, and how much it could see.
@@ -127,6 +132,11 @@ pub trait RemoteSources: Send + Sync {
 
     /// The configured hosts, as `list_hosts` shows them (never a secret).
     fn hosts(&self) -> crate::query::HostsData;
+
+    /// How many hosts one multi-host call queries at once (`[ssh] max_parallel`).
+    fn max_parallel(&self) -> usize {
+        crate::config::DEFAULT_MAX_PARALLEL
+    }
 }
 
 /// No remote hosts configured: every lookup is an unknown host.

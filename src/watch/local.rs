@@ -18,6 +18,9 @@
 //! listings alone and [`DestroyStatus`] says so; connections shorter than the interval are
 //! then missed.
 
+// The engine is Linux's (netlink sock_diag, /proc); elsewhere `start` says so.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -27,8 +30,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
 use crate::model::{Socket, StateSet, Transport};
+#[cfg(target_os = "linux")]
 use crate::owners;
-use crate::source::{Backend, Want, netlink, procfs};
+use crate::source::{Backend, Want};
+#[cfg(target_os = "linux")]
+use crate::source::{netlink, procfs};
 
 use super::diff::{Differ, tuple_key};
 use super::{EngineStats, Filter, Sink};
@@ -140,6 +146,7 @@ impl Drop for LocalWatch {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// A destroyed socket on its way to the engine.
 struct Destroyed {
     key: u64,
@@ -148,18 +155,21 @@ struct Destroyed {
     now: Instant,
 }
 
+#[cfg(target_os = "linux")]
 /// Where listings come from.
 enum Lister {
     Netlink(netlink::Diag),
     Procfs(PathBuf),
 }
 
+#[cfg(target_os = "linux")]
 impl Lister {
     fn open(backend: Backend, proc_root: &std::path::Path) -> Result<Lister, Error> {
         match backend {
             Backend::Procfs => Ok(Lister::Procfs(proc_root.to_path_buf())),
             Backend::Netlink => Ok(Lister::Netlink(netlink::Diag::open()?)),
-            Backend::Auto => match netlink::Diag::open() {
+            // The external tools cannot be watched; a watch lists with netlink or /proc/net.
+            Backend::Auto | Backend::External => match netlink::Diag::open() {
                 Ok(d) => Ok(Lister::Netlink(d)),
                 Err(e) => {
                     tracing::warn!(cause = %e, "netlink sock_diag unavailable; watching /proc/net");
@@ -231,8 +241,21 @@ impl Lister {
     }
 }
 
+/// Off Linux there is no local engine (no netlink sock_diag): a remote host can be watched.
+#[cfg(not(target_os = "linux"))]
+pub fn start(
+    _options: LocalOptions,
+    _filter: Filter,
+    _sink: Box<dyn Sink>,
+) -> Result<LocalWatch, Error> {
+    Err(Error::NoLocalSource {
+        detail: "watching this machine needs Linux (sock_diag destroy notifications and dumps); watch a configured remote host instead".into(),
+    })
+}
+
 /// Starts the engine. Returns once the first listing is in (the sockets that exist then are
 /// the baseline, not opens), or the error that kept it from starting.
+#[cfg(target_os = "linux")]
 pub fn start(
     options: LocalOptions,
     filter: Filter,
@@ -325,6 +348,7 @@ pub fn start(
 }
 
 /// The destroy-notification thread: receive, stamp, queue; never wait for the engine.
+#[cfg(target_os = "linux")]
 fn receive(
     mut monitor: netlink::DestroyMonitor,
     tx: SyncSender<Destroyed>,
@@ -366,8 +390,10 @@ fn receive(
 }
 
 /// Looks up the owners of sockets seen for the first time.
+#[cfg(target_os = "linux")]
 type Attach = dyn FnMut(&mut [Socket]) + Send;
 
+#[cfg(target_os = "linux")]
 struct Engine {
     lister: Lister,
     differ: Differ,
@@ -381,6 +407,7 @@ struct Engine {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
+#[cfg(target_os = "linux")]
 impl Engine {
     fn run(mut self) {
         let mut buf = Vec::new();
@@ -455,7 +482,7 @@ impl Engine {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

@@ -283,6 +283,25 @@ impl Raw {
         response["result"]["structuredContent"].clone()
     }
 
+    /// Reads messages until the response with this id; returns it and every message before it
+    /// (notifications included).
+    pub async fn response_and_before(&mut self, id: impl Into<Value>) -> (Value, Vec<Value>) {
+        let id = id.into();
+        let mut before = Vec::new();
+        loop {
+            let line = within("read", self.lines.next_line())
+                .await
+                .expect("read stdout")
+                .unwrap_or_else(|| panic!("EOF before the response with id {id}"));
+            let message: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout carried a non-JSON line ({e}): {line}"));
+            if message.get("id") == Some(&id) {
+                return (message, before);
+            }
+            before.push(message);
+        }
+    }
+
     /// Closes the server's stdin (EOF).
     pub fn close_stdin(&mut self) {
         self.stdin.take();

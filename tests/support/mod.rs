@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod fleet;
 pub mod mcp_client;
 pub mod net;
 pub mod netns;

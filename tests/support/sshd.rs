@@ -59,7 +59,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// Creates the test user once per process and (re)sets its password.
-fn ensure_user() {
+pub fn ensure_user() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         assert!(

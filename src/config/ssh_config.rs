@@ -1,0 +1,855 @@
+//! OpenSSH client configuration (`~/.ssh/config`): `Host` aliases as remote hosts.
+//!
+//! Opt-in (`[ssh] use_ssh_config = true`, or `ssh_config = "PATH"`). The per-host lookup —
+//! which `Host` blocks apply to a name, first value wins, `IdentityFile`s accumulate, negated
+//! patterns — is `russh-config`'s. That crate reads one file, one `Keyword value` per line,
+//! and only after a first `Host` line, so this module fills exactly what it lacks, in one
+//! pass that turns the user's files into a single text russh-config can read:
+//!
+//! - **`Include`** (globs, `~`, paths relative to the including file's directory, nested to
+//!   depth 16 as OpenSSH allows; a missing file is no error, as in OpenSSH). An `Include`
+//!   inside a `Host` block splices the file there and re-opens the block after it.
+//! - **`Match`** blocks: `Match all` applies to every host; `Match host` / `Match originalhost`
+//!   with one pattern list are read as `Host` with those patterns (our names are the aliases,
+//!   so both compare with the alias). Any other criterion (`exec`, `user`, `localuser`,
+//!   `canonical`, `final`, `tagged`, `localnetwork`, several criteria) cannot be decided without
+//!   running or resolving something: such a block never applies, with a warning naming the
+//!   file and line. (russh-config would otherwise merge the block's lines into the previous
+//!   `Host`.)
+//! - **`Keyword=value`** and tab separators, which russh-config does not split.
+//! - **Directives before the first `Host`** (they apply to every host in OpenSSH; russh-config
+//!   refuses the file).
+//! - **`~` and `%` tokens** in `IdentityFile` and `UserKnownHostsFile`, expanded with the
+//!   configuration's home directory (`%d %h %p %r %n %u %%`).
+//! - **Listing the aliases**: every `Host` pattern without wildcards or negation.
+//! - **Validation with file and line**: a bad `Port` is an error (russh-config drops it).
+//!
+//! `ProxyJump` lists are parsed by [`parse_proxy_jump`]. `ProxyCommand` is reported (an alias
+//! that needs it is not offered: we never run a local command from the configuration).
+//! This module does no network I/O.
+
+use std::path::{Path, PathBuf};
+
+/// How deeply `Include` may nest (OpenSSH's `READCONF_MAX_DEPTH`).
+const MAX_INCLUDE_DEPTH: usize = 16;
+/// Largest ssh_config text we read, all includes together.
+const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
+
+/// A problem with an ssh_config file, reported at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SshConfigError {
+    #[error("cannot read ssh_config file {path}: {source}", path = path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ssh_config file {path} line {line}: {problem}", path = path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// Where a `Host` alias was declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasOrigin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// An ssh_config file with its includes, ready for lookups.
+#[derive(Debug, Clone)]
+pub struct SshConfigFile {
+    /// The top-level file.
+    pub path: PathBuf,
+    /// The aliases (`Host` patterns without wildcards), in order of first appearance.
+    pub aliases: Vec<(String, AliasOrigin)>,
+    /// Things read but not applied (unsupported `Match` criteria, unknown tokens).
+    pub warnings: Vec<String>,
+    /// The flattened text handed to russh-config.
+    flat: String,
+    home: Option<PathBuf>,
+    local_user: String,
+}
+
+/// What ssh_config says about one host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The name looked up (the alias).
+    pub alias: String,
+    /// `HostName`, else the alias.
+    pub hostname: String,
+    pub user: Option<String>,
+    /// `Port`, else 22.
+    pub port: u16,
+    /// `IdentityFile`s in order (`~` and tokens expanded).
+    pub identity_files: Vec<PathBuf>,
+    /// `ProxyJump`, unparsed (`none` already removed).
+    pub proxy_jump: Option<String>,
+    /// `ProxyCommand` is set (we do not run it).
+    pub proxy_command: bool,
+    /// `UserKnownHostsFile` (the first file when several are named).
+    pub user_known_hosts_file: Option<PathBuf>,
+}
+
+/// One hop of a `ProxyJump` list: `[user@]host[:port]` or `ssh://[user@]host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpSpec {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl SshConfigFile {
+    /// Reads `path` and everything it includes. `home` expands `~` and `%d`; `local_user` is
+    /// `%u`.
+    pub fn load(
+        path: &Path,
+        home: Option<&Path>,
+        local_user: &str,
+    ) -> Result<SshConfigFile, SshConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SshConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SshConfigFile::parse(&text, path, home, local_user)
+    }
+
+    /// As [`SshConfigFile::load`] with the top-level text given (`path` names it in messages
+    /// and anchors relative `Include`s).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        home: Option<&Path>,
+        local_user: &str,
+    ) -> Result<SshConfigFile, SshConfigError> {
+        let mut flattener = Flattener {
+            home: home.map(Path::to_path_buf),
+            out: String::from("Host *\n"),
+            aliases: Vec::new(),
+            warnings: Vec::new(),
+        };
+        flattener.file(text, path, 0, None)?;
+        Ok(SshConfigFile {
+            path: path.to_path_buf(),
+            aliases: flattener.aliases,
+            warnings: flattener.warnings,
+            flat: flattener.out,
+            home: home.map(Path::to_path_buf),
+            local_user: local_user.to_string(),
+        })
+    }
+
+    /// Whether `name` is one of the aliases.
+    pub fn has_alias(&self, name: &str) -> bool {
+        self.aliases.iter().any(|(a, _)| a == name)
+    }
+
+    /// The settings that apply to `name` (an alias, or any host name: wildcard blocks apply).
+    pub fn resolve(&self, name: &str) -> Resolved {
+        let config = match russh_config::parse(&self.flat, name) {
+            Ok(c) => c,
+            // The flattened text always starts with a `Host` line, which is the only thing
+            // russh-config refuses; keep a default rather than fail.
+            Err(_) => russh_config::Config::default(name),
+        };
+        let hc = &config.host_config;
+        let hostname = hc
+            .hostname
+            .as_deref()
+            .map(|h| self.tokens(h, name, name, None, None))
+            .unwrap_or_else(|| name.to_string());
+        let port = hc.port.unwrap_or(22);
+        let user = hc.user.clone();
+        let expand = |p: &Path| -> PathBuf {
+            let text = p.to_string_lossy();
+            let text = self.tokens(&text, name, &hostname, user.as_deref(), Some(port));
+            crate::config::expand_tilde(&text, self.home.as_deref())
+        };
+        let identity_files = hc
+            .identity_file
+            .iter()
+            .flatten()
+            .map(|p| expand(p))
+            .collect();
+        let user_known_hosts_file = hc.user_known_hosts_file.as_deref().and_then(|p| {
+            let first = p.to_string_lossy();
+            let first = first.split_whitespace().next()?.to_string();
+            Some(expand(Path::new(&first)))
+        });
+        let proxy_jump = hc
+            .proxy_jump
+            .as_deref()
+            .map(str::trim)
+            .filter(|j| !j.is_empty() && !j.eq_ignore_ascii_case("none"))
+            .map(str::to_string);
+        let proxy_command = hc
+            .proxy_command
+            .as_deref()
+            .is_some_and(|c| !c.trim().eq_ignore_ascii_case("none"));
+        Resolved {
+            alias: name.to_string(),
+            hostname,
+            user,
+            port,
+            identity_files,
+            proxy_jump,
+            proxy_command,
+            user_known_hosts_file,
+        }
+    }
+
+    /// Expands `%` tokens; unknown ones are kept as written.
+    fn tokens(
+        &self,
+        text: &str,
+        alias: &str,
+        hostname: &str,
+        user: Option<&str>,
+        port: Option<u16>,
+    ) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('%') => out.push('%'),
+                Some('d') => match &self.home {
+                    Some(h) => out.push_str(&h.to_string_lossy()),
+                    None => out.push_str("%d"),
+                },
+                Some('h') => out.push_str(hostname),
+                Some('n') => out.push_str(alias),
+                Some('p') => out.push_str(&port.unwrap_or(22).to_string()),
+                Some('r') => out.push_str(user.unwrap_or(&self.local_user)),
+                Some('u') => out.push_str(&self.local_user),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+}
+
+/// Parses a `ProxyJump` value: a comma-separated list of hops, outermost first.
+pub fn parse_proxy_jump(value: &str) -> Result<Vec<JumpSpec>, String> {
+    let mut hops = Vec::new();
+    for raw in value.split(',') {
+        let hop = raw.trim();
+        if hop.is_empty() {
+            return Err(format!("empty hop in ProxyJump `{}`", value.escape_debug()));
+        }
+        let hop = hop.strip_prefix("ssh://").unwrap_or(hop);
+        let (user, rest) = match hop.rsplit_once('@') {
+            Some((u, r)) if !u.is_empty() => (Some(u.to_string()), r),
+            Some(_) => {
+                return Err(format!(
+                    "empty user in ProxyJump hop `{}`",
+                    hop.escape_debug()
+                ));
+            }
+            None => (None, hop),
+        };
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let (h, after) = inner.split_once(']').ok_or_else(|| {
+                format!("no closing `]` in ProxyJump hop `{}`", hop.escape_debug())
+            })?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(jump_port(p, hop)?),
+                None if after.is_empty() => None,
+                None => return Err(format!("unexpected `{}` after `]`", after.escape_debug())),
+            };
+            (h.to_string(), port)
+        } else if rest.matches(':').count() == 1 {
+            let (h, p) = rest.split_once(':').unwrap_or((rest, ""));
+            (h.to_string(), Some(jump_port(p, hop)?))
+        } else {
+            (rest.to_string(), None)
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("no host in ProxyJump hop `{}`", hop.escape_debug()));
+        }
+        hops.push(JumpSpec {
+            user,
+            host: host.to_string(),
+            port,
+        });
+    }
+    Ok(hops)
+}
+
+fn jump_port(p: &str, hop: &str) -> Result<u16, String> {
+    p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+        format!(
+            "port `{}` in ProxyJump hop `{}` is not 1..=65535",
+            p.escape_debug(),
+            hop.escape_debug()
+        )
+    })
+}
+
+struct Flattener {
+    home: Option<PathBuf>,
+    out: String,
+    aliases: Vec<(String, AliasOrigin)>,
+    warnings: Vec<String>,
+}
+
+impl Flattener {
+    /// Appends `text` (from `path`) to the output. `enclosing` is the `Host` line in force
+    /// where this file was included, re-emitted after each include.
+    fn file(
+        &mut self,
+        text: &str,
+        path: &Path,
+        depth: usize,
+        enclosing: Option<&str>,
+    ) -> Result<(), SshConfigError> {
+        let invalid = |line: usize, problem: String| SshConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            problem,
+        };
+        // The `Host` line currently in force in this file.
+        let mut current: Option<String> = enclosing.map(str::to_string);
+        for (i, raw) in text.lines().enumerate() {
+            let no = i + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (keyword, args) = split_directive(line);
+            if keyword.is_empty() {
+                return Err(invalid(no, format!("`{}` has no keyword", clip(line))));
+            }
+            let lower = keyword.to_ascii_lowercase();
+            match lower.as_str() {
+                "host" => {
+                    if args.is_empty() {
+                        return Err(invalid(no, "Host needs at least one pattern".into()));
+                    }
+                    for pattern in args.split_whitespace() {
+                        let plain = !pattern.contains(['*', '?', '!', '[']);
+                        if plain && !self.aliases.iter().any(|(a, _)| a == pattern) {
+                            self.aliases.push((
+                                pattern.to_string(),
+                                AliasOrigin {
+                                    file: path.to_path_buf(),
+                                    line: no,
+                                },
+                            ));
+                        }
+                    }
+                    let host_line = format!("Host {args}");
+                    self.out.push_str(&host_line);
+                    self.out.push('\n');
+                    current = Some(host_line);
+                }
+                "match" => {
+                    let host_line = self.match_line(args, path, no);
+                    self.out.push_str(&host_line);
+                    self.out.push('\n');
+                    current = Some(host_line);
+                }
+                "include" => {
+                    if depth + 1 > MAX_INCLUDE_DEPTH {
+                        return Err(invalid(
+                            no,
+                            format!("Include nested deeper than {MAX_INCLUDE_DEPTH} files"),
+                        ));
+                    }
+                    for pattern in args.split_whitespace() {
+                        let pattern = unquote(pattern);
+                        for file in self.include_paths(pattern, path) {
+                            let included = match std::fs::read_to_string(&file) {
+                                Ok(t) => t,
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                                Err(source) => {
+                                    return Err(SshConfigError::Read { path: file, source });
+                                }
+                            };
+                            self.file(&included, &file, depth + 1, current.as_deref())?;
+                            if let Some(h) = &current {
+                                self.out.push_str(h);
+                                self.out.push('\n');
+                            }
+                        }
+                    }
+                }
+                "port" => {
+                    let value = unquote(args.trim());
+                    match value.parse::<u16>() {
+                        Ok(p) if p != 0 => self.directive("Port", value),
+                        _ => {
+                            return Err(invalid(
+                                no,
+                                format!("Port `{}` is not 1..=65535", clip(value)),
+                            ));
+                        }
+                    }
+                }
+                "identityfile" | "userknownhostsfile" | "certificatefile" => {
+                    // russh-config expands `~` with the process's home, not the configuration's.
+                    // IdentityFile takes one path (it may hold spaces); UserKnownHostsFile a list.
+                    let list: Vec<&str> = if lower == "userknownhostsfile" {
+                        args.split_whitespace().collect()
+                    } else {
+                        vec![args]
+                    };
+                    let paths: Vec<String> = list
+                        .into_iter()
+                        .map(|a| {
+                            let p = crate::config::expand_tilde(unquote(a), self.home.as_deref());
+                            p.to_string_lossy().into_owned()
+                        })
+                        .collect();
+                    self.directive(keyword, &paths.join(" "));
+                }
+                _ => self.directive(keyword, args),
+            }
+            if self.out.len() > MAX_TEXT_BYTES {
+                return Err(invalid(
+                    no,
+                    format!("more than {MAX_TEXT_BYTES} bytes of ssh_config text with includes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn directive(&mut self, keyword: &str, args: &str) {
+        self.out.push_str(keyword);
+        self.out.push(' ');
+        self.out.push_str(args);
+        self.out.push('\n');
+    }
+
+    /// The `Host` line a `Match` line stands for.
+    fn match_line(&mut self, args: &str, path: &Path, no: usize) -> String {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        match words.as_slice() {
+            [all] if all.eq_ignore_ascii_case("all") => "Host *".to_string(),
+            [criterion, list]
+                if criterion.eq_ignore_ascii_case("host")
+                    || criterion.eq_ignore_ascii_case("originalhost") =>
+            {
+                let patterns: Vec<&str> = list.split(',').filter(|p| !p.is_empty()).collect();
+                format!("Host {}", patterns.join(" "))
+            }
+            _ => {
+                self.warnings.push(format!(
+                    "{} line {no}: `Match {}` is not supported (only `Match all`, `Match host` and `Match originalhost` with one pattern list); its block is ignored",
+                    path.display(),
+                    clip(args)
+                ));
+                // A pattern list whose only pattern is negated never matches.
+                "Host !*".to_string()
+            }
+        }
+    }
+
+    /// Files an `Include` pattern names, sorted; relative patterns are relative to the
+    /// including file's directory.
+    fn include_paths(&mut self, pattern: &str, from: &Path) -> Vec<PathBuf> {
+        let expanded = crate::config::expand_tilde(pattern, self.home.as_deref());
+        let full = if expanded.is_absolute() {
+            expanded
+        } else {
+            from.parent().unwrap_or(Path::new(".")).join(expanded)
+        };
+        let Some(name) = full.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Vec::new();
+        };
+        let dir = full.parent().unwrap_or(Path::new("/")).to_path_buf();
+        if dir.to_string_lossy().contains(['*', '?', '[']) {
+            self.warnings.push(format!(
+                "{}: Include `{pattern}`: wildcards are supported in the file name only",
+                from.display()
+            ));
+            return Vec::new();
+        }
+        if !name.contains(['*', '?', '[']) {
+            return vec![full];
+        }
+        let Ok(glob) = globset::Glob::new(&name) else {
+            self.warnings.push(format!(
+                "{}: Include `{pattern}` is not a valid pattern",
+                from.display()
+            ));
+            return Vec::new();
+        };
+        let matcher = glob.compile_matcher();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+            .filter(|e| matcher.is_match(e.file_name()))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+/// `Keyword value`, `Keyword=value`, `Keyword = value`, tabs: the keyword and the rest.
+fn split_directive(line: &str) -> (&str, &str) {
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    let keyword = &line[..end];
+    let rest = line[end..].trim_start();
+    let rest = rest.strip_prefix('=').unwrap_or(rest).trim();
+    (keyword, rest)
+}
+
+fn unquote(s: &str) -> &str {
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s)
+}
+
+fn clip(s: &str) -> String {
+    s.chars()
+        .take(80)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
+}
+
+// ---- aliases as remote hosts ----
+
+use std::sync::Arc;
+
+use super::toml_file::{check_host, check_name, check_username};
+use super::{AuthMethod, BrokenHost, ConfigError, HostOrigin, NetstatConfig, RemoteHost};
+
+/// The identity files OpenSSH tries when a host names none (those that exist are used).
+const DEFAULT_IDENTITIES: [&str; 3] = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"];
+
+fn local_user(env: &dyn Fn(&str) -> Option<String>) -> String {
+    env("USER")
+        .or_else(|| env("LOGNAME"))
+        .filter(|u| !u.is_empty())
+        .unwrap_or_default()
+}
+
+/// Reads the ssh_config file and adds its aliases to `config`: usable ones to
+/// `remote_hosts`, unusable ones (no credentials, `ProxyCommand`, a bad `HostName`) to
+/// `broken_hosts` with the reason. A file that cannot be read is a warning (the TOML hosts
+/// still work). A `[[remote_hosts]]` name wins over an alias of the same name.
+pub(super) fn add_aliases(
+    config: &mut NetstatConfig,
+    path: &Path,
+    home: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    let user = local_user(env);
+    let file = match SshConfigFile::load(path, home, &user) {
+        Ok(f) => f,
+        Err(e) => {
+            config.warnings.push(format!(
+                "{e}; its Host aliases are not available (the [[remote_hosts]] entries still work)"
+            ));
+            return;
+        }
+    };
+    config.warnings.extend(file.warnings.iter().cloned());
+    for (alias, origin) in &file.aliases {
+        let taken = config.remote_hosts.iter().any(|h| &h.name == alias)
+            || config
+                .broken_hosts
+                .iter()
+                .any(|b| b.name.as_deref() == Some(alias.as_str()));
+        if taken {
+            config.warnings.push(format!(
+                "{} line {}: Host {alias} is also the name of a [[remote_hosts]] entry, which is used instead",
+                origin.file.display(),
+                origin.line
+            ));
+            continue;
+        }
+        let resolved = file.resolve(alias);
+        let host_origin = HostOrigin::SshConfig {
+            file: origin.file.clone(),
+            line: origin.line,
+        };
+        match host_from(&resolved, alias, None, None, host_origin, home, env) {
+            Ok(h) => config.remote_hosts.push(h),
+            Err((field, problem)) => {
+                let error = ConfigError::Invalid {
+                    path: origin.file.clone(),
+                    entry: format!("Host {alias} (line {})", origin.line),
+                    field: field.to_string(),
+                    problem,
+                };
+                config.warnings.push(format!(
+                    "{error}; calls to this host fail with this error (other hosts still work)"
+                ));
+                config.broken_hosts.push(BrokenHost {
+                    entry: format!("Host {alias}"),
+                    name: Some(alias.clone()),
+                    host: Some(resolved.hostname.clone()),
+                    error: Arc::new(error),
+                });
+            }
+        }
+    }
+    config.ssh_config = Some(Arc::new(file));
+}
+
+/// A `ProxyJump` hop that names no configured host, with the settings ssh_config gives its
+/// host name (wildcard blocks included), and the hop's own user and port.
+pub(super) fn hop_host(
+    file: &SshConfigFile,
+    hop: &JumpSpec,
+    home: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RemoteHost, String> {
+    let resolved = file.resolve(&hop.host);
+    let user = hop
+        .user
+        .clone()
+        .or(resolved.user.clone())
+        .unwrap_or_else(|| local_user(env));
+    let port = hop.port.unwrap_or(resolved.port);
+    let name = format!("{user}@{}:{port}", resolved.hostname);
+    host_from(
+        &resolved,
+        &name,
+        Some(user),
+        Some(port),
+        HostOrigin::JumpHop,
+        home,
+        env,
+    )
+    .map_err(|(field, problem)| format!("ProxyJump hop `{}`: {field}: {problem}", hop.host))
+}
+
+/// A remote host from what ssh_config says: `name` is how callers and messages name it.
+fn host_from(
+    r: &Resolved,
+    name: &str,
+    user: Option<String>,
+    port: Option<u16>,
+    origin: HostOrigin,
+    home: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RemoteHost, (&'static str, String)> {
+    if origin != HostOrigin::JumpHop {
+        check_name(name).map_err(|p| ("Host", p))?;
+    }
+    check_host(&r.hostname).map_err(|p| ("HostName", p))?;
+    if r.proxy_command {
+        return Err((
+            "ProxyCommand",
+            "is not supported (netstat-mcp never runs a local command from a configuration); use ProxyJump".into(),
+        ));
+    }
+    let username = user.or(r.user.clone()).unwrap_or_else(|| local_user(env));
+    if username.is_empty() {
+        return Err(("User", "is not set, and neither is $USER".into()));
+    }
+    check_username(&username).map_err(|p| ("User", p))?;
+    let mut auth = Vec::new();
+    let explicit = !r.identity_files.is_empty();
+    let candidates: Vec<PathBuf> = if explicit {
+        r.identity_files.clone()
+    } else {
+        DEFAULT_IDENTITIES
+            .iter()
+            .map(|p| crate::config::expand_tilde(p, home))
+            .collect()
+    };
+    for path in candidates {
+        if std::fs::File::open(&path).is_ok() {
+            auth.push(AuthMethod::KeyFile {
+                path,
+                passphrase: None,
+            });
+        }
+    }
+    if env("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
+        auth.push(AuthMethod::Agent { socket: None });
+    }
+    if auth.is_empty() {
+        let named = if explicit {
+            format!(
+                "none of its IdentityFile(s) can be read ({})",
+                r.identity_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            "no IdentityFile is given and no default key (~/.ssh/id_ed25519, id_ecdsa, id_rsa) exists".into()
+        };
+        return Err((
+            "IdentityFile",
+            format!(
+                "no usable authentication: {named}, and no ssh-agent is running (SSH_AUTH_SOCK)"
+            ),
+        ));
+    }
+    Ok(RemoteHost {
+        name: name.to_string(),
+        host: r.hostname.clone(),
+        port: port.unwrap_or(r.port),
+        username,
+        auth,
+        groups: Vec::new(),
+        proxy_jump: Vec::new(),
+        proxy_jump_spec: r.proxy_jump.clone(),
+        known_hosts: r.user_known_hosts_file.clone(),
+        origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SshConfigFile {
+        SshConfigFile::parse(
+            text,
+            Path::new("/home/ops/.ssh/config"),
+            Some(Path::new("/home/ops")),
+            "ops",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn aliases_and_first_value_wins() {
+        let c = parse(
+            "# fleet\nUser everyone\nHost web-1 web-2\n  HostName 10.0.0.1\n  Port=2222\nHost web-*\n\tUser ops\n  IdentityFile ~/.ssh/id_web\nHost *\n  IdentityFile %d/.ssh/id_%r\n  Port 22\n",
+        );
+        let names: Vec<&str> = c.aliases.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(names, ["web-1", "web-2"]);
+        assert_eq!(c.aliases[1].1.line, 3);
+        let r = c.resolve("web-2");
+        assert_eq!(r.hostname, "10.0.0.1");
+        assert_eq!(r.port, 2222);
+        // A directive before the first Host applies to every host and comes first.
+        assert_eq!(r.user.as_deref(), Some("everyone"));
+        assert_eq!(
+            r.identity_files,
+            [
+                PathBuf::from("/home/ops/.ssh/id_web"),
+                PathBuf::from("/home/ops/.ssh/id_everyone")
+            ]
+        );
+        let other = c.resolve("db");
+        assert_eq!(other.hostname, "db");
+        assert_eq!(other.port, 22);
+    }
+
+    #[test]
+    fn match_blocks() {
+        let c = parse(
+            "Host a\n  HostName 10.0.0.1\nMatch exec \"true\"\n  User root\nMatch originalhost a,b\n  Port 2200\nMatch all\n  User ops\n",
+        );
+        let r = c.resolve("a");
+        // The unsupported Match block is ignored, not merged into `Host a`.
+        assert_eq!(r.user.as_deref(), Some("ops"));
+        assert_eq!(r.port, 2200);
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("line 3"), "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("Match exec"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn includes_nest_and_reopen_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(d.join("conf.d/10-web"), "Host web-3\n  HostName 10.0.0.3\n").unwrap();
+        std::fs::write(
+            d.join("conf.d/20-db"),
+            "Host db\n  HostName 10.0.0.9\n  Include ../deep\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("deep"), "User deep\n").unwrap();
+        std::fs::write(d.join("bastion-opts"), "Port 2022\n").unwrap();
+        let main = d.join("config");
+        std::fs::write(
+            &main,
+            "Include conf.d/*\nInclude missing-file\nHost bastion\n  Include bastion-opts\n  User jump\n",
+        )
+        .unwrap();
+        let c = SshConfigFile::load(&main, Some(d), "ops").unwrap();
+        let names: Vec<&str> = c.aliases.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(names, ["web-3", "db", "bastion"]);
+        assert_eq!(c.aliases[0].1.file, d.join("conf.d/10-web"));
+        assert_eq!(c.resolve("db").user.as_deref(), Some("deep"));
+        let b = c.resolve("bastion");
+        assert_eq!(b.port, 2022);
+        assert_eq!(b.user.as_deref(), Some("jump"));
+    }
+
+    #[test]
+    fn include_loops_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config");
+        std::fs::write(&main, "Include config\n").unwrap();
+        let e = SshConfigFile::load(&main, None, "ops").unwrap_err();
+        assert!(e.to_string().contains("nested deeper than 16"), "{e}");
+    }
+
+    #[test]
+    fn bad_port_names_file_and_line() {
+        let e = SshConfigFile::parse("Host a\n Port 99999\n", Path::new("/x/config"), None, "u")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ssh_config file /x/config line 2: Port `99999` is not 1..=65535"
+        );
+    }
+
+    #[test]
+    fn proxy_jump_and_known_hosts() {
+        let c = parse(
+            "Host inner\n  ProxyJump ops@bastion:2222,[fd00::1]:22,ssh://edge\n  UserKnownHostsFile ~/.ssh/kh_%h /etc/other\n  StrictHostKeyChecking accept-new\nHost direct\n  ProxyJump none\n  ProxyCommand ssh -W %h:%p x\n",
+        );
+        let r = c.resolve("inner");
+        assert_eq!(
+            r.user_known_hosts_file,
+            Some(PathBuf::from("/home/ops/.ssh/kh_inner"))
+        );
+        let hops = parse_proxy_jump(r.proxy_jump.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            hops,
+            [
+                JumpSpec {
+                    user: Some("ops".into()),
+                    host: "bastion".into(),
+                    port: Some(2222)
+                },
+                JumpSpec {
+                    user: None,
+                    host: "fd00::1".into(),
+                    port: Some(22)
+                },
+                JumpSpec {
+                    user: None,
+                    host: "edge".into(),
+                    port: None
+                },
+            ]
+        );
+        let d = c.resolve("direct");
+        assert_eq!(d.proxy_jump, None);
+        assert!(d.proxy_command);
+        for bad in ["a,,b", "@x", "x:0", "x:abc", "[::1", ""] {
+            assert!(parse_proxy_jump(bad).is_err(), "{bad}");
+        }
+    }
+}
