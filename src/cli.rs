@@ -205,16 +205,19 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     };
     match result {
         Ok(envelope) => {
-            if opts.json {
-                print_json(&envelope);
+            let written = if opts.json {
+                print_json(&envelope)
             } else {
-                print!("{}", connections_answer_text(&envelope));
-            }
-            if envelope.success {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
+                print_text(&connections_answer_text(&envelope))
+            };
+            delivered(
+                written,
+                if envelope.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                },
+            )
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -228,17 +231,17 @@ pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
     };
     match result {
         Ok(envelope) => {
-            if opts.json {
+            let written = if opts.json {
                 let summary = envelope.data.as_ref().map(|d| &d.summary);
                 print_json(&Envelope {
                     success: envelope.success,
                     message: envelope.message.clone(),
                     data: summary,
-                });
+                })
             } else {
-                print!("{}", summary_text(&envelope));
-            }
-            ExitCode::SUCCESS
+                print_text(&summary_text(&envelope))
+            };
+            delivered(written, ExitCode::SUCCESS)
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -268,23 +271,26 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     };
     match result {
         Ok(envelope) => {
-            if opts.json {
-                print_json(&envelope);
+            let written = if opts.json {
+                print_json(&envelope)
             } else {
-                print!("{}", port_answer_text(&envelope));
-            }
+                print_text(&port_answer_text(&envelope))
+            };
             let occupied = match &envelope.data {
                 Some(PortAnswer::One(d)) => d.is_occupied,
                 Some(PortAnswer::Many(d)) => !d.summary.occupied_on.is_empty(),
                 None => false,
             };
-            if !envelope.success {
-                ExitCode::from(2)
-            } else if occupied {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            delivered(
+                written,
+                if !envelope.success {
+                    ExitCode::from(2)
+                } else if occupied {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         Err(e) => fail::<PortData>(&e, opts.json),
     }
@@ -293,13 +299,15 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
 /// Runs `hosts`: the configured remote hosts (what the `list_hosts` tool returns). Exit 0.
 pub fn hosts(service: &Service, opts: &HostsOpts) -> ExitCode {
     let envelope = service.hosts();
-    if opts.json {
+    let written = if opts.json {
         let rows = envelope.data.map(|d| d.hosts).unwrap_or_default();
-        print_json(&rows);
+        print_json(&rows)
     } else if let Some(data) = &envelope.data {
-        print!("{}", hosts_table(data));
-    }
-    ExitCode::SUCCESS
+        print_text(&hosts_table(data))
+    } else {
+        Ok(())
+    };
+    delivered(written, ExitCode::SUCCESS)
 }
 
 /// The configured hosts as an aligned table, with where the config came from.
@@ -341,30 +349,56 @@ pub fn hosts_table(data: &HostsData) -> String {
 }
 
 fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
+    let code = ExitCode::from(2);
     if json {
-        print_json(&Envelope::<T>::error(err));
+        delivered(print_json(&Envelope::<T>::error(err)), code)
     } else {
-        eprintln!("netstat-mcp: {err}");
+        print_error(&format!("netstat-mcp: {err}"));
+        code
     }
-    ExitCode::from(2)
 }
 
-fn print_json<T: Serialize>(value: &T) {
+/// The exit code once output is written. A reader that went away (`| head -1`) is not an
+/// error: exit quietly with the code the command has anyway, as ripgrep does. Any other write
+/// failure (a full disk) is reported and exits 2.
+fn delivered(written: std::io::Result<()>, code: ExitCode) -> ExitCode {
+    match written {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            print_error(&format!("netstat-mcp: cannot write the output: {e}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A line on stderr; a closed or broken stderr is ignored (never a panic).
+pub fn print_error(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Text on stdout, without the panic `print!` raises on a closed pipe.
+fn print_text(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
     use std::io::Write as _;
     // Pretty for a person at a terminal; compact (a third of the bytes) for pipes and programs.
     let pretty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = if pretty {
+    if pretty {
         serde_json::to_writer_pretty(&mut out, value)
     } else {
         serde_json::to_writer(&mut out, value)
     }
-    .map_err(std::io::Error::from)
-    .and_then(|()| writeln!(out))
-    .and_then(|()| out.flush());
-    if let Err(e) = written {
-        eprintln!("netstat-mcp: cannot write JSON: {e}");
-    }
+    .map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    out.flush()
 }
 
 /// `addr:port` with IPv6 in brackets, `*` for no port.

@@ -77,7 +77,7 @@ pub enum Error {
 
     /// A configured remote host whose config entry (or the `[ssh]` table) is invalid; the
     /// error names the file, the entry and the field. Other hosts are unaffected.
-    #[error("remote host {host} cannot be used: {source}")]
+    #[error("remote host {} cannot be used: {source}", crate::query::shorten(host))]
     HostConfig {
         host: String,
         #[source]

@@ -1,4 +1,4 @@
-//! The MCP streamable HTTP transport (SPEC §5): `netstat-mcp serve --http ADDR` serves MCP at
+//! The MCP streamable HTTP transport: `netstat-mcp serve --http ADDR` serves MCP at
 //! `/mcp` for agents on other machines.
 //!
 //! What this module adds around rmcp's [`StreamableHttpService`] (which speaks the protocol,
@@ -11,6 +11,17 @@
 //!   bound port, the bound address itself, and the configured hosts; the allowed `Origin`s are
 //!   `http(s)://` of those plus configured origins. Requests without `Origin` (non-browser
 //!   clients) pass the origin check.
+//! - **Well-formed `Host` and `Origin`**: two `Host` or two `Origin` headers, a `Host` with
+//!   user information (`evil.example@localhost:8765`) and an absolute-form request target that
+//!   names another host than `Host` are refused with `400` before any other check.
+//! - **Bounded resources**: at most [`HttpOptions::max_sessions`] sessions (a new one beyond
+//!   gets `503`), [`HttpOptions::max_calls_in_flight`] calls answered at once (`503` beyond),
+//!   [`HttpOptions::max_connections`] connections (further ones wait in the kernel's accept
+//!   queue), request headers within [`HttpOptions::header_timeout`] and a request body of at
+//!   most [`MAX_BODY_BYTES`] within [`HttpOptions::body_timeout`] (`408`/`413`, and the
+//!   connection is closed).
+//! - **Session ids stay secret**: the id a client holds is minted by [`sessions`] and never
+//!   logged; rmcp's own id, which rmcp logs, is not accepted on the wire.
 //! - **Access log**: one `tracing` line per request (target `netstat_mcp::http::access`):
 //!   peer, method, path, status, latency to the response head. Never headers, never the token,
 //!   never the session id.
@@ -20,11 +31,12 @@
 //!   long-lived GET event streams) and [`serve_http`] returns `Ok`.
 //!
 //! It knows nothing about sockets or tools: the MCP handler comes from a factory, one
-//! handler per session. The listener and the shutdown signal are passed in, so tests bind
+//! handler per session. Connections are served by hyper directly (HTTP/1.1, with a header
+//! read timeout, which `axum::serve` does not set); routing and middleware are axum's. The listener and the shutdown signal are passed in, so tests bind
 //! `127.0.0.1:0` and decide when to stop.
 
 use std::ffi::OsString;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,9 +55,15 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 use zeroize::Zeroizing;
+
+pub mod sessions;
+
+use sessions::Sessions;
 
 /// Where MCP is served.
 pub const MCP_PATH: &str = "/mcp";
@@ -55,6 +73,9 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8765";
 
 /// The shortest token accepted: a guessable token on a network port is no protection.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The largest request body accepted (a JSON-RPC message; tool arguments are small).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Why the HTTP server would not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +232,17 @@ pub struct HttpOptions {
     pub session_idle_timeout: Duration,
     /// On shutdown, how long calls in flight may take to finish before sessions are cancelled.
     pub drain_timeout: Duration,
+    /// Sessions open at once; a new one beyond this is refused with `503`.
+    pub max_sessions: usize,
+    /// Requests other than the event-stream GET answered at once; beyond, `503`.
+    pub max_calls_in_flight: usize,
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this (also while a kept-alive
+    /// connection waits for its next request), or the connection is closed.
+    pub header_timeout: Duration,
+    /// A client must send a request's body within this, or gets `408` and is cut off.
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -221,6 +253,11 @@ impl Default for HttpOptions {
             allowed_origins: Vec::new(),
             session_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(25),
+            max_sessions: 100,
+            max_calls_in_flight: 64,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -351,22 +388,33 @@ where
         .with_cancellation_token(sessions_cancel.clone());
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = Some(options.session_idle_timeout);
-    let service = StreamableHttpService::new(move || Ok(factory()), Arc::new(manager), config);
+    let sessions = Arc::new(Sessions::new(manager, options.max_sessions.max(1)));
+    let service = StreamableHttpService::new(move || Ok(factory()), Arc::clone(&sessions), config);
     let in_flight = TaskTracker::new();
+    let limits = Arc::new(Limits {
+        sessions,
+        calls: Arc::new(Semaphore::new(options.max_calls_in_flight.max(1))),
+        max_calls: options.max_calls_in_flight.max(1),
+        body_timeout: options.body_timeout,
+    });
 
+    // Layers run outside in: access log, header checks, token, limits, then rmcp.
     let mut router = Router::new()
         .route_service(MCP_PATH, service)
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(limits, enforce_limits));
     if let Some(token) = options.token.clone() {
         router = router.layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         ));
     }
-    let router = router.layer(middleware::from_fn_with_state(
-        in_flight.clone(),
-        access_log,
-    ));
+    let router = router
+        .layer(middleware::from_fn(well_formed_host_and_origin))
+        .layer(middleware::from_fn_with_state(
+            in_flight.clone(),
+            access_log,
+        ));
     Ok(App {
         router,
         sessions_cancel,
@@ -376,6 +424,139 @@ where
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "Not Found: MCP is served at /mcp\n").into_response()
+}
+
+/// Refuses, with `400`, requests whose `Host` or `Origin` could be read two ways: rmcp's
+/// allow-list then checks the one `Host` (and `Origin`) there is.
+async fn well_formed_host_and_origin(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    let problem = if hosts.next().is_some() {
+        Some("more than one Host header")
+    } else if host.is_some_and(|h| h.as_bytes().contains(&b'@')) {
+        Some("a Host header with user information")
+    } else if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        Some("more than one Origin header")
+    } else if let Some(target) = request.uri().authority() {
+        // An absolute-form request target (`POST http://other/mcp`) names the host the request
+        // is for; it must be the Host header's.
+        let same = host.is_some_and(|h| {
+            h.as_bytes()
+                .eq_ignore_ascii_case(target.as_str().as_bytes())
+        });
+        (target.as_str().contains('@') || !same)
+            .then_some("a request target naming another host than the Host header")
+    } else {
+        None
+    };
+    match problem {
+        Some(why) => (StatusCode::BAD_REQUEST, format!("Bad Request: {why}\n")).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// What [`enforce_limits`] needs.
+struct Limits {
+    sessions: Arc<Sessions>,
+    calls: Arc<Semaphore>,
+    max_calls: usize,
+    body_timeout: Duration,
+}
+
+/// Caps sessions and calls in flight, and reads the request body (bounded in size and time)
+/// before rmcp does.
+async fn enforce_limits(
+    State(limits): State<Arc<Limits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let busy = |what: String| {
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, what).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    };
+    let new_session =
+        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+    if new_session && limits.sessions.is_full() {
+        return busy(format!(
+            "Service Unavailable: {} MCP sessions are open, the most this server keeps; end one (HTTP DELETE with its Mcp-Session-Id) or wait for idle ones to expire\n",
+            limits.sessions.max()
+        ));
+    }
+    // The event-stream GET lives as long as its session (capped above); everything else is a
+    // call, answered within bounded time.
+    let permit = if request.method() == Method::GET {
+        None
+    } else {
+        match Arc::clone(&limits.calls).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return busy(format!(
+                    "Service Unavailable: {} requests are being answered, the most this server takes at once; retry shortly\n",
+                    limits.max_calls
+                ));
+            }
+        }
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(
+        limits.body_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                closing(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "Payload Too Large: a request body may hold at most {MAX_BODY_BYTES} bytes\n"
+                    ),
+                )
+            } else {
+                closing(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: the request body could not be read\n".to_string(),
+                )
+            };
+        }
+        Err(_) => {
+            return closing(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "Request Timeout: the request body did not arrive within {} s\n",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            );
+        }
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    match permit {
+        Some(permit) => response.map(|body| {
+            Body::new(Guarded {
+                inner: body,
+                _guard: permit,
+            })
+        }),
+        None => response,
+    }
+}
+
+/// A refusal after which the connection is closed (the rest of the request is not read).
+fn closing(status: StatusCode, text: String) -> Response {
+    let mut response = (status, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Refuses, with a bare 401, any request without the right bearer token.
@@ -427,22 +608,23 @@ async fn access_log(
     );
     match token {
         Some(token) => response.map(|body| {
-            Body::new(Tracked {
+            Body::new(Guarded {
                 inner: body,
-                _token: token,
+                _guard: token,
             })
         }),
         None => response,
     }
 }
 
-/// A response body that holds a [`TaskTrackerToken`] until it is finished or dropped.
-struct Tracked {
+/// A response body that holds `G` (a task-tracker token, a call permit) until it is finished
+/// or dropped.
+struct Guarded<G> {
     inner: Body,
-    _token: TaskTrackerToken,
+    _guard: G,
 }
 
-impl HttpBody for Tracked {
+impl<G: Send + Unpin + 'static> HttpBody for Guarded<G> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -503,7 +685,7 @@ where
     );
 
     // shutdown → stop accepting; calls in flight finish (bounded); sessions cancelled.
-    let (stop_accepting_tx, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_accepting_tx, mut stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = app.in_flight.clone();
     let sessions_cancel = app.sessions_cancel.clone();
@@ -527,15 +709,54 @@ where
         let _ = drained_tx.send(());
     });
 
-    let server = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_accepting_rx.await;
-    })
-    .into_future();
+    // Accept until shutdown, at most `max_connections` served at once.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .keep_alive(true);
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    // Dropping this sender tells every connection to finish its response and close.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(());
+    let mut failure = None;
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut stop_accepting_rx => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if accept_error_is_transient(&e) => {
+                    // Out of descriptors or a connection reset before accept: wait a little.
+                    tracing::warn!(cause = %e, "accepting a connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            },
+            _ = &mut stop_accepting_rx => break,
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
+            http1.clone(),
+            stream,
+            peer,
+            app.router.clone(),
+            closing_rx.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    drop(closing_tx);
+    connections.close();
     let grace_over = async move {
         // Resolves only once the drain is done (a dropped sender means the drain task died).
         if drained_rx.await.is_err() {
@@ -543,20 +764,65 @@ where
         }
         tokio::time::sleep(CLOSE_GRACE).await;
     };
-    let result = tokio::select! {
-        result = server => result,
-        () = grace_over => {
-            tracing::warn!("some connections did not close after shutdown; stopping anyway");
-            Ok(())
+    if failure.is_none() {
+        tokio::select! {
+            () = connections.wait() => {}
+            () = grace_over => {
+                tracing::warn!("some connections did not close after shutdown; stopping anyway");
+            }
         }
-    };
+    }
     drain.abort();
     app.sessions_cancel.cancel();
     tracing::info!("HTTP server stopped");
-    result.map_err(|source| HttpError::Serve {
-        addr: local,
-        source,
-    })
+    match failure {
+        None => Ok(()),
+        Some(source) => Err(HttpError::Serve {
+            addr: local,
+            source,
+        }),
+    }
+}
+
+/// Errors of `accept` that concern one connection or a momentary shortage, not the listener.
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) || matches!(e.raw_os_error(), Some(23 | 24)) // ENFILE, EMFILE
+}
+
+/// Serves one connection with `router` until it closes, or until `closing` says so (then the
+/// response being sent is finished first).
+async fn serve_connection(
+    http1: hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    mut closing: tokio::sync::watch::Receiver<()>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request)
+    });
+    let connection = http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(cause = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = closing.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(e) = connection.await {
+        tracing::debug!(cause = %e, "connection ended with an error");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (what `serve --http` stops on).

@@ -9,24 +9,30 @@
 //!   cgroup path) — read once per process, only for the processes an answer shows.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
-//! - [`mcp`]: the MCP server: six read-only tools over the services; the only module
-//!   that knows rmcp.
+//! - [`mcp`]: the MCP server: six read-only tools over the services. With [`inflight`] and
+//!   [`http`], the only modules that know rmcp.
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
 //! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
+//! - [`inflight`]: the bound on calls in flight on one stdio MCP connection (a transport
+//!   wrapper that stops reading while the bound is reached).
 //! - [`watch`]: monitoring over time — open/close events from the kernel's destroy
 //!   notifications and diffed listings (local), diffed listings over SSH (remote), and the
 //!   bounded recorder behind `serve --record`.
-//! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin allow-list, access log,
+//! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin checks, capped
+//!   sessions, calls and connections, header/body timeouts, session ids of our own, access log,
 //!   graceful shutdown — around any MCP handler.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod inflight;
 pub mod mcp;
 pub mod model;
 pub mod netstat_tool;

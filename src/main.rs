@@ -1,3 +1,7 @@
+//! The `netstat-mcp` binary: logging to stderr, the config, then the CLI or an MCP server.
+
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -28,12 +32,12 @@ async fn main() -> ExitCode {
     let config = match NetstatConfig::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("netstat-mcp: {e}");
+            cli::print_error(&format!("netstat-mcp: {e}"));
             return ExitCode::from(2);
         }
     };
     for warning in &config.warnings {
-        eprintln!("netstat-mcp: warning: {warning}");
+        cli::print_error(&format!("netstat-mcp: warning: {warning}"));
     }
     let remotes = SshRemotes::new(config);
     let service = Service::new(
@@ -47,7 +51,7 @@ async fn main() -> ExitCode {
         match start_recorder(&watch, args.record_capacity).await {
             Ok(recorder) => watch = watch.with_recorder(recorder),
             Err(e) => {
-                eprintln!("netstat-mcp: cannot start the recorder: {e}");
+                cli::print_error(&format!("netstat-mcp: cannot start the recorder: {e}"));
                 return ExitCode::from(2);
             }
         }
@@ -63,7 +67,7 @@ async fn main() -> ExitCode {
         None | Some(Command::Serve(_)) => match mcp::serve_stdio(server()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("netstat-mcp: {e}");
+                cli::print_error(&format!("netstat-mcp: {e}"));
                 ExitCode::FAILURE
             }
         },
@@ -83,10 +87,10 @@ async fn start_recorder(watch: &WatchService, capacity: u64) -> anyhow::Result<A
         "recorder started"
     );
     if !state.destroy.is_on() {
-        eprintln!(
+        cli::print_error(&format!(
             "netstat-mcp: warning: recorder: {}",
             state.destroy.describe(state.interval)
-        );
+        ));
     }
     Ok(Arc::new(recorder))
 }
@@ -110,7 +114,7 @@ async fn serve_http(server: NetstatServer, args: &ServeArgs) -> ExitCode {
     match result.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netstat-mcp: {e}");
+            cli::print_error(&format!("netstat-mcp: {e}"));
             ExitCode::from(2)
         }
     }

@@ -564,9 +564,16 @@ where
     }
 }
 
-/// Serves MCP on stdin/stdout (what MCP clients launch). Logs must go to stderr.
+/// Serves MCP on stdin/stdout (what MCP clients launch), with at most
+/// [`DEFAULT_MAX_IN_FLIGHT`](crate::inflight::DEFAULT_MAX_IN_FLIGHT) calls unanswered: beyond
+/// that, stdin is not read until an answer is written. Logs must go to stderr.
 pub async fn serve_stdio(server: NetstatServer) -> Result<(), ServeError> {
-    serve(server, rmcp::transport::io::stdio_pipes()).await
+    let stdio = IntoTransport::<RoleServer, std::io::Error, _>::into_transport(
+        rmcp::transport::io::stdio_pipes(),
+    );
+    let bounded =
+        crate::inflight::InFlightBound::new(stdio, crate::inflight::DEFAULT_MAX_IN_FLIGHT);
+    serve(server, bounded).await
 }
 
 #[cfg(test)]

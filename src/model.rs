@@ -1,7 +1,7 @@
 //! Plain data: sockets, endpoints, protocols, TCP states and owners.
 //!
 //! Everything here is a value type with no I/O. Collectors (`source`) and parsers (`parse`)
-//! produce [`Socket`]s; `query` filters them and renders the envelopes. States are named
+//! produce [`Socket`]s; `query` filters them and renders the result envelopes. States are named
 //! the way net-tools `netstat` names them; [`TcpState::parse`] also accepts the `ss` and Windows
 //! spellings. [`ProcessInfo`] is what `process` reads about an owning process (user, command
 //! line, systemd unit, container); [`Place`] is where a socket lives when that is not simply

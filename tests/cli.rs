@@ -436,3 +436,75 @@ fn unreadable_default_config_is_a_warning() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A reader that went away (`| head -1`) is not an error: every command exits with its usual
+/// status, without a panic or an error line. The pipe's read end is closed before the command
+/// starts, so every write fails with EPIPE, however small the output.
+#[test]
+fn closed_stdout_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let l = tcp_listener("127.0.0.1");
+    let port = l.local_addr().unwrap().port().to_string();
+    let cases: [(&[&str], i32); 8] = [
+        (&["connections"], 0),
+        (&["connections", "--json"], 0),
+        (&["port", &port], 0),
+        (&["port", &port, "--json"], 0),
+        (&["port", "0", "--json"], 2),
+        (&["hosts"], 0),
+        (&["hosts", "--json"], 0),
+        (&["--help"], 0),
+    ];
+    for (args, code) in cases {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("NETSTAT_MCP_CONFIG")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run netstat-mcp");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: stderr: {stderr}");
+    }
+}
+
+/// The same through a shell pipeline, as people type it (`pipefail` keeps our exit status).
+#[test]
+fn piped_into_head_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    // Enough rows that the output outgrows the pipe buffer (64 KiB) before `head` exits.
+    let held: Vec<std::net::UdpSocket> = (0..400)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp"))
+        .collect();
+    let bin = env!("CARGO_BIN_EXE_netstat-mcp");
+    for pipeline in [
+        format!(
+            "'{bin}' --config '{}' connections | head -1",
+            config.display()
+        ),
+        format!(
+            "'{bin}' --config '{}' connections --json | head -c 10",
+            config.display()
+        ),
+    ] {
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", &pipeline])
+            .env_remove("NETSTAT_MCP_CONFIG")
+            .output()
+            .expect("run bash");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{pipeline}: {stderr}");
+        assert!(stderr.is_empty(), "{pipeline}: stderr: {stderr}");
+        assert!(!out.stdout.is_empty(), "{pipeline}");
+    }
+    drop(held);
+}

@@ -38,10 +38,21 @@ fn netstat_server() -> NetstatServer {
 }
 
 /// A test handler with one tool, `sleep`: it takes `ms` milliseconds and counts the calls that
-/// have started (so a test knows they are in flight).
+/// have started (so a test knows they are in flight). With `ended`, it reports when the
+/// session that owns it is gone (rmcp drops the handler).
 #[derive(Clone, Default)]
 struct Placeholder {
     started: Arc<(AtomicUsize, Notify)>,
+    _ended: Option<Arc<SessionEnd>>,
+}
+
+/// Sends on its channel when dropped: the session's handler is gone.
+struct SessionEnd(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl Placeholder {
@@ -514,13 +525,26 @@ async fn raw_session(url: &str) -> String {
     session
 }
 
+/// Waits (bounded) until a session's handler is dropped.
+async fn session_ended(ended: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(60), ended.recv())
+        .await
+        .expect("a session ended within 60 s")
+        .expect("the channel is open");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_sessions_are_cleaned_up() {
     let options = HttpOptions {
         session_idle_timeout: Duration::from_millis(300),
         ..HttpOptions::default()
     };
-    let server = Server::start(netstat_server, options).await;
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let factory = move || Placeholder {
+        _ended: Some(Arc::new(SessionEnd(ended_tx.clone()))),
+        ..Placeholder::default()
+    };
+    let server = Server::start(factory, options).await;
     let url = server.url();
     let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
 
@@ -535,11 +559,12 @@ async fn http_sessions_are_cleaned_up() {
         .expect("DELETE");
     assert!(deleted.status().is_success(), "{}", deleted.status());
     assert_eq!(post_on_session(&url, &session, ping.clone()).await, 404);
+    session_ended(&mut ended).await;
 
-    // Abandoned: closed after the idle timeout (300 ms; any request would reset it, so wait
-    // well past it once, then look).
+    // Abandoned: closed after the idle timeout (300 ms). Any request would reset the timer, so
+    // the test waits for the session's end (its handler dropped), then looks.
     let session = raw_session(&url).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    session_ended(&mut ended).await;
     assert_eq!(post_on_session(&url, &session, ping.clone()).await, 404);
     server.shutdown().await.expect("clean shutdown");
 }
@@ -560,12 +585,25 @@ const TOKEN_ENV: &str = "NETSTAT_MCP_TEST_TOKEN";
 
 impl Binary {
     async fn start() -> Binary {
+        Binary::start_logging(None).await
+    }
+
+    /// With `RUST_LOG` set to `filter`.
+    async fn start_with_log(filter: &str) -> Binary {
+        Binary::start_logging(Some(filter)).await
+    }
+
+    async fn start_logging(filter: Option<&str>) -> Binary {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_netstat-mcp"));
+        match filter {
+            Some(f) => command.env("RUST_LOG", f),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .args(["serve", "--http", "127.0.0.1:0", "--token-env", TOKEN_ENV])
             .env(TOKEN_ENV, TOKEN)
             .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
-            .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -765,4 +803,311 @@ async fn binary_refuses_non_loopback_without_token() {
         stderr.contains(&format!("{TOKEN_ENV} is not set")),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded resources and header edge cases, with raw HTTP where a client library would not
+// send such a request.
+
+/// Sends `request` (raw HTTP/1.1, which should say `Connection: close`) and reads until the
+/// server closes the connection; returns what it sent back.
+async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answered and closed within 30 s")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {answer:?}"))
+}
+
+/// A raw `initialize` POST with these header lines (each ending in CRLF) and request target.
+fn raw_initialize_request(target: &str, header_lines: &str) -> String {
+    format!(
+        "POST {target} HTTP/1.1\r\n{header_lines}content-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{INITIALIZE}",
+        INITIALIZE.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refuses_ambiguous_host_and_origin() {
+    let server = Server::start(Placeholder::default, HttpOptions::default()).await;
+    let port = server.addr.port();
+    let good_host = format!("host: localhost:{port}\r\n");
+    // The same raw request, well formed, is served: the refusals below are about one header.
+    let ok = raw_http(server.addr, &raw_initialize_request("/mcp", &good_host)).await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    let same_host_absolute =
+        raw_initialize_request(&format!("http://localhost:{port}/mcp"), &good_host);
+    let ok = raw_http(server.addr, &same_host_absolute).await;
+    assert_eq!(status_of(&ok), 200, "absolute form naming the Host: {ok}");
+
+    for (what, request) in [
+        (
+            "two Host headers, the allowed one first",
+            raw_initialize_request("/mcp", &format!("{good_host}host: evil.example:{port}\r\n")),
+        ),
+        (
+            "Host with user information",
+            raw_initialize_request("/mcp", &format!("host: evil.example@localhost:{port}\r\n")),
+        ),
+        (
+            "absolute-form request target naming another host",
+            raw_initialize_request("http://evil.example/mcp", &good_host),
+        ),
+        (
+            "absolute-form request target with user information",
+            raw_initialize_request(
+                &format!("http://evil.example@localhost:{port}/mcp"),
+                &good_host,
+            ),
+        ),
+        (
+            "two Origin headers, the allowed one first",
+            raw_initialize_request(
+                "/mcp",
+                &format!(
+                    "{good_host}origin: http://localhost:{port}\r\norigin: http://evil.example\r\n"
+                ),
+            ),
+        ),
+    ] {
+        let answer = raw_http(server.addr, &request).await;
+        let status = status_of(&answer);
+        assert!((400..500).contains(&status), "{what}: {answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("mcp-session-id"),
+            "{what}: a session was made: {answer}"
+        );
+    }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sessions_beyond_the_cap_are_refused() {
+    let options = HttpOptions {
+        max_sessions: 3,
+        ..HttpOptions::default()
+    };
+    let server = Server::start(Placeholder::default, options).await;
+    let url = server.url();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(raw_session(&url).await);
+    }
+    let refused = raw_initialize(&url, &[]).await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().get("mcp-session-id").is_none());
+    assert!(refused.headers().get("retry-after").is_some());
+    let text = refused.text().await.expect("body");
+    assert!(text.contains("3 MCP sessions are open"), "{text}");
+    // The open sessions keep working.
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    assert_eq!(post_on_session(&url, &sessions[0], ping.clone()).await, 200);
+    // Ending one makes room for a new one.
+    let deleted = reqwest::Client::new()
+        .delete(&url)
+        .header("mcp-session-id", &sessions[0])
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success());
+    let again = raw_session(&url).await;
+    assert_eq!(post_on_session(&url, &again, ping).await, 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_calls_beyond_the_in_flight_cap_are_refused() {
+    let handler = Placeholder::default();
+    let factory = handler.clone();
+    let options = HttpOptions {
+        max_calls_in_flight: 2,
+        ..HttpOptions::default()
+    };
+    let server = Server::start(move || factory.clone(), options).await;
+    let url = server.url();
+    let session = raw_session(&url).await;
+    let call = |id: u64, ms: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "sleep", "arguments": {"ms": ms}}})
+    };
+    // Two calls in flight: each answer's stream stays open (and read) until the call ends.
+    let slow: Vec<_> = (10..12)
+        .map(|id| {
+            let (url, session) = (url.clone(), session.clone());
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-session-id", &session)
+                    .header("mcp-protocol-version", "2025-06-18")
+                    .body(call(id, 3_000).to_string())
+                    .send()
+                    .await
+                    .expect("send");
+                let status = response.status();
+                let body = response.text().await.expect("body");
+                (status, body)
+            })
+        })
+        .collect();
+    handler.wait_started(2).await;
+    assert_eq!(post_on_session(&url, &session, call(12, 0)).await, 503);
+    for s in slow {
+        let (status, body) = s.await.expect("call task");
+        assert_eq!(status, 200);
+        assert!(body.contains("slept 3000"), "{body}");
+    }
+    assert_eq!(post_on_session(&url, &session, call(13, 0)).await, 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = HttpOptions {
+        header_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(500),
+        ..HttpOptions::default()
+    };
+    let server = Server::start(Placeholder::default, options).await;
+    let port = server.addr.port();
+    // Reads until the server closes; the client itself never sends more than it did.
+    let until_closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closed the connection within 30 s");
+        // A reset is a close too.
+        let _ = read;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+
+    // A body promised but never sent in full: 408, connection closed.
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost:{port}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n",
+        INITIALIZE.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream
+        .write_all(&INITIALIZE.as_bytes()[..10])
+        .await
+        .expect("write a little body");
+    let answer = until_closed(stream).await;
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("mcp-session-id"));
+
+    // Headers never finished: the connection is closed.
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("POST /mcp HTTP/1.1\r\nhost: localhost:{port}\r\n").as_bytes())
+        .await
+        .expect("write part of the head");
+    let answer = until_closed(stream).await;
+    assert!(!answer.contains(" 200 "), "{answer}");
+
+    // A connection that sends nothing at all is closed too.
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let answer = until_closed(stream).await;
+    assert!(!answer.contains(" 200 "), "{answer}");
+
+    // And the server still serves.
+    let ok = raw_http(
+        server.addr,
+        &raw_initialize_request("/mcp", &format!("host: localhost:{port}\r\n")),
+    )
+    .await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_never_logs_session_ids_even_at_trace() {
+    let server = Binary::start_with_log("trace").await;
+    let http = reqwest::Client::new();
+    let init = authed(http.post(&server.url))
+        .body(INITIALIZE)
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(init.status(), 200);
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_string();
+    let _ = init.text().await;
+    let on_session = |r: reqwest::RequestBuilder| {
+        authed(r)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+    };
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let sent = on_session(http.post(&server.url))
+        .body(initialized.to_string())
+        .send()
+        .await
+        .expect("initialized");
+    assert_eq!(sent.status(), 202);
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "check_port_occupation", "arguments": {"port": 1}}});
+    let answer = on_session(http.post(&server.url))
+        .body(call.to_string())
+        .send()
+        .await
+        .expect("tools/call");
+    assert_eq!(answer.status(), 200);
+    let _ = answer.text().await;
+    let deleted = on_session(http.delete(&server.url))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success());
+    // The id is no longer valid.
+    let after = on_session(http.post(&server.url))
+        .body(json!({"jsonrpc": "2.0", "id": 6, "method": "ping"}).to_string())
+        .send()
+        .await
+        .expect("ping");
+    assert_eq!(after.status(), 404);
+    server.sigterm();
+    let (code, stderr) = server.wait().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.lines().count() > 20,
+        "trace logging was on: {stderr}"
+    );
+    assert!(
+        !stderr.contains(&session),
+        "the session id is in the log:\n{}",
+        stderr
+            .lines()
+            .filter(|l| l.contains(&session))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!stderr.contains(TOKEN), "the token is in the log");
 }

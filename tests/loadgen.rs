@@ -81,24 +81,49 @@ pub(crate) fn start(args: &[&str]) -> (Child, Ready) {
     (child, ready)
 }
 
-/// (local port, remote port, state) of every IPv4 TCP socket, from the kernel's table.
-fn tcp_sockets() -> Vec<(u16, u16, u8)> {
-    let text = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1)?;
-            let remote = cols.next()?;
-            let state = cols.next()?;
+/// (local port, remote port, state) of each IPv4 TCP socket with one of `ports` as its local
+/// or remote port, from the kernel's table, each socket once.
+///
+/// `/proc/net/tcp` is produced in pieces: while other processes open and close sockets (other
+/// tests, a benchmark's load), a socket can be listed twice or skipped. So duplicates (same
+/// inode) are dropped and the table is read until two reads agree on these sockets.
+fn tcp_sockets(ports: &[u16]) -> Vec<(u16, u16, u8)> {
+    let read = || {
+        let text = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
             let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-            Some((
-                port(local)?,
-                port(remote)?,
-                u8::from_str_radix(state, 16).ok()?,
-            ))
-        })
-        .collect()
+            let (Some(local), Some(remote), Some(state), Some(inode)) = (
+                cols.get(1).and_then(|a| port(a)),
+                cols.get(2).and_then(|a| port(a)),
+                cols.get(3).and_then(|s| u8::from_str_radix(s, 16).ok()),
+                cols.get(9),
+            ) else {
+                continue;
+            };
+            if ports.contains(&local) || ports.contains(&remote) {
+                // TIME_WAIT sockets have inode 0: tell them apart by their addresses.
+                let id = if *inode == "0" {
+                    format!("{} {}", cols[1], cols[2])
+                } else {
+                    (*inode).to_string()
+                };
+                seen.insert((local, remote, state, id));
+            }
+        }
+        seen
+    };
+    let mut last = read();
+    for _ in 0..50 {
+        let next = read();
+        if next == last {
+            break;
+        }
+        last = next;
+        thread::sleep(Duration::from_millis(20));
+    }
+    last.into_iter().map(|(l, r, s, _)| (l, r, s)).collect()
 }
 
 const ESTABLISHED: u8 = 0x01;
@@ -141,8 +166,8 @@ fn loadgen_holds_both_ends_across_workers_and_cleans_up_when_stdin_closes() {
     assert_eq!(ready.workers.len(), 6, "3 acceptors + 3 connectors");
     assert!(ready.workers.iter().all(|&p| alive(p)));
 
-    let sockets = tcp_sockets();
     let port = ready.port;
+    let sockets = tcp_sockets(&[port, ready.idle_port]);
     assert_eq!(count(&sockets, |s| s.0 == port && s.2 == LISTEN), 1);
     assert_eq!(
         count(&sockets, |s| s.0 == port && s.2 == ESTABLISHED),
@@ -165,7 +190,7 @@ fn loadgen_holds_both_ends_across_workers_and_cleans_up_when_stdin_closes() {
     for pid in &ready.workers {
         assert!(!alive(*pid), "worker {pid} outlived the generator");
     }
-    let after = tcp_sockets();
+    let after = tcp_sockets(&[port]);
     assert_eq!(
         count(&after, |s| s.0 == port || s.1 == port),
         0,
@@ -177,9 +202,10 @@ fn loadgen_holds_both_ends_across_workers_and_cleans_up_when_stdin_closes() {
 fn loadgen_stops_and_reaps_its_workers_on_sigterm() {
     let (mut child, ready) = start(&["--connections", "50", "--hold-secs", "120"]);
     assert_eq!(ready.workers.len(), 2);
-    let pid = libc::pid_t::try_from(ready.pid).expect("pid fits pid_t");
-    // SAFETY: plain kill(2) on the child we started and still own (not yet reaped).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The child we started and still own (not yet reaped).
+    let pid = rustix::process::Pid::from_raw(i32::try_from(ready.pid).expect("pid fits"))
+        .expect("a valid pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     let status = wait_exit(&mut child);
     assert!(status.success(), "loadgen exited with {status} on SIGTERM");
     for pid in &ready.workers {

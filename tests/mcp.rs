@@ -670,9 +670,10 @@ async fn cancelled_request_stops_the_running_netstat() {
                     "params": {"requestId": "slow", "reason": "test"}}),
     )
     .await;
-    // Well before its own 3 s timeout, the cancelled call's netstat is killed.
+    // The cancelled call's netstat is killed. (Had the cancellation been ignored, the 3 s
+    // timeout would kill it as well, but then the call would be answered: checked below.)
     assert!(
-        eventually(Duration::from_millis(1500), || process_gone(pid)).await,
+        eventually(STEP, || process_gone(pid)).await,
         "netstat {pid} still runs after the request was cancelled"
     );
     raw.send(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
@@ -789,23 +790,18 @@ async fn netstat_failure_and_timeout_are_tool_errors() {
         ],
     )
     .await;
-    let started = Instant::now();
+    // The fake sleeps 30 s: only the runner's 3 s timeout ends the call this way.
     let out = server.call("netstat", json!({"args": ["-an"]})).await;
-    let took = started.elapsed();
     assert_eq!(out["success"], false);
     let message = out["message"].as_str().unwrap_or_default();
-    assert!(message.contains("3 s"), "{message}");
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
-        "{took:?}"
-    );
+    assert!(message.contains("did not finish within 3 s"), "{message}");
     let pid: u32 = std::fs::read_to_string(&pidfile)
         .expect("pidfile")
         .trim()
         .parse()
         .expect("pid");
     assert!(
-        eventually(Duration::from_secs(2), || process_gone(pid)).await,
+        eventually(STEP, || process_gone(pid)).await,
         "the timed-out netstat {pid} was not killed"
     );
     // Still serving.

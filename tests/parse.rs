@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -770,7 +770,7 @@ fn check_all(text: &str) {
 const LIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn own_listener_found(cmd: &FallbackCommand) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let listener = crate::support::net::tcp_listener("127.0.0.1");
     let port = listener.local_addr().expect("local addr").port();
     let text = external::run_command(cmd.program, cmd.args, LIVE_TIMEOUT)
         .unwrap_or_else(|e| panic!("{} must be installed for this test: {e}", cmd.program));
@@ -778,7 +778,11 @@ fn own_listener_found(cmd: &FallbackCommand) {
     let ours = parsed
         .sockets
         .iter()
-        .find(|s| s.local_port == port && s.state == Some(TcpState::Listen))
+        .find(|s| {
+            s.local_port == port
+                && s.state == Some(TcpState::Listen)
+                && s.local_ip == ip("127.0.0.1")
+        })
         .unwrap_or_else(|| {
             panic!(
                 "`{} {}` did not show our listener on port {port}",
@@ -808,7 +812,7 @@ fn fallback_commands_find_our_own_listener() {
 
 #[test]
 fn run_fallback_uses_the_first_working_command() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let listener = crate::support::net::tcp_listener("127.0.0.1");
     let port = listener.local_addr().expect("local addr").port();
     let (cmd, parsed) = external::run_fallback(LIVE_TIMEOUT).expect("some fallback works here");
     assert_eq!(cmd.program, "ss");

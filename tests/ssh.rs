@@ -1027,7 +1027,7 @@ mod remote {
             String::from_utf8_lossy(&out.stdout)
         );
 
-        // An unknown or hostile host: the SPEC message, exit 2.
+        // An unknown or hostile host: the documented message, exit 2.
         for host in ["nope", "a;id"] {
             let out = netstat_mcp(&config, &["connections", "--host", host]);
             assert_eq!(out.status.code(), Some(2));
@@ -1096,7 +1096,7 @@ mod remote {
                 serde_json::json!({"host": "127.0.0.1", "port": listener, "ssh_port": sshd.port}),
             )
             .await;
-        // `127.0.0.1` means the local machine (SPEC §1.1), so this is answered locally, with owners.
+        // `127.0.0.1` means the local machine (docs/tools.md), so this is answered locally, with owners.
         assert_eq!(out["data"]["host"], "localhost", "{out}");
         let out = server
             .call(
@@ -1112,7 +1112,7 @@ mod remote {
             "{out}"
         );
 
-        // Unknown host over MCP: a tool error with the SPEC message, and the server goes on.
+        // Unknown host over MCP: a tool error with the documented message, and the server goes on.
         let result = server
             .call_raw(
                 "check_port_occupation",

@@ -6,6 +6,7 @@ mod answers;
 mod cli;
 mod fleet;
 mod http;
+mod limits;
 mod loadgen;
 mod local;
 mod mcp;

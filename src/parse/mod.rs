@@ -13,7 +13,7 @@
 //! reverse direction: it prints sockets the way net-tools `netstat` and `/proc/net` do.
 //!
 //! Conventions shared by all parsers:
-//! - States are the netstat names of SPEC §1.1 ([`TcpState`](crate::model::TcpState)); UDP sockets carry `None`, or
+//! - States are the netstat names ([`TcpState`](crate::model::TcpState)); UDP sockets carry `None`, or
 //!   `ESTABLISHED` when connected, as net-tools prints them.
 //! - A foreign port printed as `*` (or `0` for an unconnected socket in `/proc/net`, Windows and
 //!   lsof listings) is `None`; a wildcard host (`*`) is the unspecified address of the family.

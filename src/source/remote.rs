@@ -116,7 +116,7 @@ impl RemoteSources for SshRemotes {
             HostLookup::Usable(found) => found,
             HostLookup::Unusable(problem) => {
                 return Err(Error::HostConfig {
-                    host: host.trim().escape_debug().to_string(),
+                    host: host.trim().to_string(),
                     source: Arc::clone(problem),
                 });
             }

@@ -107,10 +107,10 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
     } else {
         target.label.clone()
     };
-    eprintln!(
+    crate::cli::print_error(&format!(
         "netstat-mcp: watching {where_}. {}. Ctrl-C to stop",
         watcher.destroy().describe(watcher.interval())
-    );
+    ));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut ok = if opts.json {
         Ok(())
@@ -162,7 +162,7 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
     if let Err(e) = &ok {
         summary.push_str(&format!("; stopped: cannot write to stdout ({e})"));
     }
-    eprintln!("{summary}");
+    crate::cli::print_error(&summary);
     ExitCode::SUCCESS
 }
 
@@ -198,6 +198,6 @@ async fn stop_signal() {
 }
 
 fn fail(e: &Error) -> ExitCode {
-    eprintln!("netstat-mcp: {e}");
+    crate::cli::print_error(&format!("netstat-mcp: {e}"));
     ExitCode::from(2)
 }

@@ -37,12 +37,41 @@ pub fn candidate_ports() -> impl Iterator<Item = u16> {
     })
 }
 
-/// A TCP listener on `ip` at a port below the ephemeral range.
+/// A TCP listener on `ip` at a port below the ephemeral range that no other TCP socket has as
+/// its local or remote port: not even a TIME_WAIT left by an earlier test's connection on a
+/// reused port (a listener binds over those). Once bound, no new socket can take the port, so
+/// counts by port stay exact.
 pub fn tcp_listener(ip: &str) -> TcpListener {
     let ip: IpAddr = ip.parse().expect("ip");
     candidate_ports()
-        .find_map(|p| TcpListener::bind((ip, p)).ok())
+        .take(5000)
+        .find_map(|p| {
+            let l = TcpListener::bind((ip, p)).ok()?;
+            (tcp_sockets_with_port(p) == 1).then_some(l)
+        })
         .expect("a free TCP port below the ephemeral range")
+}
+
+/// How many TCP sockets (IPv4 and IPv6, any state) the kernel lists with `port` as their
+/// local or remote port.
+fn tcp_sockets_with_port(port: u16) -> usize {
+    let suffix = format!(":{port:04X}");
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    let mut cols = l.split_whitespace().skip(1);
+                    let (local, remote) = (cols.next(), cols.next());
+                    [local, remote]
+                        .iter()
+                        .any(|a| a.is_some_and(|a| a.ends_with(&suffix)))
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// A bound, unconnected UDP socket on 127.0.0.1 at a port below the ephemeral range.
