@@ -81,7 +81,7 @@ pub enum Command {
 pub struct HostsOpts {
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -98,17 +98,17 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on every HTTP request, the token read from the
     /// environment variable NAME (at least 16 characters, e.g. `openssl rand -hex 32`).
     #[arg(long, value_name = "NAME", requires = "http")]
-    pub token_env: Option<String>,
+    pub(crate) token_env: Option<String>,
     /// Also accept this Host header: the name or address clients use to reach the server
     /// (`host` for any port, or `host:port`). Repeatable. Loopback names with the bound port and
     /// the bound address are always accepted; anything else is refused (DNS-rebinding
     /// protection).
     #[arg(long, value_name = "HOST", requires = "http")]
-    pub allow_host: Vec<String>,
+    pub(crate) allow_host: Vec<String>,
     /// Also accept browser requests from this Origin (`https://app.example.com`,
     /// `http://localhost:6274`). Repeatable. Requests without an Origin header are not affected.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
-    pub allow_origin: Vec<String>,
+    pub(crate) allow_origin: Vec<String>,
     /// Keep a watcher running and remember this machine's connection events (opens and
     /// closes) for the recent_connection_events tool.
     #[arg(long)]
@@ -142,46 +142,46 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub struct ConnectionsOpts {
     #[command(flatten)]
-    pub args: ConnectionsArgs,
+    pub(crate) args: ConnectionsArgs,
     /// Skip the owner (pid/program) lookup: faster, and needs no privileges.
     #[arg(long)]
-    pub no_owners: bool,
+    pub(crate) no_owners: bool,
     /// List every network namespace on the machine (containers' too), each from inside it
     /// (needs root); rows show their namespace.
     #[arg(long)]
-    pub all_netns: bool,
+    pub(crate) all_netns: bool,
     /// Print the JSON answer the MCP tool returns instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PortOpts {
     /// The port to check (1-65535).
     #[arg(value_name = "PORT", allow_hyphen_values = true)]
-    pub port: String,
+    pub(crate) port: String,
     #[command(flatten)]
-    pub args: PortArgs,
+    pub(crate) args: PortArgs,
     /// List every network namespace on the machine (containers' too), each from inside it
     /// (needs root); rows show their namespace.
     #[arg(long)]
-    pub all_netns: bool,
+    pub(crate) all_netns: bool,
     /// Print the JSON answer the MCP tool returns instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SummaryOpts {
     #[command(flatten)]
-    pub args: ConnectionsArgs,
+    pub(crate) args: ConnectionsArgs,
     /// List every network namespace on the machine (containers' too), each from inside it
     /// (needs root); rows show their namespace.
     #[arg(long)]
-    pub all_netns: bool,
+    pub(crate) all_netns: bool,
     /// Print the JSON summary instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// The listing's arguments with `scope` set by `--all-netns`.
@@ -311,7 +311,7 @@ pub fn hosts(service: &Service, opts: &HostsOpts) -> ExitCode {
 }
 
 /// The configured hosts as an aligned table, with where the config came from.
-pub fn hosts_table(data: &HostsData) -> String {
+pub(crate) fn hosts_table(data: &HostsData) -> String {
     let from = data
         .config
         .clone()
@@ -518,7 +518,7 @@ impl Extra {
 
 /// One host's listing, or a table per host (each under its name and message) and the
 /// overall message last.
-pub fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String {
+pub(crate) fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String {
     match &envelope.data {
         Some(ConnectionsAnswer::Many(fleet)) => {
             let mut out = String::new();
@@ -544,7 +544,7 @@ pub fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String
 }
 
 /// One host's port check, or each host's under its name and the overall message last.
-pub fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
+pub(crate) fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
     match &envelope.data {
         Some(PortAnswer::Many(fleet)) => {
             let mut out = String::new();
@@ -570,7 +570,7 @@ pub fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
 }
 
 /// The listing as an aligned table with the message as a footer.
-pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
+pub(crate) fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
     let mut out = String::new();
     if let Some(data) = &envelope.data {
         let extra = Extra::of(data.connections.iter().map(|c| (&c.owners, &c.place)));
@@ -612,7 +612,7 @@ pub fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
 }
 
 /// The port check as its message, then the holding sockets.
-pub fn port_text(envelope: &Envelope<PortData>) -> String {
+pub(crate) fn port_text(envelope: &Envelope<PortData>) -> String {
     let mut out = format!("{}\n", envelope.message);
     if let Some(data) = envelope.data.as_ref().filter(|d| d.is_occupied) {
         let extra = Extra::of(data.occupations.iter().map(|o| (&o.owners, &o.place)));
@@ -646,7 +646,7 @@ pub fn port_text(envelope: &Envelope<PortData>) -> String {
 }
 
 /// The summary for a person: counts, listeners, top programs and remote hosts.
-pub fn summary_text(envelope: &Envelope<ConnectionsData>) -> String {
+pub(crate) fn summary_text(envelope: &Envelope<ConnectionsData>) -> String {
     let mut out = String::new();
     let Some(data) = &envelope.data else {
         let _ = writeln!(out, "{}", envelope.message);

@@ -19,7 +19,7 @@
 //! This module does no network I/O.
 
 mod jumps;
-pub mod ssh_config;
+pub(crate) mod ssh_config;
 mod toml_file;
 
 use std::fmt;
@@ -30,28 +30,28 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// The environment variable naming the configuration file.
-pub const CONFIG_ENV: &str = "NETSTAT_MCP_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "NETSTAT_MCP_CONFIG";
 
 /// Hosts one call queries at once unless `[ssh] max_parallel` says otherwise.
-pub const DEFAULT_MAX_PARALLEL: usize = 16;
+pub(crate) const DEFAULT_MAX_PARALLEL: usize = 16;
 
 /// Bastions one host may be reached through (a longer `ProxyJump` chain is refused).
-pub const MAX_JUMP_HOPS: usize = 8;
+pub(crate) const MAX_JUMP_HOPS: usize = 8;
 
 /// Channels one SSH session may have open at once (sshd's `MaxSessions` defaults to 10).
-pub const MAX_CHANNELS_PER_HOST: usize = 8;
+pub(crate) const MAX_CHANNELS_PER_HOST: usize = 8;
 
 /// A secret string (password, passphrase): zeroed on drop, redacted in `Debug`, no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
+pub(crate) struct Secret(Zeroizing<String>);
 
 impl Secret {
-    pub fn new(value: String) -> Secret {
+    pub(crate) fn new(value: String) -> Secret {
         Secret(Zeroizing::new(value))
     }
 
     /// The secret itself; hand it only to the SSH library.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         self.0.as_str()
     }
 }
@@ -64,7 +64,7 @@ impl fmt::Debug for Secret {
 
 /// What to do with a host key that is not in known_hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HostKeyPolicy {
+pub(crate) enum HostKeyPolicy {
     /// Unknown or changed keys are refused (the default).
     #[default]
     Strict,
@@ -72,36 +72,27 @@ pub enum HostKeyPolicy {
     AcceptNew,
 }
 
-impl HostKeyPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostKeyPolicy::Strict => "strict",
-            HostKeyPolicy::AcceptNew => "accept-new",
-        }
-    }
-}
-
 /// The `[ssh]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshSettings {
-    pub known_hosts: PathBuf,
-    pub host_key_policy: HostKeyPolicy,
+    pub(crate) known_hosts: PathBuf,
+    pub(crate) host_key_policy: HostKeyPolicy,
     /// Covers TCP connect, key exchange and authentication.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Covers one remote command; at expiry the command is killed and its channel closed.
-    pub command_timeout: Duration,
+    pub(crate) command_timeout: Duration,
     /// A pooled session unused this long is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// At most this many hosts are queried at once by one call (`max_parallel`, default 16).
-    pub max_parallel: usize,
+    pub(crate) max_parallel: usize,
     /// The OpenSSH client configuration whose `Host` aliases are hosts too (`use_ssh_config =
     /// true` means `~/.ssh/config`; `ssh_config = "PATH"` names one); `None`: not used.
-    pub ssh_config: Option<PathBuf>,
+    pub(crate) ssh_config: Option<PathBuf>,
 }
 
 impl SshSettings {
     /// Defaults, with `~` standing for `home`.
-    pub fn with_home(home: Option<&Path>) -> SshSettings {
+    pub(crate) fn with_home(home: Option<&Path>) -> SshSettings {
         SshSettings {
             known_hosts: expand_tilde("~/.ssh/known_hosts", home),
             host_key_policy: HostKeyPolicy::Strict,
@@ -116,7 +107,7 @@ impl SshSettings {
 
 /// One way to authenticate, in the order they are tried: key file, agent, password.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthMethod {
+pub(crate) enum AuthMethod {
     /// A private key file (OpenSSH or PEM format); `passphrase` for an encrypted key.
     KeyFile {
         path: PathBuf,
@@ -133,7 +124,7 @@ pub enum AuthMethod {
 
 /// Where a password came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     Inline,
     Env(String),
     File(PathBuf),
@@ -142,7 +133,7 @@ pub enum PasswordSource {
 impl AuthMethod {
     /// A short description without any secret: `password (env WEB1_PASSWORD)`,
     /// `publickey (/root/.ssh/id_ed25519)`, `agent`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             AuthMethod::KeyFile { path, passphrase } => {
                 let enc = if passphrase.is_some() {
@@ -161,14 +152,6 @@ impl AuthMethod {
             },
         }
     }
-
-    /// The SSH method name (`publickey`, `password`).
-    pub fn ssh_name(&self) -> &'static str {
-        match self {
-            AuthMethod::KeyFile { .. } | AuthMethod::Agent { .. } => "publickey",
-            AuthMethod::Password { .. } => "password",
-        }
-    }
 }
 
 /// One `[[remote_hosts]]` entry.
@@ -177,29 +160,29 @@ pub struct RemoteHost {
     /// The name callers use (`web-1`); defaults to `host`.
     pub name: String,
     /// Address or DNS name to connect to.
-    pub host: String,
+    pub(crate) host: String,
     /// SSH port (default 22).
-    pub port: u16,
-    pub username: String,
+    pub(crate) port: u16,
+    pub(crate) username: String,
     /// Tried in order until one succeeds; never empty.
-    pub auth: Vec<AuthMethod>,
+    pub(crate) auth: Vec<AuthMethod>,
     /// Groups this host belongs to (`@prod` in a `host` argument selects them).
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// The bastions to go through, outermost first (each fully resolved, with an empty chain
     /// of its own); empty for a direct connection.
-    pub proxy_jump: Vec<RemoteHost>,
+    pub(crate) proxy_jump: Vec<RemoteHost>,
     /// The `proxy_jump` / `ProxyJump` text as configured (for listings).
-    pub proxy_jump_spec: Option<String>,
+    pub(crate) proxy_jump_spec: Option<String>,
     /// A known_hosts file for this host only (ssh_config `UserKnownHostsFile`), instead of
     /// `[ssh] known_hosts`.
-    pub known_hosts: Option<PathBuf>,
+    pub(crate) known_hosts: Option<PathBuf>,
     /// Where the host was configured.
-    pub origin: HostOrigin,
+    pub(crate) origin: HostOrigin,
 }
 
 /// Where a remote host was configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostOrigin {
+pub(crate) enum HostOrigin {
     /// A `[[remote_hosts]]` entry of our TOML file.
     ConfigFile,
     /// A `Host` alias of an ssh_config file, at this line.
@@ -210,7 +193,7 @@ pub enum HostOrigin {
 }
 
 impl HostOrigin {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             HostOrigin::ConfigFile => "config",
             HostOrigin::SshConfig { .. } => "ssh_config",
@@ -231,7 +214,7 @@ impl RemoteHost {
 
     /// `web-1 (192.168.1.100)`, or just the host when the name is the host; a host behind
     /// bastions adds `via bastion`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let mut label = if self.name == self.host {
             self.host.clone()
         } else {
@@ -250,7 +233,7 @@ impl RemoteHost {
 #[derive(Debug, Clone)]
 pub struct NetstatConfig {
     /// The file it came from, if any.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     pub ssh: SshSettings,
     pub remote_hosts: Vec<RemoteHost>,
     /// `[[remote_hosts]]` entries that cannot be used (an unset `password_env`, a bad port):
@@ -258,9 +241,9 @@ pub struct NetstatConfig {
     pub broken_hosts: Vec<BrokenHost>,
     /// Why the `[ssh]` table cannot be used, when it cannot: then every remote host answers with
     /// this error (the local machine still works).
-    pub ssh_error: Option<Arc<ConfigError>>,
+    pub(crate) ssh_error: Option<Arc<ConfigError>>,
     /// The ssh_config file read for aliases (`[ssh] use_ssh_config` / `ssh_config`), if any.
-    pub ssh_config: Option<Arc<ssh_config::SshConfigFile>>,
+    pub(crate) ssh_config: Option<Arc<ssh_config::SshConfigFile>>,
     /// Things that are allowed but unwise (a password in a file others can read), unusable
     /// entries, an unreadable default config file; also logged.
     pub warnings: Vec<String>,
@@ -270,18 +253,16 @@ pub struct NetstatConfig {
 /// reason (file, entry, field) rather than "not configured".
 #[derive(Debug, Clone)]
 pub struct BrokenHost {
-    /// `remote_hosts[2] (web-1)`.
-    pub entry: String,
     /// The entry's `name` (else `host`), when it has one as a string.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The entry's `host`, when it has one as a string.
-    pub host: Option<String>,
-    pub error: Arc<ConfigError>,
+    pub(crate) host: Option<String>,
+    pub(crate) error: Arc<ConfigError>,
 }
 
 /// A configured host as a caller's `host` argument finds it: usable, or not with the reason.
 #[derive(Debug, Clone, Copy)]
-pub enum HostLookup<'a> {
+pub(crate) enum HostLookup<'a> {
     Usable(&'a RemoteHost),
     /// The entry (or the `[ssh]` table) is invalid; the error names file, entry and field.
     Unusable(&'a Arc<ConfigError>),
@@ -324,7 +305,7 @@ pub enum ConfigError {
 }
 
 /// Is `host` (a tool's `host` argument) the local machine?
-pub fn is_local_host(host: Option<&str>) -> bool {
+pub(crate) fn is_local_host(host: Option<&str>) -> bool {
     match host.map(str::trim) {
         None | Some("") => true,
         Some(h) => h.eq_ignore_ascii_case("localhost") || h == "127.0.0.1" || h == "::1",
@@ -333,7 +314,7 @@ pub fn is_local_host(host: Option<&str>) -> bool {
 
 impl NetstatConfig {
     /// A configuration with no remote hosts and default SSH settings.
-    pub fn local_only() -> NetstatConfig {
+    pub(crate) fn local_only() -> NetstatConfig {
         NetstatConfig {
             path: None,
             ssh: SshSettings::with_home(home_dir().as_deref()),
@@ -357,7 +338,7 @@ impl NetstatConfig {
     /// default place that is missing or unreadable (another user's `HOME`) means local-only,
     /// with a warning unless the default file simply does not exist. A file that is read must be
     /// valid TOML of the right shape; a bad entry in it only disables that entry.
-    pub fn load_with(
+    pub(crate) fn load_with(
         explicit: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<NetstatConfig, ConfigError> {
@@ -435,7 +416,7 @@ impl NetstatConfig {
     /// What a caller's `host` names: a usable host, an entry that cannot be used (or any host
     /// while `[ssh]` is invalid), or nothing configured. Names come first, then addresses; an
     /// unusable entry with the name wins over a usable one (a duplicated name is ambiguous).
-    pub fn lookup_host(&self, name_or_host: &str) -> HostLookup<'_> {
+    pub(crate) fn lookup_host(&self, name_or_host: &str) -> HostLookup<'_> {
         let wanted = name_or_host.trim();
         let broken_named = self
             .broken_hosts
@@ -475,7 +456,7 @@ impl NetstatConfig {
 }
 
 /// `~` or `~/x` to the home directory; other paths unchanged.
-pub fn expand_tilde(path: &str, home: Option<&Path>) -> PathBuf {
+pub(crate) fn expand_tilde(path: &str, home: Option<&Path>) -> PathBuf {
     match (path.strip_prefix('~'), home) {
         (Some(""), Some(h)) => h.to_path_buf(),
         (Some(rest), Some(h)) if rest.starts_with('/') => h.join(rest.trim_start_matches('/')),

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 #[error("Invalid {param}: {given}. Parameter '{param}' {allowed}.")]
 pub struct InputError {
     /// The parameter's name as the caller spells it.
-    pub param: String,
+    pub(crate) param: String,
     /// What was given, rendered for the message (strings quoted).
-    pub given: String,
+    pub(crate) given: String,
     /// What is allowed, as the end of a sentence ("must be one of: tcp, udp, all").
-    pub allowed: String,
+    pub(crate) allowed: String,
 }
 
 /// Everything that can go wrong when answering a query.
@@ -111,7 +111,7 @@ impl From<crate::ssh::SshError> for Error {
 
 impl Error {
     /// Whether the error is the caller's fault (bad input or unknown host).
-    pub fn is_input(&self) -> bool {
+    pub(crate) fn is_input(&self) -> bool {
         matches!(
             self,
             Error::Input(_) | Error::UnknownHost { .. } | Error::RecorderOff

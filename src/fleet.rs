@@ -21,11 +21,11 @@ use futures::StreamExt as _;
 use crate::error::InputError;
 
 /// At most this many hosts in one call.
-pub const MAX_HOSTS_PER_CALL: usize = 256;
+pub(crate) const MAX_HOSTS_PER_CALL: usize = 256;
 
 /// One item of a `host` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     /// A name or configured address, matched exactly (`localhost` and friends included).
     Name(String),
     /// A glob over configured names.
@@ -36,19 +36,19 @@ pub enum HostPattern {
 
 /// What a selection needs to know about one configured host.
 #[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
-    pub name: &'a str,
-    pub groups: &'a [String],
+pub(crate) struct Candidate<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) groups: &'a [String],
 }
 
 /// Whether `text` asks for several hosts (a list, a glob or a group) rather than one.
-pub fn is_multi(text: &str) -> bool {
+pub(crate) fn is_multi(text: &str) -> bool {
     let t = text.trim();
     t.contains(',') || t.starts_with('@') || t.contains(['*', '?', '['])
 }
 
 /// Splits a `host` argument into patterns.
-pub fn parse_patterns<'a>(
+pub(crate) fn parse_patterns<'a>(
     items: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<HostPattern>, InputError> {
     let mut out = Vec::new();
@@ -101,7 +101,7 @@ fn host_error(given: &str, allowed: &str) -> InputError {
 
 /// The names a list of patterns selects, in order of first mention. Explicit names are kept
 /// as given (configured or not: the caller reports unknown ones per host).
-pub fn select(
+pub(crate) fn select(
     patterns: &[HostPattern],
     candidates: &[Candidate<'_>],
 ) -> Result<Vec<String>, InputError> {
@@ -205,7 +205,7 @@ fn list<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
 
 /// Runs `work` for every name with at most `max_parallel` in flight. `finished(index, name,
 /// &result)` is called as each host finishes; the results come back in the order of `names`.
-pub async fn fan_out<T, F, Fut>(
+pub(crate) async fn fan_out<T, F, Fut>(
     names: &[String],
     max_parallel: usize,
     work: F,

@@ -61,21 +61,21 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use zeroize::Zeroizing;
 
-pub mod sessions;
+pub(crate) mod sessions;
 
 use sessions::Sessions;
 
 /// Where MCP is served.
-pub const MCP_PATH: &str = "/mcp";
+pub(crate) const MCP_PATH: &str = "/mcp";
 
 /// Default bind address of `serve --http` when none is given.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8765";
+pub(crate) const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8765";
 
 /// The shortest token accepted: a guessable token on a network port is no protection.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 /// The largest request body accepted (a JSON-RPC message; tool arguments are small).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Why the HTTP server would not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ impl BearerToken {
 
     /// The token from the environment variable `name`, read through `lookup` (pass
     /// `std::env::var_os` in production, a map in tests).
-    pub fn from_env(
+    pub(crate) fn from_env(
         name: &str,
         lookup: impl FnOnce(&str) -> Option<OsString>,
     ) -> Result<BearerToken, HttpError> {

@@ -24,10 +24,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Calls answered at once on one stdio connection before the server stops reading: enough to
 /// keep both cores busy with port checks and listings, few enough that the answers held while a
 /// client does not read stay small.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
 /// A transport that reads a message only while fewer than `max` requests are unanswered.
-pub struct InFlightBound<T> {
+pub(crate) struct InFlightBound<T> {
     inner: T,
     slots: Arc<Semaphore>,
     /// The slot of each unanswered request, by JSON-RPC id.
@@ -36,7 +36,7 @@ pub struct InFlightBound<T> {
 
 impl<T> InFlightBound<T> {
     /// Wraps `inner`, allowing at most `max` (at least 1) unanswered requests.
-    pub fn new(inner: T, max: usize) -> InFlightBound<T> {
+    pub(crate) fn new(inner: T, max: usize) -> InFlightBound<T> {
         InFlightBound {
             inner,
             slots: Arc::new(Semaphore::new(max.max(1))),

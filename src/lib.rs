@@ -30,12 +30,12 @@
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod fleet;
+pub(crate) mod fleet;
 pub mod http;
-pub mod inflight;
+pub(crate) mod inflight;
 pub mod mcp;
 pub mod model;
-pub mod netstat_tool;
+pub(crate) mod netstat_tool;
 #[cfg(target_os = "linux")]
 pub mod owners;
 pub mod parse;

@@ -43,15 +43,15 @@ use crate::source::Backend;
 use crate::watch::service::{RecentData, WatchData, WatchService};
 
 /// The tool names, as `tools/list` shows them.
-pub const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";
-pub const CHECK_PORT_OCCUPATION: &str = "check_port_occupation";
-pub const NETSTAT: &str = "netstat";
-pub const LIST_HOSTS: &str = "list_hosts";
-pub const WATCH_CONNECTIONS: &str = "watch_connections";
-pub const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
+pub(crate) const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";
+pub(crate) const CHECK_PORT_OCCUPATION: &str = "check_port_occupation";
+pub(crate) const NETSTAT: &str = "netstat";
+pub(crate) const LIST_HOSTS: &str = "list_hosts";
+pub(crate) const WATCH_CONNECTIONS: &str = "watch_connections";
+pub(crate) const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
 
 /// What the server is for, sent in `initialize`.
-pub const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
+pub(crate) const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
 IPv6) on this machine or on configured remote hosts over SSH: which connections exist, and who \
 holds port N. Use check_port_occupation for \"is port N in use, and by which process?\", \
 query_network_connections for listings with filters (state, ports, pid, program) — its \
@@ -195,8 +195,9 @@ fn annotations(title: &str, open_world: bool) -> ToolAnnotations {
         .open_world(open_world)
 }
 
-/// The tools as `tools/list` shows them.
-pub fn tools() -> Vec<Tool> {
+/// The tools as `tools/list` shows them (the unit tests' view; the server keeps its own).
+#[cfg(test)]
+fn tools() -> Vec<Tool> {
     tools_with(&Inputs::new())
 }
 
@@ -284,12 +285,6 @@ impl NetstatServer {
             tools: tools_with(&inputs).into(),
             inputs: Arc::new(inputs),
         }
-    }
-
-    /// Uses another `netstat` runner (a different binary or timeout).
-    pub fn with_netstat(mut self, netstat: NetstatTool) -> NetstatServer {
-        self.netstat = netstat;
-        self
     }
 
     async fn connections(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {

@@ -71,7 +71,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
@@ -79,7 +79,7 @@ impl Transport {
     }
 
     /// Upper-case name used in messages (`80/TCP`).
-    pub fn upper(self) -> &'static str {
+    pub(crate) fn upper(self) -> &'static str {
         match self {
             Transport::Tcp => "TCP",
             Transport::Udp => "UDP",
@@ -121,7 +121,7 @@ impl TcpState {
 
     /// The kernel's state number to a state. 12 (`TCP_NEW_SYN_RECV`, a request socket) is
     /// reported as `SYN_RECV`, as `ss` and `netstat` do.
-    pub fn from_kernel(n: u8) -> Option<TcpState> {
+    pub(crate) fn from_kernel(n: u8) -> Option<TcpState> {
         Some(match n {
             1 => TcpState::Established,
             2 => TcpState::SynSent,
@@ -139,7 +139,7 @@ impl TcpState {
     }
 
     /// The kernel's state number.
-    pub fn kernel(self) -> u8 {
+    pub(crate) fn kernel(self) -> u8 {
         self as u8
     }
 
@@ -210,11 +210,11 @@ impl StateSet {
         StateSet(bits)
     }
 
-    pub fn bits(self) -> u32 {
+    pub(crate) fn bits(self) -> u32 {
         self.0
     }
 
-    pub fn contains(self, state: TcpState) -> bool {
+    pub(crate) fn contains(self, state: TcpState) -> bool {
         self.0 & (1 << state.kernel()) != 0
     }
 }
@@ -236,7 +236,7 @@ pub struct Owner {
 
 /// The processes holding a socket. Almost always zero or one, so one is stored inline: a
 /// separate allocation per socket would cost more than the socket on a host with 100k of them.
-pub type Owners = SmallVec<[Owner; 1]>;
+pub(crate) type Owners = SmallVec<[Owner; 1]>;
 
 /// A network namespace, identified by its nsfs inode (unique on the machine).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -253,9 +253,9 @@ pub struct Netns {
 ///
 /// Shared: one value per (namespace, interface) pair, so a socket pays one pointer for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Place {
-    pub netns: Option<Netns>,
-    pub interface: Option<Arc<str>>,
+pub(crate) struct Place {
+    pub(crate) netns: Option<Netns>,
+    pub(crate) interface: Option<Arc<str>>,
 }
 
 /// The container runtimes a cgroup path can name.
@@ -312,7 +312,7 @@ pub struct ProcessInfo {
 }
 
 /// Longest `command` kept, in characters.
-pub const COMMAND_MAX_CHARS: usize = 256;
+pub(crate) const COMMAND_MAX_CHARS: usize = 256;
 
 /// One socket, from any source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,7 +333,7 @@ pub struct Socket {
     pub owners: Owners,
     /// Its network namespace and bound interface, where known and worth saying; `None` for
     /// a socket of the namespace we run in with no device.
-    pub place: Option<Arc<Place>>,
+    pub(crate) place: Option<Arc<Place>>,
 }
 
 impl Socket {

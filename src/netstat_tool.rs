@@ -24,7 +24,7 @@ use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
 use crate::source::{OwnerCoverage, Want};
 
 /// How long the `netstat` binary may run before it is killed.
-pub const NETSTAT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const NETSTAT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// At most this many arguments are accepted (every allowed flag once, with room for repeats).
 const MAX_ARGS: usize = 16;
@@ -34,7 +34,7 @@ const MAX_ARG_CHARS: usize = 32;
 
 /// At most this many bytes of output are returned (cut at a line boundary, with a last line
 /// saying what was left out); the rest is dropped and `truncated` is set.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// The letters that may appear in short flags.
 const SHORT_FLAGS: &str = "antulp";
@@ -45,16 +45,16 @@ syntax)";
 
 /// Validated `netstat` arguments: every one of them is on the allow-list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetstatArgs {
+pub(crate) struct NetstatArgs {
     /// The arguments as given (all allowed), passed to the binary unchanged.
-    pub argv: Vec<String>,
-    pub all: bool,
-    pub numeric: bool,
-    pub tcp: bool,
-    pub udp: bool,
-    pub listening: bool,
-    pub programs: bool,
-    pub help: bool,
+    pub(crate) argv: Vec<String>,
+    pub(crate) all: bool,
+    pub(crate) numeric: bool,
+    pub(crate) tcp: bool,
+    pub(crate) udp: bool,
+    pub(crate) listening: bool,
+    pub(crate) programs: bool,
+    pub(crate) help: bool,
 }
 
 /// Input of the `netstat` tool (the one place it is declared: schema and decoding derive from
@@ -62,7 +62,7 @@ pub struct NetstatArgs {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(deny_unknown_fields)]
-pub struct NetstatInput {
+pub(crate) struct NetstatInput {
     /// netstat arguments, e.g. ["-tulpn"] or ["-a", "-n"]. Allowed: -a -n -t -u -l -p --help,
     /// and short flags combined from those letters; at most 16 arguments of at most 32
     /// characters. Default: none (netstat's plain listing).
@@ -70,19 +70,19 @@ pub struct NetstatInput {
         "items" = {"type": "string", "pattern": "^(--help|-[antulp]+)$", "maxLength": 32},
         "maxItems" = 16
     ))]
-    pub args: Option<Vec<String>>,
+    pub(crate) args: Option<Vec<String>>,
 }
 
 impl NetstatInput {
     /// Checks the arguments against the allow-list.
-    pub fn validate(&self) -> Result<NetstatArgs, InputError> {
+    pub(crate) fn validate(&self) -> Result<NetstatArgs, InputError> {
         NetstatArgs::parse(self.args.as_deref().unwrap_or_default())
     }
 }
 
 impl NetstatArgs {
     /// Checks every argument against the allow-list.
-    pub fn parse(args: &[String]) -> Result<NetstatArgs, InputError> {
+    pub(crate) fn parse(args: &[String]) -> Result<NetstatArgs, InputError> {
         if args.len() > MAX_ARGS {
             return Err(InputError {
                 param: "args".into(),
@@ -137,7 +137,7 @@ impl NetstatArgs {
     }
 
     /// `netstat -tulpn`, for messages.
-    pub fn command_line(&self) -> String {
+    pub(crate) fn command_line(&self) -> String {
         let mut line = String::from("netstat");
         for a in &self.argv {
             line.push(' ');
@@ -183,7 +183,7 @@ impl NetstatArgs {
 /// Where the output of the `netstat` tool came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum OutputSource {
+pub(crate) enum OutputSource {
     /// The local `netstat` binary ran.
     Binary,
     /// No `netstat` binary: the columns were rendered from the native collector.
@@ -192,26 +192,26 @@ pub enum OutputSource {
 
 /// `data` of the `netstat` tool.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct NetstatData {
+pub(crate) struct NetstatData {
     /// The command that was answered, e.g. `netstat -tulpn`.
-    pub command: String,
+    pub(crate) command: String,
     /// `binary` when the local netstat ran, `native` when its columns were rendered from the
     /// native socket collector because no netstat binary exists.
-    pub source: OutputSource,
+    pub(crate) source: OutputSource,
     /// netstat's exit status; null for the native rendering.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// netstat's standard output (or the native rendering), as text.
-    pub output: String,
+    pub(crate) output: String,
     /// netstat's standard error, trimmed (e.g. its warning that some processes could not be
     /// identified without root); empty when there was none.
-    pub stderr: String,
+    pub(crate) stderr: String,
     /// True when `output` was cut at 64 KiB (its last line then says how much was left out).
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// Runs the `netstat` tool.
 #[derive(Debug, Clone)]
-pub struct NetstatTool {
+pub(crate) struct NetstatTool {
     program: OsString,
     timeout: Duration,
 }
@@ -224,7 +224,7 @@ impl Default for NetstatTool {
 
 impl NetstatTool {
     /// A runner for `program` (looked up in `PATH` when it has no slash) with a timeout.
-    pub fn new(program: impl Into<OsString>, timeout: Duration) -> NetstatTool {
+    pub(crate) fn new(program: impl Into<OsString>, timeout: Duration) -> NetstatTool {
         NetstatTool {
             program: program.into(),
             timeout,
@@ -233,7 +233,7 @@ impl NetstatTool {
 
     /// Runs netstat with the validated arguments, or renders its columns natively when there
     /// is no netstat binary. Dropping the future kills a running netstat.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         service: &Service,
         args: &NetstatArgs,

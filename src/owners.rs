@@ -30,20 +30,20 @@ use crate::model::{Owner, Socket};
 
 /// Above this many descriptors, a process scanned after every wanted socket was found has only
 /// its likely sharing points resolved (see [`attach`]).
-pub const SMALL_PROCESS: usize = 256;
+pub(crate) const SMALL_PROCESS: usize = 256;
 
 /// What an owner scan could see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ScanStats {
     /// Processes whose descriptors were listed.
-    pub processes_scanned: usize,
+    pub(crate) processes_scanned: usize,
     /// Processes whose descriptors could not be read (permission).
-    pub unreadable: usize,
+    pub(crate) unreadable: usize,
     /// Descriptors resolved with `readlinkat`.
-    pub descriptors: usize,
+    pub(crate) descriptors: usize,
     /// True when every wanted inode was found before the last process, so later large
     /// processes were only checked at their likely sharing points.
-    pub stopped_early: bool,
+    pub(crate) stopped_early: bool,
 }
 
 /// Fills in `owners` of every socket with an inode, scanning `<proc_root>/<pid>/fd`.

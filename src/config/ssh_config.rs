@@ -37,7 +37,7 @@ const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
 
 /// A problem with an ssh_config file, reported at start.
 #[derive(Debug, thiserror::Error)]
-pub enum SshConfigError {
+pub(crate) enum SshConfigError {
     #[error("cannot read ssh_config file {path}: {source}", path = path.display())]
     Read {
         path: PathBuf,
@@ -53,20 +53,18 @@ pub enum SshConfigError {
 
 /// Where a `Host` alias was declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AliasOrigin {
-    pub file: PathBuf,
-    pub line: usize,
+pub(crate) struct AliasOrigin {
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
 }
 
 /// An ssh_config file with its includes, ready for lookups.
 #[derive(Debug, Clone)]
-pub struct SshConfigFile {
-    /// The top-level file.
-    pub path: PathBuf,
+pub(crate) struct SshConfigFile {
     /// The aliases (`Host` patterns without wildcards), in order of first appearance.
-    pub aliases: Vec<(String, AliasOrigin)>,
+    pub(crate) aliases: Vec<(String, AliasOrigin)>,
     /// Things read but not applied (unsupported `Match` criteria, unknown tokens).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The flattened text handed to russh-config.
     flat: String,
     home: Option<PathBuf>,
@@ -75,36 +73,36 @@ pub struct SshConfigFile {
 
 /// What ssh_config says about one host name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The name looked up (the alias).
-    pub alias: String,
+    pub(crate) alias: String,
     /// `HostName`, else the alias.
-    pub hostname: String,
-    pub user: Option<String>,
+    pub(crate) hostname: String,
+    pub(crate) user: Option<String>,
     /// `Port`, else 22.
-    pub port: u16,
+    pub(crate) port: u16,
     /// `IdentityFile`s in order (`~` and tokens expanded).
-    pub identity_files: Vec<PathBuf>,
+    pub(crate) identity_files: Vec<PathBuf>,
     /// `ProxyJump`, unparsed (`none` already removed).
-    pub proxy_jump: Option<String>,
+    pub(crate) proxy_jump: Option<String>,
     /// `ProxyCommand` is set (we do not run it).
-    pub proxy_command: bool,
+    pub(crate) proxy_command: bool,
     /// `UserKnownHostsFile` (the first file when several are named).
-    pub user_known_hosts_file: Option<PathBuf>,
+    pub(crate) user_known_hosts_file: Option<PathBuf>,
 }
 
 /// One hop of a `ProxyJump` list: `[user@]host[:port]` or `ssh://[user@]host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JumpSpec {
-    pub user: Option<String>,
-    pub host: String,
-    pub port: Option<u16>,
+pub(crate) struct JumpSpec {
+    pub(crate) user: Option<String>,
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
 }
 
 impl SshConfigFile {
     /// Reads `path` and everything it includes. `home` expands `~` and `%d`; `local_user` is
     /// `%u`.
-    pub fn load(
+    pub(crate) fn load(
         path: &Path,
         home: Option<&Path>,
         local_user: &str,
@@ -118,7 +116,7 @@ impl SshConfigFile {
 
     /// As [`SshConfigFile::load`] with the top-level text given (`path` names it in messages
     /// and anchors relative `Include`s).
-    pub fn parse(
+    pub(crate) fn parse(
         text: &str,
         path: &Path,
         home: Option<&Path>,
@@ -132,7 +130,6 @@ impl SshConfigFile {
         };
         flattener.file(text, path, 0, None)?;
         Ok(SshConfigFile {
-            path: path.to_path_buf(),
             aliases: flattener.aliases,
             warnings: flattener.warnings,
             flat: flattener.out,
@@ -141,13 +138,8 @@ impl SshConfigFile {
         })
     }
 
-    /// Whether `name` is one of the aliases.
-    pub fn has_alias(&self, name: &str) -> bool {
-        self.aliases.iter().any(|(a, _)| a == name)
-    }
-
     /// The settings that apply to `name` (an alias, or any host name: wildcard blocks apply).
-    pub fn resolve(&self, name: &str) -> Resolved {
+    pub(crate) fn resolve(&self, name: &str) -> Resolved {
         let config = match russh_config::parse(&self.flat, name) {
             Ok(c) => c,
             // The flattened text always starts with a `Host` line, which is the only thing
@@ -239,7 +231,7 @@ impl SshConfigFile {
 }
 
 /// Parses a `ProxyJump` value: a comma-separated list of hops, outermost first.
-pub fn parse_proxy_jump(value: &str) -> Result<Vec<JumpSpec>, String> {
+pub(crate) fn parse_proxy_jump(value: &str) -> Result<Vec<JumpSpec>, String> {
     let mut hops = Vec::new();
     for raw in value.split(',') {
         let hop = raw.trim();
@@ -594,7 +586,6 @@ pub(super) fn add_aliases(
                     "{error}; calls to this host fail with this error (other hosts still work)"
                 ));
                 config.broken_hosts.push(BrokenHost {
-                    entry: format!("Host {alias}"),
                     name: Some(alias.clone()),
                     host: Some(resolved.hostname.clone()),
                     error: Arc::new(error),

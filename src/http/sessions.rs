@@ -23,7 +23,7 @@ use rmcp::transport::streamable_http_server::session::{
 
 /// Why a session operation failed. Messages carry no public session id.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionsError {
+pub(crate) enum SessionsError {
     #[error("too many MCP sessions ({max} open)")]
     Full { max: usize },
     #[error("no such MCP session")]
@@ -33,7 +33,7 @@ pub enum SessionsError {
 }
 
 /// rmcp's session manager behind public ids and a cap.
-pub struct Sessions {
+pub(crate) struct Sessions {
     inner: LocalSessionManager,
     max: usize,
     /// Public id → rmcp's id.
@@ -41,7 +41,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(inner: LocalSessionManager, max: usize) -> Sessions {
+    pub(crate) fn new(inner: LocalSessionManager, max: usize) -> Sessions {
         Sessions {
             inner,
             max,
@@ -50,7 +50,7 @@ impl Sessions {
     }
 
     /// Sessions open now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.ids
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -58,12 +58,12 @@ impl Sessions {
     }
 
     /// The cap.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// Whether a new session would exceed the cap.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.open() >= self.max
     }
 

@@ -12,7 +12,7 @@ use super::{Parsed, clip, host, in_family, numbered, unspecified};
 use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Parses BSD/macOS `netstat -an` output.
-pub fn parse(text: &str) -> Parsed {
+pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     // Name of the section a line is in, when it is not the Internet one.
     let mut other_section: Option<String> = None;
@@ -47,7 +47,7 @@ pub fn parse(text: &str) -> Parsed {
 }
 
 /// `true` for `a.b.c.d.port`, `*.port`, `*.*`, `v6.port` (dotted port).
-pub fn is_bsd_address(word: &str) -> bool {
+pub(crate) fn is_bsd_address(word: &str) -> bool {
     match word.rsplit_once('.') {
         Some((h, p)) => {
             (p == "*" || p.bytes().all(|b| b.is_ascii_digit())) && !p.is_empty() && !h.is_empty()

@@ -7,14 +7,14 @@ use crate::model::Owner;
 
 /// Owners read from the scan, as (socket inode, owner), and the lines that were not readable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnerLines {
-    pub owners: Vec<(u64, Owner)>,
+pub(crate) struct OwnerLines {
+    pub(crate) owners: Vec<(u64, Owner)>,
     /// Unreadable lines, as a [`Parsed`] holds them (no sockets).
-    pub report: Parsed,
+    pub(crate) report: Parsed,
 }
 
 /// Parses `pid inode comm` lines.
-pub fn parse(text: &str) -> OwnerLines {
+pub(crate) fn parse(text: &str) -> OwnerLines {
     let mut out = OwnerLines::default();
     for (no, line) in numbered(text) {
         let trimmed = line.trim();

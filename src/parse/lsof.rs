@@ -17,7 +17,7 @@ use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspec
 use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Parses `lsof -nP -iTCP -iUDP` output.
-pub fn parse(text: &str) -> Parsed {
+pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     // (DEVICE, protocol, local, foreign, state) -> index in out.sockets
     type Key = (String, Protocol, IpAddr, u16, Endpoint, Option<TcpState>);

@@ -29,18 +29,19 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::model::{Owner, Socket};
 
-pub mod bsd;
+pub(crate) mod bsd;
 pub mod external;
-pub mod fd_scan;
-pub mod lsof;
-pub mod netstat;
+pub(crate) mod fd_scan;
+pub(crate) mod lsof;
+pub(crate) mod netstat;
 pub mod proc_net;
 pub mod render;
 pub mod ss;
-pub mod tasklist;
-pub mod windows;
+pub(crate) mod tasklist;
+pub(crate) mod windows;
 
-pub use proc_net::{ByteOrder, PROC_NET_COMMAND, PROC_NET_MARKER};
+pub use proc_net::ByteOrder;
+pub(crate) use proc_net::{PROC_NET_COMMAND, PROC_NET_MARKER};
 pub use render::{RenderOptions, render_netstat, render_proc_net, render_proc_net_all};
 
 /// What a parser read from a text: the sockets, and the lines it could not read.

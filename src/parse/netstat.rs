@@ -25,7 +25,7 @@ use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 const SHORT_COLUMN: usize = 23;
 
 /// Parses net-tools or busybox `netstat` output.
-pub fn parse(text: &str) -> Parsed {
+pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     for (no, line) in numbered(text) {
         let trimmed = line.trim();

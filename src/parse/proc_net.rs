@@ -22,11 +22,11 @@ use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Prefix of a marker line that names the table after it: `== tcp`, `== tcp6`, `== udp`,
 /// `== udp6` (the file's name under `/proc/net/`).
-pub const PROC_NET_MARKER: &str = "== ";
+pub(crate) const PROC_NET_MARKER: &str = "== ";
 
 /// A POSIX `sh` command that prints all four tables, each after its marker line. A missing file
 /// (no IPv6 on the host) prints only its marker. Run it with `LC_ALL=C`.
-pub const PROC_NET_COMMAND: &str =
+pub(crate) const PROC_NET_COMMAND: &str =
     "for f in tcp tcp6 udp udp6; do echo \"== $f\"; cat /proc/net/$f 2>/dev/null; done";
 
 /// Byte order of the host that printed a table.
@@ -40,7 +40,7 @@ pub enum ByteOrder {
 
 impl ByteOrder {
     /// The byte order of the machine this code runs on.
-    pub fn native() -> ByteOrder {
+    pub(crate) fn native() -> ByteOrder {
         if cfg!(target_endian = "big") {
             ByteOrder::Big
         } else {

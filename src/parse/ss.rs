@@ -18,7 +18,7 @@ use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspec
 use crate::model::{Endpoint, Owners, Protocol, Socket, TcpState, Transport};
 
 /// Parses `ss` output; the transport of lines without a `Netid` column is told from the text.
-pub fn parse(text: &str) -> Parsed {
+pub(crate) fn parse(text: &str) -> Parsed {
     parse_as(text, None)
 }
 
@@ -54,7 +54,7 @@ pub fn parse_as(text: &str, transport: Option<Transport>) -> Parsed {
 }
 
 /// `true` for a word `ss` prints as a state.
-pub fn is_ss_state(word: &str) -> bool {
+pub(crate) fn is_ss_state(word: &str) -> bool {
     matches!(
         word,
         "ESTAB"

@@ -6,13 +6,13 @@ use super::{Parsed, clip, numbered};
 
 /// (pid, image name) pairs, and the lines that were not readable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tasks {
-    pub tasks: Vec<(u32, String)>,
-    pub report: Parsed,
+pub(crate) struct Tasks {
+    pub(crate) tasks: Vec<(u32, String)>,
+    pub(crate) report: Parsed,
 }
 
 /// Parses `tasklist /fo csv /nh` output (a header line, if present, is recognised and skipped).
-pub fn parse(text: &str) -> Tasks {
+pub(crate) fn parse(text: &str) -> Tasks {
     let mut out = Tasks::default();
     for (no, line) in numbered(text) {
         let trimmed = line.trim();

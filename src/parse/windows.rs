@@ -15,7 +15,7 @@ use super::{Parsed, clip, host, in_family, numbered, owner, unspecified};
 use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Parses Windows `netstat -ano` / `-anob` output.
-pub fn parse(text: &str) -> Parsed {
+pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     // Whether the previous line was a socket (so `-b` detail lines may follow).
     let mut after_socket = false;

@@ -83,7 +83,7 @@ pub fn parse(text: &str) -> CgroupInfo {
 }
 
 /// The unit a cgroup path belongs to, as systemd's `cg_path_get_unit` finds it.
-pub fn unit_of(path: &str) -> Option<&str> {
+pub(crate) fn unit_of(path: &str) -> Option<&str> {
     let mut components = path.split('/').filter(|c| !c.is_empty());
     let first = components.find(|c| !c.ends_with(".slice"))?;
     // systemd escapes a component that would clash with a controller file by prefixing `_`.
@@ -102,7 +102,7 @@ fn is_unit_name(name: &str) -> bool {
 }
 
 /// The innermost container a cgroup path names.
-pub fn container_of(path: &str) -> Option<Container> {
+pub(crate) fn container_of(path: &str) -> Option<Container> {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut found = None;
     for (i, &component) in components.iter().enumerate() {

@@ -36,7 +36,7 @@ pub trait ProcessLookup: Send + Sync + std::fmt::Debug {
 
 /// Reads `<proc_root>/<pid>/{status,cmdline,cgroup}` on first use of a pid, then remembers.
 #[derive(Debug)]
-pub struct ProcessTable {
+pub(crate) struct ProcessTable {
     proc_root: PathBuf,
     passwd: PathBuf,
     cache: Mutex<HashMap<u32, Option<Arc<ProcessInfo>>>>,
@@ -45,12 +45,15 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     /// A table over `proc_root` (normally `/proc`) naming users from `/etc/passwd`.
-    pub fn new(proc_root: impl Into<PathBuf>) -> ProcessTable {
+    pub(crate) fn new(proc_root: impl Into<PathBuf>) -> ProcessTable {
         ProcessTable::with_passwd(proc_root, "/etc/passwd")
     }
 
     /// A table naming users from another password file (tests).
-    pub fn with_passwd(proc_root: impl Into<PathBuf>, passwd: impl Into<PathBuf>) -> ProcessTable {
+    pub(crate) fn with_passwd(
+        proc_root: impl Into<PathBuf>,
+        passwd: impl Into<PathBuf>,
+    ) -> ProcessTable {
         ProcessTable {
             proc_root: proc_root.into(),
             passwd: passwd.into(),
@@ -122,13 +125,13 @@ fn read_limited(path: &Path, limit: usize) -> Option<String> {
 }
 
 /// The effective uid from a `/proc/<pid>/status` text (`Uid:` real, effective, saved, fs).
-pub fn status_uid(status: &str) -> Option<u32> {
+pub(crate) fn status_uid(status: &str) -> Option<u32> {
     let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The process name (`Name:`) from a `/proc/<pid>/status` text.
-pub fn status_name(status: &str) -> Option<&str> {
+pub(crate) fn status_name(status: &str) -> Option<&str> {
     let name = status.lines().find_map(|l| l.strip_prefix("Name:"))?.trim();
     (!name.is_empty()).then_some(name)
 }
@@ -136,7 +139,7 @@ pub fn status_name(status: &str) -> Option<&str> {
 /// A `/proc/<pid>/cmdline` (arguments separated by NUL) as one line: arguments joined by
 /// spaces, control characters shown as spaces, at most [`COMMAND_MAX_CHARS`] characters (a cut
 /// line ends with `…`). `None` when empty (kernel threads, zombies).
-pub fn command_line(raw: &[u8]) -> Option<Arc<str>> {
+pub(crate) fn command_line(raw: &[u8]) -> Option<Arc<str>> {
     let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
     if raw.is_empty() {
         return None;
@@ -159,7 +162,7 @@ pub fn command_line(raw: &[u8]) -> Option<Arc<str>> {
 
 /// uid → name from a password file (`name:x:uid:gid:...`); the first entry for a uid wins,
 /// as `getpwuid` returns it.
-pub fn parse_passwd(text: &str) -> HashMap<u32, Arc<str>> {
+pub(crate) fn parse_passwd(text: &str) -> HashMap<u32, Arc<str>> {
     let mut users = HashMap::new();
     for line in text.lines() {
         if line.starts_with('#') {

@@ -19,21 +19,21 @@ use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want}
 
 /// The largest text block a default answer may have: a client hands it to a model whose
 /// context is finite (Claude Code refuses results over 25,000 tokens).
-pub const ANSWER_BUDGET: usize = 24 * 1024;
+pub(crate) const ANSWER_BUDGET: usize = 24 * 1024;
 
 /// `check_port_occupation` names at least this many owners before cutting the list.
-pub const MAX_PORT_OWNERS: usize = 100;
+pub(crate) const MAX_PORT_OWNERS: usize = 100;
 /// The message names at most this many owners (data.owners has them all).
 const OWNERS_IN_MESSAGE: usize = 10;
 
 /// How to fix missing owners, appended to messages.
-pub const OWNER_HINT: &str = "run as root (sudo) or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH \
+pub(crate) const OWNER_HINT: &str = "run as root (sudo) or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH \
 (e.g. setcap cap_sys_ptrace,cap_dac_read_search+ep on the binary); for a remote host, use an SSH \
 user with those rights";
 
 impl ConnectionsQuery {
     /// What to ask a source for.
-    pub fn want(&self) -> Want {
+    pub(crate) fn want(&self) -> Want {
         let listen = self.state == Some(TcpState::Listen);
         Want {
             tcp: self.proto != ProtoFilter::Udp,
@@ -54,7 +54,7 @@ impl ConnectionsQuery {
 
     /// Whether a socket passes every filter: what a source was asked for ([`Want::admits`]),
     /// then the owner filters only we apply.
-    pub fn matches(&self, s: &Socket) -> bool {
+    pub(crate) fn matches(&self, s: &Socket) -> bool {
         self.want().admits(s) && self.matches_owner(s)
     }
 
@@ -73,7 +73,7 @@ impl ConnectionsQuery {
 
     /// Applies the query to a snapshot: the envelope with its message. The snapshot is
     /// consumed: its sockets become the rows in place.
-    pub fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<ConnectionsData> {
+    pub(crate) fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<ConnectionsData> {
         let Snapshot {
             mut sockets,
             owners: coverage,
@@ -254,7 +254,7 @@ struct MessageParts<'a> {
 }
 
 /// The size of a value's compact JSON, without building the text.
-pub fn json_len<T: Serialize>(value: &T) -> usize {
+pub(crate) fn json_len<T: Serialize>(value: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -276,7 +276,7 @@ pub fn json_len<T: Serialize>(value: &T) -> usize {
 /// socket, an orphan closing down) rather than by a process we may not see. A source that
 /// reports inodes says so exactly (an inode means a file, so a process); text rows without
 /// one are judged by their state.
-pub fn kernel_held(s: &Socket) -> bool {
+pub(crate) fn kernel_held(s: &Socket) -> bool {
     s.owners.is_empty()
         && s.inode.is_none()
         && matches!(
@@ -400,7 +400,7 @@ fn connection_row(s: Socket, holders: &mut HolderCache<'_>) -> ConnectionRow {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -430,7 +430,7 @@ fn state_counts(states: &BTreeMap<&'static str, usize>) -> String {
 }
 
 impl PortQuery {
-    pub fn want(&self) -> Want {
+    pub(crate) fn want(&self) -> Want {
         Want {
             tcp: self.transport == Transport::Tcp,
             udp: self.transport == Transport::Udp,
@@ -441,7 +441,7 @@ impl PortQuery {
     }
 
     /// Applies the port check to a snapshot. Only local ports count; foreign ports never do.
-    pub fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<PortData> {
+    pub(crate) fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<PortData> {
         let Snapshot {
             mut sockets,
             owners: coverage,

@@ -30,14 +30,14 @@ use crate::source::Snapshot;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressEvent {
     /// Hosts finished so far (this one included).
-    pub done: usize,
-    pub total: usize,
-    pub host: String,
-    pub ok: bool,
+    pub(crate) done: usize,
+    pub(crate) total: usize,
+    pub(crate) host: String,
+    pub(crate) ok: bool,
 }
 
 /// Receives progress events; called once per finished host.
-pub type Progress<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
+pub(crate) type Progress<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
 
 /// A progress sink that drops every event.
 pub fn no_progress(_: ProgressEvent) {}

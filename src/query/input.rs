@@ -21,9 +21,9 @@ use crate::model::{TcpState, Transport};
 use crate::source::Scope;
 
 /// The MCP default for `limit` of `query_network_connections`; the CLI lists everything.
-pub const DEFAULT_ROWS: usize = 50;
+pub(crate) const DEFAULT_ROWS: usize = 50;
 /// The MCP default for `limit` of `check_port_occupation`.
-pub const DEFAULT_OCCUPATIONS: usize = 20;
+pub(crate) const DEFAULT_OCCUPATIONS: usize = 20;
 
 pub(crate) const PORT_RANGE: &str = "must be an integer between 1 and 65535";
 const STATE_ALLOWED: &str = "must be a TCP state: ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, \
@@ -132,14 +132,14 @@ pub struct ConnectionsArgs {
 
 /// Which transports a listing covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtoFilter {
+pub(crate) enum ProtoFilter {
     Tcp,
     Udp,
     All,
 }
 
 impl ProtoFilter {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProtoFilter::Tcp => "tcp",
             ProtoFilter::Udp => "udp",
@@ -164,7 +164,7 @@ impl ProtoFilter {
 /// Which host(s) to ask: the local machine, one configured remote host by name or address,
 /// or several (a comma-separated list of names, globs such as `web-*`, groups such as `@prod`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostSpec {
+pub(crate) enum HostSpec {
     Local,
     Remote(String),
     Many(Vec<HostPattern>),
@@ -173,7 +173,7 @@ pub enum HostSpec {
 impl HostSpec {
     /// Omitted, empty, `localhost`, `127.0.0.1` and `::1` mean the local machine; a list, a
     /// glob or a group means several hosts (read with [`HostSpec::from_arg`]).
-    pub fn parse(host: Option<&str>) -> HostSpec {
+    pub(crate) fn parse(host: Option<&str>) -> HostSpec {
         match host.map(str::trim) {
             None | Some("") => HostSpec::Local,
             Some(h) if h.eq_ignore_ascii_case("localhost") || h == "127.0.0.1" || h == "::1" => {
@@ -184,7 +184,7 @@ impl HostSpec {
     }
 
     /// A `host` argument: one host as [`HostSpec::parse`] reads it, or several.
-    pub fn from_arg(host: Option<&str>) -> Result<HostSpec, InputError> {
+    pub(crate) fn from_arg(host: Option<&str>) -> Result<HostSpec, InputError> {
         match host {
             Some(h) if crate::fleet::is_multi(h) => {
                 Ok(HostSpec::Many(crate::fleet::parse_patterns([h])?))
@@ -197,27 +197,27 @@ impl HostSpec {
 /// A validated `query_network_connections`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionsQuery {
-    pub proto: ProtoFilter,
-    pub state: Option<TcpState>,
-    pub host: HostSpec,
-    pub ssh_port: Option<u16>,
-    pub local_port: Option<u16>,
-    pub remote_port: Option<u16>,
-    pub pid: Option<u32>,
+    pub(crate) proto: ProtoFilter,
+    pub(crate) state: Option<TcpState>,
+    pub(crate) host: HostSpec,
+    pub(crate) ssh_port: Option<u16>,
+    pub(crate) local_port: Option<u16>,
+    pub(crate) remote_port: Option<u16>,
+    pub(crate) pid: Option<u32>,
     /// Lower-cased substring of the program name.
-    pub program: Option<String>,
+    pub(crate) program: Option<String>,
     /// `None` lists everything.
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
-    pub default_limit: bool,
+    pub(crate) default_limit: bool,
     /// Rows strictly after this key are returned.
-    pub cursor: Option<RowKey>,
+    pub(crate) cursor: Option<RowKey>,
     /// Whether to look up owners at all (the CLI's `--no-owners` turns it off).
-    pub owners: bool,
+    pub(crate) owners: bool,
     /// Which network namespaces to list.
-    pub scope: Scope,
+    pub(crate) scope: Scope,
     /// Bytes the answer may take with a default limit (less per host in a multi-host call).
-    pub budget: usize,
+    pub(crate) budget: usize,
 }
 
 /// Decodes MCP arguments into an input struct, checked against its derived schema.
@@ -388,18 +388,18 @@ pub struct PortArgs {
 /// A validated `check_port_occupation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortQuery {
-    pub port: u16,
-    pub transport: Transport,
-    pub host: HostSpec,
-    pub ssh_port: Option<u16>,
+    pub(crate) port: u16,
+    pub(crate) transport: Transport,
+    pub(crate) host: HostSpec,
+    pub(crate) ssh_port: Option<u16>,
     /// At most this many rows in `occupations`; `None` for all.
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
-    pub default_limit: bool,
+    pub(crate) default_limit: bool,
     /// Which network namespaces to check.
-    pub scope: Scope,
+    pub(crate) scope: Scope,
     /// Bytes the answer may take with a default limit (less per host in a multi-host call).
-    pub budget: usize,
+    pub(crate) budget: usize,
 }
 
 impl PortArgs {
@@ -449,7 +449,7 @@ impl PortArgs {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(deny_unknown_fields)]
-pub struct NoArgs {}
+pub(crate) struct NoArgs {}
 
 pub(crate) fn input(param: &str, given: String, allowed: &str) -> InputError {
     InputError {
@@ -514,7 +514,7 @@ fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
 #[serde(deny_unknown_fields)]
 #[schemars(deny_unknown_fields)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// How long to watch, in seconds: 1-60 (default 10).
     #[schemars(range(min = 1, max = 60), extend("default" = 10))]
     #[arg(
@@ -522,7 +522,7 @@ pub struct WatchArgs {
         value_name = "SECS",
         help = "Stop after SECS seconds (default: until Ctrl-C or SIGTERM)"
     )]
-    pub duration_secs: Option<i64>,
+    pub(crate) duration_secs: Option<i64>,
 
     /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
     #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
@@ -530,7 +530,7 @@ pub struct WatchArgs {
         long,
         help = "Protocol: tcp, udp or all (default all; IPv4 and IPv6 both included)"
     )]
-    pub proto: Option<String>,
+    pub(crate) proto: Option<String>,
 
     /// TCP state filter, any spelling query_network_connections accepts. An open carries the
     /// state it was first seen in; a close the last state seen (CLOSE when never seen open).
@@ -538,7 +538,7 @@ pub struct WatchArgs {
         long,
         help = "Only sockets in this TCP state (for a close: the last state seen), e.g. LISTEN"
     )]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
 
     /// A configured remote host, by its name or address (see list_hosts), watched by comparing
     /// its listings. Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
@@ -546,7 +546,7 @@ pub struct WatchArgs {
         long,
         help = "Watch a configured remote host (name or address) by comparing its listings"
     )]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
 
     /// SSH port of the remote host, overriding the configured one. Only for a remote host.
     #[schemars(range(min = 1, max = 65535))]
@@ -555,26 +555,26 @@ pub struct WatchArgs {
         value_name = "PORT",
         help = "SSH port for --host, overriding the configured one"
     )]
-    pub ssh_port: Option<i64>,
+    pub(crate) ssh_port: Option<i64>,
 
     /// Only sockets whose local port is this one.
     #[schemars(range(min = 1, max = 65535))]
     #[arg(long, value_name = "PORT")]
-    pub local_port: Option<i64>,
+    pub(crate) local_port: Option<i64>,
 
     /// Only sockets whose remote (foreign) port is this one.
     #[schemars(range(min = 1, max = 65535))]
     #[arg(long, value_name = "PORT")]
-    pub remote_port: Option<i64>,
+    pub(crate) remote_port: Option<i64>,
 
     /// Only sockets held by this process id.
     #[schemars(range(min = 1))]
     #[arg(long)]
-    pub pid: Option<i64>,
+    pub(crate) pid: Option<i64>,
 
     /// Only sockets held by a program whose name contains this text (case-insensitive).
     #[arg(long, value_name = "NAME")]
-    pub program: Option<String>,
+    pub(crate) program: Option<String>,
 
     /// Milliseconds between two listings: 20-60000 (default 250 locally; for a remote host
     /// default 2000, at least 500).
@@ -584,18 +584,18 @@ pub struct WatchArgs {
         value_name = "N",
         help = "Milliseconds between two listings (default 250; 2000 for --host)"
     )]
-    pub interval_ms: Option<i64>,
+    pub(crate) interval_ms: Option<i64>,
 
     /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
     /// cover every event.
     #[schemars(range(min = 0), extend("default" = 50))]
     #[arg(skip)]
-    pub limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 impl WatchArgs {
     /// The connection filters, for [`ConnectionsArgs::validate`] (the one validation of them).
-    pub fn filters(&self) -> ConnectionsArgs {
+    pub(crate) fn filters(&self) -> ConnectionsArgs {
         ConnectionsArgs {
             proto: self.proto.clone(),
             state: self.state.clone(),
@@ -615,43 +615,43 @@ impl WatchArgs {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(deny_unknown_fields)]
-pub struct RecentArgs {
+pub(crate) struct RecentArgs {
     /// How far back to look, in seconds: 1-604800 (default 600, ten minutes).
     #[schemars(range(min = 1, max = 604800), extend("default" = 600))]
-    pub since_secs: Option<i64>,
+    pub(crate) since_secs: Option<i64>,
 
     /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
     #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "all"))]
-    pub proto: Option<String>,
+    pub(crate) proto: Option<String>,
 
     /// TCP state filter, any spelling query_network_connections accepts (for a close: the
     /// last state seen).
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
 
     /// Only sockets whose local port is this one.
     #[schemars(range(min = 1, max = 65535))]
-    pub local_port: Option<i64>,
+    pub(crate) local_port: Option<i64>,
 
     /// Only sockets whose remote (foreign) port is this one.
     #[schemars(range(min = 1, max = 65535))]
-    pub remote_port: Option<i64>,
+    pub(crate) remote_port: Option<i64>,
 
     /// Only sockets held by this process id.
     #[schemars(range(min = 1))]
-    pub pid: Option<i64>,
+    pub(crate) pid: Option<i64>,
 
     /// Only sockets held by a program whose name contains this text (case-insensitive).
-    pub program: Option<String>,
+    pub(crate) program: Option<String>,
 
     /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
     /// cover every matching event.
     #[schemars(range(min = 0), extend("default" = 50))]
-    pub limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 impl RecentArgs {
     /// The connection filters, for [`ConnectionsArgs::validate`].
-    pub fn filters(&self) -> ConnectionsArgs {
+    pub(crate) fn filters(&self) -> ConnectionsArgs {
         ConnectionsArgs {
             proto: self.proto.clone(),
             state: self.state.clone(),
@@ -664,5 +664,8 @@ impl RecentArgs {
     }
 }
 
+// The MCP server decodes these with the schemas it keeps; the unit tests use `from_json`.
+#[cfg(test)]
 from_json!(WatchArgs);
+#[cfg(test)]
 from_json!(RecentArgs);

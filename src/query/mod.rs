@@ -13,33 +13,31 @@
 //! - [`fleet`]: answers over several hosts (a list, glob or group): concurrent, per-host results,
 //!   merged summary, one budget.
 
-pub mod answer;
-pub mod fleet;
-pub mod input;
-pub mod output;
-pub mod page;
-pub mod schema;
-pub mod service;
-pub mod summary;
+pub(crate) mod answer;
+pub(crate) mod fleet;
+pub(crate) mod input;
+pub(crate) mod output;
+pub(crate) mod page;
+pub(crate) mod schema;
+pub(crate) mod service;
+pub(crate) mod summary;
 
-pub use answer::{ANSWER_BUDGET, OWNER_HINT};
-pub use fleet::{Progress, ProgressEvent, no_progress};
-pub use input::{
-    ConnectionsArgs, ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs,
-    PortArgs, PortQuery, ProtoFilter, RecentArgs, WatchArgs,
+pub(crate) use answer::{ANSWER_BUDGET, OWNER_HINT};
+pub use fleet::no_progress;
+pub(crate) use fleet::{Progress, ProgressEvent};
+pub use input::{ConnectionsArgs, PortArgs};
+pub(crate) use input::{
+    ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs, RecentArgs, WatchArgs,
 };
 pub use output::{
-    ConnectionRow, ConnectionsAnswer, ConnectionsData, ContainerRef, Envelope, FilterEcho,
-    FleetData, FleetSummary, Holders, HostAnswer, HostInfo, HostsData, NetnsRef, Occupation,
-    OwnerDetails, PortAnswer, PortData, PortFleetSummary, PortOwner, RowOwners, RowPlace,
-    SocketOwner,
+    ConnectionsAnswer, ConnectionsData, Envelope, FleetData, FleetSummary, HostsData, PortAnswer,
 };
+pub(crate) use output::{HostInfo, OwnerDetails, PortData, RowOwners, RowPlace};
 pub use service::Service;
-pub use summary::Summary;
 
 /// A caller's text for a message: control characters escaped (`\n`, `\u{1b}`), and cut to 64
 /// characters so that a huge argument is never echoed back whole.
-pub fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     const MAX: usize = 64;
     let escape = |s: &str| -> String {
         s.chars()

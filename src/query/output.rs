@@ -29,7 +29,7 @@ pub struct Envelope<T> {
 }
 
 impl<T> Envelope<T> {
-    pub fn ok(message: String, data: T) -> Envelope<T> {
+    pub(crate) fn ok(message: String, data: T) -> Envelope<T> {
         Envelope {
             success: true,
             message,
@@ -37,7 +37,7 @@ impl<T> Envelope<T> {
         }
     }
 
-    pub fn error(err: &Error) -> Envelope<T> {
+    pub(crate) fn error(err: &Error) -> Envelope<T> {
         Envelope {
             success: false,
             message: err.to_string(),
@@ -56,14 +56,14 @@ pub struct ConnectionsData {
     /// True when matching rows follow the ones returned (see next_cursor).
     pub truncated: bool,
     /// Pass this back as `cursor` to get the rows after these; null at the end.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
     /// Counts over every matching socket: what a host is doing, without reading the rows.
     pub summary: Summary,
     /// The rows of this page, in the stable order (protocol, local port, local ip, foreign ip,
     /// foreign port).
     pub connections: Vec<ConnectionRow>,
     /// The filters applied.
-    pub filter: FilterEcho,
+    pub(crate) filter: FilterEcho,
 }
 
 /// One socket, with the columns netstat prints, then who holds it and where it lives.
@@ -76,14 +76,14 @@ pub struct ConnectionsData {
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct ConnectionRow {
     /// `tcp`, `tcp6`, `udp` or `udp6`.
-    pub protocol: &'static str,
-    pub recv_queue: u64,
-    pub send_queue: u64,
-    pub local_ip: IpAddr,
+    pub(crate) protocol: &'static str,
+    pub(crate) recv_queue: u64,
+    pub(crate) send_queue: u64,
+    pub(crate) local_ip: IpAddr,
     pub local_port: u16,
-    pub foreign_ip: IpAddr,
+    pub(crate) foreign_ip: IpAddr,
     /// Null where netstat prints `*` (not connected).
-    pub foreign_port: Option<u16>,
+    pub(crate) foreign_port: Option<u16>,
     /// netstat spelling (`LISTEN`, `ESTABLISHED`, ...); null for an unconnected UDP socket.
     pub state: Option<&'static str>,
     /// Owning process id; null when unknown (no permission) or held by no process.
@@ -92,35 +92,35 @@ pub struct ConnectionRow {
     pub program: Option<Arc<str>>,
     /// The owner's details and, for a socket several processes hold, all of them.
     #[serde(flatten)]
-    pub owners: RowOwners,
+    pub(crate) owners: RowOwners,
     /// The bound interface and, when every namespace was listed, the socket's namespace.
     #[serde(flatten)]
-    pub place: RowPlace,
+    pub(crate) place: RowPlace,
 }
 
 /// What the process table says about an owning process; each field is left out when unknown.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
-pub struct OwnerDetails {
+pub(crate) struct OwnerDetails {
     /// The user the process runs as (effective uid): its name, else the uid as text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<Arc<str>>,
+    pub(crate) user: Option<Arc<str>>,
     /// The effective user id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     /// The command line, arguments joined by spaces, at most 256 characters (a cut one ends
     /// with `…`); `[name]` for a kernel thread.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Arc<str>>,
+    pub(crate) command: Option<Arc<str>>,
     /// The systemd unit the process runs in, as `ps -o unit` shows it (`nginx.service`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Arc<str>>,
+    pub(crate) unit: Option<Arc<str>>,
     /// The container the process runs in, from its cgroup path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerRef>,
+    pub(crate) container: Option<ContainerRef>,
 }
 
 impl OwnerDetails {
-    pub fn of(info: &ProcessInfo) -> OwnerDetails {
+    pub(crate) fn of(info: &ProcessInfo) -> OwnerDetails {
         OwnerDetails {
             user: info.user.clone(),
             uid: info.uid,
@@ -156,26 +156,26 @@ impl OwnerDetails {
 
 /// A container, as its cgroup path names it.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct ContainerRef {
+pub(crate) struct ContainerRef {
     /// `docker`, `podman`, `containerd`, `kubernetes` or `lxc`.
     #[schemars(extend("enum" = ["docker", "podman", "containerd", "kubernetes", "lxc"]))]
-    pub runtime: &'static str,
+    pub(crate) runtime: &'static str,
     /// The short id (12 hex digits, as `docker ps` shows it), or the container's name for lxc.
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
 }
 
 /// A network namespace.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct NetnsRef {
+pub(crate) struct NetnsRef {
     /// Its nsfs inode (what `ls -L -i /proc/<pid>/ns/net` shows), unique on the machine.
-    pub inode: u64,
+    pub(crate) inode: u64,
     /// Its name under /run/netns (`ip netns`), else `runtime:id` of the container holding it;
     /// null when neither.
-    pub name: Option<Arc<str>>,
+    pub(crate) name: Option<Arc<str>>,
 }
 
 impl NetnsRef {
-    pub fn of(netns: &Netns) -> NetnsRef {
+    pub(crate) fn of(netns: &Netns) -> NetnsRef {
         NetnsRef {
             inode: netns.inode,
             name: netns.name.clone(),
@@ -185,34 +185,34 @@ impl NetnsRef {
 
 /// A process holding a socket, with its details.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct SocketOwner {
-    pub pid: u32,
+pub(crate) struct SocketOwner {
+    pub(crate) pid: u32,
     /// The process name (`/proc/<pid>/comm`).
-    pub program: Arc<str>,
+    pub(crate) program: Arc<str>,
     #[serde(flatten)]
-    pub details: OwnerDetails,
+    pub(crate) details: OwnerDetails,
 }
 
 /// The processes holding a socket, lowest pid first; one value shared by every row with the
 /// same holders.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Holders {
-    pub owners: Vec<SocketOwner>,
+pub(crate) struct Holders {
+    pub(crate) owners: Vec<SocketOwner>,
 }
 
 /// A row's owner details (of its `pid`) and, when several processes hold the socket, the
 /// `owners` list; serialized flat into the row.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct RowOwners(pub Option<Arc<Holders>>);
+pub(crate) struct RowOwners(pub Option<Arc<Holders>>);
 
 impl RowOwners {
     /// Every process holding the socket, lowest pid first.
-    pub fn all(&self) -> &[SocketOwner] {
+    pub(crate) fn all(&self) -> &[SocketOwner] {
         self.0.as_deref().map_or(&[], |h| h.owners.as_slice())
     }
 
     /// The details of the first owner (the row's `pid`).
-    pub fn details(&self) -> Option<&OwnerDetails> {
+    pub(crate) fn details(&self) -> Option<&OwnerDetails> {
         self.all().first().map(|o| &o.details)
     }
 }
@@ -257,14 +257,14 @@ impl JsonSchema for RowOwners {
 
 /// A row's bound interface and namespace; serialized flat into the row.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct RowPlace(pub Option<Arc<Place>>);
+pub(crate) struct RowPlace(pub Option<Arc<Place>>);
 
 impl RowPlace {
-    pub fn interface(&self) -> Option<&str> {
+    pub(crate) fn interface(&self) -> Option<&str> {
         self.0.as_ref()?.interface.as_deref()
     }
 
-    pub fn netns(&self) -> Option<&Netns> {
+    pub(crate) fn netns(&self) -> Option<&Netns> {
         self.0.as_ref()?.netns.as_ref()
     }
 }
@@ -309,23 +309,23 @@ impl JsonSchema for RowPlace {
 
 /// The filters of a listing, echoed back.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct FilterEcho {
-    pub proto: String,
-    pub state: Option<String>,
-    pub local_port: Option<u16>,
-    pub remote_port: Option<u16>,
-    pub pid: Option<u32>,
-    pub program: Option<String>,
+pub(crate) struct FilterEcho {
+    pub(crate) proto: String,
+    pub(crate) state: Option<String>,
+    pub(crate) local_port: Option<u16>,
+    pub(crate) remote_port: Option<u16>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) program: Option<String>,
     /// Null when unlimited.
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// `host` or `all` (every network namespace).
-    pub scope: &'static str,
+    pub(crate) scope: &'static str,
 }
 
 /// `data` of `check_port_occupation`.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct PortData {
-    pub host: String,
+    pub(crate) host: String,
     pub check_port: u16,
     /// `tcp` or `udp`.
     pub proto: String,
@@ -336,14 +336,14 @@ pub struct PortData {
     /// state; most sockets first.
     pub owners: Vec<PortOwner>,
     /// How many distinct processes hold the port.
-    pub owner_count: usize,
+    pub(crate) owner_count: usize,
     /// True when owners was cut (only past the first 100).
-    pub owners_truncated: bool,
+    pub(crate) owners_truncated: bool,
     /// Sockets on the port that no process holds (TIME_WAIT and other orphaned states, kept by
     /// the kernel).
-    pub kernel_held: usize,
+    pub(crate) kernel_held: usize,
     /// True when occupations holds fewer rows than occupation_count.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
     /// The sockets on the port, listening (TCP) or bound (UDP) ones first, then in row order;
     /// at most `limit`.
     pub occupations: Vec<Occupation>,
@@ -353,72 +353,72 @@ pub struct PortData {
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct PortOwner {
     pub pid: u32,
-    pub program: Arc<str>,
+    pub(crate) program: Arc<str>,
     /// How many of the port's sockets it holds.
-    pub socket_count: usize,
+    pub(crate) socket_count: usize,
     /// Its sockets per state (netstat spelling; UDP as UNCONN or ESTABLISHED).
-    pub states: BTreeMap<&'static str, usize>,
+    pub(crate) states: BTreeMap<&'static str, usize>,
     #[serde(flatten)]
-    pub details: OwnerDetails,
+    pub(crate) details: OwnerDetails,
     /// The network namespace of its sockets on the port; only when every namespace was
     /// checked (scope all).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<NetnsRef>,
+    pub(crate) netns: Option<NetnsRef>,
 }
 
 /// A socket holding the checked port.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct Occupation {
     /// `tcp`, `tcp6`, `udp` or `udp6`.
-    pub protocol: &'static str,
-    pub local_ip: IpAddr,
-    pub local_port: u16,
-    pub foreign_ip: IpAddr,
+    pub(crate) protocol: &'static str,
+    pub(crate) local_ip: IpAddr,
+    pub(crate) local_port: u16,
+    pub(crate) foreign_ip: IpAddr,
     /// Null where netstat prints `*` (not connected).
-    pub foreign_port: Option<u16>,
+    pub(crate) foreign_port: Option<u16>,
     /// netstat spelling; null for an unconnected UDP socket.
-    pub state: Option<&'static str>,
+    pub(crate) state: Option<&'static str>,
     /// The owning process (the lowest pid when several share the socket); null when unknown
     /// or held by no process.
     pub pid: Option<u32>,
-    pub program: Option<Arc<str>>,
+    pub(crate) program: Option<Arc<str>>,
     /// The owner's details and, for a socket several processes hold, all of them.
     #[serde(flatten)]
-    pub owners: RowOwners,
+    pub(crate) owners: RowOwners,
     /// The bound interface and, when every namespace was checked, the socket's namespace.
     #[serde(flatten)]
-    pub place: RowPlace,
+    pub(crate) place: RowPlace,
 }
 
 /// `data` of `list_hosts`.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct HostsData {
     /// How many remote hosts are configured.
-    pub host_count: usize,
+    pub(crate) host_count: usize,
     /// Where the configuration came from; null when there is no config file.
-    pub config: Option<String>,
-    pub hosts: Vec<HostInfo>,
+    pub(crate) config: Option<String>,
+    pub(crate) hosts: Vec<HostInfo>,
 }
 
 /// A configured remote host, as `list_hosts` and the CLI's `hosts` show it: never a secret.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct HostInfo {
+pub(crate) struct HostInfo {
     /// The name to pass as `host`.
-    pub name: String,
+    pub(crate) name: String,
     /// Its address or DNS name.
-    pub host: String,
+    pub(crate) host: String,
     /// Its SSH port.
-    pub port: u16,
-    pub username: String,
+    pub(crate) port: u16,
+    pub(crate) username: String,
     /// How we authenticate: password, key, agent (the method only).
-    pub auth: String,
+    pub(crate) auth: String,
     /// Groups it belongs to (address a group as `@name`).
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// The bastions it is reached through (ProxyJump), outermost first; empty when direct.
-    pub via: Vec<String>,
+    pub(crate) via: Vec<String>,
     /// Where it is configured: `config` (a `[[remote_hosts]]` entry) or `ssh_config` (a
     /// `Host` alias).
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// `data` of `query_network_connections`: one host's, or several hosts' when `host` named more
@@ -471,37 +471,37 @@ pub struct FleetSummary {
     /// Matching sockets on all answering hosts.
     pub connection_count: usize,
     /// Sockets per state over all hosts (netstat spelling; UDP as UNCONN or ESTABLISHED).
-    pub by_state: BTreeMap<&'static str, usize>,
+    pub(crate) by_state: BTreeMap<&'static str, usize>,
     /// Sockets per protocol over all hosts.
-    pub by_protocol: BTreeMap<&'static str, usize>,
+    pub(crate) by_protocol: BTreeMap<&'static str, usize>,
     /// Listening TCP and bound UDP sockets, host by host in the order named; at most 100.
     pub listeners: Vec<FleetListener>,
-    pub listener_count: usize,
-    pub listeners_truncated: bool,
+    pub(crate) listener_count: usize,
+    pub(crate) listeners_truncated: bool,
     /// The processes holding the most matching sockets, over all hosts; at most 10.
-    pub top_programs: Vec<FleetProgramCount>,
+    pub(crate) top_programs: Vec<FleetProgramCount>,
     /// The foreign addresses of the most connected sockets, over all hosts; at most 10.
-    pub top_remote_hosts: Vec<super::summary::RemoteHostCount>,
+    pub(crate) top_remote_hosts: Vec<super::summary::RemoteHostCount>,
 }
 
 /// A listener on one of several hosts.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct FleetListener {
-    pub host: String,
-    pub protocol: &'static str,
-    pub local_ip: IpAddr,
+    pub(crate) host: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) local_ip: IpAddr,
     pub local_port: u16,
-    pub pid: Option<u32>,
-    pub program: Option<Arc<str>>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) program: Option<Arc<str>>,
 }
 
 /// A process on one of several hosts, and how many matching sockets it holds.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct FleetProgramCount {
-    pub host: String,
-    pub program: Arc<str>,
-    pub pid: u32,
-    pub count: usize,
+pub(crate) struct FleetProgramCount {
+    pub(crate) host: String,
+    pub(crate) program: Arc<str>,
+    pub(crate) pid: u32,
+    pub(crate) count: usize,
 }
 
 /// The summary of a port check over several hosts.
@@ -510,21 +510,21 @@ pub struct PortFleetSummary {
     /// Hosts where the port is occupied, in the order named.
     pub occupied_on: Vec<String>,
     /// Hosts where it is free.
-    pub free_on: Vec<String>,
+    pub(crate) free_on: Vec<String>,
     /// Hosts that did not answer.
     pub failed: Vec<String>,
     /// Sockets on the port over all hosts.
-    pub occupation_count: usize,
+    pub(crate) occupation_count: usize,
     /// The processes holding it, host by host, most sockets first within a host; at most 100.
-    pub owners: Vec<FleetPortOwner>,
-    pub owners_truncated: bool,
+    pub(crate) owners: Vec<FleetPortOwner>,
+    pub(crate) owners_truncated: bool,
 }
 
 /// A process holding the checked port on one of several hosts.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct FleetPortOwner {
-    pub host: String,
-    pub pid: u32,
-    pub program: Arc<str>,
-    pub socket_count: usize,
+pub(crate) struct FleetPortOwner {
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) program: Arc<str>,
+    pub(crate) socket_count: usize,
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::answer::json_len;
+use super::input::PortQuery;
 use super::schema::output_schema;
 use super::*;
 use crate::model::{

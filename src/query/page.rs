@@ -25,7 +25,7 @@ const MAX_CURSOR: usize = 200;
 
 /// A socket's place in the row order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RowKey {
+pub(crate) struct RowKey {
     protocol: Protocol,
     local_port: u16,
     local_ip: IpAddr,
@@ -40,7 +40,7 @@ pub struct RowKey {
 }
 
 impl RowKey {
-    pub fn of(s: &Socket) -> RowKey {
+    pub(crate) fn of(s: &Socket) -> RowKey {
         RowKey {
             protocol: s.protocol,
             local_port: s.local_port,
@@ -54,7 +54,7 @@ impl RowKey {
     }
 
     /// The opaque cursor text.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let text = format!(
             "2|{}|{}|{}|{}|{}|{}|{}|{}",
             self.protocol.as_str(),
@@ -71,7 +71,7 @@ impl RowKey {
     }
 
     /// Reads a cursor made by [`RowKey::encode`].
-    pub fn decode(cursor: &str) -> Result<RowKey, InputError> {
+    pub(crate) fn decode(cursor: &str) -> Result<RowKey, InputError> {
         let refuse = || {
             input(
                 "cursor",
@@ -127,7 +127,7 @@ impl RowKey {
 
 /// Compares two sockets in row order without building their keys (most comparisons end at
 /// the protocol or the port).
-pub fn row_order(a: &Socket, b: &Socket) -> Ordering {
+pub(crate) fn row_order(a: &Socket, b: &Socket) -> Ordering {
     a.protocol
         .cmp(&b.protocol)
         .then(a.local_port.cmp(&b.local_port))
@@ -136,7 +136,11 @@ pub fn row_order(a: &Socket, b: &Socket) -> Ordering {
 
 /// Sorts `sockets` into row order and keeps one page of them: those after `cursor`, at most
 /// `limit`. Returns whether rows after the page remain.
-pub fn take_page(sockets: &mut Vec<Socket>, cursor: Option<&RowKey>, limit: Option<usize>) -> bool {
+pub(crate) fn take_page(
+    sockets: &mut Vec<Socket>,
+    cursor: Option<&RowKey>,
+    limit: Option<usize>,
+) -> bool {
     if let Some(after) = cursor {
         sockets.retain(|s| RowKey::of(s) > *after);
     }

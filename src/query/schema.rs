@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::error::InputError;
 
 /// The portable input schema of `T`: an object schema with single-typed properties.
-pub fn input_schema<T: JsonSchema>() -> Map<String, Value> {
+pub(crate) fn input_schema<T: JsonSchema>() -> Map<String, Value> {
     let mut settings = SchemaSettings::draft2020_12();
     settings.inline_subschemas = true;
     let schema = settings.into_generator().into_root_schema_for::<T>();
@@ -37,7 +37,7 @@ pub fn input_schema<T: JsonSchema>() -> Map<String, Value> {
 }
 
 /// The output schema of `T` (how it serializes), without non-standard `format` keywords.
-pub fn output_schema<T: JsonSchema>() -> Map<String, Value> {
+pub(crate) fn output_schema<T: JsonSchema>() -> Map<String, Value> {
     let mut settings = SchemaSettings::draft2020_12().for_serialize();
     settings.inline_subschemas = true;
     let schema = settings.into_generator().into_root_schema_for::<T>();
@@ -148,7 +148,7 @@ fn portable(object: &mut Map<String, Value>) {
 }
 
 /// What a property allows, for an error message: read off its schema.
-pub fn allowed(property: &Value) -> String {
+pub(crate) fn allowed(property: &Value) -> String {
     let kind = property.get("type").and_then(Value::as_str).unwrap_or("");
     let base = match kind {
         "integer" => {
@@ -210,7 +210,7 @@ fn first_sentence(text: &str) -> String {
 }
 
 /// Describes a JSON value for an error message, never longer than about 40 characters.
-pub fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::String(s) => format!("\"{}\" (a string)", crate::query::shorten(s)),
         Value::Array(_) => "an array".into(),
@@ -230,7 +230,7 @@ fn input_error(param: &str, given: String, allowed: String) -> InputError {
 }
 
 /// Checks `args` against `schema` (made by [`input_schema`]) and decodes them into `T`.
-pub fn decode<T: DeserializeOwned>(
+pub(crate) fn decode<T: DeserializeOwned>(
     schema: &Map<String, Value>,
     args: &Map<String, Value>,
 ) -> Result<T, InputError> {

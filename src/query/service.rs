@@ -28,12 +28,12 @@ impl Service {
     }
 
     /// Hosts queried at once by one multi-host call.
-    pub fn max_parallel(&self) -> usize {
+    pub(crate) fn max_parallel(&self) -> usize {
         self.remotes.max_parallel()
     }
 
     /// The target a host argument names. An unknown host's error lists the configured ones.
-    pub fn target(&self, host: &HostSpec, ssh_port: Option<u16>) -> Result<Target, Error> {
+    pub(crate) fn target(&self, host: &HostSpec, ssh_port: Option<u16>) -> Result<Target, Error> {
         match host {
             HostSpec::Local => Ok(Target {
                 host: "localhost".into(),
@@ -81,7 +81,7 @@ impl Service {
     }
 
     /// `list_hosts`: the configured remote hosts, never a secret.
-    pub fn hosts(&self) -> Envelope<HostsData> {
+    pub(crate) fn hosts(&self) -> Envelope<HostsData> {
         let data = self.remotes.hosts();
         let message = match data.host_count {
             0 => {
@@ -93,7 +93,7 @@ impl Service {
     }
 
     /// A raw snapshot from a host (for the `netstat` rendering).
-    pub async fn snapshot(
+    pub(crate) async fn snapshot(
         &self,
         host: &HostSpec,
         ssh_port: Option<u16>,

@@ -15,83 +15,83 @@ use crate::model::{Socket, TcpState, Transport};
 use crate::source::ProcessLookup;
 
 /// At most this many listeners are listed.
-pub const MAX_LISTENERS: usize = 100;
+pub(crate) const MAX_LISTENERS: usize = 100;
 /// At most this many entries in `top_programs` and `top_remote_hosts`.
-pub const TOP: usize = 10;
+pub(crate) const TOP: usize = 10;
 /// At most this many namespaces in `by_netns`.
-pub const MAX_NETNS: usize = 50;
+pub(crate) const MAX_NETNS: usize = 50;
 
 /// Counts over every matching socket.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
 pub struct Summary {
     /// Sockets per state, netstat spelling; UDP sockets count as UNCONN (not connected) or
     /// ESTABLISHED (connected).
-    pub by_state: BTreeMap<&'static str, usize>,
+    pub(crate) by_state: BTreeMap<&'static str, usize>,
     /// Sockets per protocol: tcp, tcp6, udp, udp6.
-    pub by_protocol: BTreeMap<&'static str, usize>,
+    pub(crate) by_protocol: BTreeMap<&'static str, usize>,
     /// Listening TCP sockets and bound, unconnected UDP sockets, in row order; at most 100.
     pub listeners: Vec<Listener>,
     /// How many listeners there are in all.
-    pub listener_count: usize,
+    pub(crate) listener_count: usize,
     /// True when listeners was cut at 100.
-    pub listeners_truncated: bool,
+    pub(crate) listeners_truncated: bool,
     /// The processes holding the most matching sockets, most first; at most 10. Empty when
     /// owners are unknown.
-    pub top_programs: Vec<ProgramCount>,
+    pub(crate) top_programs: Vec<ProgramCount>,
     /// The foreign addresses of the most connected sockets, most first; at most 10.
-    pub top_remote_hosts: Vec<RemoteHostCount>,
+    pub(crate) top_remote_hosts: Vec<RemoteHostCount>,
     /// Sockets per network namespace, most first; at most 50. Only when every namespace was
     /// listed (scope all).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub by_netns: Option<Vec<NetnsCount>>,
+    pub(crate) by_netns: Option<Vec<NetnsCount>>,
 }
 
 /// A network namespace and how many matching sockets it has.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct NetnsCount {
-    pub inode: u64,
+pub(crate) struct NetnsCount {
+    pub(crate) inode: u64,
     /// Its name under /run/netns, else `runtime:id` of the container holding it, else null.
-    pub name: Option<Arc<str>>,
-    pub count: usize,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) count: usize,
 }
 
 /// A listening or bound socket.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct Listener {
-    pub protocol: &'static str,
+    pub(crate) protocol: &'static str,
     pub local_ip: IpAddr,
     pub local_port: u16,
     /// The owning process (lowest pid when shared); null when unknown.
-    pub pid: Option<u32>,
-    pub program: Option<Arc<str>>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) program: Option<Arc<str>>,
     /// The container the owner runs in; left out when none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerRef>,
+    pub(crate) container: Option<ContainerRef>,
     /// The interface the socket is bound to; left out when none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub interface: Option<Arc<str>>,
+    pub(crate) interface: Option<Arc<str>>,
     /// Its network namespace; only when every namespace was listed (scope all).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<NetnsRef>,
+    pub(crate) netns: Option<NetnsRef>,
 }
 
 /// A process and how many of the matching sockets it holds.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct ProgramCount {
-    pub program: Arc<str>,
-    pub pid: u32,
-    pub count: usize,
+pub(crate) struct ProgramCount {
+    pub(crate) program: Arc<str>,
+    pub(crate) pid: u32,
+    pub(crate) count: usize,
 }
 
 /// A foreign address and how many matching sockets are connected to it.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct RemoteHostCount {
-    pub foreign_ip: IpAddr,
-    pub count: usize,
+pub(crate) struct RemoteHostCount {
+    pub(crate) foreign_ip: IpAddr,
+    pub(crate) count: usize,
 }
 
 /// A state's name in summaries: netstat spelling for TCP, UNCONN/ESTABLISHED for UDP.
-pub fn state_name(s: &Socket) -> &'static str {
+pub(crate) fn state_name(s: &Socket) -> &'static str {
     match (s.protocol.transport(), s.state) {
         (Transport::Udp, None | Some(TcpState::Close)) => "UNCONN",
         (_, Some(state)) => state.netstat_name(),
@@ -100,7 +100,7 @@ pub fn state_name(s: &Socket) -> &'static str {
 }
 
 /// Whether a socket is a listener: a listening TCP socket or a bound, unconnected UDP one.
-pub fn is_listener(s: &Socket) -> bool {
+pub(crate) fn is_listener(s: &Socket) -> bool {
     match s.protocol.transport() {
         Transport::Tcp => s.state == Some(TcpState::Listen),
         Transport::Udp => matches!(s.state, None | Some(TcpState::Close)),
@@ -109,7 +109,7 @@ pub fn is_listener(s: &Socket) -> bool {
 
 /// Builds a [`Summary`] from sockets fed one at a time.
 #[derive(Default)]
-pub struct SummaryBuilder {
+pub(crate) struct SummaryBuilder {
     by_state: BTreeMap<&'static str, usize>,
     by_protocol: BTreeMap<&'static str, usize>,
     /// The first listeners in row order: a max-heap holding the smallest keys.
@@ -142,7 +142,7 @@ impl Ord for ListenerEntry {
 }
 
 impl SummaryBuilder {
-    pub fn add(&mut self, s: &Socket) {
+    pub(crate) fn add(&mut self, s: &Socket) {
         *self.by_state.entry(state_name(s)).or_default() += 1;
         *self.by_protocol.entry(s.protocol.as_str()).or_default() += 1;
         if let Some(ns) = s.netns() {
@@ -171,12 +171,8 @@ impl SummaryBuilder {
         }
     }
 
-    pub fn finish(self) -> Summary {
-        self.finish_with(None)
-    }
-
     /// Finishes the summary, naming the listeners' containers from `processes`.
-    pub fn finish_with(self, processes: Option<&dyn ProcessLookup>) -> Summary {
+    pub(crate) fn finish_with(self, processes: Option<&dyn ProcessLookup>) -> Summary {
         let by_netns = (!self.netns.is_empty()).then(|| {
             let mut all: Vec<NetnsCount> = self
                 .netns
@@ -317,7 +313,7 @@ mod tests {
         for s in &sockets {
             b.add(s);
         }
-        let summary = b.finish();
+        let summary = b.finish_with(None);
         assert_eq!(
             summary.by_state,
             BTreeMap::from([
@@ -360,7 +356,7 @@ mod tests {
                 None,
             ));
         }
-        let s = b.finish();
+        let s = b.finish_with(None);
         assert_eq!(s.listener_count, 250);
         assert!(s.listeners_truncated);
         let ports: Vec<u16> = s.listeners.iter().map(|l| l.local_port).collect();

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::input::PortQuery;
+use super::output::ConnectionRow;
 use super::schema::{decode, input_schema};
 use super::*;
 use crate::error::InputError;

@@ -7,13 +7,13 @@
 //! tests can hand it fixture data. A snapshot may come with a [`ProcessLookup`] for owner
 //! details, which the query layer calls only for the processes it shows.
 
-pub mod local;
+pub(crate) mod local;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 #[cfg(target_os = "linux")]
 pub mod netns;
 #[cfg(target_os = "linux")]
-pub mod procfs;
+pub(crate) mod procfs;
 pub mod remote;
 
 use std::future::Future;
@@ -22,10 +22,10 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{Socket, StateSet, Transport};
-pub use crate::process::ProcessLookup;
+pub(crate) use crate::process::ProcessLookup;
 
 pub use local::{Backend, LocalSource};
-pub use remote::{RemoteSource, SshRemotes};
+pub use remote::SshRemotes;
 
 /// A boxed, sendable future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -63,7 +63,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::Host => "host",
             Scope::All => "all",
@@ -86,7 +86,7 @@ impl Want {
         }
     }
 
-    pub fn wants(&self, transport: Transport) -> bool {
+    pub(crate) fn wants(&self, transport: Transport) -> bool {
         match transport {
             Transport::Tcp => self.tcp,
             Transport::Udp => self.udp,
@@ -95,7 +95,7 @@ impl Want {
 
     /// Whether a socket is one this want asks for (for sources that cannot filter at the
     /// source, such as parsed text).
-    pub fn admits(&self, s: &Socket) -> bool {
+    pub(crate) fn admits(&self, s: &Socket) -> bool {
         let transport = s.protocol.transport();
         self.wants(transport)
             && self.local_port.is_none_or(|p| p == s.local_port)
@@ -146,7 +146,7 @@ pub trait Source: Send + Sync {
 #[derive(Clone)]
 pub struct Target {
     /// `data.host` in results: `localhost`, or the configured host's name.
-    pub host: String,
+    pub(crate) host: String,
     /// How messages name it: `local host` or `remote host web-1 (192.168.1.100)`.
     pub label: String,
     /// True for the local machine.

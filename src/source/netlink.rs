@@ -49,7 +49,7 @@ const INET_DIAG_BC_NOP: u8 = 0;
 /// follows. "Reject" is a jump to 4 bytes past the end, the only out-of-range target the
 /// kernel's validator (`inet_diag_bc_audit`) allows. `S_GE` and `S_LE` are used rather than
 /// `S_EQ` so the program also runs on kernels older than 4.16.
-pub fn port_filter_bytecode(port: u16) -> [u8; 16] {
+pub(crate) fn port_filter_bytecode(port: u16) -> [u8; 16] {
     let mut bc = [0u8; 16];
     let ops: [(u8, u8, u16); 4] = [
         // At offset 0, 16 bytes remain: true -> offset 8, false -> 20 (reject).
@@ -69,7 +69,8 @@ pub fn port_filter_bytecode(port: u16) -> [u8; 16] {
 
 /// Runs a bytecode program the way the kernel's `inet_diag_bc_run` does, for the ops we emit.
 /// Used by tests to check the encoder against the interpreter's semantics.
-pub fn run_bytecode(bc: &[u8], sport: u16) -> bool {
+#[cfg(test)]
+fn run_bytecode(bc: &[u8], sport: u16) -> bool {
     let mut pos = 0usize;
     let mut len = bc.len() as isize;
     while len > 0 {
@@ -112,12 +113,12 @@ pub struct Diag {
 
 /// What the kernel says about a dumped socket beyond the [`Socket`] itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketIds {
+pub(crate) struct SocketIds {
     /// The kernel socket cookie: a 64-bit id unique within the network namespace for the
     /// socket's lifetime.
-    pub cookie: u64,
+    pub(crate) cookie: u64,
     /// The bound device's interface index (the scope of a link-local address); 0 for none.
-    pub interface: u32,
+    pub(crate) interface: u32,
 }
 
 /// Notes the next socket of `out` as bound to a device, when it is.
@@ -153,12 +154,12 @@ impl Diag {
 
     /// Forgets the devices noted at positions `from` and beyond (the caller truncated its
     /// vector there, e.g. to retry a dump another way).
-    pub fn forget_devices_from(&mut self, from: usize) {
+    pub(crate) fn forget_devices_from(&mut self, from: usize) {
         self.devices.retain(|&(at, _)| at < from);
     }
 
     /// Dumps the sockets of one transport and address family into `out`.
-    pub fn dump(
+    pub(crate) fn dump(
         &mut self,
         transport: Transport,
         ipv6: bool,
@@ -177,7 +178,7 @@ impl Diag {
 
     /// [`Diag::dump`], handing each socket to `sink` with its [`SocketIds`] (its cookie is the
     /// key watchers match destroy notifications with). Devices are not noted.
-    pub fn dump_with(
+    pub(crate) fn dump_with(
         &mut self,
         transport: Transport,
         ipv6: bool,
@@ -212,7 +213,7 @@ impl Diag {
     }
 
     /// [`Diag::dump_tcp_any_family`], handing each socket to `sink` with its cookie.
-    pub fn dump_tcp_any_family_with(
+    pub(crate) fn dump_tcp_any_family_with(
         &mut self,
         states: StateSet,
         local_port: Option<u16>,
@@ -267,7 +268,7 @@ impl Diag {
 
 /// The sock_diag multicast groups of destroy notifications (`SKNLGRP_*` in
 /// `include/uapi/linux/sock_diag.h`), with what each carries.
-pub const DESTROY_GROUPS: [(u32, Transport, bool); 4] = [
+pub(crate) const DESTROY_GROUPS: [(u32, Transport, bool); 4] = [
     (1, Transport::Tcp, false), // SKNLGRP_INET_TCP_DESTROY
     (2, Transport::Udp, false), // SKNLGRP_INET_UDP_DESTROY
     (3, Transport::Tcp, true),  // SKNLGRP_INET6_TCP_DESTROY
@@ -276,7 +277,7 @@ pub const DESTROY_GROUPS: [(u32, Transport, bool); 4] = [
 
 /// What one [`DestroyMonitor::recv`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     /// This many destroyed sockets were handed to the sink.
     Sockets(usize),
     /// Nothing arrived before the receive timeout.
@@ -293,7 +294,7 @@ pub enum Received {
 /// The message carries the 4-tuple, uid and cookie; its state is `CLOSE` and its inode 0 (the
 /// socket has left its file by then), so owners must be remembered from an earlier dump.
 /// TIME_WAIT and request (SYN_RECV) mini-sockets are not full sockets and send none.
-pub struct DestroyMonitor {
+pub(crate) struct DestroyMonitor {
     socket: NlSocket,
     buf: Vec<u8>,
 }
@@ -302,7 +303,7 @@ impl DestroyMonitor {
     /// Subscribes to the destroy groups; a receive waits at most `timeout` (so the caller can
     /// look at a stop flag). Any user may subscribe on a stock kernel; a sandbox or an older
     /// kernel may refuse (the error names the stage).
-    pub fn open(timeout: std::time::Duration) -> Result<DestroyMonitor, Error> {
+    pub(crate) fn open(timeout: std::time::Duration) -> Result<DestroyMonitor, Error> {
         let fail = |stage| move |source| Error::Netlink { stage, source };
         let mut socket = NlSocket::new(NETLINK_SOCK_DIAG).map_err(fail("socket"))?;
         socket.bind_auto().map_err(fail("bind"))?;
@@ -333,7 +334,7 @@ impl DestroyMonitor {
     }
 
     /// Waits for the next notification and hands its socket(s) to `sink` with their cookies.
-    pub fn recv(&mut self, sink: &mut dyn FnMut(Socket, u64)) -> Result<Received, Error> {
+    pub(crate) fn recv(&mut self, sink: &mut dyn FnMut(Socket, u64)) -> Result<Received, Error> {
         let (n, from) = match self.socket.recv_from(&mut &mut self.buf[..], 0) {
             Ok(got) => got,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => {

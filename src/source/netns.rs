@@ -33,14 +33,14 @@ use rustix::io::Errno;
 use crate::model::{Netns, Place, Socket};
 
 /// At most this many namespaces are listed in one call (each is held open while listed).
-pub const MAX_NAMESPACES: usize = 1024;
+pub(crate) const MAX_NAMESPACES: usize = 1024;
 /// At most this many worker threads enter namespaces.
 const MAX_WORKERS: usize = 4;
 
 /// A namespace found, held open.
 #[derive(Debug)]
 pub struct Namespace {
-    pub netns: Netns,
+    pub(crate) netns: Netns,
     fd: OwnedFd,
 }
 
@@ -48,13 +48,13 @@ pub struct Namespace {
 #[derive(Debug)]
 pub struct Namespaces {
     /// The namespace we run in (listed by the caller, not by [`dump`]).
-    pub own: Netns,
+    pub(crate) own: Netns,
     /// Every other namespace found.
     pub others: Vec<Namespace>,
     /// Processes whose namespace link we may not read (another user's, without root).
-    pub unreadable_processes: usize,
+    pub(crate) unreadable_processes: usize,
     /// Namespaces left out because there were more than [`MAX_NAMESPACES`].
-    pub left_out: usize,
+    pub(crate) left_out: usize,
 }
 
 /// Finds the network namespaces: ours, those named under `run_netns`, those processes hold.
@@ -218,7 +218,7 @@ pub struct Listed {
 }
 
 /// One namespace's labelled sockets and remarks, or why it could not be listed.
-pub type NsResult = Result<(Vec<Socket>, Vec<String>), String>;
+pub(crate) type NsResult = Result<(Vec<Socket>, Vec<String>), String>;
 
 /// Lists each namespace from inside it with `list` (run on a worker thread that has entered
 /// the namespace), names the bound interfaces there, and labels every socket with its
@@ -292,7 +292,7 @@ where
 /// Gives sockets their [`Place`]: with `netns`, every socket (one shared value per
 /// namespace and interface); without, only the device-bound ones. Interface names are looked
 /// up in the calling thread's namespace, once per index.
-pub fn label(sockets: &mut [Socket], devices: &[(usize, u32)], netns: Option<&Netns>) {
+pub(crate) fn label(sockets: &mut [Socket], devices: &[(usize, u32)], netns: Option<&Netns>) {
     let mut by_index: HashMap<u32, Arc<Place>> = HashMap::new();
     if !devices.is_empty() {
         let names = InterfaceNames::open();

@@ -11,7 +11,7 @@ use crate::source::Want;
 
 /// Reads and parses the `/proc/net` tables `want` needs, keeping the sockets it asks for.
 /// Lines the parser could not read are returned as remarks, never dropped silently.
-pub fn sockets(proc_root: &Path, want: &Want) -> Result<(Vec<Socket>, Vec<String>), Error> {
+pub(crate) fn sockets(proc_root: &Path, want: &Want) -> Result<(Vec<Socket>, Vec<String>), Error> {
     let mut out = Vec::new();
     let mut remarks = Vec::new();
     for protocol in Protocol::ALL {

@@ -98,10 +98,6 @@ impl SshRemotes {
         &self.pool
     }
 
-    pub fn config(&self) -> &NetstatConfig {
-        &self.config
-    }
-
     /// What was learnt about the host called `name` at `ssh_port` (else its configured port).
     pub fn profile(&self, name: &str, ssh_port: Option<u16>) -> Option<HostProfile> {
         let host = self.config.find_host(name)?;
@@ -168,7 +164,7 @@ impl RemoteSources for SshRemotes {
 }
 
 /// One remote host as a [`Source`].
-pub struct RemoteSource {
+pub(crate) struct RemoteSource {
     pool: SshPool,
     host: RemoteHost,
     ssh_port: Option<u16>,
@@ -176,15 +172,6 @@ pub struct RemoteSource {
 }
 
 impl RemoteSource {
-    pub fn new(pool: SshPool, host: RemoteHost, ssh_port: Option<u16>) -> RemoteSource {
-        RemoteSource {
-            pool,
-            host,
-            ssh_port,
-            profiles: Arc::new(Profiles::default()),
-        }
-    }
-
     fn key(&self) -> (String, u16) {
         (
             self.host.name.clone(),

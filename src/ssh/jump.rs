@@ -10,7 +10,7 @@ use russh::client;
 
 /// Opens a channel from `bastion` to `host:port` and returns it as a stream. The error text
 /// says why the bastion refused (e.g. the host refused the bastion's connection).
-pub async fn tunnel<H: client::Handler>(
+pub(crate) async fn tunnel<H: client::Handler>(
     bastion: &client::Handle<H>,
     host: &str,
     port: u16,

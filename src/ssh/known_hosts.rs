@@ -14,7 +14,7 @@ use sha1::Sha1;
 
 /// What known_hosts says about a host's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A line for this host holds this key.
     Known,
     /// No line names this host.
@@ -27,7 +27,7 @@ pub enum Verdict {
 }
 
 /// The name OpenSSH looks up: `host` on port 22, else `[host]:port`.
-pub fn lookup_name(host: &str, port: u16) -> String {
+pub(crate) fn lookup_name(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
     } else {
@@ -36,20 +36,20 @@ pub fn lookup_name(host: &str, port: u16) -> String {
 }
 
 /// A line to append for `host`/`port` holding `key` (plain, not hashed), without newline.
-pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> Option<String> {
+pub(crate) fn entry_line(host: &str, port: u16, key: &PublicKey) -> Option<String> {
     let key_text = key_openssh(key)?;
     Some(format!("{} {key_text}", lookup_name(host, port)))
 }
 
 /// `ssh-ed25519 AAAA...` (no comment).
-pub fn key_openssh(key: &PublicKey) -> Option<String> {
+pub(crate) fn key_openssh(key: &PublicKey) -> Option<String> {
     let mut key = key.clone();
     key.set_comment("");
     key.to_openssh().ok().map(|s| s.trim().to_string())
 }
 
 /// `SHA256:...` as `ssh-keygen -l` prints it.
-pub fn fingerprint(key: &PublicKey) -> String {
+pub(crate) fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
@@ -90,7 +90,7 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
 }
 
 /// Checks `key` offered by `host`:`port` against known_hosts text.
-pub fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
+pub(crate) fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
     let name = lookup_name(host, port);
     let mut known = false;
     let mut changed = None;
@@ -127,7 +127,7 @@ pub fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
 
 /// Key algorithms known_hosts holds for this host, in file order, RSA expanded to its
 /// signature variants; offered first in key exchange so the server shows the key we know.
-pub fn known_algorithms(text: &str, host: &str, port: u16) -> Vec<Algorithm> {
+pub(crate) fn known_algorithms(text: &str, host: &str, port: u16) -> Vec<Algorithm> {
     let name = lookup_name(host, port);
     let mut algs: Vec<Algorithm> = Vec::new();
     for line in lines(text) {

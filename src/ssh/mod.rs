@@ -31,12 +31,12 @@
 //!
 //! It does not parse command output or choose among commands: that is `source::remote`.
 
-pub mod auth;
-pub mod error;
-pub mod host_key;
-pub mod jump;
-pub mod known_hosts;
-pub mod pool;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod host_key;
+pub(crate) mod jump;
+pub(crate) mod known_hosts;
+pub(crate) mod pool;
 
 use std::borrow::Cow;
 
@@ -70,12 +70,12 @@ impl RemoteCommand {
     }
 
     /// The command line sent to the remote shell.
-    pub fn command_line(&self) -> &str {
+    pub(crate) fn command_line(&self) -> &str {
         &self.line
     }
 
     /// A short name for messages (`netstat -tunapW`, `ss with filter`).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.name
     }
 }
@@ -86,11 +86,11 @@ pub struct CommandOutput {
     /// Standard output, as text (invalid UTF-8 replaced).
     pub stdout: String,
     /// Standard error, as text.
-    pub stderr: String,
+    pub(crate) stderr: String,
     /// Exit status, when the server sent one.
-    pub exit_status: Option<u32>,
+    pub(crate) exit_status: Option<u32>,
     /// The signal that ended the command, when one did (`KILL`, `TERM`, …).
-    pub exit_signal: Option<String>,
+    pub(crate) exit_signal: Option<String>,
 }
 
 impl CommandOutput {

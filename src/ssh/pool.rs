@@ -122,11 +122,6 @@ impl SshPool {
         }
     }
 
-    /// The settings this pool was made with.
-    pub fn settings(&self) -> &SshSettings {
-        &self.inner.settings
-    }
-
     /// SSH handshakes started so far (TCP connect or tunnel + key exchange + login), bastions
     /// included: a repeat call on a pooled session adds none.
     pub fn handshakes(&self) -> u64 {

@@ -17,14 +17,14 @@ use super::{Event, EventKind, Tally, rfc3339_ms};
 #[derive(Debug, Args)]
 pub struct WatchOpts {
     #[command(flatten)]
-    pub args: WatchArgs,
+    pub(crate) args: WatchArgs,
     /// One JSON object per event and line instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Diagnostics: do not subscribe to the kernel's destroy notifications, only compare
     /// listings (what a pure poller sees). Same as NETSTAT_MCP_WATCH_NO_DESTROY=1.
     #[arg(long, hide = true)]
-    pub no_destroy_events: bool,
+    pub(crate) no_destroy_events: bool,
 }
 
 const HEADER: [&str; 8] = [
@@ -49,7 +49,7 @@ fn endpoint(ip: std::net::IpAddr, port: Option<u16>) -> String {
 }
 
 /// One event as a table line (fixed column widths; a wider cell pushes the rest right).
-pub fn table_line(e: &Event) -> String {
+pub(crate) fn table_line(e: &Event) -> String {
     let owner = match (e.pid, &e.program) {
         (Some(pid), Some(p)) => format!("{pid}/{p}"),
         (Some(pid), None) => pid.to_string(),

@@ -41,7 +41,7 @@ struct Tracked {
 }
 
 /// Live sockets and the events their changes make.
-pub struct Differ {
+pub(crate) struct Differ {
     live: HashMap<u64, Tracked>,
     closed: HashSet<u64>,
     closed_order: VecDeque<(Instant, u64)>,
@@ -59,7 +59,7 @@ fn tracked_state(s: &Socket) -> bool {
 
 /// A key for sources without cookies: protocol, endpoints and inode (where the source tells
 /// it). Not the owner: a listing may name it one time and not the next.
-pub fn tuple_key(s: &Socket) -> u64 {
+pub(crate) fn tuple_key(s: &Socket) -> u64 {
     let mut h = DefaultHasher::new();
     s.protocol.hash(&mut h);
     s.local_ip.hash(&mut h);
@@ -72,7 +72,7 @@ pub fn tuple_key(s: &Socket) -> u64 {
 impl Differ {
     /// `grace`: listings a socket may be missing from before the listing closes it (0 when
     /// listings are the only source of closes).
-    pub fn new(grace: u32, filter: Filter) -> Differ {
+    pub(crate) fn new(grace: u32, filter: Filter) -> Differ {
         Differ {
             live: HashMap::new(),
             closed: HashSet::new(),
@@ -85,7 +85,8 @@ impl Differ {
     }
 
     /// How many sockets are live.
-    pub fn live(&self) -> usize {
+    #[cfg(test)]
+    fn live(&self) -> usize {
         self.live.len()
     }
 
@@ -93,7 +94,7 @@ impl Differ {
     /// owners of the sockets seen for the first time (only those). With `quiet`, nothing is
     /// reported (the first listing: what exists when a watch starts did not just open).
     #[allow(clippy::too_many_arguments)]
-    pub fn listing(
+    pub(crate) fn listing(
         &mut self,
         at: SystemTime,
         now: Instant,
@@ -159,7 +160,7 @@ impl Differ {
     }
 
     /// Applies a destroy notification for `key` received at `at`.
-    pub fn destroyed(
+    pub(crate) fn destroyed(
         &mut self,
         key: u64,
         socket: Socket,

@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
@@ -60,7 +59,7 @@ pub enum DestroyStatus {
 }
 
 /// What subscribing to destroy notifications needs, for messages.
-pub const DESTROY_HINT: &str = "subscribing to the sock_diag destroy groups needs Linux 4.9 or \
+pub(crate) const DESTROY_HINT: &str = "subscribing to the sock_diag destroy groups needs Linux 4.9 or \
 later with inet_diag (CONFIG_INET_DIAG) and a sandbox that allows NETLINK_SOCK_DIAG sockets; no \
 privilege is needed on a stock kernel (where one refuses it, CAP_NET_ADMIN)";
 
@@ -92,17 +91,17 @@ impl DestroyStatus {
 /// How the local engine runs.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Subscribe to destroy notifications (false: listings only).
-    pub destroy: bool,
-    pub backend: Backend,
+    pub(crate) destroy: bool,
+    pub(crate) backend: Backend,
     /// Transports and local port to list (states and owners are the engine's business).
-    pub want: Want,
-    pub proc_root: PathBuf,
+    pub(crate) want: Want,
+    pub(crate) proc_root: PathBuf,
 }
 
 impl LocalOptions {
-    pub fn new(want: Want) -> LocalOptions {
+    pub(crate) fn new(want: Want) -> LocalOptions {
         LocalOptions {
             interval: super::LOCAL_INTERVAL,
             destroy: std::env::var_os(super::NO_DESTROY_ENV).is_none_or(|v| v.is_empty()),
@@ -114,30 +113,21 @@ impl LocalOptions {
 }
 
 /// A running local engine. Dropping it stops both threads (within about 100 ms; they are
-/// not waited for).
-pub struct LocalWatch {
+/// not waited for, so they run detached).
+// Only the Linux `start` builds one; elsewhere `start` says why there is none.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) struct LocalWatch {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    pub stats: Arc<EngineStats>,
-    pub destroy: DestroyStatus,
+    pub(crate) stats: Arc<EngineStats>,
+    pub(crate) destroy: DestroyStatus,
     /// The listing interval asked for.
-    pub interval: Duration,
-    /// What the listings come from: `netlink` or `/proc/net`.
-    pub listing: &'static str,
+    pub(crate) interval: Duration,
     last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl LocalWatch {
-    /// Stops the threads and waits for them.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-
     /// The last listing error, if the most recent listing failed.
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 }
@@ -178,13 +168,6 @@ impl Lister {
                     Ok(Lister::Procfs(proc_root.to_path_buf()))
                 }
             },
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Lister::Netlink(_) => "netlink",
-            Lister::Procfs(_) => "/proc/net",
         }
     }
 
@@ -242,7 +225,7 @@ impl Lister {
 
 /// Off Linux there is no local engine (no netlink sock_diag): a remote host can be watched.
 #[cfg(not(target_os = "linux"))]
-pub fn start(
+pub(crate) fn start(
     _options: LocalOptions,
     _filter: Filter,
     _sink: Box<dyn Sink>,
@@ -255,16 +238,14 @@ pub fn start(
 /// Starts the engine. Returns once the first listing is in (the sockets that exist then are
 /// the baseline, not opens), or the error that kept it from starting.
 #[cfg(target_os = "linux")]
-pub fn start(
+pub(crate) fn start(
     options: LocalOptions,
     filter: Filter,
     sink: Box<dyn Sink>,
 ) -> Result<LocalWatch, Error> {
     let mut lister = Lister::open(options.backend, &options.proc_root)?;
-    let listing = lister.name();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(EngineStats::default());
-    let mut threads = Vec::new();
     let (tx, rx) = mpsc::sync_channel::<Destroyed>(QUEUE);
     let destroy = if !options.destroy {
         DestroyStatus::Disabled
@@ -279,13 +260,13 @@ pub fn start(
         match netlink::DestroyMonitor::open(STOP_POLL) {
             Ok(monitor) => {
                 let (stop, stats) = (stop.clone(), stats.clone());
-                let t = std::thread::Builder::new()
+                // Detached: the stop flag ends it.
+                std::thread::Builder::new()
                     .name("nm-watch-destroy".into())
                     .spawn(move || receive(monitor, tx, &stop, &stats))
                     .map_err(|e| Error::NoLocalSource {
                         detail: format!("cannot start the destroy-notification thread: {e}"),
                     })?;
-                threads.push(t);
                 DestroyStatus::On
             }
             Err(e) => {
@@ -328,20 +309,18 @@ pub fn start(
         stats: stats.clone(),
         last_error: last_error.clone(),
     };
-    let t = std::thread::Builder::new()
+    // Detached: the stop flag ends it.
+    std::thread::Builder::new()
         .name("nm-watch".into())
         .spawn(move || engine.run())
         .map_err(|e| Error::NoLocalSource {
             detail: format!("cannot start the watch thread: {e}"),
         })?;
-    threads.push(t);
     Ok(LocalWatch {
         stop,
-        threads,
         stats,
         destroy,
         interval: options.interval,
-        listing,
         last_error,
     })
 }

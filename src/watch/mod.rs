@@ -13,10 +13,10 @@
 //! Engines hand events to a [`Sink`]; they never wait for a consumer.
 
 pub mod cli;
-pub mod diff;
-pub mod local;
+pub(crate) mod diff;
+pub(crate) mod local;
 pub mod recorder;
-pub mod remote;
+pub(crate) mod remote;
 pub mod service;
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use crate::model::{Endpoint, Owner, Owners, Protocol, Socket, TcpState};
 /// What happened to a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Open,
     Close,
 }
@@ -40,7 +40,7 @@ pub enum EventKind {
 /// How an event was learnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A listing (dump) showed the socket for the first time, or no longer showed it.
     Dump,
     /// The kernel's destroy notification. An `open` with this origin was never seen by a
@@ -51,36 +51,33 @@ pub enum Origin {
 /// One `open` or `close` of a TCP connection or UDP socket.
 ///
 /// Compact on purpose: the recorder holds up to 100,000 of these. No field owns a heap
-/// allocation except the shared program name ([`Event::BYTES`] is the whole cost).
+/// allocation except the shared program name (`size_of::<Event>()` is the whole cost).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub origin: Origin,
-    pub protocol: Protocol,
+pub(crate) struct Event {
+    pub(crate) kind: EventKind,
+    pub(crate) origin: Origin,
+    pub(crate) protocol: Protocol,
     /// For `close`: the last state a listing showed (the kernel reports every destroyed
     /// socket as `CLOSE`, which is what a close never seen open carries).
-    pub state: Option<TcpState>,
-    pub local_port: u16,
-    pub foreign_port: Option<u16>,
+    pub(crate) state: Option<TcpState>,
+    pub(crate) local_port: u16,
+    pub(crate) foreign_port: Option<u16>,
     /// Milliseconds since the Unix epoch.
-    pub time_ms: i64,
-    pub local_ip: IpAddr,
-    pub foreign_ip: IpAddr,
-    pub recv_queue: u32,
-    pub send_queue: u32,
-    pub uid: Option<u32>,
-    pub pid: Option<u32>,
+    pub(crate) time_ms: i64,
+    pub(crate) local_ip: IpAddr,
+    pub(crate) foreign_ip: IpAddr,
+    pub(crate) recv_queue: u32,
+    pub(crate) send_queue: u32,
+    pub(crate) uid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// For `close`: how long since the open was seen, when it was.
-    pub duration_ms: Option<u32>,
-    pub program: Option<Arc<str>>,
+    pub(crate) duration_ms: Option<u32>,
+    pub(crate) program: Option<Arc<str>>,
 }
 
 impl Event {
-    /// Memory one recorded event costs: program names are shared (interned by the engines).
-    pub const BYTES: usize = std::mem::size_of::<Event>();
-
     /// An event for a socket at a time; the owner is the socket's first (lowest pid).
-    pub fn new(kind: EventKind, origin: Origin, socket: &Socket, at: SystemTime) -> Event {
+    pub(crate) fn new(kind: EventKind, origin: Origin, socket: &Socket, at: SystemTime) -> Event {
         let owner = socket.owners.iter().min_by_key(|o| o.pid);
         Event {
             kind,
@@ -102,7 +99,7 @@ impl Event {
     }
 
     /// The event's socket, for the connection filters (which work on sockets).
-    pub fn socket(&self) -> Socket {
+    pub(crate) fn socket(&self) -> Socket {
         let mut s = Socket::new(
             self.protocol,
             self.local_ip,
@@ -126,7 +123,7 @@ impl Event {
     }
 
     /// The JSON form (`--json` lines, tool results).
-    pub fn json(&self) -> EventJson {
+    pub(crate) fn json(&self) -> EventJson {
         EventJson {
             event: self.kind,
             time: rfc3339_ms(self.time_ms),
@@ -149,37 +146,37 @@ impl Event {
 
 /// An event as JSON: `event` and `time` first, then the socket fields of a connection row.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct EventJson {
+pub(crate) struct EventJson {
     /// `open` or `close`.
-    pub event: EventKind,
+    pub(crate) event: EventKind,
     /// When it was seen: RFC 3339, UTC, milliseconds.
-    pub time: String,
+    pub(crate) time: String,
     /// `tcp`, `tcp6`, `udp` or `udp6`.
-    pub protocol: &'static str,
-    pub local_ip: IpAddr,
-    pub local_port: u16,
-    pub foreign_ip: IpAddr,
+    pub(crate) protocol: &'static str,
+    pub(crate) local_ip: IpAddr,
+    pub(crate) local_port: u16,
+    pub(crate) foreign_ip: IpAddr,
     /// Null where netstat prints `*`.
-    pub foreign_port: Option<u16>,
+    pub(crate) foreign_port: Option<u16>,
     /// netstat spelling. For a close: the last state seen (`CLOSE` when never seen open).
-    pub state: Option<&'static str>,
-    pub recv_queue: u32,
-    pub send_queue: u32,
+    pub(crate) state: Option<&'static str>,
+    pub(crate) recv_queue: u32,
+    pub(crate) send_queue: u32,
     /// Owning process, when known (for a close: the owner seen at its open).
-    pub pid: Option<u32>,
-    pub program: Option<Arc<str>>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) program: Option<Arc<str>>,
     /// The socket's user id, where the source tells it.
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     /// For a close whose open was seen: milliseconds between the two (at least the
     /// connection's age when first seen less one interval).
-    pub duration_ms: Option<u32>,
+    pub(crate) duration_ms: Option<u32>,
     /// `dump` (a listing showed the change) or `destroy` (the kernel's destroy notification;
     /// an open with this origin opened and closed between two listings).
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 /// Where an engine puts its events. Called on the engine's thread; must not block.
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     fn event(&mut self, event: Event);
 }
 
@@ -190,15 +187,15 @@ impl<F: FnMut(Event) + Send> Sink for F {
 }
 
 /// Which sockets an engine reports: the connection filters over the event's socket.
-pub type Filter = Arc<dyn Fn(&Socket) -> bool + Send + Sync>;
+pub(crate) type Filter = Arc<dyn Fn(&Socket) -> bool + Send + Sync>;
 
 /// A filter that keeps everything.
-pub fn no_filter() -> Filter {
+pub(crate) fn no_filter() -> Filter {
     Arc::new(|_| true)
 }
 
 /// Milliseconds since the Unix epoch (negative before it).
-pub fn unix_ms(t: SystemTime) -> i64 {
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
@@ -209,7 +206,7 @@ pub fn unix_ms(t: SystemTime) -> i64 {
 ///
 /// Written here rather than taken from a date crate: UTC with milliseconds is all we print,
 /// and the civil-from-days conversion is ten lines (Howard Hinnant's algorithm).
-pub fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -234,14 +231,14 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// Interns program names so events share one allocation per name. Bounded: past
 /// [`Interner::MAX`] names it starts over (old events keep their own copies).
 #[derive(Default)]
-pub struct Interner {
+pub(crate) struct Interner {
     names: HashMap<Arc<str>, ()>,
 }
 
 impl Interner {
-    pub const MAX: usize = 4096;
+    pub(crate) const MAX: usize = 4096;
 
-    pub fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
+    pub(crate) fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
         if let Some((k, _)) = self.names.get_key_value(name) {
             return k.clone();
         }
@@ -253,7 +250,7 @@ impl Interner {
     }
 
     /// Replaces the program names of a socket's owners with interned ones.
-    pub fn intern_owners(&mut self, socket: &mut Socket) {
+    pub(crate) fn intern_owners(&mut self, socket: &mut Socket) {
         for o in socket.owners.iter_mut() {
             o.program = self.intern(&o.program);
         }
@@ -262,31 +259,31 @@ impl Interner {
 
 /// Counts over a set of events: opened, closed, and the same by program and by remote host.
 #[derive(Debug, Default, Clone)]
-pub struct Tally {
-    pub opened: u64,
-    pub closed: u64,
+pub(crate) struct Tally {
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
     programs: HashMap<Option<Arc<str>>, (u64, u64)>,
     hosts: HashMap<IpAddr, (u64, u64)>,
 }
 
 /// How many of the tops are kept.
-pub const TOP: usize = 10;
+pub(crate) const TOP: usize = 10;
 
 /// Opens and closes by program.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct ProgramCount {
+pub(crate) struct ProgramCount {
     /// Null for sockets whose owner was not known.
-    pub program: Option<Arc<str>>,
-    pub opened: u64,
-    pub closed: u64,
+    pub(crate) program: Option<Arc<str>>,
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
 }
 
 /// Opens and closes by remote (foreign) address; unconnected sockets are not counted here.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct HostCount {
-    pub foreign_ip: IpAddr,
-    pub opened: u64,
-    pub closed: u64,
+pub(crate) struct HostCount {
+    pub(crate) foreign_ip: IpAddr,
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
 }
 
 impl Tally {
@@ -294,7 +291,7 @@ impl Tally {
     /// totals (the tops stay right unless a storm brings more than this many hosts).
     const MAX_KEYS: usize = 65_536;
 
-    pub fn add(&mut self, e: &Event) {
+    pub(crate) fn add(&mut self, e: &Event) {
         let open = e.kind == EventKind::Open;
         let bump = |c: &mut (u64, u64)| {
             if open {
@@ -319,7 +316,7 @@ impl Tally {
     }
 
     /// The top programs by events (opened + closed), ties by name.
-    pub fn top_programs(&self) -> Vec<ProgramCount> {
+    pub(crate) fn top_programs(&self) -> Vec<ProgramCount> {
         let mut v: Vec<ProgramCount> = self
             .programs
             .iter()
@@ -339,7 +336,7 @@ impl Tally {
     }
 
     /// The top remote hosts by events, ties by address.
-    pub fn top_hosts(&self) -> Vec<HostCount> {
+    pub(crate) fn top_hosts(&self) -> Vec<HostCount> {
         let mut v: Vec<HostCount> = self
             .hosts
             .iter()
@@ -361,30 +358,28 @@ impl Tally {
 
 /// Counters an engine keeps while it runs, readable from any thread.
 #[derive(Debug, Default)]
-pub struct EngineStats {
+pub(crate) struct EngineStats {
     /// Destroy notifications the kernel dropped at least once (receive queue overrun) or that
     /// our queue to the engine had no room for.
-    pub lost_notifications: std::sync::atomic::AtomicU64,
-    /// Events a slow consumer had no room for.
-    pub dropped_events: std::sync::atomic::AtomicU64,
+    pub(crate) lost_notifications: std::sync::atomic::AtomicU64,
     /// Listings taken.
-    pub dumps: std::sync::atomic::AtomicU64,
+    pub(crate) dumps: std::sync::atomic::AtomicU64,
     /// Listings that failed (the engine keeps trying).
-    pub dump_errors: std::sync::atomic::AtomicU64,
+    pub(crate) dump_errors: std::sync::atomic::AtomicU64,
 }
 
 /// Default interval between local listings.
-pub const LOCAL_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const LOCAL_INTERVAL: Duration = Duration::from_millis(250);
 /// Default interval between remote listings.
-pub const REMOTE_INTERVAL: Duration = Duration::from_millis(2000);
+pub(crate) const REMOTE_INTERVAL: Duration = Duration::from_millis(2000);
 /// Shortest interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(20);
 /// Shortest interval for a remote host (each listing is a command over SSH).
-pub const MIN_REMOTE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const MIN_REMOTE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Environment variable that turns destroy notifications off (the watcher then only diffs
 /// listings, as it does where the kernel refuses the subscription): for comparing the two.
-pub const NO_DESTROY_ENV: &str = "NETSTAT_MCP_WATCH_NO_DESTROY";
+pub(crate) const NO_DESTROY_ENV: &str = "NETSTAT_MCP_WATCH_NO_DESTROY";
 
 #[cfg(test)]
 mod tests {
@@ -402,7 +397,7 @@ mod tests {
     #[test]
     fn events_stay_small() {
         // The recorder's per-event cost, as documented in README and docs/tools.md.
-        const { assert!(Event::BYTES <= 104) };
+        const { assert!(std::mem::size_of::<Event>() <= 104) };
     }
 
     fn event(kind: EventKind, program: Option<&str>, foreign: &str) -> Event {

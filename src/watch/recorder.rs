@@ -1,7 +1,7 @@
 //! The recorder behind `serve --record`: a local watcher that runs as long as the server and
 //! keeps its events in a bounded ring.
 //!
-//! The ring holds at most `capacity` events ([`Event::BYTES`], 104 bytes, each: the default
+//! The ring holds at most `capacity` events (104 bytes, `size_of::<Event>()`, each: the default
 //! 100,000 take 9.9 MiB) in one allocation made at start (pages are touched as it fills). When it is full the oldest event is dropped
 //! and counted, so a storm never grows memory and the tool can say how much it lost. The ring
 //! is behind a mutex held only to push one event or to scan for one answer; the engine never
@@ -17,70 +17,58 @@ use crate::error::Error;
 use crate::model::Socket;
 
 /// Default number of events kept.
-pub const DEFAULT_CAPACITY: usize = 100_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 /// Largest capacity accepted (about 1 GiB of events).
-pub const MAX_CAPACITY: usize = 10_000_000;
+pub(crate) const MAX_CAPACITY: usize = 10_000_000;
 
 /// A bounded ring of events, oldest first.
 #[derive(Debug)]
-pub struct Ring {
+pub(crate) struct Ring {
     events: VecDeque<Event>,
     capacity: usize,
     dropped: u64,
-    total: u64,
 }
 
 impl Ring {
-    pub fn new(capacity: usize) -> Ring {
+    pub(crate) fn new(capacity: usize) -> Ring {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         Ring {
             events: VecDeque::with_capacity(capacity),
             capacity,
             dropped: 0,
-            total: 0,
         }
     }
 
     /// Adds an event, dropping the oldest when full.
-    pub fn push(&mut self, e: Event) {
+    pub(crate) fn push(&mut self, e: Event) {
         if self.events.len() >= self.capacity {
             self.events.pop_front();
             self.dropped += 1;
         }
         self.events.push_back(e);
-        self.total += 1;
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.events.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Events dropped (oldest first) because the ring was full.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 
-    /// Events ever recorded.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// Time of the oldest event kept.
-    pub fn oldest_ms(&self) -> Option<i64> {
+    pub(crate) fn oldest_ms(&self) -> Option<i64> {
         self.events.front().map(|e| e.time_ms)
     }
 
     /// The events at or after `since_ms` that pass `filter`: their tally, and the newest
     /// `limit` of them, oldest first.
-    pub fn query(
+    pub(crate) fn query(
         &self,
         since_ms: i64,
         filter: &dyn Fn(&Socket) -> bool,
@@ -116,15 +104,14 @@ pub struct Recorder {
 /// What the recorder can tell about itself.
 #[derive(Debug, Clone)]
 pub struct RecorderState {
-    pub started_ms: i64,
-    pub capacity: usize,
-    pub stored: usize,
-    pub dropped: u64,
-    pub total: u64,
-    pub oldest_ms: Option<i64>,
+    pub(crate) started_ms: i64,
+    pub(crate) capacity: usize,
+    pub(crate) stored: usize,
+    pub(crate) dropped: u64,
+    pub(crate) oldest_ms: Option<i64>,
     pub destroy: DestroyStatus,
     pub interval: std::time::Duration,
-    pub lost_notifications: u64,
+    pub(crate) lost_notifications: u64,
 }
 
 impl Recorder {
@@ -146,7 +133,7 @@ impl Recorder {
     }
 
     /// Runs `f` on the ring (briefly: the engine waits meanwhile).
-    pub fn with_ring<T>(&self, f: impl FnOnce(&Ring) -> T) -> T {
+    pub(crate) fn with_ring<T>(&self, f: impl FnOnce(&Ring) -> T) -> T {
         match self.ring.lock() {
             Ok(r) => f(&r),
             Err(poisoned) => f(&poisoned.into_inner()),
@@ -154,14 +141,13 @@ impl Recorder {
     }
 
     pub fn state(&self) -> RecorderState {
-        let (capacity, stored, dropped, total, oldest_ms) =
-            self.with_ring(|r| (r.capacity(), r.len(), r.dropped(), r.total(), r.oldest_ms()));
+        let (capacity, stored, dropped, oldest_ms) =
+            self.with_ring(|r| (r.capacity(), r.len(), r.dropped(), r.oldest_ms()));
         RecorderState {
             started_ms: self.started_ms,
             capacity,
             stored,
             dropped,
-            total,
             oldest_ms,
             destroy: self.watch.destroy.clone(),
             interval: self.watch.interval,
@@ -205,7 +191,7 @@ mod tests {
         for i in 0..10 {
             r.push(ev(i, 100 + i as u16));
         }
-        assert_eq!((r.len(), r.dropped(), r.total()), (3, 7, 10));
+        assert_eq!((r.len(), r.dropped()), (3, 7));
         assert_eq!(r.oldest_ms(), Some(7));
         let (t, events) = r.query(0, &|_| true, 2);
         assert_eq!(t.opened, 3);

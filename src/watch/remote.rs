@@ -20,16 +20,16 @@ use super::diff::{Differ, tuple_key};
 use super::{EngineStats, Filter, Sink};
 
 /// A running remote engine; dropping it stops the task (and any command in flight).
-pub struct RemoteWatch {
+pub(crate) struct RemoteWatch {
     task: JoinHandle<()>,
-    pub stats: Arc<EngineStats>,
-    pub interval: Duration,
+    pub(crate) stats: Arc<EngineStats>,
+    pub(crate) interval: Duration,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl RemoteWatch {
     /// The last listing error, if the most recent listing failed.
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 }
@@ -46,7 +46,7 @@ fn keyed(sockets: Vec<Socket>) -> Vec<(u64, Socket)> {
 
 /// Takes the first listing (its error, e.g. an unreachable host, is returned), then diffs a
 /// listing every `interval` on a task of the current runtime.
-pub async fn start(
+pub(crate) async fn start(
     source: Arc<dyn Source>,
     want: Want,
     interval: Duration,

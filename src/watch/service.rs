@@ -26,37 +26,37 @@ use super::{
 };
 
 /// Default and bounds of `watch_connections`' window.
-pub const DEFAULT_WINDOW_SECS: u64 = 10;
-pub const MAX_WINDOW_SECS: u64 = 60;
+pub(crate) const DEFAULT_WINDOW_SECS: u64 = 10;
+pub(crate) const MAX_WINDOW_SECS: u64 = 60;
 /// Default number of events in an answer.
-pub const DEFAULT_EVENT_LIMIT: usize = 50;
+pub(crate) const DEFAULT_EVENT_LIMIT: usize = 50;
 /// Default and largest look-back of `recent_connection_events`.
-pub const DEFAULT_SINCE_SECS: u64 = 600;
-pub const MAX_SINCE_SECS: u64 = 7 * 24 * 3600;
+pub(crate) const DEFAULT_SINCE_SECS: u64 = 600;
+pub(crate) const MAX_SINCE_SECS: u64 = 7 * 24 * 3600;
 /// Events queued between an engine and a consumer at most; past it they are dropped and
 /// counted (the engine never waits).
 const CHANNEL: usize = 8192;
 
 /// A validated watch.
 #[derive(Debug, Clone)]
-pub struct WatchQuery {
-    pub filter: ConnectionsQuery,
+pub(crate) struct WatchQuery {
+    pub(crate) filter: ConnectionsQuery,
     /// `None`: until stopped (CLI).
-    pub duration: Option<Duration>,
-    pub interval: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
     /// Events in the answer at most.
-    pub limit: usize,
+    pub(crate) limit: usize,
     /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
-    pub default_limit: bool,
+    pub(crate) default_limit: bool,
 }
 
 /// A validated `recent_connection_events`.
 #[derive(Debug, Clone)]
-pub struct RecentQuery {
-    pub filter: ConnectionsQuery,
-    pub since: Duration,
-    pub limit: usize,
-    pub default_limit: bool,
+pub(crate) struct RecentQuery {
+    pub(crate) filter: ConnectionsQuery,
+    pub(crate) since: Duration,
+    pub(crate) limit: usize,
+    pub(crate) default_limit: bool,
 }
 
 fn input(param: &str, given: String, allowed: &str) -> InputError {
@@ -103,7 +103,7 @@ fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
 impl WatchArgs {
     /// Validates for the tool: a window of 1-60 s (default 10), at most `limit` events
     /// (default 50).
-    pub fn validate_window(&self) -> Result<WatchQuery, InputError> {
+    pub(crate) fn validate_window(&self) -> Result<WatchQuery, InputError> {
         let secs = match self.duration_secs {
             None => DEFAULT_WINDOW_SECS,
             Some(s) => u64::try_from(s)
@@ -117,7 +117,7 @@ impl WatchArgs {
     }
 
     /// Validates for the CLI: any duration of at least 1 s, or none (until Ctrl-C).
-    pub fn validate_cli(&self) -> Result<WatchQuery, InputError> {
+    pub(crate) fn validate_cli(&self) -> Result<WatchQuery, InputError> {
         let duration = match self.duration_secs {
             None => None,
             Some(s) => Some(Duration::from_secs(
@@ -147,7 +147,7 @@ impl WatchArgs {
 }
 
 impl RecentArgs {
-    pub fn validate(&self) -> Result<RecentQuery, InputError> {
+    pub(crate) fn validate(&self) -> Result<RecentQuery, InputError> {
         let since = match self.since_secs {
             None => DEFAULT_SINCE_SECS,
             Some(s) => u64::try_from(s)
@@ -186,20 +186,20 @@ fn engine_filter(q: &ConnectionsQuery) -> Filter {
 }
 
 /// A running watcher on some host; dropping it stops it.
-pub enum Watcher {
+pub(crate) enum Watcher {
     Local(LocalWatch),
     Remote(RemoteWatch),
 }
 
 impl Watcher {
-    pub fn destroy(&self) -> DestroyStatus {
+    pub(crate) fn destroy(&self) -> DestroyStatus {
         match self {
             Watcher::Local(w) => w.destroy.clone(),
             Watcher::Remote(_) => DestroyStatus::Remote,
         }
     }
 
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         match self {
             Watcher::Local(w) => w.interval,
             Watcher::Remote(w) => w.interval,
@@ -214,11 +214,11 @@ impl Watcher {
     }
 
     /// Destroy notifications lost (kernel queue overruns, or our queue full).
-    pub fn lost_notifications(&self) -> u64 {
+    pub(crate) fn lost_notifications(&self) -> u64 {
         self.stats().lost_notifications.load(Ordering::Relaxed)
     }
 
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         match self {
             Watcher::Local(w) => w.last_error(),
             Watcher::Remote(w) => w.last_error(),
@@ -227,7 +227,7 @@ impl Watcher {
 }
 
 /// A sink into a bounded channel: a full channel drops the event and counts it.
-pub struct ChannelSink {
+pub(crate) struct ChannelSink {
     tx: mpsc::Sender<Event>,
     dropped: Arc<AtomicU64>,
 }
@@ -242,7 +242,7 @@ impl Sink for ChannelSink {
 
 /// A channel for a consumer of events: the sink to give an engine, the receiver, and the
 /// count of events dropped because the consumer fell behind.
-pub fn channel() -> (ChannelSink, mpsc::Receiver<Event>, Arc<AtomicU64>) {
+pub(crate) fn channel() -> (ChannelSink, mpsc::Receiver<Event>, Arc<AtomicU64>) {
     let (tx, rx) = mpsc::channel(CHANNEL);
     let dropped = Arc::new(AtomicU64::new(0));
     (
@@ -257,61 +257,61 @@ pub fn channel() -> (ChannelSink, mpsc::Receiver<Event>, Arc<AtomicU64>) {
 
 /// `data` of `watch_connections`.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct WatchData {
+pub(crate) struct WatchData {
     /// The host watched: `localhost`, or a configured remote host's name.
-    pub host: String,
+    pub(crate) host: String,
     /// Seconds actually watched.
-    pub duration_secs: f64,
+    pub(crate) duration_secs: f64,
     /// Milliseconds between two listings.
-    pub interval_ms: u64,
+    pub(crate) interval_ms: u64,
     /// True when closes came from the kernel's destroy notifications (every close seen);
     /// false when only listings were compared (connections shorter than the interval missed).
-    pub destroy_notifications: bool,
-    pub opened: u64,
-    pub closed: u64,
+    pub(crate) destroy_notifications: bool,
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
     /// Opens and closes by program (top 10).
-    pub by_program: Vec<ProgramCount>,
+    pub(crate) by_program: Vec<ProgramCount>,
     /// Opens and closes by remote address (top 10).
-    pub by_remote_host: Vec<HostCount>,
+    pub(crate) by_remote_host: Vec<HostCount>,
     /// Events that matched (opened + closed).
-    pub event_count: u64,
+    pub(crate) event_count: u64,
     /// True when `events` holds fewer than `event_count`.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
     /// The newest events (at most `limit`), oldest first.
-    pub events: Vec<EventJson>,
+    pub(crate) events: Vec<EventJson>,
     /// Events the watcher could not deliver (notifications lost by the kernel, or a full
     /// queue); non-zero means the counts are lower bounds.
-    pub lost_events: u64,
+    pub(crate) lost_events: u64,
 }
 
 /// `data` of `recent_connection_events`.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub struct RecentData {
-    pub host: String,
+pub(crate) struct RecentData {
+    pub(crate) host: String,
     /// The look-back asked for.
-    pub since_secs: u64,
+    pub(crate) since_secs: u64,
     /// When the recorder started (RFC 3339).
-    pub recording_since: String,
+    pub(crate) recording_since: String,
     /// The oldest event the ring still holds (RFC 3339), null when empty.
-    pub oldest_event: Option<String>,
+    pub(crate) oldest_event: Option<String>,
     /// True when the recorder covers the whole look-back: it ran for all of it and dropped
     /// nothing from it.
-    pub window_complete: bool,
-    pub opened: u64,
-    pub closed: u64,
-    pub by_program: Vec<ProgramCount>,
-    pub by_remote_host: Vec<HostCount>,
-    pub event_count: u64,
-    pub truncated: bool,
+    pub(crate) window_complete: bool,
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
+    pub(crate) by_program: Vec<ProgramCount>,
+    pub(crate) by_remote_host: Vec<HostCount>,
+    pub(crate) event_count: u64,
+    pub(crate) truncated: bool,
     /// The newest matching events (at most `limit`), oldest first.
-    pub events: Vec<EventJson>,
+    pub(crate) events: Vec<EventJson>,
     /// Events the ring holds now, and at most.
-    pub stored_events: usize,
-    pub capacity: usize,
+    pub(crate) stored_events: usize,
+    pub(crate) capacity: usize,
     /// Events dropped (oldest first) since the recorder started because the ring was full.
-    pub dropped_events: u64,
+    pub(crate) dropped_events: u64,
     /// Whether closes come from the kernel's destroy notifications.
-    pub destroy_notifications: bool,
+    pub(crate) destroy_notifications: bool,
 }
 
 /// Shapes a list of newest events to the answer budget: drops the oldest until the
@@ -365,7 +365,7 @@ impl WatchService {
     }
 
     /// Local watchers of this service compare listings only (diagnostics).
-    pub fn without_destroy(mut self) -> WatchService {
+    pub(crate) fn without_destroy(mut self) -> WatchService {
         self.destroy = false;
         self
     }
@@ -373,10 +373,6 @@ impl WatchService {
     pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> WatchService {
         self.recorder = Some(recorder);
         self
-    }
-
-    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
-        self.recorder.as_ref()
     }
 
     /// Options for a local engine of this service.
@@ -389,7 +385,7 @@ impl WatchService {
 
     /// Starts a watcher for a query; returns once its baseline listing is in. Also the
     /// target's name and label (for messages).
-    pub async fn start(
+    pub(crate) async fn start(
         &self,
         q: &WatchQuery,
         sink: Box<dyn Sink>,
@@ -417,7 +413,7 @@ impl WatchService {
     /// `watch_connections`: watches for the query's window, calling `progress` about once a
     /// second (elapsed seconds, total, the tally so far). Dropping the future stops the
     /// watcher (cancellation).
-    pub async fn window(
+    pub(crate) async fn window(
         &self,
         q: &WatchQuery,
         progress: &mut (dyn FnMut(u64, u64, &Tally) + Send),
@@ -521,7 +517,7 @@ impl WatchService {
     }
 
     /// `recent_connection_events`: what the recorder saw in the look-back.
-    pub fn recent(&self, q: &RecentQuery) -> Result<Envelope<RecentData>, Error> {
+    pub(crate) fn recent(&self, q: &RecentQuery) -> Result<Envelope<RecentData>, Error> {
         let Some(recorder) = &self.recorder else {
             return Err(Error::RecorderOff);
         };

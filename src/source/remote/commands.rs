@@ -40,7 +40,7 @@ pub enum RemoteOs {
 }
 
 impl RemoteOs {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RemoteOs::Linux => "Linux",
             RemoteOs::Bsd => "macOS/BSD",
@@ -51,7 +51,7 @@ impl RemoteOs {
 
     /// Reads `uname -s` output; `None` when it names no system we know (then the Windows probe
     /// runs).
-    pub fn from_uname(stdout: &str) -> Option<RemoteOs> {
+    pub(crate) fn from_uname(stdout: &str) -> Option<RemoteOs> {
         let name = stdout.lines().next().unwrap_or("").trim();
         let upper = name.to_ascii_uppercase();
         Some(match name {
@@ -68,7 +68,7 @@ impl RemoteOs {
     }
 
     /// Reads `cmd /c ver` output.
-    pub fn from_ver(stdout: &str) -> Option<RemoteOs> {
+    pub(crate) fn from_ver(stdout: &str) -> Option<RemoteOs> {
         stdout
             .contains("Microsoft Windows")
             .then_some(RemoteOs::Windows)
@@ -87,7 +87,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_want(want: &Want) -> Filter {
+    pub(crate) fn from_want(want: &Want) -> Filter {
         Filter {
             tcp: want.tcp,
             udp: want.udp,
@@ -107,7 +107,7 @@ impl Filter {
     }
 
     /// Whether the filter narrows the listing enough to be worth applying remotely.
-    pub fn narrows(&self) -> bool {
+    pub(crate) fn narrows(&self) -> bool {
         self.local_port.is_some() || (self.tcp && self.states != StateSet::ALL)
     }
 
@@ -173,7 +173,7 @@ impl Listing {
 
     /// Whether the output of this listing, for this filter, was narrowed on the remote side
     /// (so an output with a header and no row is a valid, empty answer).
-    pub fn filtered(self, filter: &Filter) -> bool {
+    pub(crate) fn filtered(self, filter: &Filter) -> bool {
         match self {
             Listing::SsFiltered => true,
             Listing::ProcNetScan => filter.narrows(),
@@ -184,7 +184,7 @@ impl Listing {
 }
 
 /// The listing commands to try on a host of `os`, in order.
-pub fn plan(os: RemoteOs, filter: &Filter) -> Vec<Listing> {
+pub(crate) fn plan(os: RemoteOs, filter: &Filter) -> Vec<Listing> {
     match os {
         RemoteOs::Linux | RemoteOs::Unknown => {
             let mut order = Vec::with_capacity(7);
@@ -207,7 +207,7 @@ pub fn plan(os: RemoteOs, filter: &Filter) -> Vec<Listing> {
 }
 
 /// The owner lookup that completes a listing without owners, if any.
-pub fn owner_helper(listing: Listing) -> Option<Listing> {
+pub(crate) fn owner_helper(listing: Listing) -> Option<Listing> {
     match listing {
         Listing::BsdNetstat => Some(Listing::Lsof),
         Listing::WindowsNetstat => Some(Listing::Tasklist),
@@ -225,7 +225,7 @@ const C_LOCALE: &str = "env LC_ALL=C ";
 
 /// The shell command line for `listing` under `filter`; `owners` says whether the `/proc/net`
 /// program should scan for owners.
-pub fn command_line(listing: Listing, filter: &Filter, owners: bool) -> String {
+pub(crate) fn command_line(listing: Listing, filter: &Filter, owners: bool) -> String {
     match listing {
         Listing::NetstatWide => format!("{C_LOCALE}netstat -tunapW"),
         Listing::Netstat => format!("{C_LOCALE}netstat -tunap"),

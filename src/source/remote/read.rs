@@ -21,7 +21,7 @@ use crate::ssh::CommandOutput;
 
 /// How much a listing can say about owners.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnerColumn {
+pub(crate) enum OwnerColumn {
     /// The listing names owners (where the SSH user may see them).
     Shown,
     /// The listing cannot name owners at all, for this reason (no permission would help).
@@ -32,13 +32,13 @@ pub enum OwnerColumn {
 #[derive(Debug, Clone)]
 pub struct Reading {
     pub parsed: Parsed,
-    pub owners: OwnerColumn,
+    pub(crate) owners: OwnerColumn,
     /// The tool said it could not see every owner (net-tools' "Not all processes…").
-    pub owners_restricted: bool,
+    pub(crate) owners_restricted: bool,
 }
 
 /// Why a command's output is not a usable listing: a short phrase for the "tried" list.
-pub type NotAListing = String;
+pub(crate) type NotAListing = String;
 
 fn status_text(out: &CommandOutput) -> String {
     match (out.exit_status, &out.exit_signal) {
@@ -49,7 +49,7 @@ fn status_text(out: &CommandOutput) -> String {
 }
 
 /// `exit 127: sh: 1: ss: not found` — the status and the first line of stderr.
-pub fn failure_text(out: &CommandOutput) -> String {
+pub(crate) fn failure_text(out: &CommandOutput) -> String {
     let status = status_text(out);
     let first: String = out
         .stderr
@@ -285,7 +285,7 @@ fn merge(into: &mut Parsed, part: Parsed) {
 }
 
 /// Gives sockets the owners found for their inodes.
-pub fn join_inodes(sockets: &mut [Socket], owners: &[(u64, Owner)]) {
+pub(crate) fn join_inodes(sockets: &mut [Socket], owners: &[(u64, Owner)]) {
     let mut by_inode: HashMap<u64, Vec<&Owner>> = HashMap::with_capacity(owners.len());
     for (inode, o) in owners {
         by_inode.entry(*inode).or_default().push(o);
@@ -329,7 +329,7 @@ fn join_key(s: &Socket) -> JoinKey {
 
 /// Gives BSD/macOS netstat rows the owners lsof printed for the same socket. Returns how many
 /// rows got an owner.
-pub fn join_lsof(sockets: &mut [Socket], lsof: &Parsed) -> usize {
+pub(crate) fn join_lsof(sockets: &mut [Socket], lsof: &Parsed) -> usize {
     let mut by_key: HashMap<JoinKey, Vec<&Owner>> = HashMap::new();
     for s in &lsof.sockets {
         let entry = by_key.entry(join_key(s)).or_default();
@@ -354,7 +354,7 @@ pub fn join_lsof(sockets: &mut [Socket], lsof: &Parsed) -> usize {
 }
 
 /// Names the programs of Windows rows (which carry pids only) from `tasklist`.
-pub fn join_tasklist(sockets: &mut [Socket], tasks: &parse::tasklist::Tasks) -> usize {
+pub(crate) fn join_tasklist(sockets: &mut [Socket], tasks: &parse::tasklist::Tasks) -> usize {
     let names: HashMap<u32, &str> = tasks.tasks.iter().map(|(p, n)| (*p, n.as_str())).collect();
     let mut named = 0;
     for s in sockets.iter_mut() {
@@ -371,7 +371,7 @@ pub fn join_tasklist(sockets: &mut [Socket], tasks: &parse::tasklist::Tasks) -> 
 }
 
 /// Reads `lsof` output; exit 1 with nothing printed means "no matching socket".
-pub fn interpret_lsof(out: &CommandOutput) -> Result<Parsed, NotAListing> {
+pub(crate) fn interpret_lsof(out: &CommandOutput) -> Result<Parsed, NotAListing> {
     if out.exit_status == Some(1) && out.stdout.trim().is_empty() && out.stderr.trim().is_empty() {
         return Ok(Parsed::default());
     }
@@ -385,7 +385,9 @@ pub fn interpret_lsof(out: &CommandOutput) -> Result<Parsed, NotAListing> {
 }
 
 /// Reads `tasklist /fo csv /nh` output.
-pub fn interpret_tasklist(out: &CommandOutput) -> Result<parse::tasklist::Tasks, NotAListing> {
+pub(crate) fn interpret_tasklist(
+    out: &CommandOutput,
+) -> Result<parse::tasklist::Tasks, NotAListing> {
     if !out.success() {
         return Err(failure_text(out));
     }
