@@ -9,14 +9,14 @@
 //!   cgroup path) — read once per process, only for the processes an answer shows.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
-//! - [`mcp`]: the MCP server: six read-only tools over the services. With [`inflight`] and
+//! - [`mcp`]: the MCP server: six read-only tools over the services. With `inflight` and
 //!   [`http`], the only modules that know rmcp.
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.
-//! - [`netstat_tool`]: the `netstat` tool's allow-list, runner and native fallback rendering.
+//! - `netstat_tool`: the `netstat` tool's allow-list, runner and native fallback rendering.
 //! - [`config`]: the TOML configuration file as a validated `NetstatConfig`.
 //! - [`ssh`]: the SSH session pool and fixed remote commands.
-//! - [`inflight`]: the bound on calls in flight on one stdio MCP connection (a transport
+//! - `inflight`: the bound on calls in flight on one stdio MCP connection (a transport
 //!   wrapper that stops reading while the bound is reached).
 //! - [`watch`]: monitoring over time — open/close events from the kernel's destroy
 //!   notifications and diffed listings (local), diffed listings over SSH (remote), and the
@@ -24,8 +24,20 @@
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin checks, capped
 //!   sessions, calls and connections, header/body timeouts, session ids of our own, access log,
 //!   graceful shutdown — around any MCP handler.
+//! - `fleet`: host selection (names, globs, `@groups`) and the bounded fan-out of one call
+//!   over several hosts.
+//! - [`cli`]: the command line's options, subcommands and printers (table or JSON).
+//!
+//! # Public surface
+//!
+//! `pub` is what the binary (`src/main.rs`), the integration tests, the examples and the fuzz
+//! target use; everything else is `pub(crate)` (modules shown without a link above), so the
+//! compiler reports code nothing uses. These docs are for contributors and link crate-private
+//! items: read them with `cargo doc --document-private-items`.
 
 #![forbid(unsafe_code)]
+// The docs link crate-private items on purpose (see "Public surface").
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod cli;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Tool inputs: one struct per tool, the only place an input is declared.
 //!
-//! Each struct derives `Deserialize` (MCP arguments, through [`schema::decode`]), `JsonSchema`
-//! (the tool's input schema, through [`schema::input_schema`]) and `clap::Args` (the CLI
+//! Each struct derives `Deserialize` (MCP arguments, through [`super::schema::decode`]), `JsonSchema`
+//! (the tool's input schema, through [`super::schema::input_schema`]) and `clap::Args` (the CLI
 //! options), so a new filter is one field here plus its use in `validate`. Fields stay loosely
 //! typed (`i64`, `String`) so that every face gets the same validation and the same messages:
 //! `validate` turns the arguments into a [`ConnectionsQuery`] or [`PortQuery`], or an

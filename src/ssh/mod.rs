@@ -1,7 +1,7 @@
 //! SSH to configured hosts with our own client (russh; no `ssh` binary, so password auth works
 //! without `sshpass`), directly or through bastions.
 //!
-//! [`SshPool::run`] runs one of our [`RemoteCommand`]s on a configured [`RemoteHost`]:
+//! [`SshPool::run`] runs one of our [`RemoteCommand`]s on a configured [`RemoteHost`](crate::config::RemoteHost):
 //! - **Only our own command lines.** A [`RemoteCommand`] is built only by
 //!   `source::remote::commands` from fixed text and values of our own types (integers, state
 //!   enums); no caller text ever reaches the remote shell.
