@@ -32,7 +32,7 @@ pub use output::{
     ConnectionRow, ConnectionsAnswer, ConnectionsData, ContainerRef, Envelope, FilterEcho,
     FleetData, FleetSummary, Holders, HostAnswer, HostInfo, HostsData, NetnsRef, Occupation,
     OwnerDetails, PortAnswer, PortData, PortFleetSummary, PortOwner, RowOwners, RowPlace,
-    SocketOwner,
+    SocketOwner, UnusableHost,
 };
 pub use service::Service;
 pub use summary::Summary;
