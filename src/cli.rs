@@ -317,9 +317,11 @@ pub(crate) fn hosts_table(data: &HostsData) -> String {
         .clone()
         .unwrap_or_else(|| "no config file".to_string());
     if data.hosts.is_empty() {
-        return format!(
-            "No remote hosts configured ({from}); only the local machine is available\n"
+        let mut out = format!(
+            "No usable remote hosts configured ({from}); only the local machine is available\n"
         );
+        unusable_lines(&mut out, data);
+        return out;
     }
     let cells: Vec<Vec<String>> = data
         .hosts
@@ -345,7 +347,24 @@ pub(crate) fn hosts_table(data: &HostsData) -> String {
         &cells,
     );
     let _ = writeln!(out, "{} remote host(s) from {from}", data.hosts.len());
+    unusable_lines(&mut out, data);
     out
+}
+
+/// The entries that cannot be used, each with why.
+fn unusable_lines(out: &mut String, data: &HostsData) {
+    if data.unusable_count == 0 {
+        return;
+    }
+    let _ = writeln!(out, "\nCannot be used ({}):", data.unusable_count);
+    for u in &data.unusable {
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            u.name.as_deref().unwrap_or(&u.entry),
+            u.problem
+        );
+    }
 }
 
 fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {

@@ -253,6 +253,8 @@ pub struct NetstatConfig {
 /// reason (file, entry, field) rather than "not configured".
 #[derive(Debug, Clone)]
 pub struct BrokenHost {
+    /// `remote_hosts[2] (web-1)`.
+    pub(crate) entry: String,
     /// The entry's `name` (else `host`), when it has one as a string.
     pub(crate) name: Option<String>,
     /// The entry's `host`, when it has one as a string.

@@ -538,6 +538,14 @@ where
             tracing::info!(%why, "client closed the connection before initializing");
             return Ok(());
         }
+        // The client went away before reading our answer (stdout closed): nobody is left to
+        // tell, so this is a quiet end, as for a closed connection.
+        Err(ServerInitializeError::TransportError { error, .. })
+            if is_broken_pipe(error.error.as_ref()) =>
+        {
+            tracing::info!("client closed its end before the initialize response; exiting");
+            return Ok(());
+        }
         Err(e) => {
             return Err(ServeError::Initialize {
                 detail: e.to_string(),
@@ -557,6 +565,20 @@ where
             detail: e.to_string(),
         }),
     }
+}
+
+/// Whether `error` (or anything it was caused by) is a write to a closed pipe.
+fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Serves MCP on stdin/stdout (what MCP clients launch), with at most

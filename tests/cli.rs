@@ -475,6 +475,40 @@ fn closed_stdout_exits_quietly() {
     }
 }
 
+/// The stdio server whose client closed its reading end before the initialize response: a
+/// quiet end (exit 0, nothing on stderr), as when the client closes the connection.
+#[test]
+fn stdio_server_with_a_closed_stdout_exits_quietly() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("NETSTAT_MCP_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netstat-mcp serve");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        )
+        .unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+}
+
 /// The same through a shell pipeline, as people type it (`pipefail` keeps our exit status).
 #[test]
 fn piped_into_head_exits_quietly() {

@@ -1035,6 +1035,12 @@ name = "cache-1"
 host = "192.0.2.30"
 username = "ops"
 use_agent = true
+
+[[remote_hosts]]
+name = "web-2"
+host = "192.0.2.40"
+username = "ops"
+password_env = "NM_TEST_UNSET_PASSWORD"
 "#,
     )
     .expect("write config");
@@ -1074,6 +1080,24 @@ use_agent = true
             .unwrap_or_default()
             .contains("3 remote host")
     );
+    // The entry that cannot be used is listed with why, and the message names it.
+    assert_eq!(data["unusable_count"], 1);
+    let unusable = &data["unusable"][0];
+    assert_eq!(unusable["name"], "web-2");
+    assert_eq!(unusable["entry"], "remote_hosts[3] (web-2)");
+    let problem = unusable["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("password_env") && problem.contains("NM_TEST_UNSET_PASSWORD"),
+        "{problem}"
+    );
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 configured host(s) cannot be used: web-2"),
+        "{out}"
+    );
+    assert_eq!(data["truncated"], false);
 
     // The unknown-host error names the configured hosts, so an agent can pick one.
     let out = server

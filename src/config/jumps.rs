@@ -74,6 +74,7 @@ pub(super) fn resolve(
                     "{error}; calls to this host fail with this error (other hosts still work)"
                 ));
                 config.broken_hosts.push(BrokenHost {
+                    entry: host.name.clone(),
                     name: Some(host.name.clone()),
                     host: Some(host.host.clone()),
                     error: Arc::new(error),

@@ -586,6 +586,7 @@ pub(super) fn add_aliases(
                     "{error}; calls to this host fail with this error (other hosts still work)"
                 ));
                 config.broken_hosts.push(BrokenHost {
+                    entry: format!("Host {alias}"),
                     name: Some(alias.clone()),
                     host: Some(resolved.hostname.clone()),
                     error: Arc::new(error),

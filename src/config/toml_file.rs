@@ -114,6 +114,7 @@ pub(super) fn parse(
                         "{e}; calls to this host fail with this error (other hosts and the local machine still work)"
                     ));
                 broken_hosts.push(BrokenHost {
+                    entry,
                     name,
                     host,
                     error: Arc::new(e),

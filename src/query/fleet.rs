@@ -671,7 +671,10 @@ mod tests {
             HostsData {
                 host_count: hosts.len(),
                 config: None,
+                truncated: false,
                 hosts,
+                unusable_count: 0,
+                unusable: Vec::new(),
             }
         }
 
@@ -688,6 +691,29 @@ mod tests {
 
     fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn thousands_of_hosts_are_listed_within_the_budget() {
+        let small = service(3).hosts();
+        // `service(n)` configures n hosts and one called "down".
+        assert_eq!(small.data.as_ref().map(|d| d.hosts.len()), Some(4));
+        assert!(!small.data.as_ref().unwrap().truncated);
+        let big = service(5_000).hosts();
+        let size = crate::query::answer::json_len(&big);
+        assert!(size <= crate::query::ANSWER_BUDGET, "{size} bytes");
+        let data = big.data.as_ref().unwrap();
+        assert!(data.truncated);
+        assert_eq!(data.host_count, 5_001);
+        assert!(data.hosts.len() > 50, "{} hosts kept", data.hosts.len());
+        // The first ones, in configuration order.
+        assert_eq!(data.hosts[0].name, "h000");
+        assert!(
+            big.message
+                .contains(&format!("Listing {} of 5001 usable", data.hosts.len())),
+            "{}",
+            big.message
+        );
     }
 
     #[tokio::test]

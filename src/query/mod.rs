@@ -32,7 +32,7 @@ pub(crate) use input::{
 pub use output::{
     ConnectionsAnswer, ConnectionsData, Envelope, FleetData, FleetSummary, HostsData, PortAnswer,
 };
-pub(crate) use output::{HostInfo, OwnerDetails, PortData, RowOwners, RowPlace};
+pub(crate) use output::{HostInfo, OwnerDetails, PortData, RowOwners, RowPlace, UnusableHost};
 pub use service::Service;
 
 /// A caller's text for a message: control characters escaped (`\n`, `\u{1b}`), and cut to 64

@@ -393,11 +393,30 @@ pub struct Occupation {
 /// `data` of `list_hosts`.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct HostsData {
-    /// How many remote hosts are configured.
+    /// How many usable remote hosts are configured.
     pub(crate) host_count: usize,
     /// Where the configuration came from; null when there is no config file.
     pub(crate) config: Option<String>,
+    /// True when `hosts` or `unusable` were shortened to keep the answer within its byte
+    /// budget (address the others by glob or `@group`).
+    pub(crate) truncated: bool,
     pub(crate) hosts: Vec<HostInfo>,
+    /// How many configured entries cannot be used.
+    pub(crate) unusable_count: usize,
+    /// Configured entries that cannot be used, with why (calls naming them get that error).
+    pub(crate) unusable: Vec<UnusableHost>,
+}
+
+/// A configured entry that cannot be used: a `[[remote_hosts]]` entry that failed validation,
+/// or an ssh_config alias we cannot log in to. Never a secret.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub(crate) struct UnusableHost {
+    /// The name a caller would pass as `host`, when the entry has one.
+    pub(crate) name: Option<String>,
+    /// Where it is configured: `remote_hosts[2] (web-1)`, or the ssh_config alias.
+    pub(crate) entry: String,
+    /// Why it cannot be used (file, entry, field), as a call naming it reports it.
+    pub(crate) problem: String,
 }
 
 /// A configured remote host, as `list_hosts` and the CLI's `hosts` show it: never a secret.

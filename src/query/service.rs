@@ -81,15 +81,28 @@ impl Service {
     }
 
     /// `list_hosts`: the configured remote hosts, never a secret.
+    /// Fitted to the answer budget: with thousands of hosts configured, the first ones are
+    /// listed and `truncated` says so.
     pub(crate) fn hosts(&self) -> Envelope<HostsData> {
-        let data = self.remotes.hosts();
-        let message = match data.host_count {
-            0 => {
-                "No remote hosts are configured; only the local machine can be queried".to_string()
+        let mut data = self.remotes.hosts();
+        for u in &mut data.unusable {
+            u.problem = cut(&u.problem, MAX_PROBLEM_CHARS);
+        }
+        let mut envelope = Envelope::ok(hosts_message(&data), data.clone());
+        loop {
+            let size = super::answer::json_len(&envelope);
+            let rows = data.hosts.len() + data.unusable.len();
+            if size <= super::ANSWER_BUDGET || rows == 0 {
+                return envelope;
             }
-            n => format!("{n} remote host(s) configured; pass a name as `host`"),
-        };
-        Envelope::ok(message, data)
+            let keep = (rows * super::ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+            // Usable hosts first: they are what a caller can name.
+            let hosts = keep.min(data.hosts.len());
+            data.hosts.truncate(hosts);
+            data.unusable.truncate(keep - hosts);
+            data.truncated = true;
+            envelope = Envelope::ok(hosts_message(&data), data.clone());
+        }
     }
 
     /// A raw snapshot from a host (for the `netstat` rendering).
@@ -103,4 +116,57 @@ impl Service {
         let snapshot = target.source.collect(want).await?;
         Ok((target, snapshot))
     }
+}
+
+/// An unusable entry's reason is cut here (a config error is a sentence or two).
+const MAX_PROBLEM_CHARS: usize = 400;
+
+/// `text`, cut at `max` characters with `…`.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
+
+/// The message of `list_hosts`.
+fn hosts_message(data: &HostsData) -> String {
+    let mut message = match data.host_count {
+        0 if data.unusable_count == 0 => {
+            return "No remote hosts are configured; only the local machine can be queried"
+                .to_string();
+        }
+        0 => "No usable remote hosts are configured; only the local machine can be queried"
+            .to_string(),
+        n => format!("{n} remote host(s) configured; pass a name as `host`"),
+    };
+    if data.unusable_count > 0 {
+        let names: Vec<String> = data
+            .unusable
+            .iter()
+            .take(5)
+            .map(|u| super::shorten(u.name.as_deref().unwrap_or(&u.entry)))
+            .collect();
+        message.push_str(&format!(
+            ". {} configured host(s) cannot be used: {}{} (see unusable: calls naming them get that error)",
+            data.unusable_count,
+            names.join(", "),
+            if data.unusable_count > names.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
+    if data.truncated {
+        message.push_str(&format!(
+            ". Listing {} of {} usable and {} of {} unusable host(s) to stay under {} KiB; name the others by glob (`web-*`) or group (`@name`)",
+            data.hosts.len(),
+            data.host_count,
+            data.unusable.len(),
+            data.unusable_count,
+            super::ANSWER_BUDGET / 1024
+        ));
+    }
+    message
 }

@@ -184,7 +184,10 @@ impl RemoteSources for NoRemotes {
         crate::query::HostsData {
             host_count: 0,
             config: None,
+            truncated: false,
             hosts: Vec::new(),
+            unusable_count: 0,
+            unusable: Vec::new(),
         }
     }
 }

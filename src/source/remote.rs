@@ -155,10 +155,35 @@ impl RemoteSources for SshRemotes {
                 source: h.origin.as_str().to_string(),
             })
             .collect();
+        let mut unusable: Vec<crate::query::UnusableHost> = self
+            .config
+            .broken_hosts
+            .iter()
+            .map(|b| crate::query::UnusableHost {
+                name: b.name.clone(),
+                entry: b.entry.clone(),
+                problem: b.error.to_string(),
+            })
+            .collect();
+        // A bad `[ssh]` table makes every host answer with its error.
+        let hosts = match &self.config.ssh_error {
+            None => hosts,
+            Some(e) => {
+                unusable.extend(hosts.into_iter().map(|h| crate::query::UnusableHost {
+                    name: Some(h.name.clone()),
+                    entry: h.name,
+                    problem: e.to_string(),
+                }));
+                Vec::new()
+            }
+        };
         crate::query::HostsData {
             host_count: hosts.len(),
             config: self.config.path.as_ref().map(|p| p.display().to_string()),
+            truncated: false,
             hosts,
+            unusable_count: unusable.len(),
+            unusable,
         }
     }
 }
