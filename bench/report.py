@@ -173,7 +173,7 @@ def load_n(out, n, scenarios=SCENARIOS):
                 result["nsbench"] = json.load(fh)
             except ValueError:
                 pass
-    for label in ("query", "port_idle", "port_loaded"):
+    for label in MCP_LABELS:
         path = os.path.join(d, f"mcp.{label}.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
