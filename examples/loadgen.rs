@@ -599,6 +599,29 @@ fn accept_share(count: usize) -> Result<Vec<Socket>, LoadgenError> {
     Ok(held)
 }
 
+/// `IP_BIND_ADDRESS_NO_PORT`: bind the source address only and let `connect` choose the port
+/// by the whole 4-tuple. Without it each `bind(addr:0)` searches the bind table for a port no
+/// socket on any address holds, which slows to tens of seconds when another load generator
+/// already holds tens of thousands of sockets.
+fn bind_address_no_port(socket: &Socket) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn connect_share(
     count: usize,
     source: Ipv4Addr,
@@ -613,6 +636,7 @@ fn connect_share(
         socket
             .set_linger(Some(Duration::ZERO))
             .map_err(io_err("set SO_LINGER on a client socket"))?;
+        bind_address_no_port(&socket).map_err(io_err("set IP_BIND_ADDRESS_NO_PORT"))?;
         socket
             .bind(&from)
             .map_err(io_err(format!("bind a client socket to {source}")))?;
