@@ -539,25 +539,8 @@ impl Extra {
 /// overall message last.
 pub(crate) fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) -> String {
     match &envelope.data {
-        Some(ConnectionsAnswer::Many(fleet)) => {
-            let mut out = String::new();
-            for h in &fleet.hosts {
-                let _ = writeln!(out, "== {}", h.host);
-                out.push_str(&connections_table(&Envelope {
-                    success: h.success,
-                    message: h.message.clone(),
-                    data: h.data.clone(),
-                }));
-                out.push('\n');
-            }
-            let _ = writeln!(out, "{}", envelope.message);
-            out
-        }
-        Some(ConnectionsAnswer::One(data)) => connections_table(&Envelope {
-            success: envelope.success,
-            message: envelope.message.clone(),
-            data: Some(data.clone()),
-        }),
+        Some(ConnectionsAnswer::Many(fleet)) => fleet_text(envelope, fleet, connections_table),
+        Some(ConnectionsAnswer::One(data)) => connections_table(&one_host(envelope, data)),
         None => format!("{}\n", envelope.message),
     }
 }
@@ -565,27 +548,39 @@ pub(crate) fn connections_answer_text(envelope: &Envelope<ConnectionsAnswer>) ->
 /// One host's port check, or each host's under its name and the overall message last.
 pub(crate) fn port_answer_text(envelope: &Envelope<PortAnswer>) -> String {
     match &envelope.data {
-        Some(PortAnswer::Many(fleet)) => {
-            let mut out = String::new();
-            for h in &fleet.hosts {
-                let _ = writeln!(out, "== {}", h.host);
-                out.push_str(&port_text(&Envelope {
-                    success: h.success,
-                    message: h.message.clone(),
-                    data: h.data.clone(),
-                }));
-                out.push('\n');
-            }
-            let _ = writeln!(out, "{}", envelope.message);
-            out
-        }
-        Some(PortAnswer::One(data)) => port_text(&Envelope {
-            success: envelope.success,
-            message: envelope.message.clone(),
-            data: Some(data.clone()),
-        }),
+        Some(PortAnswer::Many(fleet)) => fleet_text(envelope, fleet, port_text),
+        Some(PortAnswer::One(data)) => port_text(&one_host(envelope, data)),
         None => format!("{}\n", envelope.message),
     }
+}
+
+/// A one-host answer as the envelope its renderer takes.
+fn one_host<A, T: Clone>(envelope: &Envelope<A>, data: &T) -> Envelope<T> {
+    Envelope {
+        success: envelope.success,
+        message: envelope.message.clone(),
+        data: Some(data.clone()),
+    }
+}
+
+/// Each host's answer rendered under `== name`, then the overall message.
+fn fleet_text<A, S, T: Clone>(
+    envelope: &Envelope<A>,
+    fleet: &crate::query::FleetData<S, T>,
+    render: fn(&Envelope<T>) -> String,
+) -> String {
+    let mut out = String::new();
+    for h in &fleet.hosts {
+        let _ = writeln!(out, "== {}", h.host);
+        out.push_str(&render(&Envelope {
+            success: h.success,
+            message: h.message.clone(),
+            data: h.data.clone(),
+        }));
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", envelope.message);
+    out
 }
 
 /// The listing as an aligned table with the message as a footer.

@@ -67,11 +67,11 @@ impl LocalSource {
     /// Collects synchronously (the async [`Source`] runs this on a blocking thread).
     pub fn collect_blocking(&self, want: Want) -> Result<Snapshot, Error> {
         match self.backend {
-            Backend::External => external_snapshot(&want, Vec::new()),
+            Backend::External => self.external_snapshot(&want, Vec::new()),
             #[cfg(target_os = "linux")]
             _ => self.collect_linux(want),
             #[cfg(not(target_os = "linux"))]
-            Backend::Auto => external_snapshot(&want, Vec::new()),
+            Backend::Auto => self.external_snapshot(&want, Vec::new()),
             #[cfg(not(target_os = "linux"))]
             Backend::Netlink | Backend::Procfs => Err(Error::NoLocalSource {
                 detail: "netlink and /proc/net exist on Linux only; use the external backend (ss, netstat or lsof)".into(),
@@ -91,12 +91,14 @@ impl LocalSource {
             Ok(listed) => listed,
             Err(err) if self.backend == Backend::Auto => {
                 tracing::warn!(cause = %err, "/proc/net unreadable; trying ss, netstat, lsof");
-                return external_snapshot(&want, notes).map_err(|ext| match ext {
-                    Error::NoLocalSource { detail } => Error::NoLocalSource {
-                        detail: format!("{err}; {detail}"),
-                    },
-                    other => other,
-                });
+                return self
+                    .external_snapshot(&want, notes)
+                    .map_err(|ext| match ext {
+                        Error::NoLocalSource { detail } => Error::NoLocalSource {
+                            detail: format!("{err}; {detail}"),
+                        },
+                        other => other,
+                    });
             }
             Err(err) => return Err(err),
         };
@@ -261,6 +263,36 @@ fn procfs_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     })
 }
 
+impl LocalSource {
+    /// The external path as a snapshot: the tools already named the owners they could see. Scope
+    /// `all` lists only this namespace here (the tools see no other).
+    fn external_snapshot(&self, want: &Want, mut notes: Vec<String>) -> Result<Snapshot, Error> {
+        let (sockets, note) =
+            external_sockets(want).map_err(|detail| Error::NoLocalSource { detail })?;
+        notes.push(note);
+        if want.scope == Scope::All {
+            notes.push(
+                "other network namespaces were not listed (no netlink or /proc/net)".to_string(),
+            );
+        }
+        #[cfg(target_os = "linux")]
+        let processes: Option<Arc<dyn crate::process::ProcessLookup>> =
+            Some(Arc::new(ProcessTable::new(&self.proc_root)));
+        #[cfg(not(target_os = "linux"))]
+        let processes = None;
+        Ok(Snapshot {
+            sockets,
+            owners: if want.owners {
+                OwnerCoverage::Complete
+            } else {
+                OwnerCoverage::NotRequested
+            },
+            notes,
+            processes,
+        })
+    }
+}
+
 impl Source for LocalSource {
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let this = Arc::new(self.clone());
@@ -342,33 +374,6 @@ fn socket_count_estimate(net_root: &Path, want: &Want) -> usize {
     }
     // Sockets come and go between the estimate and the dump.
     total + total / 16 + 16
-}
-
-/// The external path as a snapshot: the tools already named the owners they could see. Scope
-/// `all` lists only this namespace here (the tools see no other).
-fn external_snapshot(want: &Want, mut notes: Vec<String>) -> Result<Snapshot, Error> {
-    let (sockets, note) =
-        external_sockets(want).map_err(|detail| Error::NoLocalSource { detail })?;
-    notes.push(note);
-    if want.scope == Scope::All {
-        notes
-            .push("other network namespaces were not listed (no netlink or /proc/net)".to_string());
-    }
-    #[cfg(target_os = "linux")]
-    let processes: Option<Arc<dyn crate::process::ProcessLookup>> =
-        Some(Arc::new(ProcessTable::new(Path::new("/proc"))));
-    #[cfg(not(target_os = "linux"))]
-    let processes = None;
-    Ok(Snapshot {
-        sockets,
-        owners: if want.owners {
-            OwnerCoverage::Complete
-        } else {
-            OwnerCoverage::NotRequested
-        },
-        notes,
-        processes,
-    })
 }
 
 /// Last resort: run `ss`, `netstat` or `lsof` and parse their output.
