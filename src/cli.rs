@@ -17,6 +17,8 @@ use crate::query::{
 };
 use crate::source::Backend;
 
+pub mod health;
+
 /// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
 ///
 /// With no command, serves the Model Context Protocol on stdio (what MCP clients launch).
@@ -75,6 +77,9 @@ pub enum Command {
     /// Print connections as they open and close (a table line, or JSON per line with --json),
     /// until Ctrl-C or --duration; then a summary on stderr.
     Watch(crate::watch::cli::WatchOpts),
+    /// How the connections are doing: retransmits, RTT, zero windows, queues, UDP drops (from
+    /// the kernel's tcp_info and socket memory, no privilege needed), the worst first.
+    Health(health::HealthOpts),
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! The MCP server: six read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
+//! The MCP server: seven read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
 //!
 //! [`NetstatServer`] implements rmcp's `ServerHandler` by hand rather than through typed
 //! `Parameters<T>`: a wrong JSON type (`"80"`, `80.5`) must come back as a tool result with
@@ -33,11 +33,12 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::netstat_tool::{NetstatData, NetstatInput, NetstatTool};
+use crate::query::health::DEFAULT_HEALTH_ROWS;
 use crate::query::schema::{self, input_schema, output_schema};
 use crate::query::{
-    ConnectionsAnswer, ConnectionsArgs, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HostsData,
-    NoArgs, PortAnswer, PortArgs, Progress, ProgressEvent, RecentArgs, Service, WatchArgs,
-    no_progress,
+    ConnectionsAnswer, ConnectionsArgs, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HealthArgs,
+    HealthData, HostsData, NoArgs, PortAnswer, PortArgs, Progress, ProgressEvent, RecentArgs,
+    Service, WatchArgs, no_progress,
 };
 use crate::source::Backend;
 use crate::watch::service::{RecentData, WatchData, WatchService};
@@ -49,6 +50,7 @@ pub(crate) const NETSTAT: &str = "netstat";
 pub(crate) const LIST_HOSTS: &str = "list_hosts";
 pub(crate) const WATCH_CONNECTIONS: &str = "watch_connections";
 pub(crate) const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
+pub(crate) const CONNECTION_HEALTH: &str = "connection_health";
 
 /// What the server is for, sent in `initialize`.
 pub(crate) const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
@@ -59,8 +61,9 @@ data.summary (counts by state and protocol, listeners, top programs and remote h
 \"what is this host doing?\" without paging through rows — list_hosts to see which remote \
 hosts can be named, watch_connections to see what opens and closes over the next seconds \
 (even connections that live 1 ms), recent_connection_events for what opened and closed in the \
-last minutes (when the server records), and netstat only when netstat's own text output is \
-wanted. Locally, rows also say who the owner is (user, command line, systemd unit, container) \
+last minutes (when the server records), connection_health for \"why is it slow?\" (retransmits, \
+RTT, zero windows, queues, UDP drops from the kernel's tcp_info, with a verdict per socket), \
+and netstat only when netstat's own text output is wanted. Locally, rows also say who the owner is (user, command line, systemd unit, container) \
 and scope \"all\" covers every network namespace (containers' sockets). Answers are kept \
 under 24 KiB; page with cursor/next_cursor. All tools are read-only. pid/program need root or \
 the socket owner's rights; without them they are null and the message says how to fix it.";
@@ -147,6 +150,26 @@ Filters as in query_network_connections. Local machine only. Without --record it
 error saying how to enable it; use watch_connections to watch live instead. Owners (pid, \
 program) need the server to run as root or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.";
 
+const HEALTH_DESCRIPTION: &str = "How TCP connections (and UDP sockets) are doing, from the \
+kernel's own counters (tcp_info and socket memory, what `ss -tinm` prints; no privilege needed): \
+on this machine or a configured remote Linux host (see list_hosts). Use it for \"the calls to the \
+database are slow — is it the network?\" or \"why does this client hang?\". data.summary counts \
+over every matching socket: retransmitting sockets and total_retrans, rtt_ms percentiles (p50, \
+p90, p99, max), zero_window (peers that stopped reading), send_backlog, limited (receiver, \
+send_buffer, application), UDP drops; by_verdict. Then the worst `limit` sockets (default 20) \
+by `sort` (retrans default, rtt, send_queue, recv_queue, bytes, lost), each a \
+query_network_connections row plus tcp (rtt_ms, rttvar_ms, min_rtt_ms, rto_ms, cwnd, ssthresh, \
+mss, retrans, total_retrans, lost, unacked, sacked, bytes_sent/acked/received/retrans, segs, \
+delivery_rate_bps, pacing_rate_bps, busy_ms, rwnd_limited_ms, sndbuf_limited_ms, \
+notsent_bytes, snd_wnd, rcv_space, last_send_ms, last_recv_ms, app_limited, ca_state; times in \
+ms, rates in bits/s), mem (rmem_alloc, rcvbuf, wmem_queued, sndbuf, drops) and a verdict: ok, \
+loss, zero_window, receiver_limited, send_buffer_limited, high_rtt, application_limited or \
+drops (UDP). The message names the worst finding. Default filter: TCP in connected states \
+(not LISTEN/TIME_WAIT/SYN_RECV); proto, state, local_port, remote_port, pid, program filter as \
+in query_network_connections; scope \"all\" covers every network namespace (needs root). Locally \
+a row whose owner cannot be read still names its systemd unit and container from the socket's \
+cgroup. pid/program need root or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, as for listings.";
+
 /// A tool's input schema and the decoder of its arguments, from one input type.
 struct Input {
     schema: Arc<JsonObject>,
@@ -172,6 +195,7 @@ struct Inputs {
     hosts: Input,
     watch: Input,
     recent: Input,
+    health: Input,
 }
 
 impl Inputs {
@@ -183,6 +207,7 @@ impl Inputs {
             hosts: Input::of::<NoArgs>(),
             watch: Input::of::<WatchArgs>(),
             recent: Input::of::<RecentArgs>(),
+            health: Input::of::<HealthArgs>(),
         }
     }
 }
@@ -261,6 +286,14 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             &inputs.recent,
             output_schema::<Envelope<RecentData>>(),
             false,
+        ),
+        tool(
+            CONNECTION_HEALTH,
+            "Connection health",
+            HEALTH_DESCRIPTION,
+            &inputs.health,
+            output_schema::<Envelope<HealthData>>(),
+            true,
         ),
     ]
 }
@@ -373,6 +406,18 @@ impl NetstatServer {
         envelope_result::<RecentData>(result)
     }
 
+    async fn health(&self, args: &JsonObject) -> CallToolResult {
+        let query = self
+            .inputs
+            .health
+            .decode::<HealthArgs>(args)
+            .and_then(|a| a.validate(Some(DEFAULT_HEALTH_ROWS)).map_err(Error::Input));
+        envelope_result(match query {
+            Ok(query) => self.service.health(&query).await,
+            Err(e) => Err(e),
+        })
+    }
+
     fn hosts(&self, args: &JsonObject) -> CallToolResult {
         envelope_result(
             self.inputs
@@ -475,12 +520,13 @@ impl ServerHandler for NetstatServer {
             LIST_HOSTS => Box::pin(std::future::ready(self.hosts(&args))),
             WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
             RECENT_CONNECTION_EVENTS => Box::pin(std::future::ready(self.recent_events(&args))),
+            CONNECTION_HEALTH => Box::pin(self.health(&args)),
             other => {
                 tracing::debug!(tool = %other.escape_default(), "unknown tool");
                 return Err(McpError::new(
                     ErrorCode::INVALID_PARAMS,
                     format!(
-                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}",
+                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}, {CONNECTION_HEALTH}",
                         crate::query::shorten(other)
                     ),
                     None,
@@ -676,7 +722,8 @@ mod tests {
             // Open world: the tools that can reach remote hosts.
             let remote = t.name == QUERY_NETWORK_CONNECTIONS
                 || t.name == CHECK_PORT_OCCUPATION
-                || t.name == WATCH_CONNECTIONS;
+                || t.name == WATCH_CONNECTIONS
+                || t.name == CONNECTION_HEALTH;
             assert_eq!(a.open_world_hint, Some(remote), "{}", t.name);
             assert!(t.title.is_some());
         }

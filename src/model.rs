@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+pub mod health;
+pub use health::{Health, SkMem, TcpField, TcpInfo};
+
 /// Socket protocol as netstat prints it in its first column: the family is part of the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -201,6 +204,13 @@ pub struct StateSet(u32);
 impl StateSet {
     /// Every state, including `TCP_NEW_SYN_RECV` (12).
     pub const ALL: StateSet = StateSet(0x1ffe);
+    /// No state.
+    pub const EMPTY: StateSet = StateSet(0);
+
+    /// This set with `state` added.
+    pub fn with(self, state: TcpState) -> StateSet {
+        StateSet(self.0 | StateSet::only(state).0)
+    }
 
     pub fn only(state: TcpState) -> StateSet {
         let mut bits = 1 << state.kernel();
@@ -334,6 +344,8 @@ pub struct Socket {
     /// Its network namespace and bound interface, where known and worth saying; `None` for
     /// a socket of the namespace we run in with no device.
     pub(crate) place: Option<Arc<Place>>,
+    /// `tcp_info`, memory and cgroup, where the listing asked for them (`Want::health`).
+    pub health: Option<Box<Health>>,
 }
 
 impl Socket {
@@ -351,6 +363,7 @@ impl Socket {
             inode: None,
             owners: Owners::new(),
             place: None,
+            health: None,
         }
     }
 

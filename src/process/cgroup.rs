@@ -46,6 +46,25 @@ pub struct CgroupInfo {
     pub container: Option<Container>,
 }
 
+/// What a cgroup path names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupNames {
+    /// The path below the cgroup2 mount (`/system.slice/nginx.service`).
+    pub path: Arc<str>,
+    pub unit: Option<Arc<str>>,
+    pub container: Option<Container>,
+}
+
+impl CgroupNames {
+    pub fn of_path(path: &str) -> CgroupNames {
+        CgroupNames {
+            path: Arc::from(path),
+            unit: unit_of(path).map(Arc::from),
+            container: container_of(path),
+        }
+    }
+}
+
 /// Reads a `/proc/<pid>/cgroup` text. Lines that do not have the `ID:CONTROLLERS:PATH` shape
 /// are ignored (the file is the kernel's, so there are none in practice).
 pub fn parse(text: &str) -> CgroupInfo {

@@ -14,6 +14,8 @@
 //! fixtures; this module only adds the file reads.
 
 pub mod cgroup;
+#[cfg(unix)]
+pub mod cgroup_id;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -27,6 +29,12 @@ use crate::model::{COMMAND_MAX_CHARS, ProcessInfo};
 pub trait ProcessLookup: Send + Sync + std::fmt::Debug {
     /// Details of one process; `None` when it is gone or unreadable.
     fn process(&self, pid: u32) -> Option<Arc<ProcessInfo>>;
+
+    /// The systemd unit and container of the cgroups with these cgroup v2 ids (what sockets
+    /// carry as `INET_DIAG_CGROUP_ID`), where this host can tell; by default none.
+    fn cgroups(&self, _ids: &std::collections::HashSet<u64>) -> HashMap<u64, cgroup::CgroupNames> {
+        HashMap::new()
+    }
 
     /// Details of several processes, in the order asked.
     fn for_pids(&self, pids: &[u32]) -> Vec<Option<Arc<ProcessInfo>>> {
@@ -113,6 +121,16 @@ impl ProcessLookup for ProcessTable {
             cache.insert(pid, info.clone());
         }
         info
+    }
+
+    #[cfg(unix)]
+    fn cgroups(&self, ids: &std::collections::HashSet<u64>) -> HashMap<u64, cgroup::CgroupNames> {
+        let mounts =
+            std::fs::read_to_string(self.proc_root.join("self/mounts")).unwrap_or_default();
+        match cgroup_id::cgroup2_mount(&mounts) {
+            Some(root) => cgroup_id::resolve(&root, ids),
+            None => HashMap::new(),
+        }
     }
 }
 

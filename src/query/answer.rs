@@ -49,6 +49,7 @@ impl ConnectionsQuery {
             remote_port: self.remote_port,
             owners: self.owners,
             scope: self.scope,
+            health: false,
         }
     }
 
@@ -58,7 +59,7 @@ impl ConnectionsQuery {
         self.want().admits(s) && self.matches_owner(s)
     }
 
-    fn filter_echo(&self) -> FilterEcho {
+    pub(crate) fn filter_echo(&self) -> FilterEcho {
         FilterEcho {
             proto: self.proto.as_str().to_string(),
             state: self.state.map(|s| s.netstat_name().to_string()),
@@ -160,7 +161,7 @@ impl ConnectionsQuery {
         envelope
     }
 
-    fn matches_owner(&self, s: &Socket) -> bool {
+    pub(crate) fn matches_owner(&self, s: &Socket) -> bool {
         self.pid
             .is_none_or(|pid| s.owners.iter().any(|o| o.pid == pid))
             && self.program.as_deref().is_none_or(|program| {
@@ -317,14 +318,14 @@ fn owner_note(message: &mut String, coverage: OwnerCoverage, ownerless: usize) {
 /// The holders of the rows of one answer, with their details, built once per distinct set of
 /// processes: a process owning 50,000 returned sockets is looked up once, and its rows share
 /// one value.
-struct HolderCache<'a> {
+pub(crate) struct HolderCache<'a> {
     processes: Option<&'a dyn ProcessLookup>,
     single: HashMap<u32, Arc<Holders>>,
     shared: HashMap<Vec<u32>, Arc<Holders>>,
 }
 
 impl<'a> HolderCache<'a> {
-    fn new(processes: Option<&'a dyn ProcessLookup>) -> HolderCache<'a> {
+    pub(crate) fn new(processes: Option<&'a dyn ProcessLookup>) -> HolderCache<'a> {
         HolderCache {
             processes,
             single: HashMap::new(),
@@ -380,7 +381,7 @@ impl<'a> HolderCache<'a> {
     }
 }
 
-fn connection_row(s: Socket, holders: &mut HolderCache<'_>) -> ConnectionRow {
+pub(crate) fn connection_row(s: Socket, holders: &mut HolderCache<'_>) -> ConnectionRow {
     let holders = holders.holders(&s.owners);
     let first = holders.as_ref().and_then(|h| h.owners.first());
     ConnectionRow {

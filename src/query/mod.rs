@@ -15,6 +15,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod fleet;
+pub(crate) mod health;
 pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod page;
@@ -25,6 +26,7 @@ pub(crate) mod summary;
 pub(crate) use answer::{ANSWER_BUDGET, OWNER_HINT};
 pub use fleet::no_progress;
 pub(crate) use fleet::{Progress, ProgressEvent};
+pub use health::{HealthArgs, HealthData, HealthQuery};
 pub use input::{ConnectionsArgs, PortArgs};
 pub(crate) use input::{
     ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs, RecentArgs, WatchArgs,

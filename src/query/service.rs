@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::health::{HealthData, HealthQuery};
 use super::input::{ConnectionsQuery, HostSpec, PortQuery};
 use super::output::{ConnectionsData, Envelope, HostsData, PortData};
 use crate::error::Error;
@@ -78,6 +79,23 @@ impl Service {
         let target = self.target(&query.host, query.ssh_port)?;
         let snapshot = target.source.collect(query.want()).await?;
         Ok(query.answer(&target, snapshot))
+    }
+
+    /// `connection_health`. Without a pid or program filter the listing is taken without
+    /// owners and only the rows returned get theirs, where the source can do that.
+    pub async fn health(&self, query: &HealthQuery) -> Result<Envelope<HealthData>, Error> {
+        let target = self.target(&query.filter.host, query.filter.ssh_port)?;
+        let owners = query.filter.owners;
+        let lazy = owners && !query.needs_all_owners() && target.source.lazy_owners();
+        let snapshot = target.source.collect(query.want(owners && !lazy)).await?;
+        let mut selected = query.select(snapshot);
+        if lazy {
+            let rows = std::mem::take(&mut selected.rows);
+            let (rows, coverage) = target.source.attach_owners(rows).await;
+            selected.rows = rows;
+            selected.coverage = coverage;
+        }
+        Ok(query.answer(&target, selected))
     }
 
     /// `list_hosts`: the configured remote hosts, never a secret.

@@ -252,9 +252,15 @@ fn list(backend: Backend, net_root: &Path, want: &Want) -> Result<Listed, Error>
     }
 }
 
+/// Said when health was asked of a listing that cannot carry it.
+const NO_HEALTH: &str = "connection health (tcp_info, socket memory) comes from netlink sock_diag, which this listing could not use: no health fields are shown";
+
 #[cfg(target_os = "linux")]
 fn procfs_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
-    let (sockets, notes) = procfs::sockets(net_root, want)?;
+    let (sockets, mut notes) = procfs::sockets(net_root, want)?;
+    if want.health {
+        notes.push(NO_HEALTH.to_string());
+    }
     Ok(Listed {
         sockets,
         // /proc/net does not say which device a socket is bound to.
@@ -270,6 +276,9 @@ impl LocalSource {
         let (sockets, note) =
             external_sockets(want).map_err(|detail| Error::NoLocalSource { detail })?;
         notes.push(note);
+        if want.health {
+            notes.push(NO_HEALTH.to_string());
+        }
         if want.scope == Scope::All {
             notes.push(
                 "other network namespaces were not listed (no netlink or /proc/net)".to_string(),
@@ -304,11 +313,39 @@ impl Source for LocalSource {
                 })?
         })
     }
+
+    fn lazy_owners(&self) -> bool {
+        cfg!(target_os = "linux") && self.backend != Backend::External
+    }
+
+    #[cfg(target_os = "linux")]
+    fn attach_owners(&self, sockets: Vec<Socket>) -> BoxFuture<'_, (Vec<Socket>, OwnerCoverage)> {
+        let proc_root = self.proc_root.clone();
+        Box::pin(async move {
+            let shared = Arc::new(std::sync::Mutex::new(sockets));
+            let work = shared.clone();
+            let stats = tokio::task::spawn_blocking(move || {
+                let mut sockets = work.lock().unwrap_or_else(|e| e.into_inner());
+                owners::attach(&proc_root, &mut sockets)
+            })
+            .await
+            .ok();
+            let sockets = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
+            let coverage = match stats {
+                Some(stats) if stats.unreadable > 0 => OwnerCoverage::Partial {
+                    unreadable_processes: stats.unreadable,
+                },
+                Some(_) => OwnerCoverage::Complete,
+                None => OwnerCoverage::NotRequested,
+            };
+            (sockets, coverage)
+        })
+    }
 }
 
 #[cfg(target_os = "linux")]
 fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
-    let mut diag = netlink::Diag::open()?;
+    let mut diag = netlink::Diag::open()?.with_health(want.health);
     let mut out = Vec::new();
     if want.local_port.is_none() {
         out.reserve(socket_count_estimate(net_root, want));

@@ -49,6 +49,9 @@ pub struct Want {
     pub owners: bool,
     /// Which network namespaces to list.
     pub scope: Scope,
+    /// Whether to read each socket's health (TCP `tcp_info`, socket memory, cgroup id) into
+    /// [`Socket::health`]. Off for plain listings, which it would make larger and slower.
+    pub health: bool,
 }
 
 /// Which network namespaces a listing covers.
@@ -83,6 +86,7 @@ impl Want {
             remote_port: None,
             owners: true,
             scope: Scope::Host,
+            health: false,
         }
     }
 
@@ -140,6 +144,18 @@ pub struct Snapshot {
 /// Something that lists sockets.
 pub trait Source: Send + Sync {
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>>;
+
+    /// Whether [`Source::attach_owners`] can name owners after the fact, so that a listing
+    /// whose answer shows a few rows can be taken without owners and only those rows looked
+    /// up (the local machine's `/proc` scan stops once they are found).
+    fn lazy_owners(&self) -> bool {
+        false
+    }
+
+    /// Looks up the owners of these sockets only (taken from a listing without owners).
+    fn attach_owners(&self, sockets: Vec<Socket>) -> BoxFuture<'_, (Vec<Socket>, OwnerCoverage)> {
+        Box::pin(std::future::ready((sockets, OwnerCoverage::NotRequested)))
+    }
 }
 
 /// A host the query layer talks to, with how messages name it.

@@ -109,6 +109,8 @@ pub struct Diag {
     /// (position in the caller's vector, interface index) of every socket dumped so far that
     /// is bound to a device.
     devices: Vec<(usize, u32)>,
+    /// Whether dumps ask for and read each socket's health ([`Diag::with_health`]).
+    health: bool,
 }
 
 /// What the kernel says about a dumped socket beyond the [`Socket`] itself.
@@ -143,7 +145,16 @@ impl Diag {
             buf: vec![0; RECV_BUF],
             seq: 0,
             devices: Vec::new(),
+            health: false,
         })
+    }
+
+    /// Dumps from now on also ask for each socket's `tcp_info` and memory and read them (with
+    /// its cgroup id) into [`Socket::health`]. Replies grow from about 100 to about 450 bytes
+    /// per TCP socket, so plain listings do not ask.
+    pub(crate) fn with_health(mut self, health: bool) -> Diag {
+        self.health = health;
+        self
     }
 
     /// The sockets dumped so far that are bound to a device: (position in the vector the dumps
@@ -187,7 +198,14 @@ impl Diag {
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
         self.seq = self.seq.wrapping_add(1);
-        let request = encode_request(transport, ipv6, states, local_port, self.seq);
+        let request = encode_request(
+            transport,
+            ipv6,
+            states,
+            local_port,
+            self.extensions(),
+            self.seq,
+        );
         self.send(&request)?;
         self.receive(transport, local_port, sink)
     }
@@ -220,9 +238,19 @@ impl Diag {
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
         self.seq = self.seq.wrapping_add(1);
-        let request = encode_compat_tcp_request(states, local_port, self.seq);
+        let request =
+            encode_compat_tcp_request(states, local_port, self.extensions().bits(), self.seq);
         self.send(&request)?;
         self.receive(Transport::Tcp, local_port, sink)
+    }
+
+    /// The attributes to ask the kernel for.
+    fn extensions(&self) -> ExtensionFlags {
+        if self.health {
+            ExtensionFlags::INFO | ExtensionFlags::SKMEMINFO
+        } else {
+            ExtensionFlags::empty()
+        }
     }
 
     fn send(&mut self, request: &[u8]) -> Result<(), Error> {
@@ -259,7 +287,7 @@ impl Diag {
                     ),
                 });
             }
-            if parse_batch(&self.buf[..n], transport, local_port, sink)? {
+            if parse_batch(&self.buf[..n], transport, local_port, self.health, sink)? {
                 return Ok(());
             }
         }
@@ -363,7 +391,8 @@ impl DestroyMonitor {
             None => return Ok(Received::Sockets(0)),
         };
         let mut count = 0;
-        parse_batch(&self.buf[..n], transport, None, &mut |s, ids| {
+        // The kernel adds the closed socket's final tcp_info: a close's byte totals.
+        parse_batch(&self.buf[..n], transport, None, true, &mut |s, ids| {
             count += 1;
             sink(s, ids.cookie)
         })?;
@@ -384,7 +413,12 @@ const TCPDIAG_GETSOCK: u16 = 18;
 
 /// Builds the legacy TCP dump request: `nlmsghdr` + `inet_diag_req` (v1: family, address
 /// lengths, extensions, the 48-byte socket id, states, tables) (+ the bytecode attribute).
-fn encode_compat_tcp_request(states: StateSet, local_port: Option<u16>, seq: u32) -> Vec<u8> {
+fn encode_compat_tcp_request(
+    states: StateSet,
+    local_port: Option<u16>,
+    extensions: u8,
+    seq: u32,
+) -> Vec<u8> {
     const REQ_LEN: usize = 4 + 48 + 4 + 4;
     let bc = local_port.map(port_filter_bytecode);
     let total = 16 + REQ_LEN + bc.map_or(0, |b| 4 + b.len());
@@ -395,7 +429,7 @@ fn encode_compat_tcp_request(states: StateSet, local_port: Option<u16>, seq: u32
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes());
     // idiag_family (ignored: the kernel dumps both), src_len, dst_len, ext.
-    buf.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    buf.extend_from_slice(&[AF_INET, 0, 0, extensions]);
     // The socket id: ports, addresses, interface, cookie — unused by a dump.
     buf.extend_from_slice(&[0u8; 48]);
     buf.extend_from_slice(&states.bits().to_ne_bytes());
@@ -415,6 +449,7 @@ fn encode_request(
     ipv6: bool,
     states: StateSet,
     local_port: Option<u16>,
+    extensions: ExtensionFlags,
     seq: u32,
 ) -> Vec<u8> {
     let (family, socket_id) = if ipv6 {
@@ -428,7 +463,7 @@ fn encode_request(
             Transport::Tcp => IPPROTO_TCP,
             Transport::Udp => IPPROTO_UDP,
         },
-        extensions: ExtensionFlags::empty(),
+        extensions,
         states: match transport {
             Transport::Tcp => StateFlags::from_bits_truncate(states.bits()),
             // UDP sockets use TCP_ESTABLISHED/TCP_CLOSE internally: ask for all of them.
@@ -459,11 +494,13 @@ fn encode_request(
 }
 
 /// Parses one received batch (of a dump, or one destroy notification): each socket goes to
-/// `sink` with its cookie. Returns true when the dump is complete.
+/// `sink` with its cookie; with `health`, its attributes are read into [`Socket::health`].
+/// Returns true when the dump is complete.
 fn parse_batch(
     mut batch: &[u8],
     transport: Transport,
     local_port: Option<u16>,
+    health: bool,
     sink: &mut dyn FnMut(Socket, SocketIds),
 ) -> Result<bool, Error> {
     while !batch.is_empty() {
@@ -490,9 +527,13 @@ fn parse_batch(
                 let header = InetResponseHeader::parse(msg.payload())
                     .map_err(|e| malformed(format!("bad inet_diag_msg: {e}")))?;
                 let protocol = Protocol::new(transport, header.family == AF_INET6);
-                if let Some(socket) = to_socket(&header, protocol)
+                if let Some(mut socket) = to_socket(&header, protocol)
                     && local_port.is_none_or(|p| p == socket.local_port)
                 {
+                    if health {
+                        let attrs = msg.payload().get(INET_DIAG_MSG_LEN..).unwrap_or(&[]);
+                        socket.health = Some(Box::new(read_health(attrs, transport)));
+                    }
                     sink(
                         socket,
                         SocketIds {
@@ -512,6 +553,48 @@ fn parse_batch(
         batch = &batch[advance..];
     }
     Ok(false)
+}
+
+/// `struct inet_diag_msg`: the fixed header before a reply's attributes.
+const INET_DIAG_MSG_LEN: usize = 72;
+/// Attribute types of a reply (`include/uapi/linux/inet_diag.h`).
+const INET_DIAG_INFO: u16 = 2;
+const INET_DIAG_SKMEMINFO: u16 = 7;
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// Reads the attributes of one reply that health needs. Attributes it does not know, or that
+/// are cut short, are skipped: a reply is never refused for them.
+fn read_health(mut attrs: &[u8], transport: Transport) -> crate::model::Health {
+    let mut health = crate::model::Health::default();
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        // The top two bits are flags (nested, network byte order).
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let value = &attrs[4..len];
+        match kind {
+            INET_DIAG_INFO if transport == Transport::Tcp => {
+                health.tcp = Some(crate::model::TcpInfo::from_kernel(value));
+            }
+            INET_DIAG_SKMEMINFO => health.mem = crate::model::SkMem::from_kernel(value),
+            INET_DIAG_CGROUP_ID => {
+                if let Some(b) = value.get(..8) {
+                    health.cgroup_id = Some(u64::from_ne_bytes([
+                        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                    ]));
+                }
+            }
+            _ => {}
+        }
+        let advance = (len + 3) & !3;
+        if advance >= attrs.len() {
+            break;
+        }
+        attrs = &attrs[advance..];
+    }
+    health
 }
 
 fn malformed(detail: String) -> Error {
@@ -545,6 +628,7 @@ fn to_socket(h: &InetResponseHeader, protocol: Protocol) -> Option<Socket> {
         inode: (h.inode != 0).then_some(u64::from(h.inode)),
         owners: crate::model::Owners::new(),
         place: None,
+        health: None,
     })
 }
 
@@ -578,7 +662,7 @@ mod tests {
         body[24..28].copy_from_slice(&[127, 0, 0, 1]);
         body[44..52].copy_from_slice(&0x1d8u64.to_ne_bytes());
         let mut got = Vec::new();
-        let done = parse_batch(&msg, Transport::Tcp, None, &mut |s, ids| {
+        let done = parse_batch(&msg, Transport::Tcp, None, false, &mut |s, ids| {
             got.push((s, ids.cookie))
         })
         .unwrap();
@@ -620,8 +704,22 @@ mod tests {
 
     #[test]
     fn request_carries_the_bytecode_attribute_and_total_length() {
-        let plain = encode_request(Transport::Tcp, false, StateSet::ALL, None, 1);
-        let filtered = encode_request(Transport::Tcp, false, StateSet::ALL, Some(443), 1);
+        let plain = encode_request(
+            Transport::Tcp,
+            false,
+            StateSet::ALL,
+            None,
+            ExtensionFlags::empty(),
+            1,
+        );
+        let filtered = encode_request(
+            Transport::Tcp,
+            false,
+            StateSet::ALL,
+            Some(443),
+            ExtensionFlags::empty(),
+            1,
+        );
         assert_eq!(plain.len(), 16 + 56);
         assert_eq!(filtered.len(), plain.len() + 4 + 16);
         let len = u32::from_ne_bytes([filtered[0], filtered[1], filtered[2], filtered[3]]) as usize;
@@ -640,8 +738,10 @@ mod tests {
             true,
             StateSet::only(TcpState::Listen),
             None,
+            ExtensionFlags::INFO,
             7,
         );
+        assert_eq!(req[18], ExtensionFlags::INFO.bits());
         // inet_diag_req_v2: family, protocol, ext, pad, states (u32) right after the header.
         assert_eq!(req[16], AF_INET6);
         assert_eq!(req[17], IPPROTO_TCP);

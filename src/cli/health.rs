@@ -1,0 +1,170 @@
+//! `netstat-mcp health`: the `connection_health` tool for a person — the summary, then the
+//! worst sockets with their RTT, retransmits, queues and verdict.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{delivered, endpoint, fail, owners_cell, print_json, print_text, table};
+use crate::error::Error;
+use crate::query::health::{DEFAULT_HEALTH_ROWS, HealthRow};
+use crate::query::{Envelope, HealthArgs, HealthData, Service};
+
+#[derive(Debug, Args)]
+pub struct HealthOpts {
+    #[command(flatten)]
+    pub(crate) args: HealthArgs,
+    /// Skip the owner (pid/program) lookup of the rows shown.
+    #[arg(long)]
+    pub(crate) no_owners: bool,
+    /// Look at every network namespace on the machine (containers' too; needs root).
+    #[arg(long)]
+    pub(crate) all_netns: bool,
+    /// Print the JSON answer the MCP tool returns instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Runs `health`. Exit 0 on success, 2 on error.
+pub async fn health(service: &Service, opts: &HealthOpts) -> ExitCode {
+    let args = HealthArgs {
+        scope: opts.all_netns.then(|| "all".to_string()),
+        ..opts.args.clone()
+    };
+    let result = match args.validate(Some(DEFAULT_HEALTH_ROWS)) {
+        Ok(mut query) => {
+            query.filter.owners = !opts.no_owners;
+            // A person asked for these rows: no byte budget.
+            query.filter.default_limit = false;
+            service.health(&query).await
+        }
+        Err(e) => Err(Error::Input(e)),
+    };
+    match result {
+        Ok(envelope) => {
+            let written = if opts.json {
+                print_json(&envelope)
+            } else {
+                print_text(&health_text(&envelope))
+            };
+            delivered(
+                written,
+                if envelope.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                },
+            )
+        }
+        Err(e) => fail::<HealthData>(&e, opts.json),
+    }
+}
+
+/// A millisecond value as ss prints it (at most 3 decimals).
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(
+        || "-".into(),
+        |v| format!("{}", (v * 1000.0).round() / 1000.0),
+    )
+}
+
+fn num(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn row_cells(h: &HealthRow) -> Vec<String> {
+    let c = &h.row;
+    let tcp = h.tcp.as_ref();
+    let retrans = match tcp {
+        Some(t) => format!(
+            "{}/{}",
+            t.retrans.unwrap_or(0),
+            t.total_retrans.unwrap_or(0)
+        ),
+        None => "-".into(),
+    };
+    vec![
+        c.protocol.to_string(),
+        c.recv_queue.to_string(),
+        c.send_queue.to_string(),
+        endpoint(c.local_ip, Some(c.local_port)),
+        endpoint(c.foreign_ip, c.foreign_port),
+        c.state.unwrap_or("-").to_string(),
+        h.verdict.as_str().to_string(),
+        ms(tcp.and_then(|t| t.rtt_ms)),
+        retrans,
+        num(tcp.and_then(|t| t.cwnd)),
+        num(tcp.and_then(|t| t.snd_wnd)),
+        h.mem.as_ref().map_or("-".into(), |m| m.drops.to_string()),
+        owners_cell(c.pid, c.program.as_deref(), &c.owners),
+    ]
+}
+
+/// The summary, the worst rows as a table, then the message.
+pub(crate) fn health_text(envelope: &Envelope<HealthData>) -> String {
+    let mut out = String::new();
+    if let Some(data) = &envelope.data {
+        let s = &data.summary;
+        let _ = writeln!(
+            out,
+            "{} sockets on {}: {} retransmitting ({} retransmits), {} zero window, {} with a send backlog",
+            data.connection_count,
+            data.host,
+            s.retransmitting,
+            s.total_retrans,
+            s.zero_window,
+            s.send_backlog
+        );
+        if let Some(r) = &s.rtt_ms {
+            let _ = writeln!(
+                out,
+                "RTT ms: p50 {} p90 {} p99 {} max {}",
+                r.p50, r.p90, r.p99, r.max
+            );
+        }
+        let _ = writeln!(
+            out,
+            "Limited by: receiver {}, send buffer {}, application {}{}",
+            s.limited.receiver,
+            s.limited.send_buffer,
+            s.limited.application,
+            if s.dropping > 0 {
+                format!("; UDP drops {} on {} socket(s)", s.drops, s.dropping)
+            } else {
+                String::new()
+            }
+        );
+        let verdicts: Vec<String> = s
+            .by_verdict
+            .iter()
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
+        let _ = writeln!(out, "Verdicts: {}", verdicts.join(", "));
+        let _ = writeln!(out);
+        let rows: Vec<Vec<String>> = data.connections.iter().map(row_cells).collect();
+        out.push_str(&table(
+            &[
+                "Proto",
+                "Recv-Q",
+                "Send-Q",
+                "Local Address",
+                "Foreign Address",
+                "State",
+                "Verdict",
+                "RTT ms",
+                "Retrans",
+                "Cwnd",
+                "Snd-Wnd",
+                "Drops",
+                "PID/Program",
+            ],
+            &[
+                false, true, true, false, false, false, false, true, true, true, true, true, false,
+            ],
+            &rows,
+        ));
+    }
+    let _ = writeln!(out, "{}", envelope.message);
+    out
+}

@@ -1,0 +1,1179 @@
+//! `connection_health`: how the connections are doing — retransmits, RTT, windows, queues,
+//! buffer drops — from the kernel's own counters (`tcp_info`, socket memory), with a verdict
+//! per socket and a summary over every matching one.
+//!
+//! The verdict rules (thresholds and why) are documented in docs/tools.md; they are the
+//! functions [`verdict`] and [`Findings::of`] here, the only place they are written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::answer::{HolderCache, connection_row, json_len, thousands};
+use super::input::{ConnectionsArgs, ConnectionsQuery, ProtoFilter, input, quoted};
+use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
+use super::page::row_order;
+use crate::error::InputError;
+use crate::model::{Health, SkMem, Socket, StateSet, TcpField, TcpInfo, TcpState, Transport};
+use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want};
+
+/// The MCP default for `limit` of `connection_health`.
+pub(crate) const DEFAULT_HEALTH_ROWS: usize = 20;
+
+/// Inputs of `connection_health` (and the CLI's `health`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct HealthArgs {
+    /// Protocol: tcp (default), udp or all. IPv4 and IPv6 are both included. UDP sockets have
+    /// no tcp_info: they show their memory and drops only.
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "tcp"))]
+    #[arg(
+        long,
+        help = "Protocol: tcp (default), udp or all (UDP sockets show memory and drops only)"
+    )]
+    pub proto: Option<String>,
+
+    /// TCP state filter (netstat or ss spelling, any case). Default: the connected states
+    /// only (ESTABLISHED, SYN_SENT, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING), not
+    /// LISTEN, TIME_WAIT or SYN_RECV, whose counters mean other things; every UDP socket.
+    #[arg(
+        long,
+        help = "TCP state (default: connected states only, not LISTEN/TIME_WAIT/SYN_RECV)"
+    )]
+    pub state: Option<String>,
+
+    /// A configured remote host (name or address, see list_hosts; a Linux host with ss).
+    /// Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "A configured remote Linux host (name or address, see `hosts`); default the local machine"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one (ssh_port means the same).
+    /// NOT a socket port: refused for the local machine.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(skip)]
+    pub port: Option<i64>,
+
+    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(
+        long,
+        value_name = "PORT",
+        help = "SSH port for --host, overriding the configured one"
+    )]
+    pub ssh_port: Option<i64>,
+
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one (e.g. 5432: connections to
+    /// postgres).
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    #[arg(long)]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub program: Option<String>,
+
+    /// Which rows come first: retrans (default: most retransmitted segments; for UDP most
+    /// drops), rtt (highest smoothed RTT), send_queue, recv_queue, bytes (most bytes acked
+    /// plus received) or lost (most segments presumed lost).
+    #[schemars(extend("enum" = ["retrans", "rtt", "send_queue", "recv_queue", "bytes", "lost"], "default" = "retrans"))]
+    #[arg(
+        long,
+        value_name = "KEY",
+        help = "Order of the rows: retrans (default), rtt, send_queue, recv_queue, bytes, lost"
+    )]
+    pub sort: Option<String>,
+
+    /// Maximum rows, the worst by sort (default 20; 0 means no limit). The summary always
+    /// covers every matching socket.
+    #[schemars(range(min = 0), extend("default" = 20))]
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Show the N worst sockets (default 20; 0: all)"
+    )]
+    pub limit: Option<i64>,
+
+    /// Which network namespaces to look at: host (default) or all (every network namespace on
+    /// the machine, each from inside it; rows then carry netns). Local machine only; needs root.
+    #[schemars(extend("enum" = ["host", "all"], "default" = "host"))]
+    #[arg(skip)]
+    pub scope: Option<String>,
+}
+
+/// The order of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HealthSort {
+    Retrans,
+    Rtt,
+    SendQueue,
+    RecvQueue,
+    Bytes,
+    Lost,
+}
+
+impl HealthSort {
+    const NAMES: [(&'static str, HealthSort); 6] = [
+        ("retrans", HealthSort::Retrans),
+        ("rtt", HealthSort::Rtt),
+        ("send_queue", HealthSort::SendQueue),
+        ("recv_queue", HealthSort::RecvQueue),
+        ("bytes", HealthSort::Bytes),
+        ("lost", HealthSort::Lost),
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("retrans", |(n, _)| n)
+    }
+
+    fn parse(text: &str) -> Result<HealthSort, InputError> {
+        let key = text.trim().to_ascii_lowercase().replace('-', "_");
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| {
+                input(
+                    "sort",
+                    quoted(text),
+                    "must be one of: retrans, rtt, send_queue, recv_queue, bytes, lost",
+                )
+            })
+    }
+
+    /// The key a socket is ordered by (larger first).
+    fn key(self, s: &Socket) -> (u64, u64) {
+        let tcp = tcp_of(s);
+        let get = |f| tcp.map_or(0, |t| t.or_zero(f));
+        let drops = u64::from(mem_of(s).map_or(0, |m| m.drops));
+        match self {
+            HealthSort::Retrans => (get(TcpField::TotalRetrans).max(drops), get(TcpField::Rtt)),
+            HealthSort::Rtt => (get(TcpField::Rtt), get(TcpField::TotalRetrans)),
+            HealthSort::SendQueue => (s.send_queue, get(TcpField::Unacked)),
+            HealthSort::RecvQueue => (s.recv_queue, drops),
+            HealthSort::Bytes => (
+                get(TcpField::BytesAcked).saturating_add(get(TcpField::BytesReceived)),
+                0,
+            ),
+            HealthSort::Lost => (get(TcpField::Lost), get(TcpField::TotalRetrans)),
+        }
+    }
+}
+
+/// A validated `connection_health`.
+#[derive(Debug, Clone)]
+pub struct HealthQuery {
+    pub(crate) filter: ConnectionsQuery,
+    pub(crate) sort: HealthSort,
+    /// TCP states asked; the connected states by default.
+    pub(crate) states: StateSet,
+    /// Whether the caller named a state.
+    state_given: bool,
+}
+
+/// TCP's connected states: the ones whose counters describe a data transfer.
+pub(crate) fn connected_states() -> StateSet {
+    [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Closing,
+    ]
+    .into_iter()
+    .fold(StateSet::EMPTY, |set, s| set.with(s))
+}
+
+impl HealthArgs {
+    /// Validates the arguments; `default_limit` applies when `limit` is absent.
+    pub fn validate(&self, default_limit: Option<usize>) -> Result<HealthQuery, InputError> {
+        let filters = ConnectionsArgs {
+            proto: Some(self.proto.clone().unwrap_or_else(|| "tcp".into())),
+            state: self.state.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            ssh_port: self.ssh_port,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            limit: self.limit,
+            cursor: None,
+            scope: self.scope.clone(),
+        };
+        let filter = filters.validate(default_limit)?;
+        let sort = match self.sort.as_deref() {
+            None => HealthSort::Retrans,
+            Some(s) if s.trim().is_empty() => HealthSort::Retrans,
+            Some(s) => HealthSort::parse(s)?,
+        };
+        let (states, state_given) = match filter.state {
+            Some(s) => (StateSet::only(s), true),
+            None => (connected_states(), false),
+        };
+        Ok(HealthQuery {
+            filter,
+            sort,
+            states,
+            state_given,
+        })
+    }
+}
+
+/// Decodes MCP arguments, checked against the input's schema.
+impl HealthArgs {
+    pub fn from_json(
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<HealthArgs, InputError> {
+        super::schema::decode(&super::schema::input_schema::<HealthArgs>(), args)
+    }
+}
+
+/// What a socket's counters say, in the order that decides a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Verdict {
+    /// The peer advertises a receive window of 0 while data waits to be sent: it stopped
+    /// reading (its application is stuck or slow). Retransmits that follow are its
+    /// consequence, so this comes first.
+    ZeroWindow,
+    /// Segments are being lost: retransmissions outstanding, segments presumed lost, or at
+    /// least 1% of the segments sent were retransmissions.
+    Loss,
+    /// At least a quarter of the time spent sending was limited by the peer's receive window.
+    ReceiverLimited,
+    /// At least a quarter of the time spent sending was limited by our send buffer.
+    SendBufferLimited,
+    /// Smoothed RTT of 200 ms or more, or at least 4 times the connection's minimum RTT and
+    /// 50 ms above it (queueing on the path).
+    HighRtt,
+    /// Active in the last second and the last delivery-rate sample was limited by the
+    /// application: the network is not what holds it back.
+    ApplicationLimited,
+    /// A UDP socket that dropped datagrams (receive buffer full).
+    Drops,
+    Ok,
+}
+
+impl Verdict {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Verdict::ZeroWindow => "zero_window",
+            Verdict::Loss => "loss",
+            Verdict::ReceiverLimited => "receiver_limited",
+            Verdict::SendBufferLimited => "send_buffer_limited",
+            Verdict::HighRtt => "high_rtt",
+            Verdict::ApplicationLimited => "application_limited",
+            Verdict::Drops => "drops",
+            Verdict::Ok => "ok",
+        }
+    }
+}
+
+/// The thresholds of the verdict rules.
+pub(crate) const LOSS_RATIO: f64 = 0.01;
+pub(crate) const LIMITED_SHARE: f64 = 0.25;
+/// Busy time below which limited shares are not judged (too little sending to tell), µs.
+pub(crate) const MIN_BUSY_US: u64 = 100_000;
+pub(crate) const HIGH_RTT_US: u64 = 200_000;
+pub(crate) const QUEUEING_FACTOR: u64 = 4;
+pub(crate) const QUEUEING_MIN_US: u64 = 50_000;
+/// "Active" for application_limited: data sent within this many ms.
+pub(crate) const ACTIVE_MS: u64 = 1000;
+
+/// Every rule that holds for one socket (a socket may have several; [`Findings::verdict`]
+/// picks by priority).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Findings {
+    pub(crate) zero_window: bool,
+    pub(crate) loss: bool,
+    pub(crate) receiver_limited: bool,
+    pub(crate) send_buffer_limited: bool,
+    pub(crate) high_rtt: bool,
+    pub(crate) application_limited: bool,
+    pub(crate) drops: bool,
+}
+
+impl Findings {
+    pub(crate) fn of(s: &Socket) -> Findings {
+        let mut f = Findings::default();
+        if s.protocol.transport() == Transport::Udp {
+            f.drops = mem_of(s).is_some_and(|m| m.drops > 0);
+            return f;
+        }
+        let Some(t) = tcp_of(s) else { return f };
+        let get = |field| t.or_zero(field);
+        let waiting =
+            get(TcpField::Unacked) > 0 || get(TcpField::NotsentBytes) > 0 || s.send_queue > 0;
+        f.zero_window = t.get(TcpField::SndWnd) == Some(0) && waiting;
+        let segs = get(TcpField::SegsOut).max(1);
+        let total = get(TcpField::TotalRetrans);
+        f.loss = get(TcpField::Retrans) > 0
+            || get(TcpField::Lost) > 0
+            || (total > 0 && total as f64 / segs as f64 >= LOSS_RATIO);
+        let busy = get(TcpField::BusyTime);
+        if busy >= MIN_BUSY_US {
+            f.receiver_limited = get(TcpField::RwndLimited) as f64 >= LIMITED_SHARE * busy as f64;
+            f.send_buffer_limited =
+                get(TcpField::SndbufLimited) as f64 >= LIMITED_SHARE * busy as f64;
+        }
+        let (rtt, min) = (get(TcpField::Rtt), get(TcpField::MinRtt));
+        f.high_rtt = rtt >= HIGH_RTT_US
+            || (min > 0 && rtt >= QUEUEING_FACTOR * min && rtt >= min + QUEUEING_MIN_US);
+        f.application_limited = get(TcpField::AppLimited) == 1
+            && t.get(TcpField::LastDataSent)
+                .is_some_and(|ms| ms <= ACTIVE_MS)
+            && get(TcpField::BytesAcked) > 1;
+        f
+    }
+
+    pub(crate) fn verdict(&self) -> Verdict {
+        if self.drops {
+            Verdict::Drops
+        } else if self.zero_window {
+            Verdict::ZeroWindow
+        } else if self.loss {
+            Verdict::Loss
+        } else if self.receiver_limited {
+            Verdict::ReceiverLimited
+        } else if self.send_buffer_limited {
+            Verdict::SendBufferLimited
+        } else if self.high_rtt {
+            Verdict::HighRtt
+        } else if self.application_limited {
+            Verdict::ApplicationLimited
+        } else {
+            Verdict::Ok
+        }
+    }
+}
+
+/// A socket's verdict.
+pub(crate) fn verdict(s: &Socket) -> Verdict {
+    Findings::of(s).verdict()
+}
+
+fn tcp_of(s: &Socket) -> Option<&TcpInfo> {
+    s.health.as_deref().and_then(|h| h.tcp.as_ref())
+}
+
+fn mem_of(s: &Socket) -> Option<&SkMem> {
+    s.health.as_deref().and_then(|h| h.mem.as_ref())
+}
+
+/// RTT percentiles, ms.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub(crate) struct RttPercentiles {
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+}
+
+/// Sockets whose sending was mostly limited by something other than the network.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub(crate) struct LimitedCounts {
+    /// By the peer's receive window (receiver_limited rule).
+    pub(crate) receiver: u64,
+    /// By our send buffer (send_buffer_limited rule).
+    pub(crate) send_buffer: u64,
+    /// By the application (application_limited rule).
+    pub(crate) application: u64,
+}
+
+/// Counts over every matching socket.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub(crate) struct HealthSummary {
+    pub(crate) connection_count: u64,
+    /// Sockets with at least one retransmitted segment (total_retrans > 0).
+    pub(crate) retransmitting: u64,
+    /// Retransmitted segments, summed.
+    pub(crate) total_retrans: u64,
+    /// Smoothed RTT percentiles over the sockets with an RTT sample; null when none has one.
+    pub(crate) rtt_ms: Option<RttPercentiles>,
+    /// Sockets whose peer advertises a zero window while data waits (it stopped reading).
+    pub(crate) zero_window: u64,
+    /// Sockets with unacknowledged or not-yet-sent bytes.
+    pub(crate) send_backlog: u64,
+    pub(crate) limited: LimitedCounts,
+    /// UDP: datagrams dropped (socket drop counters summed), and sockets that dropped any.
+    pub(crate) drops: u64,
+    pub(crate) dropping: u64,
+    /// Sockets per verdict.
+    pub(crate) by_verdict: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default)]
+struct SummaryBuilder {
+    summary: HealthSummary,
+    rtts: Vec<u32>,
+    /// The worst finding: (verdict, its sort key, the socket's description).
+    worst: Option<(Verdict, (u64, u64), String)>,
+}
+
+impl SummaryBuilder {
+    fn add(&mut self, s: &Socket, findings: &Findings, verdict: Verdict, sort: HealthSort) {
+        let sum = &mut self.summary;
+        sum.connection_count += 1;
+        *sum.by_verdict.entry(verdict.as_str()).or_default() += 1;
+        if let Some(t) = tcp_of(s) {
+            let total = t.or_zero(TcpField::TotalRetrans);
+            if total > 0 {
+                sum.retransmitting += 1;
+                sum.total_retrans += total;
+            }
+            if let Some(rtt) = t.get(TcpField::Rtt).filter(|r| *r > 0) {
+                self.rtts.push(u32::try_from(rtt).unwrap_or(u32::MAX));
+            }
+            if t.or_zero(TcpField::Unacked) > 0 || t.or_zero(TcpField::NotsentBytes) > 0 {
+                sum.send_backlog += 1;
+            }
+        }
+        sum.zero_window += u64::from(findings.zero_window);
+        sum.limited.receiver += u64::from(findings.receiver_limited);
+        sum.limited.send_buffer += u64::from(findings.send_buffer_limited);
+        sum.limited.application += u64::from(findings.application_limited);
+        if s.protocol.transport() == Transport::Udp
+            && let Some(m) = mem_of(s)
+            && m.drops > 0
+        {
+            sum.drops += u64::from(m.drops);
+            sum.dropping += 1;
+        }
+        if verdict != Verdict::Ok && verdict != Verdict::ApplicationLimited {
+            let key = sort.key(s);
+            let worse = match &self.worst {
+                None => true,
+                Some((v, k, _)) => (verdict, std::cmp::Reverse(key)) < (*v, std::cmp::Reverse(*k)),
+            };
+            if worse {
+                self.worst = Some((verdict, key, describe(s)));
+            }
+        }
+    }
+
+    fn finish(mut self) -> (HealthSummary, Option<(Verdict, String)>) {
+        if !self.rtts.is_empty() {
+            self.rtts.sort_unstable();
+            let at = |q: f64| {
+                let i = ((self.rtts.len() as f64 - 1.0) * q).round() as usize;
+                ms(u64::from(self.rtts[i.min(self.rtts.len() - 1)]))
+            };
+            self.summary.rtt_ms = Some(RttPercentiles {
+                p50: at(0.5),
+                p90: at(0.9),
+                p99: at(0.99),
+                max: at(1.0),
+            });
+        }
+        (self.summary, self.worst.map(|(v, _, d)| (v, d)))
+    }
+}
+
+/// `proto local -> foreign (program, pid)`, for messages.
+fn describe(s: &Socket) -> String {
+    let mut text = format!(
+        "{} {} -> {}",
+        s.protocol,
+        endpoint(s.local_ip, Some(s.local_port)),
+        endpoint(s.foreign.ip, s.foreign.port)
+    );
+    if let Some(o) = s.owners.first() {
+        let _ = write!(text, " ({}, pid {})", o.program, o.pid);
+    }
+    text
+}
+
+/// `10.0.0.5:41522`, `[::1]:5432`, `0.0.0.0:*`.
+pub(crate) fn endpoint(ip: std::net::IpAddr, port: Option<u16>) -> String {
+    let port = port.map_or_else(|| "*".to_string(), |p| p.to_string());
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+    }
+}
+
+/// µs → ms, kept as a decimal (0.016 for 16 µs).
+pub(crate) fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The kernel's counters of a TCP socket, in the units `ss -ti` prints: times in ms (µs kept
+/// as decimals), rates in bits/s. A field the kernel (or the remote tool) does not give is
+/// left out.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
+pub(crate) struct TcpJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rtt_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rttvar_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) min_rtt_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rto_ms: Option<f64>,
+    /// Congestion window, segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cwnd: Option<u64>,
+    /// Slow-start threshold, segments; left out while it is still infinite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ssthresh: Option<u64>,
+    /// Sender MSS, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mss: Option<u64>,
+    /// Retransmitted segments not yet acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) retrans: Option<u64>,
+    /// Retransmitted segments over the connection's life.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) total_retrans: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lost: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unacked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sacked: Option<u64>,
+    /// Data bytes sent, retransmissions included (as the kernel counts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes_acked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes_received: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes_retrans: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) segs_out: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) segs_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) delivery_rate_bps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pacing_rate_bps: Option<u64>,
+    /// Time spent sending data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) busy_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rwnd_limited_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sndbuf_limited_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) notsent_bytes: Option<u64>,
+    /// The peer's advertised receive window, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) snd_wnd: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rcv_space: Option<u64>,
+    /// ms since data was last sent / received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_send_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_recv_ms: Option<u64>,
+    /// The last delivery-rate sample was limited by the application.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) app_limited: Option<bool>,
+    /// Congestion-avoidance state: open, disorder, cwr, recovery or loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_state: Option<&'static str>,
+}
+
+/// The kernel's "infinite" slow-start threshold (`TCP_INFINITE_SSTHRESH`).
+const INFINITE_SSTHRESH: u64 = 0x7fff_ffff;
+
+impl TcpJson {
+    pub(crate) fn of(t: &TcpInfo) -> TcpJson {
+        let g = |f| t.get(f);
+        let ms_of = |f| t.get(f).map(ms);
+        TcpJson {
+            rtt_ms: ms_of(TcpField::Rtt),
+            rttvar_ms: ms_of(TcpField::RttVar),
+            min_rtt_ms: ms_of(TcpField::MinRtt),
+            rto_ms: ms_of(TcpField::Rto),
+            cwnd: g(TcpField::SndCwnd),
+            ssthresh: g(TcpField::SndSsthresh).filter(|v| *v < INFINITE_SSTHRESH),
+            mss: g(TcpField::SndMss),
+            retrans: g(TcpField::Retrans),
+            total_retrans: g(TcpField::TotalRetrans),
+            lost: g(TcpField::Lost),
+            unacked: g(TcpField::Unacked),
+            sacked: g(TcpField::Sacked),
+            bytes_sent: g(TcpField::BytesSent),
+            bytes_acked: g(TcpField::BytesAcked),
+            bytes_received: g(TcpField::BytesReceived),
+            bytes_retrans: g(TcpField::BytesRetrans),
+            segs_out: g(TcpField::SegsOut),
+            segs_in: g(TcpField::SegsIn),
+            delivery_rate_bps: g(TcpField::DeliveryRate).map(|r| r.saturating_mul(8)),
+            pacing_rate_bps: g(TcpField::PacingRate)
+                .filter(|r| *r != u64::MAX)
+                .map(|r| r.saturating_mul(8)),
+            busy_ms: ms_of(TcpField::BusyTime),
+            rwnd_limited_ms: ms_of(TcpField::RwndLimited),
+            sndbuf_limited_ms: ms_of(TcpField::SndbufLimited),
+            notsent_bytes: g(TcpField::NotsentBytes),
+            snd_wnd: g(TcpField::SndWnd),
+            rcv_space: g(TcpField::RcvSpace),
+            last_send_ms: g(TcpField::LastDataSent),
+            last_recv_ms: g(TcpField::LastDataRecv),
+            app_limited: g(TcpField::AppLimited).map(|v| v == 1),
+            ca_state: g(TcpField::CaState).map(|s| match s {
+                0 => "open",
+                1 => "disorder",
+                2 => "cwr",
+                3 => "recovery",
+                4 => "loss",
+                _ => "unknown",
+            }),
+        }
+    }
+}
+
+/// Socket memory, as `ss -m` prints it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub(crate) struct MemJson {
+    /// Bytes waiting for the application to read.
+    pub(crate) rmem_alloc: u32,
+    /// Receive buffer size.
+    pub(crate) rcvbuf: u32,
+    /// Bytes queued to send (with headers).
+    pub(crate) wmem_queued: u32,
+    /// Send buffer size.
+    pub(crate) sndbuf: u32,
+    /// Packets dropped before the application read them (a full UDP receive buffer).
+    pub(crate) drops: u32,
+}
+
+impl MemJson {
+    fn of(m: &SkMem) -> MemJson {
+        MemJson {
+            rmem_alloc: m.rmem_alloc,
+            rcvbuf: m.rcvbuf,
+            wmem_queued: m.wmem_queued,
+            sndbuf: m.sndbuf,
+            drops: m.drops,
+        }
+    }
+}
+
+/// One socket of `connection_health`: the connection row, its counters and its verdict.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub(crate) struct HealthRow {
+    #[serde(flatten)]
+    pub(crate) row: ConnectionRow,
+    /// The systemd unit of the cgroup the socket was created in, when its owner's own cgroup
+    /// could not be read (no privilege); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unit: Option<Arc<str>>,
+    /// The container of the cgroup the socket was created in, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) container: Option<ContainerRef>,
+    /// `ok`, `loss`, `zero_window`, `receiver_limited`, `send_buffer_limited`, `high_rtt`,
+    /// `application_limited` or `drops` (UDP); the rules are in docs/tools.md.
+    pub(crate) verdict: Verdict,
+    /// TCP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tcp: Option<TcpJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mem: Option<MemJson>,
+}
+
+/// `data` of `connection_health`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct HealthData {
+    pub(crate) host: String,
+    /// Matching sockets (all of them, not only the rows returned).
+    pub(crate) connection_count: usize,
+    /// True when fewer rows are returned than matched.
+    pub(crate) truncated: bool,
+    pub(crate) summary: HealthSummary,
+    /// The worst sockets by `sort`, at most `limit`.
+    pub(crate) connections: Vec<HealthRow>,
+    /// The order of the rows.
+    pub(crate) sort: &'static str,
+    pub(crate) filter: FilterEcho,
+}
+
+/// The filtered, counted sockets of one answer before owners of the page are looked up.
+pub(crate) struct Selected {
+    /// The page: the worst sockets by sort, in order.
+    pub(crate) rows: Vec<Socket>,
+    pub(crate) count: usize,
+    summary: HealthSummary,
+    worst: Option<(Verdict, String)>,
+    pub(crate) coverage: OwnerCoverage,
+    notes: Vec<String>,
+    processes: Option<Arc<dyn ProcessLookup>>,
+}
+
+impl HealthQuery {
+    /// What to ask a source for. `owners`: whether the listing itself must name owners (a
+    /// pid or program filter needs every socket's; else only the page's are looked up).
+    pub(crate) fn want(&self, owners: bool) -> Want {
+        let base = self.filter.want();
+        Want {
+            states: self.states,
+            owners,
+            health: true,
+            ..base
+        }
+    }
+
+    /// Whether owners are needed for every matching socket (to filter by them).
+    pub(crate) fn needs_all_owners(&self) -> bool {
+        self.filter.pid.is_some() || self.filter.program.is_some()
+    }
+
+    /// Filters and counts a snapshot, and keeps the page of worst rows.
+    pub(crate) fn select(&self, snapshot: Snapshot) -> Selected {
+        let Snapshot {
+            mut sockets,
+            owners: coverage,
+            notes,
+            processes,
+        } = snapshot;
+        let want = self.want(false);
+        let mut builder = SummaryBuilder::default();
+        sockets.retain(|s| {
+            let keep = want.admits(s) && self.filter.matches_owner(s);
+            if keep {
+                let findings = Findings::of(s);
+                builder.add(s, &findings, findings.verdict(), self.sort);
+            }
+            keep
+        });
+        let count = sockets.len();
+        let order = |a: &Socket, b: &Socket| {
+            self.sort
+                .key(b)
+                .cmp(&self.sort.key(a))
+                .then_with(|| row_order(a, b))
+        };
+        if let Some(limit) = self.filter.limit
+            && limit < sockets.len()
+        {
+            if limit > 0 {
+                sockets.select_nth_unstable_by(limit - 1, order);
+            }
+            sockets.truncate(limit);
+        }
+        sockets.sort_unstable_by(order);
+        let (summary, worst) = builder.finish();
+        Selected {
+            rows: sockets,
+            count,
+            summary,
+            worst,
+            coverage,
+            notes,
+            processes,
+        }
+    }
+
+    /// The answer over a selection (whose rows may since have got their owners).
+    pub(crate) fn answer(&self, target: &Target, selected: Selected) -> Envelope<HealthData> {
+        let Selected {
+            rows,
+            count,
+            summary,
+            worst,
+            coverage,
+            notes,
+            processes,
+        } = selected;
+        let ownerless = rows
+            .iter()
+            .filter(|s| s.owners.is_empty() && !super::answer::kernel_held(s))
+            .count();
+        let cgroups = cgroup_names(&rows, processes.as_deref());
+        let mut holders = HolderCache::new(processes.as_deref());
+        let connections: Vec<HealthRow> = rows
+            .into_iter()
+            .map(|s| health_row(s, &mut holders, &cgroups))
+            .collect();
+        let mut envelope = Envelope::ok(
+            String::new(),
+            HealthData {
+                host: target.host.clone(),
+                connection_count: count,
+                truncated: connections.len() < count,
+                summary,
+                connections,
+                sort: self.sort.as_str(),
+                filter: self.filter.filter_echo(),
+            },
+        );
+        let mut cut = false;
+        loop {
+            let data = envelope.data.as_mut().expect("built above");
+            data.truncated = data.connections.len() < count;
+            envelope.message = self.message(target, data, &worst, coverage, ownerless, &notes, cut);
+            if !self.filter.default_limit {
+                break;
+            }
+            let shrunk =
+                shrink_to_budget(&mut envelope, self.filter.budget, |d| &mut d.connections);
+            if !shrunk {
+                break;
+            }
+            cut = true;
+        }
+        envelope
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &self,
+        target: &Target,
+        data: &HealthData,
+        worst: &Option<(Verdict, String)>,
+        coverage: OwnerCoverage,
+        ownerless: usize,
+        notes: &[String],
+        cut: bool,
+    ) -> String {
+        let s = &data.summary;
+        let what = match (self.filter.proto, self.state_given) {
+            (ProtoFilter::Udp, _) => "UDP sockets",
+            (ProtoFilter::All, _) => "TCP connections and UDP sockets",
+            (_, true) => "TCP sockets",
+            (_, false) => "TCP connections",
+        };
+        let mut place = if target.local {
+            "local host".to_string()
+        } else {
+            target.label.clone()
+        };
+        if self.filter.scope == Scope::All {
+            place.push_str(" (every network namespace)");
+        }
+        let mut scope = String::new();
+        if let Some(p) = self.filter.remote_port {
+            let _ = write!(scope, " to port {p}");
+        }
+        if let Some(p) = self.filter.local_port {
+            let _ = write!(scope, " on local port {p}");
+        }
+        if let Some(state) = self.filter.state {
+            let _ = write!(scope, " in state {state}");
+        }
+        let count = data.connection_count;
+        let mut m = if count == 0 {
+            format!("No matching {what}{scope} on {place}")
+        } else if s.retransmitting > 0 {
+            format!(
+                "{} of {} {what}{scope} on {place} are retransmitting ({} retransmits)",
+                thousands(s.retransmitting as usize),
+                thousands(count),
+                thousands(s.total_retrans as usize)
+            )
+        } else {
+            format!(
+                "{} {what}{scope} on {place}, none retransmitting",
+                thousands(count)
+            )
+        };
+        if s.zero_window > 0 {
+            let _ = write!(
+                m,
+                "; {} stalled by a zero window (the peer stopped reading)",
+                thousands(s.zero_window as usize)
+            );
+        }
+        if s.dropping > 0 {
+            let _ = write!(
+                m,
+                "; {} UDP socket(s) dropped {} datagrams (receive buffer full)",
+                thousands(s.dropping as usize),
+                thousands(s.drops as usize)
+            );
+        }
+        if let Some(rtt) = &s.rtt_ms {
+            let _ = write!(
+                m,
+                "; worst RTT {} ms (p50 {} ms)",
+                round_ms(rtt.max),
+                round_ms(rtt.p50)
+            );
+        }
+        match worst {
+            Some((v, who)) => {
+                let _ = write!(m, ". Worst finding: {} on {who}", v.as_str());
+            }
+            None if count > 0 => {
+                m.push_str(". No socket shows loss, a zero window, buffer limits or a high RTT")
+            }
+            None => {}
+        }
+        if data.truncated {
+            let _ = write!(
+                m,
+                ". Showing the {} worst by {}",
+                data.connections.len(),
+                self.sort.as_str()
+            );
+            if cut {
+                let _ = write!(
+                    m,
+                    " (cut to keep the answer under {} KiB)",
+                    self.filter.budget.max(1024) / 1024
+                );
+            }
+            m.push_str("; summary covers all");
+        }
+        if target.local
+            && let OwnerCoverage::Partial { .. } = coverage
+            && ownerless > 0
+        {
+            let _ = write!(
+                m,
+                ". pid/program are unknown for {ownerless} row(s) owned by processes this user may not inspect (unit/container come from the socket's cgroup where it names one); to see them, {}",
+                super::OWNER_HINT
+            );
+        }
+        for note in notes {
+            m.push_str(". ");
+            m.push_str(note);
+        }
+        m
+    }
+}
+
+/// Rounds a millisecond value for a message: 3 significant decimals at most.
+fn round_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Drops rows from the end of a list until the envelope's JSON fits `budget`. Returns false
+/// when it already fits or there is nothing left to drop.
+pub(crate) fn shrink_to_budget<T: Serialize, R>(
+    envelope: &mut Envelope<T>,
+    budget: usize,
+    rows: impl Fn(&mut T) -> &mut Vec<R>,
+) -> bool {
+    let size = json_len(&*envelope);
+    let Some(data) = envelope.data.as_mut() else {
+        return false;
+    };
+    let list = rows(data);
+    if size <= budget || list.is_empty() {
+        return false;
+    }
+    let keep = (list.len() * budget / size * 9 / 10).min(list.len() - 1);
+    list.truncate(keep);
+    true
+}
+
+/// Unit and container of the cgroups the page's sockets were created in, for sockets whose
+/// owner details do not name them.
+fn cgroup_names(
+    rows: &[Socket],
+    processes: Option<&dyn ProcessLookup>,
+) -> HashMap<u64, crate::process::cgroup::CgroupNames> {
+    let Some(processes) = processes else {
+        return HashMap::new();
+    };
+    let ids: HashSet<u64> = rows
+        .iter()
+        .filter(|s| {
+            s.owners
+                .first()
+                .and_then(|o| processes.process(o.pid))
+                .is_none_or(|info| info.unit.is_none() || info.container.is_none())
+        })
+        .filter_map(|s| s.health.as_deref().and_then(|h| h.cgroup_id))
+        .collect();
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    processes.cgroups(&ids)
+}
+
+fn health_row(
+    mut s: Socket,
+    holders: &mut HolderCache<'_>,
+    cgroups: &HashMap<u64, crate::process::cgroup::CgroupNames>,
+) -> HealthRow {
+    let verdict = verdict(&s);
+    let health: Health = s.health.take().map(|b| *b).unwrap_or_default();
+    let row = connection_row(s, holders);
+    let details = row.owners.details().cloned().unwrap_or_default();
+    let names = health.cgroup_id.and_then(|id| cgroups.get(&id));
+    let unit = match (&details.unit, names) {
+        (None, Some(n)) => n.unit.clone(),
+        _ => None,
+    };
+    let container = match (&details.container, names) {
+        (None, Some(n)) => n.container.as_ref().map(|c| ContainerRef {
+            runtime: c.runtime.as_str(),
+            id: c.id.clone(),
+        }),
+        _ => None,
+    };
+    HealthRow {
+        row,
+        unit,
+        container,
+        verdict,
+        tcp: health.tcp.as_ref().map(TcpJson::of),
+        mem: health.mem.as_ref().map(MemJson::of),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Protocol};
+
+    fn tcp(fields: &[(TcpField, u64)]) -> Socket {
+        let mut s = Socket::new(
+            Protocol::Tcp,
+            "10.0.0.5".parse().unwrap(),
+            41522,
+            Endpoint {
+                ip: "10.0.0.9".parse().unwrap(),
+                port: Some(5432),
+            },
+        );
+        s.state = Some(TcpState::Established);
+        let mut info = TcpInfo::default();
+        for (f, v) in fields {
+            info.set(*f, *v);
+        }
+        s.health = Some(Box::new(Health {
+            tcp: Some(info),
+            ..Health::default()
+        }));
+        s
+    }
+
+    #[test]
+    fn verdicts_follow_the_documented_rules_and_priority() {
+        assert_eq!(
+            verdict(&tcp(&[(TcpField::Rtt, 300), (TcpField::SegsOut, 100)])),
+            Verdict::Ok
+        );
+        let lossy = [(TcpField::SegsOut, 1000), (TcpField::TotalRetrans, 20)];
+        assert_eq!(verdict(&tcp(&lossy)), Verdict::Loss);
+        // 0.5% of the segments retransmitted, none outstanding: not loss.
+        assert_eq!(
+            verdict(&tcp(&[
+                (TcpField::SegsOut, 1000),
+                (TcpField::TotalRetrans, 5)
+            ])),
+            Verdict::Ok
+        );
+        assert_eq!(verdict(&tcp(&[(TcpField::Retrans, 1)])), Verdict::Loss);
+        // A zero window with data waiting wins over the loss it causes.
+        let stalled = [
+            (TcpField::SndWnd, 0),
+            (TcpField::NotsentBytes, 4096),
+            (TcpField::SegsOut, 10),
+            (TcpField::TotalRetrans, 5),
+        ];
+        assert_eq!(verdict(&tcp(&stalled)), Verdict::ZeroWindow);
+        // A zero window with nothing to send is not a stall.
+        assert_eq!(verdict(&tcp(&[(TcpField::SndWnd, 0)])), Verdict::Ok);
+        let rwnd = [
+            (TcpField::BusyTime, 1_000_000),
+            (TcpField::RwndLimited, 400_000),
+        ];
+        assert_eq!(verdict(&tcp(&rwnd)), Verdict::ReceiverLimited);
+        let sndbuf = [
+            (TcpField::BusyTime, 1_000_000),
+            (TcpField::SndbufLimited, 300_000),
+        ];
+        assert_eq!(verdict(&tcp(&sndbuf)), Verdict::SendBufferLimited);
+        // Too little busy time to judge.
+        let short = [
+            (TcpField::BusyTime, 50_000),
+            (TcpField::RwndLimited, 50_000),
+        ];
+        assert_eq!(verdict(&tcp(&short)), Verdict::Ok);
+        assert_eq!(verdict(&tcp(&[(TcpField::Rtt, 250_000)])), Verdict::HighRtt);
+        let queueing = [(TcpField::Rtt, 80_000), (TcpField::MinRtt, 10_000)];
+        assert_eq!(verdict(&tcp(&queueing)), Verdict::HighRtt);
+        let app = [
+            (TcpField::AppLimited, 1),
+            (TcpField::LastDataSent, 20),
+            (TcpField::BytesAcked, 5000),
+        ];
+        assert_eq!(verdict(&tcp(&app)), Verdict::ApplicationLimited);
+        let idle = [
+            (TcpField::AppLimited, 1),
+            (TcpField::LastDataSent, 60_000),
+            (TcpField::BytesAcked, 5000),
+        ];
+        assert_eq!(verdict(&tcp(&idle)), Verdict::Ok);
+    }
+
+    #[test]
+    fn udp_drops() {
+        let mut s = Socket::new(
+            Protocol::Udp,
+            "127.0.0.1".parse().unwrap(),
+            5353,
+            Endpoint {
+                ip: "0.0.0.0".parse().unwrap(),
+                port: None,
+            },
+        );
+        s.health = Some(Box::new(Health {
+            mem: Some(SkMem {
+                drops: 3,
+                ..SkMem::default()
+            }),
+            ..Health::default()
+        }));
+        assert_eq!(verdict(&s), Verdict::Drops);
+    }
+
+    #[test]
+    fn sort_names_and_errors() {
+        assert_eq!(
+            HealthSort::parse("send-queue").unwrap(),
+            HealthSort::SendQueue
+        );
+        let e = HealthSort::parse("speed").unwrap_err();
+        assert_eq!(e.param, "sort");
+        assert!(e.allowed.contains("retrans, rtt"), "{}", e.allowed);
+    }
+
+    #[test]
+    fn default_states_are_the_connected_ones() {
+        let q = HealthArgs::default().validate(Some(20)).unwrap();
+        assert!(q.states.contains(TcpState::Established));
+        assert!(q.states.contains(TcpState::CloseWait));
+        assert!(!q.states.contains(TcpState::Listen));
+        assert!(!q.states.contains(TcpState::TimeWait));
+        assert!(!q.states.contains(TcpState::SynRecv));
+        assert_eq!(q.filter.proto, ProtoFilter::Tcp);
+        let want = q.want(false);
+        assert!(want.health && want.tcp && !want.udp);
+    }
+}
