@@ -80,6 +80,10 @@ pub enum Command {
     /// How the connections are doing: retransmits, RTT, zero windows, queues, UDP drops (from
     /// the kernel's tcp_info and socket memory, no privilege needed), the worst first.
     Health(health::HealthOpts),
+    /// Who is using the network: bytes sent and received per program (or unit, container,
+    /// remote host, local port, connection) over a window, from the kernel's TCP counters —
+    /// connections that opened or closed inside it included. --interval refreshes until Ctrl-C.
+    Top(health::TopOpts),
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! The MCP server: seven read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
+//! The MCP server: eight read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
 //!
 //! [`NetstatServer`] implements rmcp's `ServerHandler` by hand rather than through typed
 //! `Parameters<T>`: a wrong JSON type (`"80"`, `80.5`) must come back as a tool result with
@@ -42,6 +42,7 @@ use crate::query::{
 };
 use crate::source::Backend;
 use crate::watch::service::{RecentData, WatchData, WatchService};
+use crate::watch::traffic::{TrafficArgs, TrafficData};
 
 /// The tool names, as `tools/list` shows them.
 pub(crate) const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";
@@ -51,6 +52,7 @@ pub(crate) const LIST_HOSTS: &str = "list_hosts";
 pub(crate) const WATCH_CONNECTIONS: &str = "watch_connections";
 pub(crate) const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
 pub(crate) const CONNECTION_HEALTH: &str = "connection_health";
+pub(crate) const TRAFFIC: &str = "traffic";
 
 /// What the server is for, sent in `initialize`.
 pub(crate) const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
@@ -170,6 +172,21 @@ in query_network_connections; scope \"all\" covers every network namespace (need
 a row whose owner cannot be read still names its systemd unit and container from the socket's \
 cgroup. pid/program need root or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, as for listings.";
 
+const TRAFFIC_DESCRIPTION: &str = "Who is using the network: bytes each program (or systemd unit, \
+container, remote host, local port, or connection — `by`) sent and received over the next \
+duration_secs seconds (1-50, default 5) on this machine or a configured remote Linux host, from \
+the kernel's TCP byte counters (tcp_info): no packet capture, no eBPF, no root. Connections that \
+opened or closed during the window count too (a closed one's final counters come with the \
+kernel's destroy notification). data: window_secs, totals {sent, received}, opened, closed, and \
+groups busiest first (key, sent, received, sent_per_sec, received_per_sec, connections; pids \
+for by program), at most `limit` (default 20). sent counts what the peer acknowledged. A \
+connection that opened and closed between two of the watcher's listings (every 250 ms) goes to \
+its listener's owner, else to `unknown`. UDP is not measured (no byte counters; udp_note). \
+Filters as in query_network_connections (proto, state, local_port, remote_port, pid, program). \
+Remote hosts are sampled twice with ss, missing connections that close in between. Sends \
+notifications/progress every second with a progressToken; cancellable. Use \
+connection_health for why a connection is slow; watch_connections for what opens and closes.";
+
 /// A tool's input schema and the decoder of its arguments, from one input type.
 struct Input {
     schema: Arc<JsonObject>,
@@ -196,6 +213,7 @@ struct Inputs {
     watch: Input,
     recent: Input,
     health: Input,
+    traffic: Input,
 }
 
 impl Inputs {
@@ -208,6 +226,7 @@ impl Inputs {
             watch: Input::of::<WatchArgs>(),
             recent: Input::of::<RecentArgs>(),
             health: Input::of::<HealthArgs>(),
+            traffic: Input::of::<TrafficArgs>(),
         }
     }
 }
@@ -293,6 +312,14 @@ fn tools_with(inputs: &Inputs) -> Vec<Tool> {
             HEALTH_DESCRIPTION,
             &inputs.health,
             output_schema::<Envelope<HealthData>>(),
+            true,
+        ),
+        tool(
+            TRAFFIC,
+            "Network traffic by program",
+            TRAFFIC_DESCRIPTION,
+            &inputs.traffic,
+            output_schema::<Envelope<TrafficData>>(),
             true,
         ),
     ]
@@ -418,6 +445,18 @@ impl NetstatServer {
         })
     }
 
+    async fn traffic(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
+        let query = self
+            .inputs
+            .traffic
+            .decode::<TrafficArgs>(args)
+            .and_then(|a| a.validate().map_err(Error::Input));
+        envelope_result(match query {
+            Ok(query) => self.watch.traffic(&query, progress).await,
+            Err(e) => Err(e),
+        })
+    }
+
     fn hosts(&self, args: &JsonObject) -> CallToolResult {
         envelope_result(
             self.inputs
@@ -492,13 +531,9 @@ impl ServerHandler for NetstatServer {
             let peer = context.peer.clone();
             tokio::spawn(async move {
                 while let Some(event) = progress_rx.recv().await {
-                    let status = if event.ok { "answered" } else { "failed" };
                     let param = ProgressNotificationParam::new(token.clone(), event.done as f64)
                         .with_total(event.total as f64)
-                        .with_message(format!(
-                            "{} {status} ({}/{})",
-                            event.host, event.done, event.total
-                        ));
+                        .with_message(event.message());
                     if peer.notify_progress(param).await.is_err() {
                         break;
                     }
@@ -521,12 +556,13 @@ impl ServerHandler for NetstatServer {
             WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
             RECENT_CONNECTION_EVENTS => Box::pin(std::future::ready(self.recent_events(&args))),
             CONNECTION_HEALTH => Box::pin(self.health(&args)),
+            TRAFFIC => Box::pin(self.traffic(&args, progress)),
             other => {
                 tracing::debug!(tool = %other.escape_default(), "unknown tool");
                 return Err(McpError::new(
                     ErrorCode::INVALID_PARAMS,
                     format!(
-                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}, {CONNECTION_HEALTH}",
+                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}, {CONNECTION_HEALTH}, {TRAFFIC}",
                         crate::query::shorten(other)
                     ),
                     None,
@@ -723,7 +759,8 @@ mod tests {
             let remote = t.name == QUERY_NETWORK_CONNECTIONS
                 || t.name == CHECK_PORT_OCCUPATION
                 || t.name == WATCH_CONNECTIONS
-                || t.name == CONNECTION_HEALTH;
+                || t.name == CONNECTION_HEALTH
+                || t.name == TRAFFIC;
             assert_eq!(a.open_world_hint, Some(remote), "{}", t.name);
             assert!(t.title.is_some());
         }

@@ -168,3 +168,124 @@ pub(crate) fn health_text(envelope: &Envelope<HealthData>) -> String {
     let _ = writeln!(out, "{}", envelope.message);
     out
 }
+
+/// Options of `top`: the `traffic` tool's inputs, plus how to show them.
+#[derive(Debug, Args)]
+pub struct TopOpts {
+    #[command(flatten)]
+    pub(crate) args: crate::watch::traffic::TrafficArgs,
+    /// Refresh every SECS seconds (1-50) until Ctrl-C, like nethogs: each view is the traffic
+    /// of the last SECS seconds.
+    #[arg(long, value_name = "SECS", conflicts_with = "duration_secs")]
+    pub(crate) interval: Option<i64>,
+    /// Print the JSON answer the MCP tool returns (with --interval, one per line).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Runs `top`. Exit 0 on success, 2 on error.
+pub async fn top(watch: &crate::watch::service::WatchService, opts: &TopOpts) -> ExitCode {
+    use crate::watch::traffic::TrafficData;
+    let args = crate::watch::traffic::TrafficArgs {
+        duration_secs: opts.interval.or(opts.args.duration_secs),
+        ..opts.args.clone()
+    };
+    let query = match args.validate() {
+        Ok(mut q) => {
+            // A person asked: no byte budget.
+            q.default_limit = false;
+            q
+        }
+        Err(e) => {
+            let e = match (opts.interval, e.param.as_str()) {
+                (Some(_), "duration_secs") => crate::error::InputError {
+                    param: "interval".into(),
+                    ..e
+                },
+                _ => e,
+            };
+            return fail::<TrafficData>(&Error::Input(e), opts.json);
+        }
+    };
+    let refreshing = opts.interval.is_some();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let stop = crate::watch::cli::stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let result = tokio::select! {
+            _ = &mut stop => return ExitCode::SUCCESS,
+            r = watch.traffic(&query, &crate::query::no_progress) => r,
+        };
+        let envelope = match result {
+            Ok(envelope) => envelope,
+            Err(e) => return fail::<TrafficData>(&e, opts.json),
+        };
+        let written = if opts.json {
+            print_json(&envelope)
+        } else {
+            let mut text = String::new();
+            if refreshing && terminal {
+                // Clear the screen and go home, as top does.
+                text.push_str("\x1b[2J\x1b[H");
+            }
+            text.push_str(&traffic_text(&envelope));
+            if refreshing {
+                text.push('\n');
+            }
+            print_text(&text)
+        };
+        if !refreshing || written.is_err() {
+            return delivered(
+                written,
+                if envelope.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                },
+            );
+        }
+    }
+}
+
+/// The groups as a table (busiest first), then the message.
+pub(crate) fn traffic_text(envelope: &Envelope<crate::watch::traffic::TrafficData>) -> String {
+    use crate::watch::traffic::human_bytes;
+    let mut out = String::new();
+    if let Some(data) = &envelope.data {
+        let rate = |b: f64| format!("{}/s", human_bytes(b as u64));
+        let rows: Vec<Vec<String>> = data
+            .groups
+            .iter()
+            .map(|g| {
+                vec![
+                    g.key.clone(),
+                    human_bytes(g.sent),
+                    human_bytes(g.received),
+                    rate(g.sent_per_sec),
+                    rate(g.received_per_sec),
+                    g.connections.to_string(),
+                    g.pids
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ]
+            })
+            .collect();
+        let by = match data.by {
+            "program" => "Program",
+            "unit" => "Unit",
+            "container" => "Container",
+            "remote_host" => "Remote host",
+            "local_port" => "Local port",
+            _ => "Connection",
+        };
+        out.push_str(&table(
+            &[by, "Sent", "Received", "Sent/s", "Recv/s", "Conns", "PIDs"],
+            &[false, true, true, true, true, true, false],
+            &rows,
+        ));
+    }
+    let _ = writeln!(out, "{}", envelope.message);
+    out
+}

@@ -159,6 +159,15 @@ pub struct TcpInfo {
     values: [u64; TcpField::ALL.len()],
 }
 
+/// Whether a TCP socket in `state` has received its peer's FIN.
+pub fn fin_received(state: Option<super::TcpState>) -> bool {
+    use super::TcpState::*;
+    matches!(
+        state,
+        Some(CloseWait | LastAck | Closing | TimeWait | Close)
+    )
+}
+
 impl TcpInfo {
     /// Reads the kernel's `struct tcp_info` bytes, of whatever length the kernel sent: each
     /// field is known when the bytes reach it. Never fails (a too-short struct knows less).
@@ -215,9 +224,17 @@ impl TcpInfo {
         })
     }
 
-    /// Bytes received from the peer (`bytes_received`: data only, no SYN or FIN).
-    pub fn received(&self) -> Option<u64> {
-        self.get(TcpField::BytesReceived)
+    /// Bytes of data received from the peer: `bytes_received`, which counts the peer's FIN
+    /// once it arrived, less that FIN. `fin`: whether it arrived (states CLOSE_WAIT,
+    /// LAST_ACK, CLOSING, TIME_WAIT, and a closed connection, where a reset instead of a FIN
+    /// makes this one byte short).
+    pub fn received(&self, fin: bool) -> Option<u64> {
+        let received = self.get(TcpField::BytesReceived)?;
+        Some(if fin {
+            received.saturating_sub(1)
+        } else {
+            received
+        })
     }
 }
 

@@ -26,14 +26,45 @@ use crate::error::Error;
 use crate::fleet::{Candidate, HostPattern, fan_out, select};
 use crate::source::Snapshot;
 
-/// One finished host, as progress reports it.
+/// One step of a call's progress: a finished host of a multi-host call, or a second of a
+/// measuring window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressEvent {
-    /// Hosts finished so far (this one included).
+    /// Steps done so far (hosts finished, this one included; seconds elapsed).
     pub(crate) done: usize,
     pub(crate) total: usize,
+    /// The host that finished (empty for a step of a window).
     pub(crate) host: String,
     pub(crate) ok: bool,
+    /// The notification's message, when not the finished host's.
+    pub(crate) text: Option<String>,
+}
+
+impl ProgressEvent {
+    /// A step of a window (`done` of `total` seconds), with its message.
+    pub(crate) fn step(done: usize, total: usize, text: String) -> ProgressEvent {
+        ProgressEvent {
+            done,
+            total,
+            host: String::new(),
+            ok: true,
+            text: Some(text),
+        }
+    }
+
+    /// The notification's message.
+    pub(crate) fn message(&self) -> String {
+        match &self.text {
+            Some(text) => text.clone(),
+            None => format!(
+                "{} {} ({}/{})",
+                self.host,
+                if self.ok { "answered" } else { "failed" },
+                self.done,
+                self.total
+            ),
+        }
+    }
 }
 
 /// Receives progress events; called once per finished host.
@@ -150,6 +181,7 @@ impl Service {
                     total: names.len(),
                     host: name.to_string(),
                     ok: answer.success,
+                    text: None,
                 });
             },
         )
@@ -236,6 +268,7 @@ impl Service {
                     total: names.len(),
                     host: name.to_string(),
                     ok: answer.success,
+                    text: None,
                 });
             },
         )

@@ -154,7 +154,7 @@ impl Differ {
         for key in gone {
             if let Some(t) = self.live.remove(&key) {
                 self.remember_closed(key, now);
-                self.close(t, at, now, false, sink);
+                self.close(t, at, now, None, sink);
             }
         }
     }
@@ -172,33 +172,39 @@ impl Differ {
             return;
         }
         self.remember_closed(key, now);
+        let totals = super::Totals::of(&socket);
         match self.live.remove(&key) {
-            Some(t) => self.close(t, at, now, true, sink),
+            Some(t) => self.close(t, at, now, Some(totals), sink),
             None => {
                 // Queues at destroy time are leftovers (UDP reports a wrapped-around count).
                 let mut socket = socket;
                 socket.recv_queue = 0;
                 socket.send_queue = 0;
+                socket.health = None;
                 if (self.filter)(&socket) {
                     sink.event(Event::new(EventKind::Open, Origin::Destroy, &socket, at));
-                    sink.event(Event::new(EventKind::Close, Origin::Destroy, &socket, at));
+                    let mut close = Event::new(EventKind::Close, Origin::Destroy, &socket, at);
+                    close.totals = totals;
+                    sink.event(close);
                 }
             }
         }
     }
 
+    /// Reports a tracked socket's close; `destroyed` is `Some` (with the final counters, when
+    /// the notification had them) for a close the kernel notified.
     fn close(
         &mut self,
         t: Tracked,
         at: SystemTime,
         now: Instant,
-        destroyed: bool,
+        destroyed: Option<Option<super::Totals>>,
         sink: &mut dyn Sink,
     ) {
         if !(self.filter)(&t.socket) {
             return;
         }
-        let origin = if destroyed {
+        let origin = if destroyed.is_some() {
             Origin::Destroy
         } else {
             Origin::Dump
@@ -208,6 +214,10 @@ impl Differ {
         e.duration_ms = Some(
             u32::try_from(now.saturating_duration_since(t.seen).as_millis()).unwrap_or(u32::MAX),
         );
+        // A listener's counters are not a connection's traffic.
+        if t.socket.state != Some(TcpState::Listen) {
+            e.totals = destroyed.flatten();
+        }
         sink.event(e);
     }
 

@@ -18,6 +18,7 @@ pub(crate) mod local;
 pub mod recorder;
 pub(crate) mod remote;
 pub mod service;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -73,6 +74,37 @@ pub(crate) struct Event {
     /// For `close`: how long since the open was seen, when it was.
     pub(crate) duration_ms: Option<u32>,
     pub(crate) program: Option<Arc<str>>,
+    /// For a TCP `close` the kernel's destroy notification described: the connection's
+    /// final counters.
+    pub(crate) totals: Option<Totals>,
+}
+
+/// A closed TCP connection's final counters, from the `tcp_info` of its destroy notification
+/// (what bcc's `tcplife` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Bytes sent and acknowledged (`bytes_acked` less SYN and FIN).
+    pub(crate) sent: u64,
+    /// Bytes received.
+    pub(crate) received: u64,
+    pub(crate) total_retrans: u32,
+    /// Smoothed RTT, µs.
+    pub(crate) rtt_us: u32,
+}
+
+impl Totals {
+    /// The totals of a destroyed socket, when its notification carried `tcp_info`.
+    pub(crate) fn of(socket: &Socket) -> Option<Totals> {
+        let tcp = socket.health.as_deref()?.tcp.as_ref()?;
+        Some(Totals {
+            sent: tcp.sent()?,
+            // Destroyed: the peer's FIN (normally) came in.
+            received: tcp.received(true).unwrap_or(0),
+            total_retrans: u32::try_from(tcp.or_zero(crate::model::TcpField::TotalRetrans))
+                .unwrap_or(u32::MAX),
+            rtt_us: u32::try_from(tcp.or_zero(crate::model::TcpField::Rtt)).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 impl Event {
@@ -95,6 +127,7 @@ impl Event {
             pid: owner.map(|o| o.pid),
             duration_ms: None,
             program: owner.map(|o| o.program.clone()),
+            totals: None,
         }
     }
 
@@ -140,6 +173,10 @@ impl Event {
             uid: self.uid,
             duration_ms: self.duration_ms,
             origin: self.origin,
+            sent: self.totals.map(|t| t.sent),
+            received: self.totals.map(|t| t.received),
+            total_retrans: self.totals.map(|t| t.total_retrans),
+            rtt_ms: self.totals.map(|t| f64::from(t.rtt_us) / 1000.0),
         }
     }
 }
@@ -173,6 +210,19 @@ pub(crate) struct EventJson {
     /// `dump` (a listing showed the change) or `destroy` (the kernel's destroy notification;
     /// an open with this origin opened and closed between two listings).
     pub(crate) origin: Origin,
+    /// For a TCP close seen by the kernel's destroy notification: bytes the application sent
+    /// that the peer acknowledged (`bytes_acked` less SYN and FIN); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sent: Option<u64>,
+    /// Likewise: bytes received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) received: Option<u64>,
+    /// Likewise: segments retransmitted over the connection's life.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) total_retrans: Option<u32>,
+    /// Likewise: the last smoothed RTT, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rtt_ms: Option<f64>,
 }
 
 /// Where an engine puts its events. Called on the engine's thread; must not block.
@@ -397,7 +447,7 @@ mod tests {
     #[test]
     fn events_stay_small() {
         // The recorder's per-event cost, as documented in README and docs/tools.md.
-        const { assert!(std::mem::size_of::<Event>() <= 104) };
+        const { assert!(std::mem::size_of::<Event>() <= 128) };
     }
 
     fn event(kind: EventKind, program: Option<&str>, foreign: &str) -> Event {

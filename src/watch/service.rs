@@ -364,6 +364,11 @@ impl WatchService {
         }
     }
 
+    /// The service that picks hosts.
+    pub(crate) fn service(&self) -> &Service {
+        &self.service
+    }
+
     /// Local watchers of this service compare listings only (diagnostics).
     pub(crate) fn without_destroy(mut self) -> WatchService {
         self.destroy = false;

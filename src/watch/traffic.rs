@@ -1,0 +1,889 @@
+//! `traffic`: who moved how many bytes over a window, from the kernel's TCP byte counters —
+//! no packet capture, no eBPF, no root.
+//!
+//! Locally: a baseline listing with `tcp_info` at the start of the window, another (with
+//! owners) at its end, and the watch engine running in between, whose close events carry
+//! each closed connection's final counters (the destroy notification's `tcp_info`). A
+//! connection's bytes in the window are then
+//! - alive at both ends: end counters less start counters;
+//! - opened during the window: its counters at the end (it started from 0);
+//! - closed during the window: its final counters less its start counters (or all of them,
+//!   when it also opened during the window).
+//!
+//! Owners: live connections get theirs from the end listing; closed ones from the engine,
+//! which names a socket's owner when one of its listings (every interval) shows it; one that
+//! opened and closed between two listings goes to its listener's owner when its local port
+//! is a listener's, else to `unknown`.
+//!
+//! Remote Linux hosts: two `ss -tin` listings, `duration` apart; connections that close in
+//! between are not seen (the message says so).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::service::{WatchQuery, WatchService, channel};
+use super::{Event, EventKind, unix_ms};
+use crate::error::{Error, InputError};
+use crate::model::{Protocol, Socket, StateSet, TcpState, Transport, fin_received};
+use crate::query::answer::thousands;
+use crate::query::health::{endpoint, shrink_to_budget};
+use crate::query::input::{ConnectionsArgs, input, quoted};
+use crate::query::{ConnectionsQuery, Envelope, HostSpec, Progress, ProgressEvent};
+use crate::source::{ProcessLookup, Scope, Snapshot, Target, Want};
+
+/// Default and largest window, seconds (a call must end inside the 60 s request timeout
+/// client SDKs default to).
+pub(crate) const DEFAULT_TRAFFIC_SECS: u64 = 5;
+pub(crate) const MAX_TRAFFIC_SECS: u64 = 50;
+/// Default number of groups.
+pub(crate) const DEFAULT_GROUPS: usize = 20;
+
+/// Inputs of `traffic` (and the CLI's `top`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+pub struct TrafficArgs {
+    /// How long to measure, in seconds: 1-50 (default 5).
+    #[schemars(range(min = 1, max = 50), extend("default" = 5))]
+    #[arg(
+        long = "duration",
+        value_name = "SECS",
+        help = "Measure for SECS seconds, 1-50 (default 5), and print one answer"
+    )]
+    pub duration_secs: Option<i64>,
+
+    /// What to add up the bytes by: program (default), unit (systemd unit), container,
+    /// remote_host (the foreign address), local_port, or connection (each one).
+    #[schemars(extend("enum" = ["program", "unit", "container", "remote_host", "local_port", "connection"], "default" = "program"))]
+    #[arg(
+        long,
+        value_name = "KEY",
+        help = "Group by: program (default), unit, container, remote_host, local_port, connection"
+    )]
+    pub by: Option<String>,
+
+    /// Protocol: tcp (default), udp or all. UDP has no byte counters in sock_diag, so only TCP
+    /// is measured (udp_note says so).
+    #[schemars(extend("enum" = ["tcp", "udp", "all"], "default" = "tcp"))]
+    #[arg(
+        long,
+        help = "Protocol: tcp (default), udp or all (only TCP has byte counters)"
+    )]
+    pub proto: Option<String>,
+
+    /// TCP state filter (netstat or ss spelling); a closed connection matches by the last
+    /// state a listing saw.
+    #[arg(
+        long,
+        help = "Only connections in this TCP state (closed ones: the last state seen)"
+    )]
+    pub state: Option<String>,
+
+    /// A configured remote Linux host (name or address, see list_hosts), sampled twice with
+    /// ss. Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "A configured remote Linux host; default the local machine"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one (ssh_port means the same).
+    /// NOT a socket port: refused for the local machine.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(skip)]
+    pub port: Option<i64>,
+
+    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT", help = "SSH port for --host")]
+    pub ssh_port: Option<i64>,
+
+    /// Only connections whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+
+    /// Only connections whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+
+    /// Only connections held by this process id.
+    #[schemars(range(min = 1))]
+    #[arg(long)]
+    pub pid: Option<i64>,
+
+    /// Only connections held by a program whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub program: Option<String>,
+
+    /// Maximum groups, the busiest first (default 20; 0 means no limit). totals always cover
+    /// everything measured.
+    #[schemars(range(min = 0), extend("default" = 20))]
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Show the N busiest groups (default 20; 0: all)"
+    )]
+    pub limit: Option<i64>,
+
+    /// Only "host" is accepted: traffic watches the network namespace the server runs in (as
+    /// watch_connections does); "all" is refused.
+    #[schemars(extend("enum" = ["host"], "default" = "host"))]
+    #[arg(skip)]
+    pub scope: Option<String>,
+}
+
+/// What bytes are added up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupBy {
+    Program,
+    Unit,
+    Container,
+    RemoteHost,
+    LocalPort,
+    Connection,
+}
+
+impl GroupBy {
+    const NAMES: [(&'static str, GroupBy); 6] = [
+        ("program", GroupBy::Program),
+        ("unit", GroupBy::Unit),
+        ("container", GroupBy::Container),
+        ("remote_host", GroupBy::RemoteHost),
+        ("local_port", GroupBy::LocalPort),
+        ("connection", GroupBy::Connection),
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, g)| *g == self)
+            .map_or("program", |(n, _)| n)
+    }
+
+    fn parse(text: &str) -> Result<GroupBy, InputError> {
+        let key = text.trim().to_ascii_lowercase().replace('-', "_");
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, g)| *g)
+            .ok_or_else(|| {
+                input(
+                    "by",
+                    quoted(text),
+                    "must be one of: program, unit, container, remote_host, local_port, connection",
+                )
+            })
+    }
+}
+
+/// A validated `traffic`.
+#[derive(Debug, Clone)]
+pub struct TrafficQuery {
+    pub(crate) filter: ConnectionsQuery,
+    pub(crate) window: Duration,
+    pub(crate) by: GroupBy,
+    /// Groups in the answer at most (`None`: all).
+    pub(crate) limit: Option<usize>,
+    pub(crate) default_limit: bool,
+}
+
+impl TrafficArgs {
+    /// Validates the arguments.
+    pub fn validate(&self) -> Result<TrafficQuery, InputError> {
+        let secs = match self.duration_secs {
+            None => DEFAULT_TRAFFIC_SECS,
+            Some(s) => u64::try_from(s)
+                .ok()
+                .filter(|s| (1..=MAX_TRAFFIC_SECS).contains(s))
+                .ok_or_else(|| {
+                    input(
+                        "duration_secs",
+                        s.to_string(),
+                        "must be an integer number of seconds between 1 and 50",
+                    )
+                })?,
+        };
+        if let Some(scope) = &self.scope
+            && !scope.trim().eq_ignore_ascii_case("host")
+            && !scope.trim().is_empty()
+        {
+            return Err(input(
+                "scope",
+                quoted(scope),
+                "must be host: traffic measures the network namespace the server runs in (the destroy notifications it needs are per namespace); run a server inside a container's namespace to measure it",
+            ));
+        }
+        let filters = ConnectionsArgs {
+            proto: Some(self.proto.clone().unwrap_or_else(|| "tcp".into())),
+            state: self.state.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            ssh_port: self.ssh_port,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            pid: self.pid,
+            program: self.program.clone(),
+            ..ConnectionsArgs::default()
+        };
+        let filter = filters.validate(None)?;
+        if matches!(filter.host, HostSpec::Many(_)) {
+            return Err(input(
+                "host",
+                "a list, glob or group".into(),
+                "names one host here (traffic measures one host at a time)",
+            ));
+        }
+        let (limit, default_limit) = match self.limit {
+            None => (Some(DEFAULT_GROUPS), true),
+            Some(0) => (None, false),
+            Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
+            Some(n) => {
+                return Err(input(
+                    "limit",
+                    n.to_string(),
+                    "must be an integer >= 0 (0 means no limit)",
+                ));
+            }
+        };
+        Ok(TrafficQuery {
+            filter,
+            window: Duration::from_secs(secs),
+            by: match self.by.as_deref() {
+                None => GroupBy::Program,
+                Some(b) if b.trim().is_empty() => GroupBy::Program,
+                Some(b) => GroupBy::parse(b)?,
+            },
+            limit,
+            default_limit,
+        })
+    }
+
+    pub fn from_json(
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<TrafficArgs, InputError> {
+        crate::query::schema::decode(&crate::query::schema::input_schema::<TrafficArgs>(), args)
+    }
+}
+
+/// Bytes sent and received.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Default)]
+pub(crate) struct Bytes {
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+}
+
+/// One group's traffic over the window.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub(crate) struct TrafficGroup {
+    /// The program name, the unit, `runtime:shortid`, the remote IP, the local port, or
+    /// `proto local -> foreign`; `unknown` when no owner could be named.
+    pub(crate) key: String,
+    /// For `by: program`: the processes whose connections were counted (at most 10).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pids: Vec<u32>,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) sent_per_sec: f64,
+    pub(crate) received_per_sec: f64,
+    /// Connections counted in this group.
+    pub(crate) connections: u64,
+}
+
+/// `data` of `traffic`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct TrafficData {
+    pub(crate) host: String,
+    /// Seconds between the two listings the deltas are taken between.
+    pub(crate) window_secs: f64,
+    /// What the groups are by.
+    pub(crate) by: &'static str,
+    /// Everything measured (all groups, not only those returned).
+    pub(crate) totals: Bytes,
+    /// Connections counted: alive across the window, opened in it, closed in it.
+    pub(crate) connection_count: u64,
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
+    pub(crate) group_count: usize,
+    pub(crate) truncated: bool,
+    /// Busiest first (sent + received).
+    pub(crate) groups: Vec<TrafficGroup>,
+    /// UDP is not measured: sock_diag has no byte counters for it.
+    pub(crate) udp_note: &'static str,
+}
+
+const UDP_NOTE: &str =
+    "UDP traffic is not measured: sock_diag has no byte counters for UDP sockets";
+
+/// A connection's identity across listings and events.
+type Tuple = (Protocol, IpAddr, u16, IpAddr, Option<u16>);
+
+fn tuple(s: &Socket) -> Tuple {
+    (
+        s.protocol,
+        s.local_ip,
+        s.local_port,
+        s.foreign.ip,
+        s.foreign.port,
+    )
+}
+
+fn event_tuple(e: &Event) -> Tuple {
+    (
+        e.protocol,
+        e.local_ip,
+        e.local_port,
+        e.foreign_ip,
+        e.foreign_port,
+    )
+}
+
+/// Counters of a listed TCP socket: (sent, received), FIN taken out by its state.
+fn counters(s: &Socket) -> Option<Bytes> {
+    let tcp = s.health.as_deref()?.tcp.as_ref()?;
+    Some(Bytes {
+        sent: tcp.sent()?,
+        received: tcp.received(fin_received(s.state)).unwrap_or(0),
+    })
+}
+
+/// Whether a listed socket is a connection whose counters mean traffic.
+fn is_connection(s: &Socket) -> bool {
+    s.protocol.transport() == Transport::Tcp
+        && !matches!(
+            s.state,
+            Some(TcpState::Listen | TcpState::TimeWait | TcpState::SynRecv) | None
+        )
+}
+
+/// One measured connection.
+struct Measured {
+    socket: Socket,
+    bytes: Bytes,
+}
+
+/// Adds the measured connections up into groups.
+fn group(
+    measured: Vec<Measured>,
+    by: GroupBy,
+    processes: Option<&dyn ProcessLookup>,
+    window: f64,
+) -> Vec<TrafficGroup> {
+    // cgroups of sockets whose owner names no unit/container.
+    let cgroups = if matches!(by, GroupBy::Unit | GroupBy::Container)
+        && let Some(p) = processes
+    {
+        let ids = measured
+            .iter()
+            .filter_map(|m| m.socket.health.as_deref().and_then(|h| h.cgroup_id))
+            .collect();
+        p.cgroups(&ids)
+    } else {
+        HashMap::new()
+    };
+    let mut groups: HashMap<String, (Bytes, u64, BTreeSet<u32>)> = HashMap::new();
+    for m in measured {
+        let s = &m.socket;
+        let owner = s.owners.iter().min_by_key(|o| o.pid);
+        let info = owner.and_then(|o| processes.and_then(|p| p.process(o.pid)));
+        let names = s
+            .health
+            .as_deref()
+            .and_then(|h| h.cgroup_id)
+            .and_then(|id| cgroups.get(&id));
+        let key = match by {
+            GroupBy::Program => owner.map(|o| o.program.to_string()),
+            GroupBy::Unit => info
+                .as_ref()
+                .and_then(|i| i.unit.as_deref().map(str::to_string))
+                .or_else(|| names.and_then(|n| n.unit.as_deref().map(str::to_string))),
+            GroupBy::Container => info
+                .as_ref()
+                .and_then(|i| i.container.clone())
+                .or_else(|| names.and_then(|n| n.container.clone()))
+                .map(|c| format!("{}:{}", c.runtime, c.id)),
+            GroupBy::RemoteHost => Some(s.foreign.ip.to_string()),
+            GroupBy::LocalPort => Some(s.local_port.to_string()),
+            GroupBy::Connection => Some(format!(
+                "{} {} -> {}",
+                s.protocol,
+                endpoint(s.local_ip, Some(s.local_port)),
+                endpoint(s.foreign.ip, s.foreign.port)
+            )),
+        }
+        .unwrap_or_else(|| "unknown".to_string());
+        let entry = groups.entry(key).or_default();
+        entry.0.sent += m.bytes.sent;
+        entry.0.received += m.bytes.received;
+        entry.1 += 1;
+        if by == GroupBy::Program
+            && let Some(o) = owner
+        {
+            entry.2.insert(o.pid);
+        }
+    }
+    let per_sec = |b: u64| {
+        if window > 0.0 {
+            (b as f64 / window).round()
+        } else {
+            0.0
+        }
+    };
+    let mut out: Vec<TrafficGroup> = groups
+        .into_iter()
+        .map(|(key, (bytes, connections, pids))| TrafficGroup {
+            key,
+            pids: pids.into_iter().take(10).collect(),
+            sent: bytes.sent,
+            received: bytes.received,
+            sent_per_sec: per_sec(bytes.sent),
+            received_per_sec: per_sec(bytes.received),
+            connections,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.sent + b.received)
+            .cmp(&(a.sent + a.received))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    out
+}
+
+/// What the two listings of a window ask for: TCP with counters, every state (listeners name
+/// the owners of connections no listing saw), owners at the end only.
+fn sample_want(q: &ConnectionsQuery, owners: bool) -> Want {
+    Want {
+        tcp: true,
+        udp: false,
+        states: StateSet::ALL,
+        udp_states: StateSet::ALL,
+        local_port: q.local_port,
+        remote_port: q.remote_port,
+        owners,
+        scope: Scope::Host,
+        health: true,
+    }
+}
+
+/// The start counters by connection.
+fn baseline(snapshot: &Snapshot) -> HashMap<Tuple, Bytes> {
+    snapshot
+        .sockets
+        .iter()
+        .filter(|s| is_connection(s))
+        .filter_map(|s| Some((tuple(s), counters(s)?)))
+        .collect()
+}
+
+impl WatchService {
+    /// `traffic`: measures for the query's window, reporting progress about once a second.
+    /// Dropping the future stops the engine (cancellation).
+    pub(crate) async fn traffic(
+        &self,
+        q: &TrafficQuery,
+        progress: Progress<'_>,
+    ) -> Result<Envelope<TrafficData>, Error> {
+        let target = self.service().target(&q.filter.host, q.filter.ssh_port)?;
+        if target.local {
+            self.traffic_local(q, &target, progress).await
+        } else {
+            self.traffic_remote(q, &target, progress).await
+        }
+    }
+
+    async fn traffic_local(
+        &self,
+        q: &TrafficQuery,
+        target: &Target,
+        progress: Progress<'_>,
+    ) -> Result<Envelope<TrafficData>, Error> {
+        let (sink, mut rx, dropped) = channel();
+        let watch = WatchQuery {
+            filter: q.filter.clone(),
+            duration: Some(q.window),
+            interval: None,
+            limit: 0,
+            default_limit: false,
+        };
+        // The engine first (subscribed to destroy notifications), then the baseline: a
+        // connection closing in between is not counted (its close comes before the window).
+        let (watcher, _) = self.start(&watch, Box::new(sink)).await?;
+        let start = target.source.collect(sample_want(&q.filter, false)).await?;
+        let start_ms = unix_ms(SystemTime::now());
+        let started = Instant::now();
+        let base = baseline(&start);
+        drop(start);
+        let total = q.window.as_secs();
+        let mut events: Vec<Event> = Vec::new();
+        let deadline = tokio::time::Instant::now() + q.window;
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = ticker.tick() => {
+                    let elapsed = started.elapsed().as_secs().min(total);
+                    progress(ProgressEvent::step(elapsed as usize, total as usize, format!(
+                        "{elapsed} of {total} s: {} connection(s) closed so far",
+                        events.iter().filter(|e| e.kind == EventKind::Close).count()
+                    )));
+                }
+                e = rx.recv() => match e {
+                    Some(e) => if e.kind == EventKind::Close && events.len() < MAX_CLOSES {
+                        events.push(e);
+                    },
+                    None => break,
+                },
+            }
+        }
+        let end = target.source.collect(sample_want(&q.filter, true)).await?;
+        let end_ms = unix_ms(SystemTime::now());
+        let window = started.elapsed().as_secs_f64();
+        let destroy = watcher.destroy();
+        let lost =
+            watcher.lost_notifications() + dropped.load(std::sync::atomic::Ordering::Relaxed);
+        drop(watcher);
+        while let Ok(e) = rx.try_recv() {
+            if e.kind == EventKind::Close && events.len() < MAX_CLOSES {
+                events.push(e);
+            }
+        }
+        let Snapshot {
+            sockets,
+            notes,
+            processes,
+            ..
+        } = end;
+        // Listeners' owners, for connections no listing saw.
+        let listeners: HashMap<u16, Socket> = sockets
+            .iter()
+            .filter(|s| s.state == Some(TcpState::Listen) && !s.owners.is_empty())
+            .map(|s| (s.local_port, s.clone()))
+            .collect();
+        let mut measured = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        let (mut opened, mut closed) = (0u64, 0u64);
+        for s in sockets {
+            if !is_connection(&s) || !q.filter.matches(&s) {
+                continue;
+            }
+            let Some(now) = counters(&s) else { continue };
+            live.insert(tuple(&s));
+            let before = base.get(&tuple(&s)).copied();
+            if before.is_none() {
+                opened += 1;
+            }
+            let before = before.unwrap_or_default();
+            measured.push(Measured {
+                bytes: Bytes {
+                    sent: now.sent.saturating_sub(before.sent),
+                    received: now.received.saturating_sub(before.received),
+                },
+                socket: s,
+            });
+        }
+        let mut unmeasured = 0u64;
+        for e in events {
+            if e.time_ms < start_ms || e.time_ms > end_ms || live.contains(&event_tuple(&e)) {
+                continue;
+            }
+            let Some(totals) = e.totals else {
+                unmeasured += 1;
+                continue;
+            };
+            closed += 1;
+            let before = base.get(&event_tuple(&e)).copied();
+            if before.is_none() {
+                opened += 1;
+            }
+            let before = before.unwrap_or_default();
+            let mut socket = e.socket();
+            if socket.owners.is_empty()
+                && let Some(l) = listeners.get(&socket.local_port)
+            {
+                socket.owners = l.owners.clone();
+            }
+            measured.push(Measured {
+                bytes: Bytes {
+                    sent: totals.sent.saturating_sub(before.sent),
+                    received: totals.received.saturating_sub(before.received),
+                },
+                socket,
+            });
+        }
+        let connection_count = measured.len() as u64;
+        let totals = measured.iter().fold(Bytes::default(), |t, m| Bytes {
+            sent: t.sent + m.bytes.sent,
+            received: t.received + m.bytes.received,
+        });
+        let groups = group(measured, q.by, processes.as_deref(), window);
+        let mut extra = notes;
+        if !destroy.is_on() {
+            extra.push(format!(
+                "{}; connections that closed during the window are not counted",
+                destroy.describe(super::LOCAL_INTERVAL)
+            ));
+        }
+        if unmeasured > 0 {
+            extra.push(format!(
+                "{unmeasured} connection(s) closed without final counters and are not counted"
+            ));
+        }
+        if lost > 0 {
+            extra.push(format!(
+                "{lost} close notification(s) were lost (queue overrun): totals are lower bounds"
+            ));
+        }
+        Ok(self.traffic_answer(
+            q,
+            target,
+            TrafficData {
+                host: target.host.clone(),
+                window_secs: (window * 1000.0).round() / 1000.0,
+                by: q.by.as_str(),
+                totals,
+                connection_count,
+                opened,
+                closed,
+                group_count: groups.len(),
+                truncated: false,
+                groups,
+                udp_note: UDP_NOTE,
+            },
+            &extra,
+        ))
+    }
+
+    /// A remote host: two listings `window` apart; connections closed in between are missed.
+    async fn traffic_remote(
+        &self,
+        q: &TrafficQuery,
+        target: &Target,
+        progress: Progress<'_>,
+    ) -> Result<Envelope<TrafficData>, Error> {
+        let start = target.source.collect(sample_want(&q.filter, false)).await?;
+        let started = Instant::now();
+        let base = baseline(&start);
+        drop(start);
+        let total = q.window.as_secs();
+        for elapsed in 1..=total {
+            tokio::time::sleep_until(
+                tokio::time::Instant::from_std(started) + Duration::from_secs(elapsed),
+            )
+            .await;
+            progress(ProgressEvent::step(
+                elapsed as usize,
+                total as usize,
+                format!("{elapsed} of {total} s"),
+            ));
+        }
+        let end = target.source.collect(sample_want(&q.filter, true)).await?;
+        let window = started.elapsed().as_secs_f64();
+        let Snapshot {
+            sockets,
+            notes,
+            processes,
+            ..
+        } = end;
+        let mut measured = Vec::new();
+        let mut opened = 0u64;
+        for s in sockets {
+            if !is_connection(&s) || !q.filter.matches(&s) {
+                continue;
+            }
+            let Some(now) = counters(&s) else { continue };
+            let before = base.get(&tuple(&s)).copied();
+            opened += u64::from(before.is_none());
+            let before = before.unwrap_or_default();
+            measured.push(Measured {
+                bytes: Bytes {
+                    sent: now.sent.saturating_sub(before.sent),
+                    received: now.received.saturating_sub(before.received),
+                },
+                socket: s,
+            });
+        }
+        let connection_count = measured.len() as u64;
+        let totals = measured.iter().fold(Bytes::default(), |t, m| Bytes {
+            sent: t.sent + m.bytes.sent,
+            received: t.received + m.bytes.received,
+        });
+        let groups = group(measured, q.by, processes.as_deref(), window);
+        let mut extra = notes;
+        extra.push(
+            "a remote host is measured from two ss listings, so connections that closed between them are not counted"
+                .to_string(),
+        );
+        Ok(self.traffic_answer(
+            q,
+            target,
+            TrafficData {
+                host: target.host.clone(),
+                window_secs: (window * 1000.0).round() / 1000.0,
+                by: q.by.as_str(),
+                totals,
+                connection_count,
+                opened,
+                closed: 0,
+                group_count: groups.len(),
+                truncated: false,
+                groups,
+                udp_note: UDP_NOTE,
+            },
+            &extra,
+        ))
+    }
+
+    fn traffic_answer(
+        &self,
+        q: &TrafficQuery,
+        target: &Target,
+        mut data: TrafficData,
+        notes: &[String],
+    ) -> Envelope<TrafficData> {
+        if let Some(limit) = q.limit {
+            data.groups.truncate(limit);
+        }
+        let mut envelope = Envelope::ok(String::new(), data);
+        let mut cut = false;
+        loop {
+            let data = envelope.data.as_mut().expect("built above");
+            data.truncated = data.groups.len() < data.group_count;
+            envelope.message = traffic_message(q, target, data, notes, cut);
+            if !q.default_limit
+                || !shrink_to_budget(&mut envelope, crate::query::ANSWER_BUDGET, |d| {
+                    &mut d.groups
+                })
+            {
+                break;
+            }
+            cut = true;
+        }
+        envelope
+    }
+}
+
+/// Close events kept per window at most (each is 128 bytes): a storm beyond it is counted as
+/// unmeasured rather than grow memory.
+const MAX_CLOSES: usize = 1 << 20;
+
+/// `8.0 MiB`, `512 B`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn traffic_message(
+    q: &TrafficQuery,
+    target: &Target,
+    data: &TrafficData,
+    notes: &[String],
+    cut: bool,
+) -> String {
+    let place = if target.local {
+        "local host".to_string()
+    } else {
+        target.label.clone()
+    };
+    let mut m = format!(
+        "TCP traffic on {place} over {:.1} s: sent {}, received {} in {} connection(s) ({} opened, {} closed during the window)",
+        data.window_secs,
+        human_bytes(data.totals.sent),
+        human_bytes(data.totals.received),
+        thousands(data.connection_count as usize),
+        thousands(data.opened as usize),
+        thousands(data.closed as usize)
+    );
+    if let Some(top) = data.groups.first()
+        && top.sent + top.received > 0
+    {
+        m.push_str(&format!(
+            ". Busiest {}: {} (sent {}, received {})",
+            q.by.as_str(),
+            top.key,
+            human_bytes(top.sent),
+            human_bytes(top.received)
+        ));
+    }
+    if data.truncated {
+        m.push_str(&format!(
+            ". Showing {} of {} groups",
+            data.groups.len(),
+            data.group_count
+        ));
+        if cut {
+            m.push_str(&format!(
+                " (cut to keep the answer under {} KiB)",
+                crate::query::ANSWER_BUDGET / 1024
+            ));
+        }
+    }
+    if q.filter.proto != crate::query::input::ProtoFilter::Tcp {
+        m.push_str(". ");
+        m.push_str(UDP_NOTE);
+    }
+    for note in notes {
+        m.push_str(". ");
+        m.push_str(note);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_and_by_are_validated() {
+        let q = TrafficArgs::default().validate().unwrap();
+        assert_eq!(q.window, Duration::from_secs(5));
+        assert_eq!(q.by, GroupBy::Program);
+        for bad in [0, 51, -1] {
+            let e = TrafficArgs {
+                duration_secs: Some(bad),
+                ..TrafficArgs::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.param, "duration_secs");
+        }
+        let e = TrafficArgs {
+            by: Some("pid".into()),
+            ..TrafficArgs::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.param, "by");
+        assert!(e.allowed.contains("remote_host"));
+        let e = TrafficArgs {
+            scope: Some("all".into()),
+            ..TrafficArgs::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.param, "scope");
+    }
+
+    #[test]
+    fn bytes_read_humanly() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(8 * 1024 * 1024), "8.0 MiB");
+    }
+}
