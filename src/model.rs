@@ -333,8 +333,9 @@ pub struct Socket {
     pub foreign: Endpoint,
     /// TCP state; for UDP `None`, or `Established` for a connected socket (as netstat prints).
     pub state: Option<TcpState>,
-    pub recv_queue: u64,
-    pub send_queue: u64,
+    /// Queued bytes (the kernel counts them in 32 bits).
+    pub recv_queue: u32,
+    pub send_queue: u32,
     /// Owning user id, where the source tells it.
     pub uid: Option<u32>,
     /// Socket inode, where the source tells it; 0 is normalised to `None` (no process holds it).

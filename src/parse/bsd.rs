@@ -130,8 +130,8 @@ fn parse_line(line: &str) -> Result<Socket, String> {
         },
     );
     socket.state = state;
-    socket.recv_queue = recv_queue;
-    socket.send_queue = send_queue;
+    socket.recv_queue = super::queue(recv_queue);
+    socket.send_queue = super::queue(send_queue);
     Ok(socket)
 }
 

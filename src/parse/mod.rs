@@ -37,6 +37,7 @@ pub(crate) mod netstat;
 pub mod proc_net;
 pub mod render;
 pub mod ss;
+pub mod ss_info;
 pub(crate) mod tasklist;
 pub(crate) mod windows;
 
@@ -53,6 +54,11 @@ pub struct Parsed {
     /// Remarks about the text as a whole that a reader should know, e.g. netstat's
     /// "Not all processes could be identified" (so owners are missing) or a guessed byte order.
     pub notes: Vec<String>,
+}
+
+/// A queue length as a parser read it, in the 32 bits the kernel counts it in.
+pub(crate) fn queue(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Parsed {

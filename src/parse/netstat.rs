@@ -154,8 +154,8 @@ fn parse_line(line: &str) -> Result<(Socket, bool), String> {
         },
     );
     socket.state = state;
-    socket.recv_queue = recv_queue;
-    socket.send_queue = send_queue;
+    socket.recv_queue = super::queue(recv_queue);
+    socket.send_queue = super::queue(send_queue);
     socket.uid = uid;
     socket.inode = inode;
     if !tail.is_empty() && tail != "-" {

@@ -243,8 +243,8 @@ fn parse_row(line: &str, protocol: Protocol, order: ByteOrder) -> Result<Socket,
         },
     );
     socket.state = state;
-    socket.send_queue = send_queue;
-    socket.recv_queue = recv_queue;
+    socket.send_queue = super::queue(send_queue);
+    socket.recv_queue = super::queue(recv_queue);
     socket.uid = Some(uid);
     socket.inode = (inode != 0).then_some(inode);
     Ok(socket)

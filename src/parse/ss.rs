@@ -135,7 +135,7 @@ fn guess_transport(text: &str, out: &mut Parsed) -> Transport {
     }
 }
 
-fn parse_line(line: &str, default: Transport, star_v4: bool) -> Result<Socket, String> {
+pub(crate) fn parse_line(line: &str, default: Transport, star_v4: bool) -> Result<Socket, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let (transport, start) = match words.first().copied().unwrap_or("") {
         "tcp" => (Transport::Tcp, 1),
@@ -198,8 +198,8 @@ fn parse_line(line: &str, default: Transport, star_v4: bool) -> Result<Socket, S
         },
     );
     socket.state = state;
-    socket.recv_queue = recv_queue;
-    socket.send_queue = send_queue;
+    socket.recv_queue = super::queue(recv_queue);
+    socket.send_queue = super::queue(send_queue);
     if let Some(iface) = interface_of(local) {
         socket.place = Some(std::sync::Arc::new(crate::model::Place {
             netns: None,

@@ -386,8 +386,8 @@ pub(crate) fn connection_row(s: Socket, holders: &mut HolderCache<'_>) -> Connec
     let first = holders.as_ref().and_then(|h| h.owners.first());
     ConnectionRow {
         protocol: s.protocol.as_str(),
-        recv_queue: s.recv_queue,
-        send_queue: s.send_queue,
+        recv_queue: u64::from(s.recv_queue),
+        send_queue: u64::from(s.send_queue),
         local_ip: s.local_ip,
         local_port: s.local_port,
         foreign_ip: s.foreign.ip,

@@ -168,8 +168,8 @@ impl HealthSort {
         match self {
             HealthSort::Retrans => (get(TcpField::TotalRetrans).max(drops), get(TcpField::Rtt)),
             HealthSort::Rtt => (get(TcpField::Rtt), get(TcpField::TotalRetrans)),
-            HealthSort::SendQueue => (s.send_queue, get(TcpField::Unacked)),
-            HealthSort::RecvQueue => (s.recv_queue, drops),
+            HealthSort::SendQueue => (u64::from(s.send_queue), get(TcpField::Unacked)),
+            HealthSort::RecvQueue => (u64::from(s.recv_queue), drops),
             HealthSort::Bytes => (
                 get(TcpField::BytesAcked).saturating_add(get(TcpField::BytesReceived)),
                 0,

@@ -428,8 +428,40 @@ impl RemoteSource {
     }
 }
 
+impl RemoteSource {
+    /// A listing with each socket's health: Linux hosts only, through `ss -tinm`.
+    async fn collect_health(&self, want: Want) -> Result<Snapshot, Error> {
+        let os = self.os().await?;
+        if matches!(os, RemoteOs::Bsd | RemoteOs::Windows) {
+            return Err(Error::Remote {
+                host: self.host.label(),
+                detail: format!(
+                    "connection health and traffic need a Linux host with iproute2's ss (`ss -tinm` prints the kernel's tcp_info); this is a {} host, whose tools print no per-connection counters",
+                    os.as_str()
+                ),
+            });
+        }
+        let filter = Filter::from_want(&want);
+        let out = self.run(Listing::SsInfo, &filter, want.owners).await?;
+        match read::interpret(Listing::SsInfo, &filter, &out) {
+            Ok(reading) => Ok(self.snapshot(os, Listing::SsInfo, reading, want)),
+            Err(why) => Err(Error::Remote {
+                host: self.host.label(),
+                detail: format!(
+                    "`ss -tinm` gave no usable listing ({why}); connection health needs iproute2's ss on the host"
+                ),
+            }),
+        }
+    }
+}
+
 impl Source for RemoteSource {
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>> {
-        Box::pin(async move { self.collect_inner(want).await.map_err(Error::from) })
+        Box::pin(async move {
+            if want.health {
+                return self.collect_health(want).await;
+            }
+            self.collect_inner(want).await.map_err(Error::from)
+        })
     }
 }

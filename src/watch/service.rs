@@ -626,8 +626,8 @@ mod tests {
             },
         );
         s.state = Some(TcpState::Established);
-        s.recv_queue = u64::from(u32::MAX);
-        s.send_queue = u64::from(u32::MAX);
+        s.recv_queue = u32::MAX;
+        s.send_queue = u32::MAX;
         s.uid = Some(u32::MAX);
         s.owners.push(Owner {
             pid: u32::MAX,

@@ -150,6 +150,9 @@ pub enum Listing {
     Uname,
     /// `cmd /c ver`.
     WindowsVer,
+    /// Linux health: `uname -r`, `ss -V`, then `ss -tinmp` and `ss -uanmp` (with the state
+    /// list and `sport` expression) in `== name` sections.
+    SsInfo,
 }
 
 impl Listing {
@@ -168,6 +171,7 @@ impl Listing {
             Listing::Tasklist => "tasklist /fo csv /nh",
             Listing::Uname => "uname -s",
             Listing::WindowsVer => "cmd /c ver",
+            Listing::SsInfo => "ss -tinm",
         }
     }
 
@@ -239,6 +243,7 @@ pub(crate) fn command_line(listing: Listing, filter: &Filter, owners: bool) -> S
         Listing::Tasklist => "tasklist /fo csv /nh".to_string(),
         Listing::Uname => "uname -s".to_string(),
         Listing::WindowsVer => "cmd /c ver".to_string(),
+        Listing::SsInfo => ss_info(filter, owners),
     }
 }
 
@@ -259,32 +264,66 @@ fn ss_state(state: TcpState) -> &'static str {
     }
 }
 
+/// The state list of an `ss` command (` state established state syn-sent …`); `None` when
+/// the filter wants no TCP socket at all.
+fn ss_states(filter: &Filter) -> Option<String> {
+    let list = filter.tcp_states().unwrap_or_default();
+    if filter.tcp_states().is_some_and(|l| l.is_empty()) {
+        return None;
+    }
+    let mut states = String::new();
+    for s in &list {
+        let _ = write!(states, " state {}", ss_state(*s));
+    }
+    // With exactly one state, `ss` leaves out its State column, which every `ss` reader
+    // (ours included) needs: add a second, rare state (the local filter drops its rows).
+    if let [only] = list.as_slice() {
+        let extra = if *only == TcpState::Closing {
+            "last-ack"
+        } else {
+            "closing"
+        };
+        let _ = write!(states, " state {extra}");
+    }
+    Some(states)
+}
+
+/// The health command: kernel and ss versions (what tells an omitted counter from an unknown
+/// one), then each wanted protocol's listing with `tcp_info` (`-i`) and memory (`-m`).
+fn ss_info(filter: &Filter, owners: bool) -> String {
+    let p = if owners { "p" } else { "" };
+    let expr = filter
+        .local_port
+        .map(|p| format!(" '( sport = :{p} )'"))
+        .unwrap_or_default();
+    let mut parts = vec![
+        "echo '== uname' && uname -r".to_string(),
+        format!("echo '== version' && {C_LOCALE}ss -V"),
+    ];
+    if filter.tcp
+        && let Some(states) = ss_states(filter)
+    {
+        parts.push(format!(
+            "echo '== tcp' && {C_LOCALE}ss -tinm{p}{states}{expr}"
+        ));
+    }
+    if filter.udp {
+        parts.push(format!("echo '== udp' && {C_LOCALE}ss -uanm{p}{expr}"));
+    }
+    parts.join(" && ")
+}
+
 fn ss_filtered(filter: &Filter) -> String {
     let mut parts = Vec::new();
     let expr = filter
         .local_port
         .map(|p| format!(" '( sport = :{p} )'"))
         .unwrap_or_default();
-    if filter.tcp {
-        let mut states = String::new();
-        let list = filter.tcp_states().unwrap_or_default();
-        for s in &list {
-            let _ = write!(states, " state {}", ss_state(*s));
-        }
-        // With exactly one state, `ss` leaves out its State column, which every `ss` reader
-        // (ours included) needs: add a second, rare state (the local filter drops its rows).
-        if let [only] = list.as_slice() {
-            let extra = if *only == TcpState::Closing {
-                "last-ack"
-            } else {
-                "closing"
-            };
-            let _ = write!(states, " state {extra}");
-        }
-        // An empty state set wants no TCP socket at all: no TCP section.
-        if filter.tcp_states().is_none_or(|l| !l.is_empty()) {
-            parts.push(format!("echo '== tcp' && {C_LOCALE}ss -tnap{states}{expr}"));
-        }
+    // An empty state set wants no TCP socket at all: no TCP section.
+    if filter.tcp
+        && let Some(states) = ss_states(filter)
+    {
+        parts.push(format!("echo '== tcp' && {C_LOCALE}ss -tnap{states}{expr}"));
     }
     if filter.udp {
         parts.push(format!("echo '== udp' && {C_LOCALE}ss -unap{expr}"));

@@ -176,6 +176,12 @@ pub fn interpret(
             let parsed = require_rows(parsed, true, headers && any_section, out)?;
             Ok(reading(parsed, OwnerColumn::Shown, &out.stderr))
         }
+        Listing::SsInfo => {
+            // A listing with no matching socket still has its headers.
+            let header = text.contains("Recv-Q");
+            let parsed = require_rows(parse::ss_info::parse(text), true, header, out)?;
+            Ok(reading(parsed, OwnerColumn::Shown, &out.stderr))
+        }
         Listing::ProcNetScan | Listing::ProcNet => {
             let (tables, owner_text) = match text.split_once("\n== owners\n") {
                 Some((t, o)) => (t, Some(o)),
