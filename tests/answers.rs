@@ -42,6 +42,18 @@ async fn every_default_answer_fits_its_budget_with_20000_connections() {
         ("list_hosts", json!({}), BUDGET),
         ("netstat", json!({}), NETSTAT_BUDGET),
         ("netstat", json!({"args": ["-tanp"]}), NETSTAT_BUDGET),
+        ("connection_health", json!({}), BUDGET),
+        (
+            "connection_health",
+            json!({"proto": "all", "sort": "bytes"}),
+            BUDGET,
+        ),
+        ("traffic", json!({}), BUDGET),
+        (
+            "traffic",
+            json!({"by": "connection", "duration_secs": 2}),
+            BUDGET,
+        ),
     ];
     let mut answers = Vec::new();
     for (tool, args, budget) in cases {
@@ -129,6 +141,26 @@ async fn every_default_answer_fits_its_budget_with_20000_connections() {
             assert!(last.contains("lines left out"), "{last}");
         }
     }
+
+    // Health counts every connection in its summary and shows the 20 worst.
+    let health = &answers[8]["data"];
+    assert!(
+        health["connection_count"].as_u64().unwrap_or(0) >= 40_000,
+        "{health}"
+    );
+    assert_eq!(
+        health["summary"]["connection_count"],
+        health["connection_count"]
+    );
+    assert!(health["connections"].as_array().map_or(0, Vec::len) <= 20);
+    assert_eq!(health["truncated"], true);
+    // Traffic over idle connections: counted, within the budget.
+    assert!(
+        answers[10]["data"]["connection_count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 40_000
+    );
 
     server.stop().await;
     drop(child.stdin.take());

@@ -5,6 +5,7 @@ mod support;
 mod answers;
 mod cli;
 mod fleet;
+mod health;
 mod http;
 mod limits;
 mod loadgen;
