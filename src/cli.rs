@@ -122,7 +122,7 @@ pub struct ServeArgs {
     /// closes) for the recent_connection_events tool.
     #[arg(long)]
     pub record: bool,
-    /// How many events the recorder keeps (the oldest are dropped first); 104 bytes each.
+    /// How many events the recorder keeps (the oldest are dropped first); 136 bytes each.
     #[arg(long, value_name = "N", requires = "record", default_value_t = crate::watch::recorder::DEFAULT_CAPACITY as u64,
           value_parser = clap::value_parser!(u64).range(1..=crate::watch::recorder::MAX_CAPACITY as u64))]
     pub record_capacity: u64,

@@ -249,10 +249,12 @@ async fn http_lists_and_calls_tools() {
         names,
         [
             "check_port_occupation",
+            "connection_health",
             "list_hosts",
             "netstat",
             "query_network_connections",
             "recent_connection_events",
+            "traffic",
             "watch_connections"
         ]
     );
@@ -289,7 +291,7 @@ async fn http_serves_50_concurrent_clients() {
             let port = held.local_addr().expect("addr").port();
             let client = connect(&url, None).await.expect("initialize");
             let tools = client.list_all_tools().await.expect("tools/list");
-            assert_eq!(tools.len(), 6);
+            assert_eq!(tools.len(), 8);
             assert_held_by_us(&check_port(&client, port).await, port);
             client.cancel().await.expect("close client");
         })

@@ -61,7 +61,7 @@ async fn initialize_names_the_server_and_says_what_it_is_for() {
 #[tokio::test]
 async fn serve_subcommand_serves_mcp_too() {
     let server = Server::start_with(&["serve"], &[]).await;
-    assert_eq!(server.tools.len(), 6);
+    assert_eq!(server.tools.len(), 8);
     server.stop().await;
 }
 
@@ -74,10 +74,12 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         names,
         [
             "check_port_occupation",
+            "connection_health",
             "list_hosts",
             "netstat",
             "query_network_connections",
             "recent_connection_events",
+            "traffic",
             "watch_connections"
         ]
     );
@@ -93,7 +95,11 @@ async fn tools_list_shows_titles_annotations_and_schemas() {
         // Open world: the tools that can reach remote hosts.
         let remote = matches!(
             name,
-            "query_network_connections" | "check_port_occupation" | "watch_connections"
+            "query_network_connections"
+                | "check_port_occupation"
+                | "watch_connections"
+                | "connection_health"
+                | "traffic"
         );
         assert_eq!(a.open_world_hint, Some(remote), "{name}");
         let input = Value::Object((*t.input_schema).clone());
@@ -543,7 +549,7 @@ async fn unknown_tool_is_a_jsonrpc_error_and_the_server_keeps_serving() {
         let tools = within("tools/list", server.client.list_all_tools())
             .await
             .expect("tools/list after an unknown tool");
-        assert_eq!(tools.len(), 6);
+        assert_eq!(tools.len(), 8);
     }
     server.stop().await;
 }
@@ -1006,7 +1012,7 @@ async fn cancelling_a_call_drops_the_collection() {
     let tools = within("tools/list", client.list_all_tools())
         .await
         .expect("tools/list");
-    assert_eq!(tools.len(), 6);
+    assert_eq!(tools.len(), 8);
     let _ = client.cancel().await;
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::answer::{HolderCache, connection_row, json_len, thousands};
 use super::input::{ConnectionsArgs, ConnectionsQuery, ProtoFilter, input, quoted};
 use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
-use super::page::row_order;
+use super::page::{RowKey, row_order};
 use crate::error::InputError;
 use crate::model::{Health, SkMem, Socket, StateSet, TcpField, TcpInfo, TcpState, Transport};
 use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want};
@@ -428,8 +428,8 @@ pub(crate) struct HealthSummary {
 struct SummaryBuilder {
     summary: HealthSummary,
     rtts: Vec<u32>,
-    /// The worst finding: (verdict, its sort key, the socket's description).
-    worst: Option<(Verdict, (u64, u64), String)>,
+    /// The worst finding: (verdict, its sort key, the socket's row key and description).
+    worst: Option<(Verdict, (u64, u64), RowKey, String)>,
 }
 
 impl SummaryBuilder {
@@ -465,15 +465,17 @@ impl SummaryBuilder {
             let key = sort.key(s);
             let worse = match &self.worst {
                 None => true,
-                Some((v, k, _)) => (verdict, std::cmp::Reverse(key)) < (*v, std::cmp::Reverse(*k)),
+                Some((v, k, _, _)) => {
+                    (verdict, std::cmp::Reverse(key)) < (*v, std::cmp::Reverse(*k))
+                }
             };
             if worse {
-                self.worst = Some((verdict, key, describe(s)));
+                self.worst = Some((verdict, key, RowKey::of(s), describe(s)));
             }
         }
     }
 
-    fn finish(mut self) -> (HealthSummary, Option<(Verdict, String)>) {
+    fn finish(mut self) -> (HealthSummary, Option<Worst>) {
         if !self.rtts.is_empty() {
             self.rtts.sort_unstable();
             let at = |q: f64| {
@@ -487,8 +489,20 @@ impl SummaryBuilder {
                 max: at(1.0),
             });
         }
-        (self.summary, self.worst.map(|(v, _, d)| (v, d)))
+        (
+            self.summary,
+            self.worst
+                .map(|(verdict, _, key, text)| Worst { verdict, key, text }),
+        )
     }
+}
+
+/// The worst finding of an answer: its verdict, the socket (to name its owner when it is among
+/// the rows, whose owners are looked up) and its description without owner.
+struct Worst {
+    verdict: Verdict,
+    key: RowKey,
+    text: String,
 }
 
 /// `proto local -> foreign (program, pid)`, for messages.
@@ -719,7 +733,7 @@ pub(crate) struct Selected {
     pub(crate) rows: Vec<Socket>,
     pub(crate) count: usize,
     summary: HealthSummary,
-    worst: Option<(Verdict, String)>,
+    worst: Option<Worst>,
     pub(crate) coverage: OwnerCoverage,
     notes: Vec<String>,
     processes: Option<Arc<dyn ProcessLookup>>,
@@ -804,6 +818,14 @@ impl HealthQuery {
             .iter()
             .filter(|s| s.owners.is_empty() && !super::answer::kernel_held(s))
             .count();
+        // The worst socket is described with its owner when it is one of the rows.
+        let worst = worst.map(|w| {
+            let text = rows
+                .iter()
+                .find(|s| RowKey::of(s) == w.key)
+                .map_or(w.text, describe);
+            (w.verdict, text)
+        });
         let cgroups = cgroup_names(&rows, processes.as_deref());
         let mut holders = HolderCache::new(processes.as_deref());
         let connections: Vec<HealthRow> = rows
@@ -879,6 +901,8 @@ impl HealthQuery {
         let count = data.connection_count;
         let mut m = if count == 0 {
             format!("No matching {what}{scope} on {place}")
+        } else if self.filter.proto == ProtoFilter::Udp {
+            format!("{} {what}{scope} on {place}", thousands(count))
         } else if s.retransmitting > 0 {
             format!(
                 "{} of {} {what}{scope} on {place} are retransmitting ({} retransmits)",

@@ -1,8 +1,8 @@
 //! The recorder behind `serve --record`: a local watcher that runs as long as the server and
 //! keeps its events in a bounded ring.
 //!
-//! The ring holds at most `capacity` events (104 bytes, `size_of::<Event>()`, each: the default
-//! 100,000 take 9.9 MiB) in one allocation made at start (pages are touched as it fills). When it is full the oldest event is dropped
+//! The ring holds at most `capacity` events (136 bytes, `size_of::<Event>()`, each: the default
+//! 100,000 take 13 MiB) in one allocation made at start (pages are touched as it fills). When it is full the oldest event is dropped
 //! and counted, so a storm never grows memory and the tool can say how much it lost. The ring
 //! is behind a mutex held only to push one event or to scan for one answer; the engine never
 //! waits for a tool and a tool never waits for the kernel.
