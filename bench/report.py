@@ -26,6 +26,8 @@ SCENARIOS = [
     ("list_no_owners", "2. List all TCP sockets without owners"),
     ("port_idle", "3. Who holds an idle listening port"),
     ("port_loaded", "4. Who holds the loaded port (N accepted sockets)"),
+    ("health_no_owners", "H1. Connection health of every connected socket, all rows, without owners"),
+    ("health_owners", "H2. Connection health of every connected socket, all rows, with owners"),
 ]
 
 NETNS_SCENARIOS = [
@@ -48,6 +50,8 @@ def port_of(addr):
 
 def rows_ss(lines):
     for line in lines:
+        if line[:1].isspace():
+            continue  # a detail line (ss -i, -m) of the socket above
         f = line.split()
         if len(f) < 5 or f[0] == "State":
             continue
@@ -166,6 +170,15 @@ def load_n(out, n, scenarios=SCENARIOS):
     for row in read_tsv(os.path.join(d, "mem.tsv")):
         if len(row) >= 3 and row[2].strip().isdigit():
             result["mem"][(row[0], row[1])] = int(row[2])
+    for label in ("traffic", "watch"):
+        path = os.path.join(d, "cpu." + label)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                words = fh.read().split()
+            try:
+                result.setdefault("cpu", {})[label] = float(words[-2]) + float(words[-1])
+            except (ValueError, IndexError):
+                pass
     path = os.path.join(d, "nsbench.json")
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
@@ -272,6 +285,7 @@ def render(out, markdown):
     if ns:
         lines += targets(results[ns[-1]], ns[-1], results)
         lines += owner_targets(results[ns[-1]], ns[-1], netns)
+        lines += health_targets(results[ns[-1]], ns[-1])
     text = "\n".join(lines).rstrip() + "\n"
     # bench/recorder.sh and bench/remote.sh own their sections: keep them across runs of this
     # report (the recorder's between its markers, the remote one from its marker to the end or
@@ -318,7 +332,7 @@ def scenario_tables(out, n, res, scenarios):
                 check = "–"
             else:
                 rows, owned, expected = c
-                ok = rows == expected and (key == "list_no_owners" or owned == rows)
+                ok = rows == expected and (key.endswith("no_owners") or owned == rows)
                 check = f"{rows:,} ({owned:,}) {'✓' if ok else '✗ expected ' + format(expected, ',')}"
             lines.append(
                 f"| {tool} | `{command_text(out, n, key, tool)}` "
@@ -367,6 +381,42 @@ def owner_targets(res, n, netns):
     ]
 
 
+def health_targets(res, n):
+    """Issue 19's targets: connection health against ss -tin(p), a plain listing against the
+    base build, and a traffic window's CPU against a watch's."""
+    rows = []
+
+    def add(name, value, limit):
+        if value is None:
+            rows.append(f"| {name} | not measured | ≤ {limit}× | – |")
+        else:
+            rows.append(f"| {name} | {value:.3f}× | ≤ {limit}× | {'✓' if value <= limit else '✗'} |")
+
+    def ratio(key, a, b):
+        x, y = median(res, key, a), median(res, key, b)
+        return None if x is None or not y else x / y
+
+    add(f"health without owners vs `ss -tin`, N = {int(n):,}", ratio("health_no_owners", "netstat-mcp", "ss"), 0.5)
+    add("health with owners vs `ss -tinp`", ratio("health_owners", "netstat-mcp", "ss"), 0.1)
+    add("plain listing without owners vs the base build", ratio("list_no_owners", "netstat-mcp", "netstat-mcp-base"), 1.05)
+    add("plain listing with owners vs the base build", ratio("list_owners", "netstat-mcp", "netstat-mcp-base"), 1.05)
+    cpu = res.get("cpu", {})
+    t, w = cpu.get("traffic"), cpu.get("watch")
+    add(
+        f"CPU of `top --duration 5` vs `watch --duration 5` ({t if t is not None else '?'} s vs {w if w is not None else '?'} s)",
+        None if t is None or not w else t / w,
+        1.0,
+    )
+    return [
+        "## Targets (issue 19: connection health and traffic)",
+        "",
+        "| target | measured | limit | met |",
+        "|---|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
+
 _COMMANDS = {}
 
 
@@ -384,7 +434,7 @@ def command_text(out, n, key, tool):
     return text.replace(out, "$OUT").replace("|", "\\|")
 
 
-MCP_LABELS = ("query", "port_idle", "port_loaded", "netstat", "list_hosts")
+MCP_LABELS = ("query", "port_idle", "port_loaded", "netstat", "list_hosts", "health")
 BUDGET = 24 * 1024
 NETSTAT_BUDGET = 64 * 1024
 
@@ -405,6 +455,8 @@ def mcp_rows_ok(label, m, n):
     n = int(n)
     if label == "query":
         return rows >= 2 * n + 1  # connection_count: every socket, loadgen's among them
+    if label == "health":
+        return rows >= 2 * n  # connection_count: every connected socket
     if label == "list_hosts":
         return rows >= 0
     return rows == (1 if label == "port_idle" else n + 1)

@@ -72,6 +72,8 @@ fi
 HAVE_CLI=0; HAVE_NO_OWNERS=0
 if "$BIN" connections --help 2>/dev/null | grep -q -- '--proto'; then HAVE_CLI=1; fi
 if "$BIN" connections --help 2>/dev/null | grep -q -- '--no-owners'; then HAVE_NO_OWNERS=1; fi
+HAVE_HEALTH=0
+if "$BIN" health --help >/dev/null 2>&1; then HAVE_HEALTH=1; fi
 [ $HAVE_CLI = 1 ] || log "netstat-mcp has no 'connections' subcommand yet: its rows are skipped"
 
 rm -rf "$OUT"
@@ -204,6 +206,22 @@ for n in "${NS[@]}"; do
         scenario "$dir" "port_$which" "$n" local "$p" "$exp" -- "${cmds[@]}"
     done
 
+    if [ $HAVE_HEALTH = 1 ]; then
+        # Connection health over every connected socket, every row (so rows can be counted
+        # against ss's), without and with owners.
+        conn=$((2 * n))
+        scenario "$dir" health_no_owners "$n" list "$PORT" "$conn" -- \
+            netstat-mcp json "$BIN health --limit 0 --json --no-owners" \
+            ss ss "ss -tin state connected"
+        scenario "$dir" health_owners "$n" list "$PORT" "$conn" -- \
+            netstat-mcp json "$BIN health --limit 0 --json" \
+            ss ss "ss -tinp state connected"
+        # CPU (user + system) of a 5 s traffic window against a 5 s watch, at the same load.
+        /usr/bin/time -f '%U %S' -o "$dir/cpu.traffic" "$BIN" top --duration 5 --json > /dev/null 2>&1 || true
+        /usr/bin/time -f '%U %S' -o "$dir/cpu.watch" "$BIN" watch --duration 5 --json > /dev/null 2>&1 || true
+        log "N=$n cpu: traffic $(tail -1 "$dir/cpu.traffic"), watch $(tail -1 "$dir/cpu.watch")"
+    fi
+
     if [ $HAVE_CLI = 1 ]; then
         # Each tool with its default arguments, as an agent calls it.
         mcp "$dir" "$n" query query_network_connections '{}'
@@ -211,6 +229,7 @@ for n in "${NS[@]}"; do
         mcp "$dir" "$n" port_loaded check_port_occupation "{\"port\":$PORT}"
         mcp "$dir" "$n" netstat netstat '{}'
         mcp "$dir" "$n" list_hosts list_hosts '{}'
+        [ $HAVE_HEALTH = 1 ] && mcp "$dir" "$n" health connection_health '{}'
     fi
     stop_loadgen
 done

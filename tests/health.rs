@@ -925,3 +925,111 @@ fn a_remote_linux_host_reports_the_same_health_as_the_local_answer() {
     assert!(r["tcp"].get("ca_state").is_none());
     assert_eq!(r["verdict"], b["verdict"]);
 }
+
+/// A macOS host has no per-connection counters: a clear error naming what is missing, never an
+/// empty success.
+#[test]
+fn a_macos_host_is_refused_with_what_is_missing() {
+    use crate::support::sshd::{PASSWORD, Sshd, UserPath};
+    let sshd = Sshd::start(UserPath::Bare);
+    sshd.shim("uname", "#!/bin/sh\necho Darwin\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        sshd.config_text("", &format!("password = \"{PASSWORD}\"")),
+    )
+    .expect("write config");
+    for args in [
+        vec!["health", "--json", "--host", "test-sshd"],
+        vec!["top", "--json", "--duration", "1", "--host", "test-sshd"],
+    ] {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(answer["success"], false, "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.contains("need a Linux host with iproute2's ss")
+                && message.contains("macOS/BSD"),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+/// A remote Linux host's traffic from two ss samples: a connection alive across the window
+/// that sends 2 MiB during it counts 2 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_traffic_counts_bytes_between_two_samples() {
+    use crate::support::sshd::{PASSWORD, Sshd, UserPath};
+    let sshd = Sshd::start(UserPath::System);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        sshd.config_text("", &format!("password = \"{PASSWORD}\"")),
+    )
+    .expect("write config");
+    let listener = crate::support::net::tcp_listener("127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0usize;
+        while got < 2 << 20 {
+            match std::io::Read::read(&mut server, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        // Kept open: a connection closed between the two samples is not seen remotely.
+        (got, server)
+    });
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.arg("--config").arg(&config);
+    let mut raw = Raw::start_command(cmd).await;
+    raw.send(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "traffic",
+                   "arguments": {"host": "test-sshd", "duration_secs": 3, "local_port": port,
+                                 "by": "connection"},
+                   "_meta": {"progressToken": "r1"}}
+    }))
+    .await;
+    loop {
+        let m = raw.next_message().await.expect("server closed stdout");
+        assert!(
+            m.get("id") != Some(&json!(1)),
+            "answered before any progress: {m}"
+        );
+        if m["method"] == "notifications/progress" {
+            break;
+        }
+    }
+    client.write_all(&vec![1u8; 2 << 20]).unwrap();
+    let (got, _server) = reader.join().unwrap();
+    assert_eq!(got, 2 << 20);
+    let response = raw.response(1).await;
+    let answer = &response["result"]["structuredContent"];
+    assert_eq!(answer["success"], true, "{answer}");
+    let key = format!("tcp 127.0.0.1:{port} -> 127.0.0.1:{cport}");
+    assert!(
+        close_to(&group(answer, &key)["received"], 2 << 20),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("two ss listings"),
+        "{answer}"
+    );
+}
