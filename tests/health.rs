@@ -1033,3 +1033,71 @@ async fn remote_traffic_counts_bytes_between_two_samples() {
         "{answer}"
     );
 }
+
+/// A close the kernel notified carries the connection's totals (as bcc's tcplife): `watch
+/// --json` in a namespace of the test's own, one connection that sends 3 MiB and receives
+/// 1,234 bytes, then closes.
+#[test]
+fn close_events_carry_bytes_retransmits_and_rtt() {
+    let ns = NetNs::new("hclose");
+    let mut watch = ns
+        .command(bin())
+        .args(["watch", "--json", "--proto", "tcp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let mut err = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).expect("watch says it is watching");
+    assert!(line.contains("watching"), "{line}");
+    let script = r#"
+import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 7320)); l.listen(1)
+c = socket.create_connection(("127.0.0.1", 7320)); s, _ = l.accept()
+time.sleep(0.6)
+c.sendall(b"x" * (3 << 20))
+got = 0
+while got < 3 << 20:
+    got += len(s.recv(1 << 20))
+s.sendall(b"y" * 1234)
+got = 0
+while got < 1234:
+    got += len(c.recv(4096))
+time.sleep(0.6)
+c.close(); s.close()
+time.sleep(0.5)
+"#;
+    let status = ns
+        .command("python3")
+        .args(["-c", script])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut close = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while close.is_none() && std::time::Instant::now() < deadline {
+        let mut l = String::new();
+        if out.read_line(&mut l).expect("read") == 0 {
+            break;
+        }
+        let e: Value = serde_json::from_str(&l).expect("json line");
+        if e["event"] == "close" && e["foreign_port"] == 7320 {
+            close = Some(e);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let close = close.expect("the client's close event");
+    assert_eq!(close["origin"], "destroy", "{close}");
+    assert_eq!(close["sent"], 3u64 << 20, "{close}");
+    assert_eq!(close["received"], 1234, "{close}");
+    assert!(close["total_retrans"].is_u64(), "{close}");
+    assert!(close["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{close}");
+    assert_eq!(
+        close["program"], "python3",
+        "a listing saw it open: {close}"
+    );
+}
