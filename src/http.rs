@@ -344,8 +344,10 @@ fn allow_lists(
         .iter()
         .map(|h| format!("{h}:{port}"))
         .collect();
-    if !local.ip().is_unspecified() && !local.ip().is_loopback() {
-        hosts.push(format!("{}:{port}", host_literal(local.ip())));
+    // The bound address itself, loopback ones too (`127.0.0.2:8765`).
+    let bound = format!("{}:{port}", host_literal(local.ip()));
+    if !local.ip().is_unspecified() && !hosts.contains(&bound) {
+        hosts.push(bound);
     }
     for extra in &options.allowed_hosts {
         hosts.push(parse_allowed_host(extra)?);
@@ -536,9 +538,15 @@ async fn enforce_limits(
             );
         }
     };
-    let response = next
+    let delete = parts.method == Method::DELETE;
+    let mut response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
+    // rmcp answers a session's DELETE with 202 Accepted; the session is gone by then, and
+    // clients expect 200 (the Python SDK accepts 200, 204 or 405 and logs an error otherwise).
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+    }
     match permit {
         Some(permit) => response.map(|body| {
             Body::new(Guarded {
@@ -949,6 +957,24 @@ mod tests {
                 "{bad:?} → {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_bound_address_is_an_allowed_host_loopback_or_not() {
+        let lists = |addr: &str| {
+            allow_lists(addr.parse().unwrap(), &HttpOptions::default())
+                .unwrap()
+                .0
+        };
+        assert!(lists("127.0.0.2:8765").contains(&"127.0.0.2:8765".to_string()));
+        assert!(lists("[::1]:8765").contains(&"[::1]:8765".to_string()));
+        let one = lists("127.0.0.1:8765");
+        assert_eq!(one.iter().filter(|h| *h == "127.0.0.1:8765").count(), 1);
+        assert!(
+            !lists("0.0.0.0:8765")
+                .iter()
+                .any(|h| h.starts_with("0.0.0.0"))
+        );
     }
 
     #[test]

@@ -559,7 +559,8 @@ async fn http_sessions_are_cleaned_up() {
         .send()
         .await
         .expect("DELETE");
-    assert!(deleted.status().is_success(), "{}", deleted.status());
+    // 200, not rmcp's 202: the Python SDK accepts 200, 204 or 405 and logs an error otherwise.
+    assert_eq!(deleted.status(), 200);
     assert_eq!(post_on_session(&url, &session, ping.clone()).await, 404);
     session_ended(&mut ended).await;
 
@@ -587,15 +588,15 @@ const TOKEN_ENV: &str = "NETSTAT_MCP_TEST_TOKEN";
 
 impl Binary {
     async fn start() -> Binary {
-        Binary::start_logging(None).await
+        Binary::start_logging(None, "127.0.0.1:0").await
     }
 
     /// With `RUST_LOG` set to `filter`.
     async fn start_with_log(filter: &str) -> Binary {
-        Binary::start_logging(Some(filter)).await
+        Binary::start_logging(Some(filter), "127.0.0.1:0").await
     }
 
-    async fn start_logging(filter: Option<&str>) -> Binary {
+    async fn start_logging(filter: Option<&str>, addr: &str) -> Binary {
         use tokio::io::AsyncBufReadExt;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_netstat-mcp"));
         match filter {
@@ -603,7 +604,7 @@ impl Binary {
             None => command.env_remove("RUST_LOG"),
         };
         let mut child = command
-            .args(["serve", "--http", "127.0.0.1:0", "--token-env", TOKEN_ENV])
+            .args(["serve", "--http", addr, "--token-env", TOKEN_ENV])
             .env(TOKEN_ENV, TOKEN)
             .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
             .stdin(std::process::Stdio::null())
@@ -677,6 +678,27 @@ fn messages(body: &str) -> Vec<Value> {
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         .collect()
+}
+
+/// Bound to another loopback address, the server accepts requests naming that address as
+/// their Host (the README says the bound address is allowed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_bound_to_127_0_0_2_accepts_its_own_address_as_host() {
+    let server = Binary::start_logging(None, "127.0.0.2:0").await;
+    assert!(
+        server.url.starts_with("http://127.0.0.2:"),
+        "{}",
+        server.url
+    );
+    let init = authed(reqwest::Client::new().post(&server.url))
+        .body(INITIALIZE)
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(init.status(), 200, "Host: the bound address");
+    server.sigterm();
+    let (code, _) = server.wait().await;
+    assert_eq!(code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
