@@ -305,13 +305,13 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
     }
 }
 
-/// Runs `hosts`: the configured remote hosts (what the `list_hosts` tool returns). Exit 0.
+/// Runs `hosts`: the configured remote hosts. `--json` prints exactly what the `list_hosts`
+/// tool returns (its envelope, fitted to the answer budget); the table lists every host.
+/// Exit 0.
 pub fn hosts(service: &Service, opts: &HostsOpts) -> ExitCode {
-    let envelope = service.hosts();
     let written = if opts.json {
-        let rows = envelope.data.map(|d| d.hosts).unwrap_or_default();
-        print_json(&rows)
-    } else if let Some(data) = &envelope.data {
+        print_json(&service.hosts())
+    } else if let Some(data) = &service.hosts_within(None).data {
         print_text(&hosts_table(data))
     } else {
         Ok(())

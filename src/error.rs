@@ -65,9 +65,14 @@ pub enum Error {
         stderr: String,
     },
 
-    /// An external program did not finish in time and was killed.
-    #[error("{program} did not finish within {secs} s and was stopped")]
-    CommandTimeout { program: String, secs: u64 },
+    /// An external program did not finish in time and was killed; `hint` says how to make it
+    /// faster, where we know (empty otherwise).
+    #[error("{program} did not finish within {secs} s and was stopped{hint}")]
+    CommandTimeout {
+        program: String,
+        secs: u64,
+        hint: &'static str,
+    },
 
     /// SSH to a remote host failed (refused, timeout, authentication, host key, no usable
     /// command); the message names the host and says what to do.
@@ -86,7 +91,7 @@ pub enum Error {
 
     /// `recent_connection_events` on a server started without the recorder.
     #[error(
-        "The connection recorder is off, so there are no recent events to show. Start the server with `netstat-mcp serve --record` (stdio or --http; --record-capacity N sets how many events are kept, default 100000) to record every open and close on this machine; meanwhile watch_connections watches live for up to 60 s"
+        "The connection recorder is off, so there are no recent events to show. Start the server with `netstat-mcp serve --record` (stdio or --http; --record-capacity N sets how many events are kept, default 100000) to record every open and close on this machine; meanwhile watch_connections watches live for up to 50 s"
     )]
     RecorderOff,
 

@@ -125,7 +125,7 @@ Querying a host's sockets needs rights on that host (an SSH user with root or \
 CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to see other users' processes).";
 
 const WATCH_DESCRIPTION: &str = "Watch TCP and UDP connections open and close for a few seconds \
-(duration_secs, 1-60, default 10) on this machine or a configured remote host (see list_hosts), \
+(duration_secs, 1-50, default 10) on this machine or a configured remote host (see list_hosts), \
 and return what changed: opened/closed counts, the same by program and by remote host (top 10), \
 and the newest events (at most `limit`, default 50; oldest first), each with a timestamp \
 (RFC 3339, ms), the socket's fields (protocol, local and foreign address and port, state, \

@@ -278,6 +278,11 @@ impl NetstatTool {
                 return Err(Error::CommandTimeout {
                     program: args.command_line(),
                     secs: self.timeout.as_secs().max(1),
+                    hint: if args.numeric {
+                        ""
+                    } else {
+                        "; add -n: without it netstat looks up a name for every address and port, which can take seconds"
+                    },
                 });
             }
         };

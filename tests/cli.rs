@@ -542,3 +542,44 @@ fn piped_into_head_exits_quietly() {
     }
     drop(held);
 }
+
+/// `hosts` with 5,000 configured hosts: the table lists every one (a person asked), and
+/// `--json` prints exactly what `list_hosts` returns — its envelope, within the answer budget,
+/// saying it was cut.
+#[test]
+fn hosts_lists_every_host_and_json_is_the_list_hosts_envelope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.toml");
+    let mut text = String::new();
+    for i in 0..5000 {
+        text.push_str(&format!(
+            "[[remote_hosts]]\nname = \"web-{i}\"\nhost = \"192.0.2.{}\"\nusername = \"ops\"\nuse_agent = true\n\n",
+            i % 250 + 1
+        ));
+    }
+    std::fs::write(&file, text).expect("write config");
+    let out = with_config(&file, &["hosts"]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("web-")).count(),
+        5000
+    );
+    assert!(
+        table.contains("5000 remote host(s)"),
+        "{}",
+        table.lines().last().unwrap_or("")
+    );
+    let out = with_config(&file, &["hosts", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.len() <= 24 * 1024, "{} bytes", out.stdout.len());
+    let v = json(&out);
+    assert_eq!(v["success"], true);
+    assert_eq!(v["data"]["host_count"], 5000);
+    assert_eq!(v["data"]["truncated"], true);
+    assert!(
+        v["message"].as_str().unwrap().contains("Listing"),
+        "{}",
+        v["message"]
+    );
+}

@@ -801,6 +801,11 @@ async fn netstat_failure_and_timeout_are_tool_errors() {
     assert_eq!(out["success"], false);
     let message = out["message"].as_str().unwrap_or_default();
     assert!(message.contains("did not finish within 3 s"), "{message}");
+    assert!(!message.contains("add -n"), "-n was given: {message}");
+    // Without -n netstat looks names up, the usual reason it is slow: the message says so.
+    let out = server.call("netstat", json!({"args": ["-a"]})).await;
+    let message = out["message"].as_str().unwrap_or_default();
+    assert!(message.contains("was stopped; add -n"), "{message}");
     let pid: u32 = std::fs::read_to_string(&pidfile)
         .expect("pidfile")
         .trim()

@@ -968,7 +968,10 @@ mod remote {
         );
         assert!(row.contains("password (in config)"), "{row}");
         assert!(!text.contains(super::PASSWORD), "{text}");
-        let hosts = json(&netstat_mcp(&config, &["hosts", "--json"]));
+        // --json is the list_hosts tool's envelope.
+        let answer = json(&netstat_mcp(&config, &["hosts", "--json"]));
+        assert_eq!(answer["success"], true, "{answer}");
+        let hosts = &answer["data"]["hosts"];
         assert_eq!(hosts[0]["name"], "test-sshd");
         assert_eq!(hosts[0]["auth"], "password (in config)");
 

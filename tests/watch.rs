@@ -315,7 +315,7 @@ async fn watch_connections_over_stdio_reports_progress_counts_and_stops_on_cance
     // A long window, cancelled: the watcher stops and the server keeps serving.
     raw.send(json!({
         "jsonrpc": "2.0", "id": 2, "method": "tools/call",
-        "params": {"name": "watch_connections", "arguments": {"duration_secs": 60},
+        "params": {"name": "watch_connections", "arguments": {"duration_secs": 50},
                    "_meta": {"progressToken": "w2"}}
     }))
     .await;
@@ -656,4 +656,45 @@ fn watch_prints_a_table_until_its_duration() {
     let summary = rest.last().cloned().unwrap_or_default();
     assert!(summary.contains("1 opened"), "{summary}");
     drop(listener);
+}
+
+/// A duration past what the clock can count is "until stopped", not a panic; and a stdout that
+/// cannot be written (`/dev/full`) is an error exit, as for every other command, while a reader
+/// that went away is a quiet one.
+#[test]
+fn watch_survives_a_huge_duration_and_reports_a_full_disk() {
+    let ns = NetNs::new("wdur");
+    let mut child = ns
+        .command(bin())
+        .args(["watch", "--duration", "9223372036854775807"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = stderr.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("watching local host"), "{first}");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}: {rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("panicked")), "{rest:?}");
+
+    // /dev/full: the header line cannot be written.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = ns
+        .command(bin())
+        .args(["watch", "--duration", "2"])
+        .stdin(Stdio::null())
+        .stdout(full)
+        .output()
+        .expect("run watch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot write to stdout"), "{err}");
 }

@@ -515,8 +515,9 @@ fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {
 #[serde(deny_unknown_fields)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct WatchArgs {
-    /// How long to watch, in seconds: 1-60 (default 10).
-    #[schemars(range(min = 1, max = 60), extend("default" = 10))]
+    /// How long to watch, in seconds: 1-50 (default 10; a call must end inside the 60 s request
+    /// timeout MCP client SDKs default to).
+    #[schemars(range(min = 1, max = 50), extend("default" = 10))]
     #[arg(
         long = "duration",
         value_name = "SECS",

@@ -102,18 +102,27 @@ impl Service {
     /// Fitted to the answer budget: with thousands of hosts configured, the first ones are
     /// listed and `truncated` says so.
     pub(crate) fn hosts(&self) -> Envelope<HostsData> {
+        self.hosts_within(Some(super::ANSWER_BUDGET))
+    }
+
+    /// The configured hosts, fitted to `budget` bytes (`None`: every host, for a person at a
+    /// terminal).
+    pub(crate) fn hosts_within(&self, budget: Option<usize>) -> Envelope<HostsData> {
         let mut data = self.remotes.hosts();
         for u in &mut data.unusable {
             u.problem = cut(&u.problem, MAX_PROBLEM_CHARS);
         }
         let mut envelope = Envelope::ok(hosts_message(&data), data.clone());
+        let Some(budget) = budget else {
+            return envelope;
+        };
         loop {
             let size = super::answer::json_len(&envelope);
             let rows = data.hosts.len() + data.unusable.len();
-            if size <= super::ANSWER_BUDGET || rows == 0 {
+            if size <= budget || rows == 0 {
                 return envelope;
             }
-            let keep = (rows * super::ANSWER_BUDGET / size * 9 / 10).min(rows - 1);
+            let keep = (rows * budget / size * 9 / 10).min(rows - 1);
             // Usable hosts first: they are what a caller can name.
             let hosts = keep.min(data.hosts.len());
             data.hosts.truncate(hosts);

@@ -118,7 +118,11 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
         writeln!(out, "{}", header_line()).and_then(|()| out.flush())
     };
     let mut tally = Tally::default();
-    let deadline = query.duration.map(|d| tokio::time::Instant::now() + d);
+    // A duration past what the clock can count (`--duration 9223372036854775807`) is as good
+    // as none: until stopped.
+    let deadline = query
+        .duration
+        .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let stop = stop_signal();
     tokio::pin!(stop);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400);
@@ -159,11 +163,17 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
             "; {lost} event(s) lost to queue overruns (counts are lower bounds)"
         ));
     }
-    if let Err(e) = &ok {
-        summary.push_str(&format!("; stopped: cannot write to stdout ({e})"));
-    }
+    // A reader that went away (`| head`) is a quiet end; any other write failure (a full
+    // disk, /dev/full) is an error, as for every other command.
+    let code = match &ok {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            summary.push_str(&format!("; stopped: cannot write to stdout ({e})"));
+            ExitCode::from(2)
+        }
+        _ => ExitCode::SUCCESS,
+    };
     crate::cli::print_error(&summary);
-    ExitCode::SUCCESS
+    code
 }
 
 fn write_event(

@@ -27,7 +27,7 @@ use super::{
 
 /// Default and bounds of `watch_connections`' window.
 pub(crate) const DEFAULT_WINDOW_SECS: u64 = 10;
-pub(crate) const MAX_WINDOW_SECS: u64 = 60;
+pub(crate) const MAX_WINDOW_SECS: u64 = 50;
 /// Default number of events in an answer.
 pub(crate) const DEFAULT_EVENT_LIMIT: usize = 50;
 /// Default and largest look-back of `recent_connection_events`.
@@ -67,7 +67,7 @@ fn input(param: &str, given: String, allowed: &str) -> InputError {
     }
 }
 
-const WINDOW_ALLOWED: &str = "must be an integer number of seconds between 1 and 60";
+const WINDOW_ALLOWED: &str = "must be an integer number of seconds between 1 and 50 (a call must end inside the 60 s request timeout MCP client SDKs default to)";
 const INTERVAL_ALLOWED: &str = "must be an integer number of milliseconds between 20 and 60000 (500 or more for a remote host)";
 const SINCE_ALLOWED: &str = "must be an integer number of seconds between 1 and 604800 (7 days)";
 
@@ -101,7 +101,7 @@ fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
 }
 
 impl WatchArgs {
-    /// Validates for the tool: a window of 1-60 s (default 10), at most `limit` events
+    /// Validates for the tool: a window of 1-50 s (default 10), at most `limit` events
     /// (default 50).
     pub(crate) fn validate_window(&self) -> Result<WatchQuery, InputError> {
         let secs = match self.duration_secs {
@@ -739,12 +739,12 @@ mod tests {
             (
                 watch(json!({"duration_secs": 0})).err(),
                 "'duration_secs'",
-                "between 1 and 60",
+                "between 1 and 50",
             ),
             (
-                watch(json!({"duration_secs": 61})).err(),
+                watch(json!({"duration_secs": 51})).err(),
                 "'duration_secs'",
-                "between 1 and 60",
+                "between 1 and 50",
             ),
             (
                 watch(json!({"duration_secs": "5"})).err(),
@@ -818,7 +818,7 @@ mod tests {
         assert_eq!(q.duration, Some(Duration::from_secs(10)));
         assert_eq!((q.limit, q.default_limit), (50, true));
         assert_eq!(q.interval, None);
-        let q = watch(json!({"limit": 0, "duration_secs": 60, "interval_ms": 20})).unwrap();
+        let q = watch(json!({"limit": 0, "duration_secs": 50, "interval_ms": 20})).unwrap();
         assert_eq!((q.limit, q.default_limit), (usize::MAX, false));
         assert_eq!(q.interval, Some(Duration::from_millis(20)));
         let r = recent(json!({"local_port": 5432})).unwrap();
