@@ -55,4 +55,5 @@ pub mod process;
 pub mod query;
 pub mod source;
 pub mod ssh;
+pub(crate) mod text_file;
 pub mod watch;

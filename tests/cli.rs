@@ -583,3 +583,59 @@ fn hosts_lists_every_host_and_json_is_the_list_hosts_envelope() {
         v["message"]
     );
 }
+
+/// A config (or an ssh_config, or an `Include`) that is a device or a FIFO ends with a clear
+/// error at once, instead of reading until memory runs out or hanging.
+#[test]
+fn config_files_that_are_devices_or_fifos_are_refused_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let ssh_config = dir.path().join("config.toml");
+    std::fs::write(
+        &ssh_config,
+        format!("[ssh]\nssh_config = \"{}\"\n", fifo.display()),
+    )
+    .unwrap();
+    let include = dir.path().join("ssh_config");
+    std::fs::write(
+        &include,
+        "Include /dev/zero\nHost web-1\n  HostName 192.0.2.1\n",
+    )
+    .unwrap();
+    let include_config = dir.path().join("include.toml");
+    std::fs::write(
+        &include_config,
+        format!("[ssh]\nssh_config = \"{}\"\n", include.display()),
+    )
+    .unwrap();
+    for (config, what) in [
+        (std::path::PathBuf::from("/dev/zero"), "a device"),
+        (fifo.clone(), "a FIFO"),
+        (ssh_config, "a FIFO"),
+        (include_config, "a device"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = with_config(&config, &["hosts"]);
+        let elapsed = started.elapsed();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            elapsed < std::time::Duration::from_secs(5),
+            "{config:?}: {elapsed:?}"
+        );
+        assert!(
+            text.contains(&format!("it is {what}, not a regular file")),
+            "{config:?}: {text}"
+        );
+        eprintln!(
+            "{}: refused in {} ms",
+            config.display(),
+            elapsed.as_millis()
+        );
+    }
+}

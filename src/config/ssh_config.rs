@@ -107,9 +107,11 @@ impl SshConfigFile {
         home: Option<&Path>,
         local_user: &str,
     ) -> Result<SshConfigFile, SshConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SshConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = crate::text_file::read_text(path, MAX_TEXT_BYTES).map_err(|source| {
+            SshConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         SshConfigFile::parse(&text, path, home, local_user)
     }
@@ -360,7 +362,8 @@ impl Flattener {
                     for pattern in args.split_whitespace() {
                         let pattern = unquote(pattern);
                         for file in self.include_paths(pattern, path) {
-                            let included = match std::fs::read_to_string(&file) {
+                            let included = match crate::text_file::read_text(&file, MAX_TEXT_BYTES)
+                            {
                                 Ok(t) => t,
                                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                                 Err(source) => {

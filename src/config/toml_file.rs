@@ -400,7 +400,7 @@ fn parse_host(
         });
     } else if let Some(f) = h.password_file {
         let file = expand_tilde(&f, home);
-        let value = std::fs::read_to_string(&file).map_err(|e| {
+        let value = crate::text_file::read_text(&file, 64 * 1024).map_err(|e| {
             invalid(
                 entry,
                 "password_file",

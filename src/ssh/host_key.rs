@@ -15,10 +15,13 @@ use super::known_hosts;
 use super::pool::Target;
 use crate::config::HostKeyPolicy;
 
+/// The largest known_hosts file read (about 100,000 host keys).
+pub(crate) const MAX_KNOWN_HOSTS_BYTES: usize = 64 * 1024 * 1024;
+
 // The error path is cold; boxing SshError everywhere would cost more clarity than it saves.
 #[allow(clippy::result_large_err)]
 pub(super) fn read_known_hosts(path: &Path, target: &Target<'_>) -> Result<String, SshError> {
-    match std::fs::read_to_string(path) {
+    match crate::text_file::read_text(path, MAX_KNOWN_HOSTS_BYTES) {
         Ok(t) => Ok(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(SshError::KnownHostsFile {
@@ -72,17 +75,18 @@ pub(super) struct Client {
 impl Client {
     #[allow(clippy::result_large_err)] // cold path, see read_known_hosts
     fn verify(&self, key: &PublicKey) -> Result<(), SshError> {
-        let text = std::fs::read_to_string(&self.known_hosts).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(String::new())
-            } else {
-                Err(SshError::KnownHostsFile {
-                    host: self.label.clone(),
-                    path: self.known_hosts.clone(),
-                    detail: e.to_string(),
-                })
-            }
-        })?;
+        let text =
+            crate::text_file::read_text(&self.known_hosts, MAX_KNOWN_HOSTS_BYTES).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(String::new())
+                } else {
+                    Err(SshError::KnownHostsFile {
+                        host: self.label.clone(),
+                        path: self.known_hosts.clone(),
+                        detail: e.to_string(),
+                    })
+                }
+            })?;
         let algorithm = key.algorithm().as_str().to_string();
         let fingerprint = known_hosts::fingerprint(key);
         let bare_algorithm = || {
