@@ -639,3 +639,77 @@ fn config_files_that_are_devices_or_fifos_are_refused_at_once() {
         );
     }
 }
+
+/// Runs `netstat-mcp --config <config> hosts` and returns (exit code, stderr, peak RSS in KiB
+/// of that process, from `wait4`).
+// Reaped with wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn hosts_with_peak_rss(config: &std::path::Path) -> (Option<i32>, String, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+        .arg("--config")
+        .arg(config)
+        .arg("hosts")
+        .env_remove("NETSTAT_MCP_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn netstat-mcp");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child by pid, writing only into the two locals.
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(rc, child.id() as i32, "wait4");
+    let code = std::process::ExitStatus::from_raw(status).code();
+    (code, err, usage.ru_maxrss as u64)
+}
+
+/// ssh_config bombs end with errors naming file and line, in bounded memory: a Host pattern
+/// of 400 KB (the glob compiler panicked on it), and `%` tokens that multiply (an 8 KB file
+/// expanding to gigabytes).
+#[test]
+fn ssh_config_bombs_are_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ssh = dir.path().join("ssh_config");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[ssh]\nssh_config = \"{}\"\n", ssh.display()),
+    )
+    .unwrap();
+
+    std::fs::write(
+        &ssh,
+        format!("Host {}\n  HostName 192.0.2.1\n", "a".repeat(400_000)),
+    )
+    .unwrap();
+    let (code, err, _) = hosts_with_peak_rss(&config);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("longer than 8192 bytes"),
+        "{err}"
+    );
+
+    let host = "h".repeat(250);
+    let mut text = format!("Host {host}\n  HostName {}\n", "%n".repeat(1000));
+    for _ in 0..2000 {
+        text.push_str(&format!("  IdentityFile /tmp/{}\n", "%h".repeat(1000)));
+    }
+    std::fs::write(&ssh, &text).unwrap();
+    let (code, err, peak_kib) = hosts_with_peak_rss(&config);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("is not a DNS name"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(err.len() < 64 * 1024, "stderr of {} bytes", err.len());
+    eprintln!("token bomb: peak RSS {peak_kib} KiB");
+    assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
+}

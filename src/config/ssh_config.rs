@@ -34,6 +34,14 @@ use std::path::{Path, PathBuf};
 const MAX_INCLUDE_DEPTH: usize = 16;
 /// Largest ssh_config text we read, all includes together.
 const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
+/// The longest line read (a `Host` line of hundreds of kilobytes made the glob compiler give
+/// up with a panic).
+const MAX_LINE_BYTES: usize = 8192;
+/// The longest value `%` tokens expand to (PATH_MAX): a `HostName %n%n…` or an
+/// `IdentityFile %h%h…` cannot multiply a file's size into gigabytes.
+const MAX_EXPANDED_BYTES: usize = 4096;
+/// IdentityFiles of one host at most (OpenSSH's `SSH_MAX_IDENTITY_FILES`).
+const MAX_IDENTITY_FILES: usize = 100;
 
 /// A problem with an ssh_config file, reported at start.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +173,7 @@ impl SshConfigFile {
             .identity_file
             .iter()
             .flatten()
+            .take(MAX_IDENTITY_FILES)
             .map(|p| expand(p))
             .collect();
         let user_known_hosts_file = hc.user_known_hosts_file.as_deref().and_then(|p| {
@@ -194,7 +203,9 @@ impl SshConfigFile {
         }
     }
 
-    /// Expands `%` tokens; unknown ones are kept as written.
+    /// Expands `%` tokens; unknown ones are kept as written. The result is cut at
+    /// [`MAX_EXPANDED_BYTES`] (no path or host name is longer; the checks of the value then
+    /// refuse it).
     fn tokens(
         &self,
         text: &str,
@@ -203,9 +214,12 @@ impl SshConfigFile {
         user: Option<&str>,
         port: Option<u16>,
     ) -> String {
-        let mut out = String::with_capacity(text.len());
+        let mut out = String::with_capacity(text.len().min(MAX_EXPANDED_BYTES));
         let mut chars = text.chars();
         while let Some(c) = chars.next() {
+            if out.len() >= MAX_EXPANDED_BYTES {
+                break;
+            }
             if c != '%' {
                 out.push(c);
                 continue;
@@ -318,6 +332,12 @@ impl Flattener {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
+            }
+            if line.len() > MAX_LINE_BYTES {
+                return Err(invalid(
+                    no,
+                    format!("the line is longer than {MAX_LINE_BYTES} bytes"),
+                ));
             }
             let (keyword, args) = split_directive(line);
             if keyword.is_empty() {
@@ -676,13 +696,21 @@ fn host_from(
     }
     if auth.is_empty() {
         let named = if explicit {
+            let shown: Vec<String> = r
+                .identity_files
+                .iter()
+                .take(3)
+                .map(|p| clip(&p.display().to_string()))
+                .collect();
             format!(
-                "none of its IdentityFile(s) can be read ({})",
-                r.identity_files
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "none of its {} IdentityFile(s) can be read ({}{})",
+                r.identity_files.len(),
+                shown.join(", "),
+                if r.identity_files.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
             )
         } else {
             "no IdentityFile is given and no default key (~/.ssh/id_ed25519, id_ecdsa, id_rsa) exists".into()

@@ -583,10 +583,17 @@ pub(super) fn check_host(host: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` is not a DNS name or IP address",
-            host.escape_debug()
-        ))
+        let shown: String = host.chars().take(80).collect();
+        let quoted = if shown.len() < host.len() {
+            format!(
+                "`{}…` ({} characters)",
+                shown.escape_debug(),
+                host.chars().count()
+            )
+        } else {
+            format!("`{}`", host.escape_debug())
+        };
+        Err(format!("{quoted} is not a DNS name or IP address"))
     }
 }
 
