@@ -713,3 +713,67 @@ fn ssh_config_bombs_are_refused_in_bounded_memory() {
     eprintln!("token bomb: peak RSS {peak_kib} KiB");
     assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
 }
+
+/// Loading stays fast whatever the ssh_config's shape: 1,000 aliases (each lookup used to
+/// re-read every block: 52 s), and an Include DAG of 45 small files, 3 per level over 15
+/// levels (14 million reads before it was counted).
+#[test]
+fn large_ssh_configs_load_quickly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ssh = dir.path().join("ssh_config");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[ssh]\nssh_config = \"{}\"\n", ssh.display()),
+    )
+    .unwrap();
+    let key = dir.path().join("id_ed25519");
+    std::fs::write(&key, "not a real key, but a readable file").unwrap();
+    let mut text = String::from("Host *\n  User ops\n");
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "Host web-{i}\n  HostName 192.0.2.{}\n  IdentityFile {}\n",
+            i % 250 + 1,
+            key.display()
+        ));
+    }
+    std::fs::write(&ssh, &text).unwrap();
+    let started = std::time::Instant::now();
+    let out = with_config(&config, &["hosts"]);
+    let elapsed = started.elapsed();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("web-")).count(),
+        1000,
+        "{table}"
+    );
+    eprintln!("1,000 aliases: loaded in {} ms", elapsed.as_millis());
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+
+    // The DAG: level k's three files each include all three of level k+1.
+    for level in 0..15 {
+        for n in 0..3 {
+            let mut body = format!("Host dag-{level}-{n}\n  HostName 192.0.2.1\n");
+            if level < 14 {
+                body.push_str(&format!(
+                    "Include {}/dag-{}-*\n",
+                    dir.path().display(),
+                    level + 1
+                ));
+            }
+            std::fs::write(dir.path().join(format!("dag-{level}-{n}")), body).unwrap();
+        }
+    }
+    std::fs::write(&ssh, format!("Include {}/dag-0-*\n", dir.path().display())).unwrap();
+    let started = std::time::Instant::now();
+    let out = with_config(&config, &["hosts"]);
+    let elapsed = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("include DAG: refused in {} ms", elapsed.as_millis());
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        err.contains("more than 1024 files read through Include"),
+        "{err}"
+    );
+}
