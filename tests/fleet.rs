@@ -993,3 +993,43 @@ async fn hostile_hosts_and_aliases_reach_no_shell() {
     // Only the good alias was ever connected to.
     assert_eq!(remotes.pool().handshakes(), 1);
 }
+
+/// Hundreds of hosts that fail, or names nobody configured, still give default answers within
+/// the 24 KiB budget: messages, names and finally entries shrink, and the counts stay whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_answers_over_256_failing_hosts_fit_the_budget() {
+    use crate::support::mcp_client::Server;
+    let (_held, closed) = crate::support::net::refusing_tcp_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = String::from("[ssh]\nconnect_timeout_secs = 5\n\n");
+    for i in 0..256 {
+        text.push_str(&format!(
+            "[[remote_hosts]]\nname = \"refusing-host-{i:03}\"\nhost = \"127.0.0.1\"\nport = {closed}\nusername = \"ops\"\npassword = \"x\"\ngroups = [\"all\"]\n\n"
+        ));
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).expect("write config");
+    let server = Server::start_with(&["--config", config.to_str().unwrap()], &[]).await;
+    let long: Vec<String> = (0..256)
+        .map(|i| format!("{i:03}{}", "n".repeat(237)))
+        .collect();
+    let long = long.join(",");
+    for (tool, args) in [
+        ("query_network_connections", json!({"host": "@all"})),
+        ("check_port_occupation", json!({"host": "@all", "port": 22})),
+        ("query_network_connections", json!({"host": long})),
+        ("check_port_occupation", json!({"host": long, "port": 22})),
+    ] {
+        // Every host failed: success is false, and data still holds each host's entry.
+        let result = server.call_raw(tool, args).await.expect("tools/call");
+        let text = result.content[0].as_text().expect("text block").text.clone();
+        let size = text.len();
+        let value: Value = serde_json::from_str(&text).expect("JSON");
+        eprintln!("{tool}: {size} bytes");
+        assert!(size <= 24 * 1024, "{tool}: {size} bytes");
+        assert_eq!(value["data"]["host_count"], 256, "{value}");
+        assert_eq!(value["data"]["failed_hosts"], 256);
+        assert_eq!(value["success"], false);
+    }
+    server.stop().await;
+}

@@ -201,6 +201,7 @@ impl Service {
             failed_hosts,
             summary,
             hosts,
+            hosts_truncated: false,
         };
         let message = connections_message(&data);
         let success = data.failed_hosts < data.host_count;
@@ -280,6 +281,7 @@ impl Service {
             failed_hosts,
             summary,
             hosts,
+            hosts_truncated: false,
         };
         let message = port_message(query, &data);
         let mut envelope = Envelope {
@@ -535,18 +537,7 @@ fn fit_connections(
         data.summary.listeners.clear();
         data.summary.listeners_truncated = data.summary.listener_count > 0;
     }
-    for max in [None, Some(120)] {
-        let mut i = data.hosts.len();
-        while size(data) > budget && i > 0 {
-            i -= 1;
-            let h = &mut data.hosts[i];
-            let left_out = h.message.ends_with(LEFT_OUT);
-            h.message = first_sentence(&h.message, max);
-            if left_out {
-                h.message.push_str(LEFT_OUT);
-            }
-        }
-    }
+    shorten_entries(data, &size, budget);
 }
 
 /// Shrinks a port answer until it fits `budget`.
@@ -578,17 +569,59 @@ fn fit_ports(
         data.summary.owners.truncate(20);
         data.summary.owners_truncated = true;
     }
-    for max in [None, Some(120)] {
+    // The summary's host lists name every host: cut the names, then the lists (the counts
+    // stay in host_count and failed_hosts).
+    if size(data) > budget {
+        let s = &mut data.summary;
+        for list in [&mut s.occupied_on, &mut s.free_on, &mut s.failed] {
+            for name in list.iter_mut() {
+                *name = brief(name, 64);
+            }
+        }
+    }
+    if size(data) > budget {
+        let s = &mut data.summary;
+        for list in [&mut s.free_on, &mut s.failed, &mut s.occupied_on] {
+            if list.len() > 20 {
+                list.truncate(20);
+                s.host_lists_truncated = true;
+            }
+        }
+    }
+    shorten_entries(data, &size, budget);
+}
+
+/// The last resort for answers over many hosts, in this order until the answer fits: each
+/// host's message cut to its first sentence, then to 120 characters, names cut to 64
+/// characters, messages to 40, and finally entries left out from the end (`hosts_truncated`;
+/// `host_count` and `failed_hosts` still count them). Every step works from the last host
+/// back, so the first hosts keep the most.
+fn shorten_entries<S, T>(
+    data: &mut FleetData<S, T>,
+    size: &dyn Fn(&FleetData<S, T>) -> usize,
+    budget: usize,
+) {
+    let step = |data: &mut FleetData<S, T>, f: &dyn Fn(&mut HostAnswer<T>)| {
         let mut i = data.hosts.len();
         while size(data) > budget && i > 0 {
             i -= 1;
-            let h = &mut data.hosts[i];
+            f(&mut data.hosts[i]);
+        }
+    };
+    for max in [None, Some(120)] {
+        step(data, &|h| {
             let left_out = h.message.ends_with(LEFT_OUT);
             h.message = first_sentence(&h.message, max);
             if left_out {
                 h.message.push_str(LEFT_OUT);
             }
-        }
+        });
+    }
+    step(data, &|h| h.host = brief(&h.host, 64));
+    step(data, &|h| h.message = brief(&h.message, 40));
+    while size(data) > budget && data.hosts.len() > 1 {
+        data.hosts.pop();
+        data.hosts_truncated = true;
     }
 }
 

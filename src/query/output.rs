@@ -469,6 +469,9 @@ pub struct FleetData<S, T> {
     pub summary: S,
     /// One entry per host: its own success, message and data (null when it failed).
     pub hosts: Vec<HostAnswer<T>>,
+    /// True when the last entries of `hosts` were left out to fit the answer (hundreds of
+    /// hosts with long names or messages); `host_count` and `failed_hosts` still count them.
+    pub hosts_truncated: bool,
 }
 
 /// One host's part of a multi-host answer.
@@ -532,6 +535,8 @@ pub struct PortFleetSummary {
     pub(crate) free_on: Vec<String>,
     /// Hosts that did not answer.
     pub failed: Vec<String>,
+    /// True when the lists above were cut to their first 20 names to fit the answer.
+    pub(crate) host_lists_truncated: bool,
     /// Sockets on the port over all hosts.
     pub(crate) occupation_count: usize,
     /// The processes holding it, host by host, most sockets first within a host; at most 100.
