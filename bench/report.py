@@ -26,8 +26,10 @@ SCENARIOS = [
     ("list_no_owners", "2. List all TCP sockets without owners"),
     ("port_idle", "3. Who holds an idle listening port"),
     ("port_loaded", "4. Who holds the loaded port (N accepted sockets)"),
-    ("health_no_owners", "H1. Connection health of every connected socket, all rows, without owners"),
-    ("health_owners", "H2. Connection health of every connected socket, all rows, with owners"),
+    ("health_default_no_owners", "H1. Connection health as the tool answers (summary over every connected socket, the 20 worst rows), without owners"),
+    ("health_default_owners", "H2. Connection health as the tool answers, with owners"),
+    ("health_no_owners", "H3. Connection health of every connected socket, every row printed, without owners"),
+    ("health_owners", "H4. Connection health of every connected socket, every row printed, with owners"),
 ]
 
 NETNS_SCENARIOS = [
@@ -112,6 +114,16 @@ def rows_json(text):
 def count(kind, mode, port, path):
     with open(path, encoding="utf-8", errors="replace") as fh:
         text = fh.read()
+    if kind == "health":
+        # The 20 worst rows are shown; connection_count counts every socket the summary
+        # covers, and every shown row with a pid means owners were named.
+        try:
+            data = json.loads(text).get("data") or {}
+        except ValueError:
+            return 0, 0
+        shown = data.get("connections") or []
+        count = data.get("connection_count", 0)
+        return count, count if shown and all(r.get("pid") is not None for r in shown) else 0
     if kind == "json":
         rows = rows_json(text)
     else:
@@ -396,8 +408,10 @@ def health_targets(res, n):
         x, y = median(res, key, a), median(res, key, b)
         return None if x is None or not y else x / y
 
-    add(f"health without owners vs `ss -tin`, N = {int(n):,}", ratio("health_no_owners", "netstat-mcp", "ss"), 0.5)
-    add("health with owners vs `ss -tinp`", ratio("health_owners", "netstat-mcp", "ss"), 0.1)
+    add(f"health (the tool's answer) without owners vs `ss -tin`, N = {int(n):,}", ratio("health_default_no_owners", "netstat-mcp", "ss"), 0.5)
+    add("health (the tool's answer) with owners vs `ss -tinp`", ratio("health_default_owners", "netstat-mcp", "ss"), 0.1)
+    add("health printing every row without owners vs `ss -tin`", ratio("health_no_owners", "netstat-mcp", "ss"), 0.5)
+    add("health printing every row with owners vs `ss -tinp`", ratio("health_owners", "netstat-mcp", "ss"), 0.1)
     add("plain listing without owners vs the base build", ratio("list_no_owners", "netstat-mcp", "netstat-mcp-base"), 1.05)
     add("plain listing with owners vs the base build", ratio("list_owners", "netstat-mcp", "netstat-mcp-base"), 1.05)
     cpu = res.get("cpu", {})
@@ -581,7 +595,7 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("count")
-    c.add_argument("--kind", choices=["ss", "netstat", "lsof", "json"], required=True)
+    c.add_argument("--kind", choices=["ss", "netstat", "lsof", "json", "health"], required=True)
     c.add_argument("--mode", choices=["list", "local"], required=True)
     c.add_argument("--port", type=int, required=True)
     c.add_argument("file")

@@ -210,6 +210,14 @@ for n in "${NS[@]}"; do
         # Connection health over every connected socket, every row (so rows can be counted
         # against ss's), without and with owners.
         conn=$((2 * n))
+        # As the tool answers (the default): the summary over every socket, the 20 worst rows;
+        # counted by the answer's connection_count.
+        scenario "$dir" health_default_no_owners "$n" list "$PORT" "$conn" -- \
+            netstat-mcp health "$BIN health --json --no-owners" \
+            ss ss "ss -tin state connected"
+        scenario "$dir" health_default_owners "$n" list "$PORT" "$conn" -- \
+            netstat-mcp health "$BIN health --json" \
+            ss ss "ss -tinp state connected"
         scenario "$dir" health_no_owners "$n" list "$PORT" "$conn" -- \
             netstat-mcp json "$BIN health --limit 0 --json --no-owners" \
             ss ss "ss -tin state connected"

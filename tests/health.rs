@@ -55,14 +55,15 @@ elif mode == "bulk":
     send_all(s, int(args[1]))
     out("SENT")
 elif mode == "short":
-    # On a line: connect, wait, send N bytes, wait, close (it lives longer than a listing interval).
+    # On a line: connect, wait, send N bytes, wait, close (it lives longer than the watcher's
+    # listing interval).
     out("READY", 0)
     sys.stdin.readline()
     s = socket.create_connection(("127.0.0.1", int(args[0])))
     out("PORT", s.getsockname()[1])
-    time.sleep(0.6)
+    time.sleep(0.8)
     send_all(s, int(args[1]))
-    time.sleep(0.6)
+    time.sleep(0.8)
     s.shutdown(socket.SHUT_WR)
     s.recv(1)
     s.close()

@@ -734,14 +734,15 @@ pub(crate) struct Selected {
     pub(crate) count: usize,
     summary: HealthSummary,
     worst: Option<Worst>,
-    pub(crate) coverage: OwnerCoverage,
+    coverage: OwnerCoverage,
     notes: Vec<String>,
     processes: Option<Arc<dyn ProcessLookup>>,
 }
 
 impl HealthQuery {
-    /// What to ask a source for. `owners`: whether the listing itself must name owners (a
-    /// pid or program filter needs every socket's; else only the page's are looked up).
+    /// What to ask a source for; `owners`: whether to name owners (the CLI's --no-owners
+    /// turns it off). One owner scan over the listing (on several threads for a large one) is
+    /// cheaper than looking for the rows' owners afterwards, which may sit in every process.
     pub(crate) fn want(&self, owners: bool) -> Want {
         let base = self.filter.want();
         Want {
@@ -750,11 +751,6 @@ impl HealthQuery {
             health: true,
             ..base
         }
-    }
-
-    /// Whether owners are needed for every matching socket (to filter by them).
-    pub(crate) fn needs_all_owners(&self) -> bool {
-        self.filter.pid.is_some() || self.filter.program.is_some()
     }
 
     /// Filters and counts a snapshot, and keeps the page of worst rows.

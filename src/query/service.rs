@@ -81,21 +81,14 @@ impl Service {
         Ok(query.answer(&target, snapshot))
     }
 
-    /// `connection_health`. Without a pid or program filter the listing is taken without
-    /// owners and only the rows returned get theirs, where the source can do that.
+    /// `connection_health`.
     pub async fn health(&self, query: &HealthQuery) -> Result<Envelope<HealthData>, Error> {
         let target = self.target(&query.filter.host, query.filter.ssh_port)?;
-        let owners = query.filter.owners;
-        let lazy = owners && !query.needs_all_owners() && target.source.lazy_owners();
-        let snapshot = target.source.collect(query.want(owners && !lazy)).await?;
-        let mut selected = query.select(snapshot);
-        if lazy {
-            let rows = std::mem::take(&mut selected.rows);
-            let (rows, coverage) = target.source.attach_owners(rows).await;
-            selected.rows = rows;
-            selected.coverage = coverage;
-        }
-        Ok(query.answer(&target, selected))
+        let snapshot = target
+            .source
+            .collect(query.want(query.filter.owners))
+            .await?;
+        Ok(query.answer(&target, query.select(snapshot)))
     }
 
     /// `list_hosts`: the configured remote hosts, never a secret.

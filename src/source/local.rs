@@ -314,33 +314,6 @@ impl Source for LocalSource {
         })
     }
 
-    fn lazy_owners(&self) -> bool {
-        cfg!(target_os = "linux") && self.backend != Backend::External
-    }
-
-    #[cfg(target_os = "linux")]
-    fn attach_owners(&self, sockets: Vec<Socket>) -> BoxFuture<'_, (Vec<Socket>, OwnerCoverage)> {
-        let proc_root = self.proc_root.clone();
-        Box::pin(async move {
-            let shared = Arc::new(std::sync::Mutex::new(sockets));
-            let work = shared.clone();
-            let stats = tokio::task::spawn_blocking(move || {
-                let mut sockets = work.lock().unwrap_or_else(|e| e.into_inner());
-                owners::attach(&proc_root, &mut sockets)
-            })
-            .await
-            .ok();
-            let sockets = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
-            let coverage = match stats {
-                Some(stats) if stats.unreadable > 0 => OwnerCoverage::Partial {
-                    unreadable_processes: stats.unreadable,
-                },
-                Some(_) => OwnerCoverage::Complete,
-                None => OwnerCoverage::NotRequested,
-            };
-            (sockets, coverage)
-        })
-    }
 }
 
 #[cfg(target_os = "linux")]

@@ -145,17 +145,6 @@ pub struct Snapshot {
 pub trait Source: Send + Sync {
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>>;
 
-    /// Whether [`Source::attach_owners`] can name owners after the fact, so that a listing
-    /// whose answer shows a few rows can be taken without owners and only those rows looked
-    /// up (the local machine's `/proc` scan stops once they are found).
-    fn lazy_owners(&self) -> bool {
-        false
-    }
-
-    /// Looks up the owners of these sockets only (taken from a listing without owners).
-    fn attach_owners(&self, sockets: Vec<Socket>) -> BoxFuture<'_, (Vec<Socket>, OwnerCoverage)> {
-        Box::pin(std::future::ready((sockets, OwnerCoverage::NotRequested)))
-    }
 }
 
 /// A host the query layer talks to, with how messages name it.
