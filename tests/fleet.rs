@@ -1022,7 +1022,11 @@ async fn default_answers_over_256_failing_hosts_fit_the_budget() {
     ] {
         // Every host failed: success is false, and data still holds each host's entry.
         let result = server.call_raw(tool, args).await.expect("tools/call");
-        let text = result.content[0].as_text().expect("text block").text.clone();
+        let text = result.content[0]
+            .as_text()
+            .expect("text block")
+            .text
+            .clone();
         let size = text.len();
         let value: Value = serde_json::from_str(&text).expect("JSON");
         eprintln!("{tool}: {size} bytes");

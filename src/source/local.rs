@@ -313,7 +313,6 @@ impl Source for LocalSource {
                 })?
         })
     }
-
 }
 
 #[cfg(target_os = "linux")]

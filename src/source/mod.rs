@@ -144,7 +144,6 @@ pub struct Snapshot {
 /// Something that lists sockets.
 pub trait Source: Send + Sync {
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>>;
-
 }
 
 /// A host the query layer talks to, with how messages name it.
