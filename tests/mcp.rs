@@ -1138,6 +1138,7 @@ password_env = "NM_TEST_UNSET_PASSWORD"
         String::from_utf8_lossy(&cli.stderr)
     );
     assert!(!stdout.contains("S3cret"), "{stdout}");
-    let rows: Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(rows.as_array().map(Vec::len), Some(3));
+    // --json is exactly what list_hosts returns.
+    let answer: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(answer["data"]["hosts"].as_array().map(Vec::len), Some(3));
 }

@@ -107,6 +107,7 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
     } else {
         target.label.clone()
     };
+    let stop = stop_signal();
     crate::cli::print_error(&format!(
         "netstat-mcp: watching {where_}. {}. Ctrl-C to stop",
         watcher.destroy().describe(watcher.interval())
@@ -123,7 +124,6 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
     let deadline = query
         .duration
         .and_then(|d| tokio::time::Instant::now().checked_add(d));
-    let stop = stop_signal();
     tokio::pin!(stop);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400);
     while ok.is_ok() {
@@ -191,19 +191,27 @@ fn write_event(
     }
 }
 
-/// Ctrl-C or SIGTERM.
-pub(crate) async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called (not when the future is
+/// first polled), so a signal that comes right after the "watching" line is caught too.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt()).ok();
+    let term = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = received(int) => {}
+            _ = received(term) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+}
+
+/// The next delivery of a signal; never, when its handler could not be installed.
+async fn received(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
