@@ -648,6 +648,28 @@ fn arb_proc_socket() -> impl Strategy<Value = Socket> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// The ss -tinm reader never panics and accounts for every line, whatever the text: lines
+    /// built from its own vocabulary (markers, headers, socket lines, detail words) and noise.
+    #[test]
+    fn ss_info_never_panics(lines in proptest::collection::vec(prop_oneof![
+        Just("== tcp".to_string()), Just("== udp".to_string()), Just("== uname".to_string()),
+        Just("== version".to_string()), Just("6.1.0".to_string()),
+        Just("ss utility, iproute2-ss170905".to_string()),
+        Just("State Recv-Q Send-Q Local Address:Port Peer Address:Port".to_string()),
+        Just("ESTAB 0 0 127.0.0.1:80 127.0.0.1:5000".to_string()),
+        Just("UNCONN 0 0 0.0.0.0:53 0.0.0.0:*".to_string()),
+        "\t[a-z_]{1,12}:[0-9./(,a-z%)]{0,20}( [a-z_]{1,8}:?[0-9./]{0,8}){0,6}",
+        "\t(pacing_rate|delivery_rate|send) [0-9.]{0,8}[kMG]?(bps)?",
+        "\tskmem:\\([a-z]{0,2}[0-9]{0,5}(,[a-z]{0,2}[0-9]{0,5}){0,9}\\)?",
+        ".{0,40}",
+    ], 0..40)) {
+        let text = lines.join("\n");
+        let parsed = parse::ss_info::parse(&text);
+        let count = text.lines().count();
+        prop_assert!(parsed.skipped.iter().all(|k| k.line_no >= 1 && k.line_no <= count));
+        prop_assert!(parsed.sockets.len() + parsed.skipped.len() <= count);
+    }
+
     #[test]
     fn netstat_wide_round_trip(sockets in proptest::collection::vec(arb_socket(false), 0..20)) {
         let opts = RenderOptions { wide: true, programs: true, listing: Listing::All };

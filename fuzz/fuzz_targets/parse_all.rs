@@ -19,4 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = proc_net::parse(&text, Some(ByteOrder::Big));
     let _ = proc_net::parse_table(&text, Protocol::Udp6, ByteOrder::Little);
     let _ = ss::parse_as(&text, Some(Transport::Udp));
+    let _ = parse::ss_info::parse(&text);
+    let _ = netstat_mcp::model::TcpInfo::from_kernel(data);
+    let _ = netstat_mcp::model::SkMem::from_kernel(data);
 });

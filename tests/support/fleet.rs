@@ -100,6 +100,20 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn ip(args: &[&str]) {
+    // A veth name of this subnet may still be held by the previous claimant's namespace,
+    // which the kernel tears down after `ip netns delete` returns: wait for it (bounded).
+    if args.first() == Some(&"link") && args.get(1) == Some(&"add") {
+        for _ in 0..100 {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            if out.status.success() {
+                return;
+            }
+            if !String::from_utf8_lossy(&out.stderr).contains("File exists") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
     run(Command::new("ip").args(args));
 }
 
