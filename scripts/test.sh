@@ -15,9 +15,9 @@ needs=(
 )
 missing=()
 for pair in "${needs[@]}"; do
-    set -- $pair
-    if [[ $1 == /* ]]; then [ -x "$1" ] && continue; else command -v "$1" >/dev/null 2>&1 && continue; fi
-    [[ " ${missing[*]-} " == *" $2 "* ]] || missing+=("$2")
+    read -r cmd pkg <<< "$pair"
+    if [[ $cmd == /* ]]; then [ -x "$cmd" ] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+    [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}" >&2
