@@ -153,8 +153,14 @@ impl Diag {
     /// its cgroup id) into [`Socket::health`]. Replies grow from about 100 to about 450 bytes
     /// per TCP socket, so plain listings do not ask.
     pub(crate) fn with_health(mut self, health: bool) -> Diag {
-        self.health = health;
+        self.set_health(health);
         self
+    }
+
+    /// [`Diag::with_health`] on a connection kept across dumps (a watcher asks for health in
+    /// some listings only).
+    pub(crate) fn set_health(&mut self, health: bool) {
+        self.health = health;
     }
 
     /// The sockets dumped so far that are bound to a device: (position in the vector the dumps

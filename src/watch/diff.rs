@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::model::{Socket, TcpState, Transport};
+use crate::model::{Owner, Socket, TcpState, Transport};
 
 use super::{Event, EventKind, Filter, Interner, Origin, Sink};
 
@@ -52,7 +52,7 @@ pub(crate) struct Differ {
 }
 
 /// Whether a socket is tracked at all (see the module rules).
-fn tracked_state(s: &Socket) -> bool {
+pub(crate) fn tracked_state(s: &Socket) -> bool {
     s.protocol.transport() == Transport::Udp
         || !matches!(s.state, Some(TcpState::TimeWait | TcpState::SynRecv))
 }
@@ -88,6 +88,11 @@ impl Differ {
     #[cfg(test)]
     fn live(&self) -> usize {
         self.live.len()
+    }
+
+    /// The owners remembered for a live socket (looked up when a listing first showed it).
+    pub(crate) fn owners(&self, key: u64) -> Option<&[Owner]> {
+        self.live.get(&key).map(|t| t.socket.owners.as_slice())
     }
 
     /// Applies a listing taken at `at` (`now` on the monotonic clock). `attach` looks up the

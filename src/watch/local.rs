@@ -37,7 +37,7 @@ use crate::source::{Backend, Want};
 #[cfg(target_os = "linux")]
 use crate::source::{netlink, procfs};
 
-use super::diff::{Differ, tuple_key};
+use super::diff::{Differ, tracked_state, tuple_key};
 use super::{EngineStats, Filter, Sink};
 
 /// Destroy notifications queued for the engine at most; past it they are counted as lost.
@@ -98,6 +98,13 @@ pub struct LocalOptions {
     /// Transports and local port to list (states and owners are the engine's business).
     pub(crate) want: Want,
     pub(crate) proc_root: PathBuf,
+    /// For `traffic`: the first listing carries each socket's counters (`tcp_info`), kept in
+    /// [`LocalWatch::baseline`], and [`LocalWatch::counted_listing`] takes another.
+    pub(crate) counters: bool,
+    /// When the closing counted listing is due, after the first listing: the periodic listing
+    /// that would fall within one interval of it is left out, so a counted watch lists as
+    /// often as a plain one over the same window.
+    pub(crate) closing_after: Option<Duration>,
 }
 
 impl LocalOptions {
@@ -108,6 +115,8 @@ impl LocalOptions {
             backend: Backend::Auto,
             want,
             proc_root: PathBuf::from("/proc"),
+            counters: false,
+            closing_after: None,
         }
     }
 }
@@ -123,9 +132,49 @@ pub(crate) struct LocalWatch {
     /// The listing interval asked for.
     pub(crate) interval: Duration,
     last_error: Arc<Mutex<Option<String>>>,
+    /// With [`LocalOptions::counters`]: the sockets of the first listing that came with
+    /// counters (with the owners that listing looked up), for the caller to take.
+    pub(crate) baseline: Vec<Socket>,
+    /// Whether listings carry counters at all (netlink; `/proc/net` has none).
+    pub(crate) counts: bool,
+    /// Where the engine's processes are read (`/proc`).
+    pub(crate) proc_root: PathBuf,
+    /// The engine's queue: requests go in beside the destroy notifications, so one wakes it.
+    #[cfg(target_os = "linux")]
+    queue: SyncSender<Queued>,
 }
 
+/// The reply to a [`LocalWatch::counted_listing`].
+type Counted = Result<Vec<Socket>, Error>;
+
 impl LocalWatch {
+    /// A listing with counters taken by the engine now, as one of its own (sockets opened
+    /// since its last listing get their owners looked up and are reported open), every socket
+    /// with the owners the engine remembers for it. `traffic`'s closing listing: no owner scan
+    /// of every process, only of the new sockets.
+    pub(crate) async fn counted_listing(&self) -> Counted {
+        #[cfg(target_os = "linux")]
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let queue = self.queue.clone();
+            let stopped = || Error::NoLocalSource {
+                detail: "the watch engine stopped before its closing listing".into(),
+            };
+            // The queue is bounded: a full one (a close storm) is waited out off the runtime.
+            let sent = tokio::task::spawn_blocking(move || queue.send(Queued::Counted(tx)).is_ok())
+                .await
+                .unwrap_or(false);
+            if !sent {
+                return Err(stopped());
+            }
+            rx.await.map_err(|_| stopped())?
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err(Error::NoLocalSource {
+            detail: "watching this machine needs Linux".into(),
+        })
+    }
+
     /// The last listing error, if the most recent listing failed.
     pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
@@ -136,6 +185,14 @@ impl Drop for LocalWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+#[cfg(target_os = "linux")]
+/// What the engine's queue carries.
+enum Queued {
+    Destroyed(Destroyed),
+    /// A request for a listing with counters ([`LocalWatch::counted_listing`]).
+    Counted(tokio::sync::oneshot::Sender<Counted>),
 }
 
 #[cfg(target_os = "linux")]
@@ -176,6 +233,7 @@ impl Lister {
         out.clear();
         match self {
             Lister::Netlink(diag) => {
+                diag.set_health(want.health);
                 if want.tcp {
                     let mut tcp = Vec::new();
                     let mut collect = |s: Socket, ids: SocketIds| tcp.push((ids.cookie, s));
@@ -246,7 +304,8 @@ pub(crate) fn start(
     let mut lister = Lister::open(options.backend, &options.proc_root)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(EngineStats::default());
-    let (tx, rx) = mpsc::sync_channel::<Destroyed>(QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Queued>(QUEUE);
+    let queue = tx.clone();
     let destroy = if !options.destroy {
         DestroyStatus::Disabled
     } else if !matches!(lister, Lister::Netlink(_)) {
@@ -285,7 +344,18 @@ pub(crate) fn start(
         owners::attach(&proc_root, fresh);
     };
     // The baseline, with every owner (closes of these need them).
-    lister.list(&options.want, &mut buf)?;
+    let counted = Want {
+        health: true,
+        ..options.want
+    };
+    let counts = matches!(lister, Lister::Netlink(_));
+    let mut rows = Vec::new();
+    if options.counters {
+        lister.list(&counted, &mut buf)?;
+        rows = take_counted(&mut buf);
+    } else {
+        lister.list(&options.want, &mut buf)?;
+    }
     let mut sink = sink;
     differ.listing(
         SystemTime::now(),
@@ -296,6 +366,8 @@ pub(crate) fn start(
         &mut *sink,
     );
     stats.dumps.fetch_add(1, Ordering::Relaxed);
+    // The baseline's rows are counters only: their owners are the differ's business.
+    let baseline = rows.into_iter().map(|(_, s)| s).collect();
     let last_error = Arc::new(Mutex::new(None));
     let engine = Engine {
         lister,
@@ -304,6 +376,9 @@ pub(crate) fn start(
         sink,
         attach: Box::new(attach),
         want: options.want,
+        counted,
+        pending: None,
+        closing: options.closing_after.map(|after| Instant::now() + after),
         interval: options.interval,
         stop: stop.clone(),
         stats: stats.clone(),
@@ -322,26 +397,44 @@ pub(crate) fn start(
         destroy,
         interval: options.interval,
         last_error,
+        baseline,
+        counts,
+        proc_root: options.proc_root,
+        queue,
     })
+}
+
+/// Moves the counters out of a listing: the sockets that have them (by key), each with its
+/// counters, while the listing keeps every socket without them (the differ keeps none).
+#[cfg(target_os = "linux")]
+fn take_counted(buf: &mut [(u64, Socket)]) -> Vec<(u64, Socket)> {
+    buf.iter_mut()
+        .filter_map(|(key, s)| {
+            let health = s.health.take()?;
+            let mut counted = s.clone();
+            counted.health = Some(health);
+            Some((*key, counted))
+        })
+        .collect()
 }
 
 /// The destroy-notification thread: receive, stamp, queue; never wait for the engine.
 #[cfg(target_os = "linux")]
 fn receive(
     mut monitor: netlink::DestroyMonitor,
-    tx: SyncSender<Destroyed>,
+    tx: SyncSender<Queued>,
     stop: &AtomicBool,
     stats: &EngineStats,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let mut closed = false;
         let result = monitor.recv(&mut |socket, key| {
-            let item = Destroyed {
+            let item = Queued::Destroyed(Destroyed {
                 key,
                 socket,
                 at: SystemTime::now(),
                 now: Instant::now(),
-            };
+            });
             match tx.try_send(item) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -375,10 +468,16 @@ type Attach = dyn FnMut(&mut [Socket]) + Send;
 struct Engine {
     lister: Lister,
     differ: Differ,
-    rx: Receiver<Destroyed>,
+    rx: Receiver<Queued>,
     sink: Box<dyn Sink>,
     attach: Box<Attach>,
     want: Want,
+    /// `want` with counters (`LocalWatch::counted_listing`).
+    counted: Want,
+    /// A counted listing asked for and not yet taken.
+    pending: Option<tokio::sync::oneshot::Sender<Counted>>,
+    /// When the closing counted listing is due ([`LocalOptions::closing_after`]).
+    closing: Option<Instant>,
     interval: Duration,
     stop: Arc<AtomicBool>,
     stats: Arc<EngineStats>,
@@ -395,8 +494,8 @@ impl Engine {
                 .saturating_duration_since(Instant::now())
                 .min(STOP_POLL);
             match self.rx.recv_timeout(wait) {
-                Ok(d) => {
-                    self.destroyed(d);
+                Ok(queued) => {
+                    self.queued(queued);
                     self.drain();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -405,52 +504,121 @@ impl Engine {
                     std::thread::sleep(wait);
                 }
             }
+            if let Some(reply) = self.pending.take() {
+                let result = self.closing_listing(&mut buf);
+                // The caller may have gone (cancelled): nobody to tell.
+                let _ = reply.send(result);
+                // The counted watch ends with its closing listing.
+                next = Instant::now() + Duration::from_secs(3600);
+                continue;
+            }
             if Instant::now() < next {
                 continue;
             }
             self.drain();
             let started = Instant::now();
-            let at = SystemTime::now();
-            match self.lister.list(&self.want, &mut buf) {
-                Ok(()) => {
-                    // Notifications that arrived during the listing come first: a socket
-                    // the listing shows may since have been destroyed.
-                    self.drain();
-                    let Engine {
-                        differ,
-                        attach,
-                        sink,
-                        ..
-                    } = &mut self;
-                    differ.listing(
-                        at,
-                        started,
-                        std::mem::take(&mut buf),
-                        &mut **attach,
-                        false,
-                        &mut **sink,
-                    );
-                    self.stats.dumps.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut e) = self.last_error.lock() {
-                        *e = None;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(cause = %e, "watch listing failed");
-                    self.stats.dump_errors.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut slot) = self.last_error.lock() {
-                        *slot = Some(e.to_string());
-                    }
-                }
-            }
+            let _ = self.listing(&mut buf);
             let cost = started.elapsed();
-            next = Instant::now() + self.interval.max(cost * 19);
+            let step = self.interval.max(cost * 19);
+            next = Instant::now() + step;
+            if let Some(closing) = self.closing
+                && next + step > closing
+            {
+                // The closing listing is the next one: it comes on request.
+                next = closing.max(next) + Duration::from_secs(3600);
+            }
+        }
+    }
+
+    /// The closing listing of a counted watch: every socket with counters, with the owners
+    /// the differ remembers; only sockets it has not seen are looked up (the differ is not
+    /// updated: nothing is reported after this).
+    fn closing_listing(&mut self, buf: &mut Vec<(u64, Socket)>) -> Counted {
+        let started = Instant::now();
+        let counted = self.counted;
+        self.lister.list(&counted, buf)?;
+        let mut rows = Vec::with_capacity(buf.len());
+        let mut fresh = Vec::new();
+        for (key, mut s) in buf.drain(..) {
+            if s.health.is_none() {
+                continue;
+            }
+            match self.differ.owners(key) {
+                Some(owners) => {
+                    s.owners = owners.iter().cloned().collect();
+                    rows.push(s);
+                }
+                // TIME_WAIT and request sockets have no owner to look up.
+                None if !tracked_state(&s) => rows.push(s),
+                None => fresh.push(s),
+            }
+        }
+        if !fresh.is_empty() {
+            (self.attach)(&mut fresh);
+        }
+        let looked_up = fresh.len();
+        rows.extend(fresh);
+        self.stats.dumps.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            rows = rows.len(),
+            looked_up,
+            ms = started.elapsed().as_millis() as u64,
+            "closing listing"
+        );
+        Ok(rows)
+    }
+
+    /// One listing applied to the differ.
+    fn listing(&mut self, buf: &mut Vec<(u64, Socket)>) -> Result<(), Error> {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        match self.lister.list(&self.want, buf) {
+            Ok(()) => {
+                // Notifications that arrived during the listing come first: a socket the
+                // listing shows may since have been destroyed.
+                self.drain();
+                let Engine {
+                    differ,
+                    attach,
+                    sink,
+                    ..
+                } = self;
+                differ.listing(
+                    at,
+                    started,
+                    std::mem::take(buf),
+                    &mut **attach,
+                    false,
+                    &mut **sink,
+                );
+                self.stats.dumps.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = None;
+                }
+                tracing::debug!(ms = started.elapsed().as_millis() as u64, "watch listing");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "watch listing failed");
+                self.stats.dump_errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut slot) = self.last_error.lock() {
+                    *slot = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn queued(&mut self, queued: Queued) {
+        match queued {
+            Queued::Destroyed(d) => self.destroyed(d),
+            Queued::Counted(reply) => self.pending = Some(reply),
         }
     }
 
     fn drain(&mut self) {
-        while let Ok(d) = self.rx.try_recv() {
-            self.destroyed(d);
+        while let Ok(queued) = self.rx.try_recv() {
+            self.queued(queued);
         }
     }
 

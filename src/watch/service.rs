@@ -48,6 +48,9 @@ pub(crate) struct WatchQuery {
     pub(crate) limit: usize,
     /// Whether `limit` was the default (the answer may then shrink to fit its byte budget).
     pub(crate) default_limit: bool,
+    /// `traffic`'s engine: its first listing carries counters, and it takes a closing one
+    /// with counters on request (local engine only).
+    pub(crate) counters: bool,
 }
 
 /// A validated `recent_connection_events`.
@@ -142,6 +145,7 @@ impl WatchArgs {
             duration,
             limit: usize::MAX,
             default_limit: false,
+            counters: false,
         })
     }
 }
@@ -401,6 +405,8 @@ impl WatchService {
         if target.local {
             let mut options = self.local_options(want);
             options.interval = q.interval.unwrap_or(LOCAL_INTERVAL);
+            options.counters = q.counters;
+            options.closing_after = if q.counters { q.duration } else { None };
             let w = tokio::task::spawn_blocking(move || super::local::start(options, filter, sink))
                 .await
                 .map_err(|e| Error::NoLocalSource {

@@ -1,23 +1,25 @@
 //! `traffic`: who moved how many bytes over a window, from the kernel's TCP byte counters —
 //! no packet capture, no eBPF, no root.
 //!
-//! Locally: a baseline listing with `tcp_info` at the start of the window, another (with
-//! owners) at its end, and the watch engine running in between, whose close events carry
-//! each closed connection's final counters (the destroy notification's `tcp_info`). A
-//! connection's bytes in the window are then
+//! Locally the watch engine does the listing, in counted mode: its first listing carries
+//! `tcp_info` (the baseline), its close events carry each closed connection's final counters
+//! (the destroy notification's `tcp_info`), and at the end of the window it takes a closing
+//! listing with counters in place of its last periodic one. A connection's bytes in the
+//! window are then
 //! - alive at both ends: end counters less start counters;
 //! - opened during the window: its counters at the end (it started from 0);
 //! - closed during the window: its final counters less its start counters (or all of them,
 //!   when it also opened during the window).
 //!
-//! Owners: live connections get theirs from the end listing; closed ones from the engine,
-//! which names a socket's owner when one of its listings (every interval) shows it; one that
-//! opened and closed between two listings goes to its listener's owner when its local port
-//! is a listener's, else to `unknown`.
+//! Owners come from the engine's table: looked up once at its first listing, then for the
+//! sockets each later listing shows for the first time (the closing one too), so the window
+//! costs one owner scan, as `watch` does. One that opened and closed between two listings
+//! goes to its listener's owner when its local port is a listener's, else to `unknown`.
 //!
 //! Remote Linux hosts: two `ss -tin` listings, `duration` apart; connections that close in
 //! between are not seen (the message says so).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::service::{WatchQuery, WatchService, channel};
+use super::service::{WatchQuery, WatchService, Watcher, channel};
 use super::{Event, EventKind, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Protocol, Socket, StateSet, TcpState, Transport, fin_received};
@@ -390,34 +392,44 @@ fn group(
     for m in measured {
         let s = &m.socket;
         let owner = s.owners.iter().min_by_key(|o| o.pid);
-        let info = owner.and_then(|o| processes.and_then(|p| p.process(o.pid)));
+        // Process details only where the key is one of them.
+        let info = owner
+            .filter(|_| matches!(by, GroupBy::Unit | GroupBy::Container))
+            .and_then(|o| processes.and_then(|p| p.process(o.pid)));
         let names = s
             .health
             .as_deref()
             .and_then(|h| h.cgroup_id)
             .and_then(|id| cgroups.get(&id));
-        let key = match by {
-            GroupBy::Program => owner.map(|o| o.program.to_string()),
+        let key: Option<Cow<'_, str>> = match by {
+            GroupBy::Program => owner.map(|o| Cow::Borrowed(&*o.program)),
             GroupBy::Unit => info
                 .as_ref()
                 .and_then(|i| i.unit.as_deref().map(str::to_string))
-                .or_else(|| names.and_then(|n| n.unit.as_deref().map(str::to_string))),
+                .or_else(|| names.and_then(|n| n.unit.as_deref().map(str::to_string)))
+                .map(Cow::Owned),
             GroupBy::Container => info
                 .as_ref()
                 .and_then(|i| i.container.clone())
                 .or_else(|| names.and_then(|n| n.container.clone()))
-                .map(|c| format!("{}:{}", c.runtime, c.id)),
-            GroupBy::RemoteHost => Some(s.foreign.ip.to_string()),
-            GroupBy::LocalPort => Some(s.local_port.to_string()),
-            GroupBy::Connection => Some(format!(
+                .map(|c| Cow::Owned(format!("{}:{}", c.runtime, c.id))),
+            GroupBy::RemoteHost => Some(Cow::Owned(s.foreign.ip.to_string())),
+            GroupBy::LocalPort => Some(Cow::Owned(s.local_port.to_string())),
+            GroupBy::Connection => Some(Cow::Owned(format!(
                 "{} {} -> {}",
                 s.protocol,
                 endpoint(s.local_ip, Some(s.local_port)),
                 endpoint(s.foreign.ip, s.foreign.port)
-            )),
+            ))),
+        };
+        let key = key.unwrap_or(Cow::Borrowed("unknown"));
+        // Most connections add to a group that exists: no key is allocated for them.
+        if !groups.contains_key(key.as_ref()) {
+            groups.insert(key.to_string(), Default::default());
         }
-        .unwrap_or_else(|| "unknown".to_string());
-        let entry = groups.entry(key).or_default();
+        let Some(entry) = groups.get_mut(key.as_ref()) else {
+            continue;
+        };
         entry.0.sent += m.bytes.sent;
         entry.0.received += m.bytes.received;
         entry.1 += 1;
@@ -470,10 +482,16 @@ fn sample_want(q: &ConnectionsQuery, owners: bool) -> Want {
     }
 }
 
+/// Said when the engine lists from `/proc/net`, which has no byte counters.
+const NO_COUNTERS: &str = "byte counters (tcp_info) come from netlink sock_diag, which could not be used here (the engine reads /proc/net): no traffic is measured";
+
+/// The hasher of the per-connection maps: 100,000 tuples hashed twice per window, none of them
+/// chosen by a remote party in a way that could matter for a 5 s map.
+type FastHash = foldhash::fast::RandomState;
+
 /// The start counters by connection.
-fn baseline(snapshot: &Snapshot) -> HashMap<Tuple, Bytes> {
-    snapshot
-        .sockets
+fn baseline(sockets: &[Socket]) -> HashMap<Tuple, Bytes, FastHash> {
+    sockets
         .iter()
         .filter(|s| is_connection(s))
         .filter_map(|s| Some((tuple(s), counters(s)?)))
@@ -509,15 +527,19 @@ impl WatchService {
             interval: None,
             limit: 0,
             default_limit: false,
+            counters: true,
         };
-        // The engine first (subscribed to destroy notifications), then the baseline: a
-        // connection closing in between is not counted (its close comes before the window).
+        // The engine subscribes to destroy notifications before its first listing, which
+        // carries the counters: that listing is the baseline.
         let (watcher, _) = self.start(&watch, Box::new(sink)).await?;
-        let start = target.source.collect(sample_want(&q.filter, false)).await?;
         let start_ms = unix_ms(SystemTime::now());
         let started = Instant::now();
-        let base = baseline(&start);
-        drop(start);
+        let Watcher::Local(mut engine) = watcher else {
+            return Err(Error::NoLocalSource {
+                detail: "traffic on this machine needs the local watch engine".into(),
+            });
+        };
+        let base = baseline(&std::mem::take(&mut engine.baseline));
         let total = q.window.as_secs();
         let mut events: Vec<Event> = Vec::new();
         let deadline = tokio::time::Instant::now() + q.window;
@@ -543,24 +565,29 @@ impl WatchService {
                 },
             }
         }
-        let end = target.source.collect(sample_want(&q.filter, true)).await?;
+        // The closing listing is the engine's: owners come from its table (only sockets new
+        // since its last listing are looked up).
+        let sockets = engine.counted_listing().await?;
         let end_ms = unix_ms(SystemTime::now());
         let window = started.elapsed().as_secs_f64();
-        let destroy = watcher.destroy();
-        let lost =
-            watcher.lost_notifications() + dropped.load(std::sync::atomic::Ordering::Relaxed);
-        drop(watcher);
+        let destroy = engine.destroy.clone();
+        let lost = engine
+            .stats
+            .lost_notifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let counts = engine.counts;
+        let processes = crate::process::ProcessTable::new(&engine.proc_root);
+        drop(engine);
         while let Ok(e) = rx.try_recv() {
             if e.kind == EventKind::Close && events.len() < MAX_CLOSES {
                 events.push(e);
             }
         }
-        let Snapshot {
-            sockets,
-            notes,
-            processes,
-            ..
-        } = end;
+        let mut notes = Vec::new();
+        if !counts {
+            notes.push(NO_COUNTERS.to_string());
+        }
         // Listeners' owners, for connections no listing saw.
         let listeners: HashMap<u16, Socket> = sockets
             .iter()
@@ -568,14 +595,20 @@ impl WatchService {
             .map(|s| (s.local_port, s.clone()))
             .collect();
         let mut measured = Vec::new();
-        let mut live = std::collections::HashSet::new();
+        // Closes of connections whose tuple is live at the end are a reused tuple's earlier
+        // connection or a close the last listing beat; the (few) closes' tuples are marked
+        // as the live sockets go by.
+        let mut close_live: HashMap<Tuple, bool, FastHash> =
+            events.iter().map(|e| (event_tuple(e), false)).collect();
         let (mut opened, mut closed) = (0u64, 0u64);
         for s in sockets {
             if !is_connection(&s) || !q.filter.matches(&s) {
                 continue;
             }
             let Some(now) = counters(&s) else { continue };
-            live.insert(tuple(&s));
+            if let Some(live) = close_live.get_mut(&tuple(&s)) {
+                *live = true;
+            }
             let before = base.get(&tuple(&s)).copied();
             if before.is_none() {
                 opened += 1;
@@ -591,7 +624,10 @@ impl WatchService {
         }
         let mut unmeasured = 0u64;
         for e in events {
-            if e.time_ms < start_ms || e.time_ms > end_ms || live.contains(&event_tuple(&e)) {
+            if e.time_ms < start_ms
+                || e.time_ms > end_ms
+                || close_live.get(&event_tuple(&e)) == Some(&true)
+            {
                 continue;
             }
             let Some(totals) = e.totals else {
@@ -623,7 +659,7 @@ impl WatchService {
             sent: t.sent + m.bytes.sent,
             received: t.received + m.bytes.received,
         });
-        let groups = group(measured, q.by, processes.as_deref(), window);
+        let groups = group(measured, q.by, Some(&processes), window);
         let mut extra = notes;
         if !destroy.is_on() {
             extra.push(format!(
@@ -670,7 +706,7 @@ impl WatchService {
     ) -> Result<Envelope<TrafficData>, Error> {
         let start = target.source.collect(sample_want(&q.filter, false)).await?;
         let started = Instant::now();
-        let base = baseline(&start);
+        let base = baseline(&start.sockets);
         drop(start);
         let total = q.window.as_secs();
         for elapsed in 1..=total {
