@@ -247,3 +247,136 @@ fn pipelined_limit_0_listings_with_the_reader_paused_stay_under_64_mb() {
         30,
     );
 }
+
+/// Threads of a watch engine (`nm-watch`, `nm-watch-destroy`) in process `pid`.
+fn engine_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the server's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("nm-watch"))
+        .count()
+}
+
+/// Writes one JSON-RPC message.
+fn send(server: &mut Isolated, message: &Value) {
+    let stdin = server.stdin.as_mut().expect("stdin");
+    writeln!(stdin, "{message}").expect("write");
+    stdin.flush().expect("flush");
+}
+
+fn watch_call(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "watch_connections", "arguments": {"duration_secs": 40}}})
+}
+
+/// Reads messages until one with `id` comes; the others are returned too.
+fn until_id(server: &mut Isolated, id: u64) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let message: Value = serde_json::from_str(&server.line()).expect("a JSON-RPC message");
+        let done = message["id"] == id;
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn a_reused_id_is_refused_and_cancel_and_ping_pass_a_full_bound() {
+    let Some(mut server) = Isolated::start() else {
+        return;
+    };
+    send(
+        &mut server,
+        &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "bound-test", "version": "0"}}}),
+    );
+    until_id(&mut server, 0);
+    send(
+        &mut server,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    let idle_threads = server.status_kb("Threads");
+
+    // 40 watches with one id: the first runs, the 39 others are refused (-32600) at once.
+    for _ in 0..40 {
+        send(&mut server, &watch_call(7));
+    }
+    let mut refused = 0;
+    while refused < 39 {
+        let message: Value = serde_json::from_str(&server.line()).expect("JSON-RPC");
+        assert_eq!(message["id"], 7, "{message}");
+        assert_eq!(message["error"]["code"], -32600, "{message}");
+        let text = message["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains("already in use"), "{message}");
+        refused += 1;
+    }
+    // 15 more (16 in flight, the bound) and 8 beyond it, which wait in the queue.
+    for id in 8..=30 {
+        send(&mut server, &watch_call(id));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let busy_threads = server.status_kb("Threads");
+    let busy_rss = server.status_kb("VmRSS");
+    eprintln!(
+        "threads: idle {idle_threads}, 16 watches in flight {busy_threads}; RSS {busy_rss} kB"
+    );
+    // A running watch has three threads (two of its engine, one of the blocking pool that
+    // started it): 16 make 48 more; 24 running (the queue leaking) would make 72.
+    assert!(
+        busy_threads <= idle_threads + 16 * 3 + 6,
+        "{busy_threads} threads with 16 calls allowed in flight (idle: {idle_threads})"
+    );
+
+    // Behind the full bound, a ping is answered and cancellations take effect at once.
+    let started = Instant::now();
+    send(
+        &mut server,
+        &json!({"jsonrpc": "2.0", "id": 999, "method": "ping"}),
+    );
+    let seen = until_id(&mut server, 999);
+    let ping = started.elapsed();
+    assert!(
+        seen.last().is_some_and(|m| m["result"].is_object()),
+        "{seen:?}"
+    );
+    eprintln!("ping with 16 calls in flight answered in {ping:?}");
+    assert!(ping < Duration::from_secs(5), "ping took {ping:?}");
+    for id in 7..=30 {
+        send(
+            &mut server,
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": id, "reason": "test"}}),
+        );
+    }
+    // Every watcher stops: its engine threads end (each within about 100 ms; the blocking
+    // pool's idle threads linger on for 10 s, so they are not counted).
+    let cancelled = Instant::now();
+    let deadline = cancelled + Duration::from_secs(10);
+    let mut engines = engine_threads(server.pid);
+    while engines > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        engines = engine_threads(server.pid);
+    }
+    let stopped = cancelled.elapsed();
+    eprintln!("after the cancellations: {engines} engine threads, {stopped:?} after them");
+    assert_eq!(
+        engines, 0,
+        "engine threads 10 s after cancelling every call"
+    );
+    assert!(
+        stopped < Duration::from_secs(5),
+        "watchers stopped after {stopped:?}"
+    );
+    // And the server still answers: a new call with a once-used id runs.
+    send(
+        &mut server,
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "list_hosts", "arguments": {}}}),
+    );
+    let seen = until_id(&mut server, 7);
+    let answer = seen.last().expect("an answer");
+    assert!(answer["result"].is_object(), "{answer}");
+}
