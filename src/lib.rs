@@ -55,5 +55,6 @@ pub mod process;
 pub mod query;
 pub mod source;
 pub mod ssh;
+pub(crate) mod stdio;
 pub(crate) mod text_file;
 pub mod watch;

@@ -667,9 +667,8 @@ fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
 /// [`DEFAULT_MAX_IN_FLIGHT`](crate::inflight::DEFAULT_MAX_IN_FLIGHT) calls unanswered: beyond
 /// that, stdin is not read until an answer is written. Logs must go to stderr.
 pub async fn serve_stdio(server: NetstatServer) -> Result<(), ServeError> {
-    let stdio = IntoTransport::<RoleServer, std::io::Error, _>::into_transport(
-        rmcp::transport::io::stdio_pipes(),
-    );
+    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let stdio = crate::stdio::Stdio::new(stdin, stdout);
     let bounded =
         crate::inflight::InFlightBound::new(stdio, crate::inflight::DEFAULT_MAX_IN_FLIGHT);
     serve(server, bounded).await

@@ -566,19 +566,91 @@ async fn malformed_requests_get_jsonrpc_errors_and_garbage_is_ignored() {
                     "params": {"name": "netstat", "arguments": ["-t"]}}))
         .await;
     let r = raw.response(2).await;
-    assert!(r["error"]["code"].is_i64(), "{r}");
+    // Params that do not fit tools/call: invalid params (rmcp alone says -32601 "tools/call").
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let text = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("tools/call") && text.contains("arguments"),
+        "{r}"
+    );
     raw.send(json!({"jsonrpc": "2.0", "id": 3, "method": "no/such/method"}))
         .await;
     let r = raw.response(3).await;
     assert_eq!(r["error"]["code"], -32601, "{r}");
-    // Not JSON at all: nothing to answer (no id), as the official SDKs do; then still serving.
+    // Not JSON at all, no id to read: a parse error with id null; then still serving.
     raw.send_line("this is not json {").await;
+    let r = raw.response(Value::Null).await;
+    assert_eq!(r["error"]["code"], -32700, "{r}");
     raw.send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
                     "params": {"name": "check_port_occupation", "arguments": {"port": 80.5}}}))
         .await;
     let r = raw.response(4).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     assert_eq!(r["result"]["structuredContent"]["success"], false, "{r}");
+    raw.close_stdin();
+    assert!(raw.wait().await.success());
+}
+
+#[tokio::test]
+async fn every_broken_line_with_a_readable_id_is_answered_with_that_id() {
+    let mut raw = Raw::start(&[]).await;
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let lines: Vec<(Vec<u8>, Value, i64)> = vec![
+        // Invalid UTF-8 in a string.
+        (
+            b"{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\xfe\"}}".to_vec(),
+            json!(11),
+            -32700,
+        ),
+        // A lone surrogate.
+        (
+            br#"{"jsonrpc":"2.0","id":"s12","method":"tools/call","params":{"name":"\ud800"}}"#.to_vec(),
+            json!("s12"),
+            -32700,
+        ),
+        // Nesting deeper than 128.
+        (deep.into_bytes(), json!(13), -32700),
+        // A number serde_json cannot hold (so not JSON to it), as the id: no id to answer with.
+        (
+            br#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#.to_vec(),
+            Value::Null,
+            -32700,
+        ),
+        // Well-formed, with an id, not a request.
+        (
+            br#"{"jsonrpc":"2.0","id":14,"method":["ping"]}"#.to_vec(),
+            json!(14),
+            -32600,
+        ),
+    ];
+    for (line, id, code) in lines {
+        raw.send_bytes(&line).await;
+        let r = raw.response(id.clone()).await;
+        assert_eq!(r["error"]["code"], code, "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{r}"
+        );
+        // Still serving after each.
+        raw.send(json!({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+            .await;
+        let pong = raw.response(99).await;
+        assert!(pong["result"].is_object(), "{pong}");
+    }
+    // A broken notification (no id) is not answered: the next answer is the ping's.
+    raw.send_bytes(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/\xff\"}")
+        .await;
+    raw.send(json!({"jsonrpc": "2.0", "id": 100, "method": "ping"}))
+        .await;
+    let (found, seen) = raw.read_until(&json!(100)).await;
+    assert!(found.is_some(), "{seen:?}");
+    assert_eq!(seen, vec![json!(100)], "only the ping is answered");
     raw.close_stdin();
     assert!(raw.wait().await.success());
 }

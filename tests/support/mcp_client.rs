@@ -224,9 +224,14 @@ impl Raw {
     }
 
     pub async fn send_line(&mut self, line: &str) {
+        self.send_bytes(line.as_bytes()).await;
+    }
+
+    /// Writes one line of any bytes (not necessarily UTF-8 or JSON).
+    pub async fn send_bytes(&mut self, line: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
         within("write", async {
-            stdin.write_all(line.as_bytes()).await.expect("write");
+            stdin.write_all(line).await.expect("write");
             stdin.write_all(b"\n").await.expect("write");
             stdin.flush().await.expect("flush");
         })
