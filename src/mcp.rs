@@ -747,6 +747,35 @@ mod tests {
         }
     }
 
+    /// Every `type` in every schema is one string (MCP Inspector's `type-union` rule: several
+    /// clients read `type` as a single string).
+    #[test]
+    fn every_schema_type_is_a_single_string() {
+        fn walk(v: &Value, at: &str, tool: &str) {
+            match v {
+                Value::Object(o) => {
+                    if let Some(t) = o.get("type") {
+                        assert!(t.is_string(), "{tool}: {at}.type is {t}");
+                    }
+                    for (k, v) in o {
+                        walk(v, &format!("{at}.{k}"), tool);
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|i| walk(i, at, tool)),
+                _ => {}
+            }
+        }
+        for t in tools() {
+            let out = Value::Object(t.output_schema.clone().unwrap().as_ref().clone());
+            walk(&out, "outputSchema", &t.name);
+            walk(
+                &Value::Object(t.input_schema.as_ref().clone()),
+                "inputSchema",
+                &t.name,
+            );
+        }
+    }
+
     #[test]
     fn annotations_follow_the_spec() {
         for t in tools() {

@@ -36,13 +36,17 @@ pub(crate) fn input_schema<T: JsonSchema>() -> Map<String, Value> {
     object
 }
 
-/// The output schema of `T` (how it serializes), without non-standard `format` keywords.
+/// The output schema of `T` (how it serializes), without non-standard `format` keywords, and
+/// every type a single string: a field that may be `null` is `anyOf` its type and `null`
+/// rather than `"type": ["X", "null"]`, which several MCP clients read as one string (and
+/// MCP Inspector flags as unportable). The answers themselves are unchanged.
 pub(crate) fn output_schema<T: JsonSchema>() -> Map<String, Value> {
     let mut settings = SchemaSettings::draft2020_12().for_serialize();
     settings.inline_subschemas = true;
     let schema = settings.into_generator().into_root_schema_for::<T>();
     let mut object = object_of(schema);
     strip_formats(&mut object);
+    single_types(&mut object);
     object.remove("title");
     object.remove("description");
     object.remove("$schema");
@@ -89,6 +93,55 @@ fn strip_formats(object: &mut Map<String, Value>) {
     for value in object.values_mut() {
         for_each_object(value, &mut strip_formats);
     }
+}
+
+/// Keywords that say what a subschema is about, not what its values are: they stay beside
+/// an `anyOf` made from a type array.
+const ANNOTATIONS: &[&str] = &[
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$comment",
+];
+
+/// `"type": ["X", "Y", ...]` → `"anyOf": [{"type": "X", <X's keywords>}, {"type": "Y"}, ...]`,
+/// recursively; `null` stays a branch of its own. The value keywords (`minimum`, `items`,
+/// `properties`, `enum` ...) go to every non-null branch, annotations stay where they were.
+fn single_types(object: &mut Map<String, Value>) {
+    for value in object.values_mut() {
+        for_each_object(value, &mut single_types);
+    }
+    let Some(Value::Array(types)) = object.get("type") else {
+        return;
+    };
+    let types = types.clone();
+    object.remove("type");
+    let keywords: Map<String, Value> = object
+        .iter()
+        .filter(|(k, _)| !ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    object.retain(|k, _| ANNOTATIONS.contains(&k.as_str()));
+    let branches: Vec<Value> = types
+        .into_iter()
+        .map(|t| {
+            let mut branch = Map::new();
+            if t != "null" {
+                branch.extend(keywords.clone());
+                // A null in an `enum` belongs to the null branch.
+                if let Some(Value::Array(values)) = branch.get_mut("enum") {
+                    values.retain(|v| !v.is_null());
+                }
+            }
+            branch.insert("type".into(), t);
+            Value::Object(branch)
+        })
+        .collect();
+    object.insert("anyOf".into(), Value::Array(branches));
 }
 
 fn for_each_object(value: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>)) {
