@@ -470,8 +470,10 @@ impl NetstatServer {
 /// A tool result from an envelope: `structuredContent` plus the same JSON as text (one
 /// serialization of the typed envelope; keys in struct order, so `success` and `message` come
 /// first), `isError` when the envelope says `success: false`.
-fn envelope_result<T: Serialize>(result: Result<Envelope<T>, Error>) -> CallToolResult {
-    let envelope = match result {
+fn envelope_result<T: Serialize + crate::query::output::Rows>(
+    result: Result<Envelope<T>, Error>,
+) -> CallToolResult {
+    let mut envelope = match result {
         Ok(envelope) => envelope,
         Err(e) => {
             if e.is_input() {
@@ -482,6 +484,7 @@ fn envelope_result<T: Serialize>(result: Result<Envelope<T>, Error>) -> CallTool
             Envelope::error(&e)
         }
     };
+    crate::query::answer::fit_ceiling(&mut envelope);
     match serde_json::to_value(&envelope) {
         Ok(value) if envelope.success => CallToolResult::structured(value),
         Ok(value) => CallToolResult::structured_error(value),

@@ -516,6 +516,76 @@ async fn recorder_storm_drops_the_oldest_in_bounded_memory() {
     );
 }
 
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{field}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_events_with_limit_0_fit_the_answer_ceiling_in_bounded_memory() {
+    let ns = NetNs::new("wlimit0");
+    let listener = Arc::new(ns.run(|| TcpListener::bind(("127.0.0.1", PORT)).expect("bind")));
+    let mut cmd = ns.tokio_command(bin());
+    cmd.args(["serve", "--record"]);
+    let mut raw = Raw::start_command(cmd).await;
+    let pid = raw.child.id().expect("pid");
+    // 20,000 connections: 80,000 events (open and close of both ends).
+    reset_connections(&ns, listener.clone(), 20_000);
+    let count = json!({"since_secs": 600, "limit": 1});
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut id, mut previous) = (1000, 0);
+    let stored = loop {
+        id += 1;
+        let data = recent(&mut raw, id, count.clone()).await;
+        let stored = data["stored_events"].as_u64().unwrap_or(0);
+        if stored >= 80_000 || (stored > 0 && stored == previous) {
+            break stored;
+        }
+        previous = stored;
+        assert!(
+            Instant::now() < deadline,
+            "the events were not recorded: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(stored >= 76_000, "{stored} events recorded of 80,000");
+    let idle = status_kib(pid, "VmRSS");
+    id += 1;
+    raw.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "recent_connection_events",
+                   "arguments": {"since_secs": 600, "limit": 0}}}))
+        .await;
+    let response = raw.response(id).await;
+    let peak = status_kib(pid, "VmHWM");
+    let after = status_kib(pid, "VmRSS");
+    let line = response.to_string().len();
+    let answer = &response["result"]["structuredContent"];
+    let answer_bytes = answer.to_string().len();
+    let data = &answer["data"];
+    let events = data["events"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "limit 0 over {stored} events: {events} returned, answer {answer_bytes} B, message line {line} B; RSS {idle} KiB before, {after} KiB after, peak {peak} KiB"
+    );
+    assert_eq!(answer["success"], true, "{}", answer["message"]);
+    assert!(answer_bytes <= 2 * 1024 * 1024, "{answer_bytes} bytes");
+    assert!(events > 1000 && (events as u64) < stored, "{events} events");
+    assert_eq!(data["truncated"], true);
+    assert!(data["event_count"].as_u64().unwrap_or(0) >= stored);
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cut to"), "{message}");
+    // The figures: 23 MB -> 304-563 MB. Peak is since the start (the ring's filling
+    // included), so it bounds the answer's cost from above.
+    assert!(
+        peak <= idle + 64 * 1024,
+        "peak RSS {peak} KiB, idle {idle} KiB: over 64 MB more"
+    );
+    drop(listener);
+}
+
 #[test]
 fn remote_watch_sees_connections_open_and_close_on_the_remote_host() {
     let sshd = Sshd::start(UserPath::System);

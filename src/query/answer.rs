@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::input::{ConnectionsQuery, PortQuery, ProtoFilter};
 use super::output::{
-    ConnectionRow, ConnectionsData, Envelope, FilterEcho, Holders, NetnsRef, Occupation,
-    OwnerDetails, PortData, PortOwner, RowOwners, RowPlace, SocketOwner,
+    ConnectionRow, ConnectionsData, Envelope, FilterEcho, Holders, MAX_ANSWER_BYTES, NetnsRef,
+    Occupation, OwnerDetails, PortData, PortOwner, RowOwners, RowPlace, Rows, SocketOwner,
 };
 use super::page::{RowKey, row_order, take_page};
 use super::summary::{SummaryBuilder, is_listener, state_name};
@@ -20,6 +20,35 @@ use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want}
 /// The largest text block a default answer may have: a client hands it to a model whose
 /// context is finite (Claude Code refuses results over 25,000 tokens).
 pub(crate) const ANSWER_BUDGET: usize = 24 * 1024;
+
+/// Cuts an answer's rows until its JSON fits [`MAX_ANSWER_BYTES`], saying so in its message.
+/// Each cut is measured by serializing into a counter (no copy of the answer is made).
+pub(crate) fn fit_ceiling<T: Serialize + Rows>(envelope: &mut Envelope<T>) {
+    let mut size = json_len(&*envelope);
+    let mut cut = None;
+    while size > MAX_ANSWER_BYTES {
+        let Some(data) = envelope.data.as_mut() else {
+            break;
+        };
+        let rows = data.row_count();
+        if rows == 0 {
+            break;
+        }
+        let keep = ((rows as u128 * MAX_ANSWER_BYTES as u128 / size as u128) * 9 / 10) as usize;
+        let keep = keep.min(rows - 1);
+        data.keep_rows(keep);
+        cut = Some((cut.map_or(rows, |(from, _)| from), keep));
+        size = json_len(&*envelope);
+    }
+    if let Some((from, kept)) = cut {
+        envelope.message.push_str(&format!(
+            " The answer was cut to {} of its {} rows: {} MiB is the most any answer carries; narrow the filters (or page with cursor) to see the rest.",
+            thousands(kept),
+            thousands(from),
+            MAX_ANSWER_BYTES >> 20
+        ));
+    }
+}
 
 /// `check_port_occupation` names at least this many owners before cutting the list.
 pub(crate) const MAX_PORT_OWNERS: usize = 100;

@@ -1065,6 +1065,16 @@ fn health_row(
     }
 }
 
+impl crate::query::output::Rows for HealthData {
+    fn row_count(&self) -> usize {
+        self.connections.len()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        self.connections.truncate(n);
+        self.truncated = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

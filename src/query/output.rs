@@ -17,6 +17,25 @@ use super::summary::Summary;
 use crate::error::Error;
 use crate::model::{Netns, Place, ProcessInfo};
 
+/// The most any answer carries, whatever its `limit` (`0` included): its JSON, which goes out
+/// twice (structured and as text), stays well under the 16 MiB line that rmcp clients read,
+/// and the server's memory for one answer stays in the tens of MB. A longer answer keeps the
+/// first rows that fit, says so, and is marked truncated.
+pub(crate) const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// The longest list an answer holds (`limit: 0` included): even the shortest rows (events,
+/// about 200 bytes) make more than [`MAX_ANSWER_BYTES`] of this many, so the byte ceiling is
+/// what cuts; this bounds what is gathered before it does.
+pub(crate) const MAX_ANSWER_ROWS: usize = 20_000;
+
+/// An answer whose main list can be cut to fit [`MAX_ANSWER_BYTES`].
+pub(crate) trait Rows {
+    /// Rows in the list.
+    fn row_count(&self) -> usize;
+    /// Keeps the first `n` rows, marking the answer truncated.
+    fn keep_rows(&mut self, n: usize);
+}
+
 /// The result envelope. `data` is `null` when `success` is false.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct Envelope<T> {
@@ -551,4 +570,93 @@ pub(crate) struct FleetPortOwner {
     pub(crate) pid: u32,
     pub(crate) program: Arc<str>,
     pub(crate) socket_count: usize,
+}
+
+impl Rows for ConnectionsData {
+    fn row_count(&self) -> usize {
+        self.connections.len()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        self.connections.truncate(n);
+        self.truncated = true;
+        // The cursor named the row after the last one of a whole page.
+        self.next_cursor = None;
+    }
+}
+
+impl Rows for PortData {
+    fn row_count(&self) -> usize {
+        self.occupations.len() + self.owners.len()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        // Sockets first: the owners (one per process) are what the check is for.
+        let sockets = n.saturating_sub(self.owners.len().min(n / 2));
+        if sockets < self.occupations.len() {
+            self.occupations.truncate(sockets);
+            self.truncated = true;
+        }
+        let owners = n - self.occupations.len().min(n);
+        if owners < self.owners.len() {
+            self.owners.truncate(owners);
+            self.owners_truncated = true;
+        }
+    }
+}
+
+impl Rows for HostsData {
+    fn row_count(&self) -> usize {
+        self.hosts.len()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        self.hosts.truncate(n);
+        self.truncated = true;
+    }
+}
+
+impl<S, T: Rows> Rows for FleetData<S, T> {
+    fn row_count(&self) -> usize {
+        self.hosts
+            .iter()
+            .filter_map(|h| h.data.as_ref())
+            .map(Rows::row_count)
+            .sum()
+    }
+    /// Every host keeps the same share of its rows.
+    fn keep_rows(&mut self, n: usize) {
+        let total = self.row_count().max(1);
+        for data in self.hosts.iter_mut().filter_map(|h| h.data.as_mut()) {
+            let rows = data.row_count();
+            data.keep_rows((rows as u128 * n as u128 / total as u128) as usize);
+        }
+    }
+}
+
+impl Rows for ConnectionsAnswer {
+    fn row_count(&self) -> usize {
+        match self {
+            ConnectionsAnswer::One(d) => d.row_count(),
+            ConnectionsAnswer::Many(d) => d.row_count(),
+        }
+    }
+    fn keep_rows(&mut self, n: usize) {
+        match self {
+            ConnectionsAnswer::One(d) => d.keep_rows(n),
+            ConnectionsAnswer::Many(d) => d.keep_rows(n),
+        }
+    }
+}
+
+impl Rows for PortAnswer {
+    fn row_count(&self) -> usize {
+        match self {
+            PortAnswer::One(d) => d.row_count(),
+            PortAnswer::Many(d) => d.row_count(),
+        }
+    }
+    fn keep_rows(&mut self, n: usize) {
+        match self {
+            PortAnswer::One(d) => d.keep_rows(n),
+            PortAnswer::Many(d) => d.keep_rows(n),
+        }
+    }
 }

@@ -93,7 +93,8 @@ fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, Input
 fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
     match limit {
         None => Ok((DEFAULT_EVENT_LIMIT, true)),
-        Some(0) => Ok((usize::MAX, false)),
+        // No limit but the answer's own: never more rows than an answer can carry.
+        Some(0) => Ok((crate::query::output::MAX_ANSWER_ROWS, false)),
         Some(n) if n > 0 => Ok((usize::try_from(n).unwrap_or(usize::MAX), false)),
         Some(n) => Err(input(
             "limit",
@@ -611,6 +612,29 @@ impl WatchService {
     }
 }
 
+impl crate::query::output::Rows for WatchData {
+    fn row_count(&self) -> usize {
+        self.events.len()
+    }
+    /// The newest events are at the end: the oldest go first.
+    fn keep_rows(&mut self, n: usize) {
+        let cut = self.events.len().saturating_sub(n);
+        self.events.drain(..cut);
+        self.truncated = true;
+    }
+}
+
+impl crate::query::output::Rows for RecentData {
+    fn row_count(&self) -> usize {
+        self.events.len()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        let cut = self.events.len().saturating_sub(n);
+        self.events.drain(..cut);
+        self.truncated = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -825,7 +849,10 @@ mod tests {
         assert_eq!((q.limit, q.default_limit), (50, true));
         assert_eq!(q.interval, None);
         let q = watch(json!({"limit": 0, "duration_secs": 50, "interval_ms": 20})).unwrap();
-        assert_eq!((q.limit, q.default_limit), (usize::MAX, false));
+        assert_eq!(
+            (q.limit, q.default_limit),
+            (crate::query::output::MAX_ANSWER_ROWS, false)
+        );
         assert_eq!(q.interval, Some(Duration::from_millis(20)));
         let r = recent(json!({"local_port": 5432})).unwrap();
         assert_eq!(r.since, Duration::from_secs(600));

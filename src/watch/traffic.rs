@@ -882,6 +882,16 @@ fn traffic_message(
     m
 }
 
+impl crate::query::output::Rows for TrafficData {
+    fn row_count(&self) -> usize {
+        self.groups.len()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        self.groups.truncate(n);
+        self.truncated = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
