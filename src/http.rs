@@ -503,7 +503,7 @@ async fn enforce_limits(
             }
         }
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let bytes = match tokio::time::timeout(
         limits.body_timeout,
         axum::body::to_bytes(body, MAX_BODY_BYTES),
@@ -539,6 +539,7 @@ async fn enforce_limits(
         }
     };
     let delete = parts.method == Method::DELETE;
+    resume_after_last_event(&mut parts.headers);
     let mut response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -556,6 +557,38 @@ async fn enforce_limits(
         }),
         None => response,
     }
+}
+
+/// `Last-Event-ID` names the last event a client received, and a resumed stream should start
+/// after it; rmcp 3.9 replays from that event itself (its cache sync skips `index - first`
+/// events, not one more), so a client that reconnects gets it again, and reconnecting with
+/// the new last id gets it once more, forever. The header is handed on one event later
+/// (`N/R` → `N+1/R`), which makes the replay start where it should; an id that does not
+/// parse is left for rmcp to refuse.
+fn resume_after_last_event(headers: &mut axum::http::HeaderMap) {
+    let Some(next) = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(next_event_id)
+    else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::from_str(&next) {
+        headers.insert("last-event-id", value);
+    }
+}
+
+/// `N` → `N+1`, `N/R` → `N+1/R` (rmcp's event ids: index, then the request's stream).
+fn next_event_id(id: &str) -> Option<String> {
+    let (index, stream) = match id.split_once('/') {
+        Some((index, stream)) => (index, Some(stream)),
+        None => (id, None),
+    };
+    let next = index.trim().parse::<usize>().ok()?.checked_add(1)?;
+    Some(match stream {
+        Some(stream) => format!("{next}/{stream}"),
+        None => next.to_string(),
+    })
 }
 
 /// A refusal after which the connection is closed (the rest of the request is not read).
@@ -864,6 +897,18 @@ mod tests {
 
     fn token() -> BearerToken {
         BearerToken::new("0123456789abcdef-secret", "test").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_resume_is_handed_on_after_the_last_event() {
+        assert_eq!(next_event_id("1/0").as_deref(), Some("2/0"));
+        assert_eq!(next_event_id("41").as_deref(), Some("42"));
+        assert_eq!(next_event_id("x/0"), None);
+        assert_eq!(next_event_id(&usize::MAX.to_string()), None);
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_static("7/3"));
+        resume_after_last_event(&mut headers);
+        assert_eq!(headers["last-event-id"], "8/3");
     }
 
     #[test]

@@ -1135,3 +1135,102 @@ async fn binary_never_logs_session_ids_even_at_trace() {
     );
     assert!(!stderr.contains(TOKEN), "the token is in the log");
 }
+
+/// The `id:` of each event in an SSE body, in order.
+fn event_ids(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().to_string())
+        .collect()
+}
+
+/// A GET with `Last-Event-ID` on a session: the replayed stream's body (bounded wait).
+async fn resume(url: &str, session: &str, last: &str) -> String {
+    let response = authed(reqwest::Client::new().get(url))
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("last-event-id", last)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    // A completed request's replay ends by itself; a live one would stay open.
+    tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("the replay ended")
+        .expect("body")
+}
+
+/// A client that resumes with `Last-Event-ID` gets the events after it, not that event again
+/// (rmcp 3.9 replays from it, and the TypeScript SDK then reconnects with the same id forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_resume_replays_only_the_events_after_last_event_id() {
+    use futures::StreamExt;
+    let server = Binary::start().await;
+    let client = reqwest::Client::new();
+    let init = authed(client.post(&server.url))
+        .body(INITIALIZE)
+        .send()
+        .await
+        .expect("initialize");
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_string();
+    let _ = init.text().await;
+    let initialized = authed(client.post(&server.url))
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .send()
+        .await
+        .expect("initialized");
+    assert_eq!(initialized.status(), 202);
+    // A 5 s watch with progress (an event a second, then the answer); the client's
+    // connection drops after two events, as a network blip would.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "watch_connections", "arguments": {"duration_secs": 5},
+        "_meta": {"progressToken": "watch"}}});
+    let response = authed(client.post(&server.url))
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(call.to_string())
+        .send()
+        .await
+        .expect("call");
+    let mut stream = response.bytes_stream();
+    let mut body = String::new();
+    while event_ids(&body).len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let seen = event_ids(&body);
+    let last = seen[1].clone();
+    let index = |id: &str| {
+        id.split('/')
+            .next()
+            .and_then(|i| i.parse::<u64>().ok())
+            .expect("an event index")
+    };
+    // Resuming replays what came after `last` and goes on live to the answer.
+    let replay = resume(&server.url, &session, &last).await;
+    let replayed = event_ids(&replay);
+    assert!(
+        replayed.iter().all(|id| index(id) > index(&last)),
+        "resumed after {last}, got {replayed:?} (seen before: {seen:?})"
+    );
+    assert!(
+        messages(&replay).iter().any(|m| m["id"] == 2),
+        "the answer comes on the resumed stream: {replay}"
+    );
+    server.sigterm();
+    let (code, _) = server.wait().await;
+    assert_eq!(code, Some(0));
+}
