@@ -389,11 +389,7 @@ impl NetstatServer {
         self
     }
 
-    async fn watch_connections(
-        &self,
-        args: &JsonObject,
-        context: &RequestContext<RoleServer>,
-    ) -> CallToolResult {
+    async fn watch_connections(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = match self
             .inputs
             .watch
@@ -403,22 +399,17 @@ impl NetstatServer {
             Ok(q) => q,
             Err(e) => return envelope_result::<WatchData>(Err(e)),
         };
-        let token = context.meta.get_progress_token();
-        let peer = context.peer.clone();
+        // Through the call's one ordered forwarder, like every other tool's progress: each
+        // second's notification in order, and all of them before the result.
         let mut progress = move |elapsed: u64, total: u64, tally: &crate::watch::Tally| {
-            let Some(token) = token.clone() else { return };
-            let param = ProgressNotificationParam::new(token, elapsed as f64)
-                .with_total(total as f64)
-                .with_message(format!(
+            progress(ProgressEvent::step(
+                elapsed as usize,
+                total as usize,
+                format!(
                     "{elapsed} of {total} s: {} opened, {} closed",
                     tally.opened, tally.closed
-                ));
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                if let Err(e) = peer.notify_progress(param).await {
-                    tracing::debug!(cause = %e, "progress notification not sent");
-                }
-            });
+                ),
+            ));
         };
         envelope_result(self.watch.window(&query, &mut progress).await)
     }
@@ -556,7 +547,7 @@ impl ServerHandler for NetstatServer {
             CHECK_PORT_OCCUPATION => Box::pin(self.port(&args, progress)),
             NETSTAT => Box::pin(self.netstat(&args)),
             LIST_HOSTS => Box::pin(std::future::ready(self.hosts(&args))),
-            WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, &context)),
+            WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, progress)),
             RECENT_CONNECTION_EVENTS => Box::pin(std::future::ready(self.recent_events(&args))),
             CONNECTION_HEALTH => Box::pin(self.health(&args)),
             TRAFFIC => Box::pin(self.traffic(&args, progress)),

@@ -296,6 +296,15 @@ async fn watch_connections_over_stdio_reports_progress_counts_and_stops_on_cance
     let progress = progress_of(&messages, "w1");
     assert!(progress.len() >= 2, "progress notifications: {progress:?}");
     assert_eq!(progress[0]["params"]["total"], 4.0);
+    // One ordered stream of notifications, all before the result.
+    let values: Vec<f64> = progress
+        .iter()
+        .filter_map(|p| p["params"]["progress"].as_f64())
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "progress out of order: {values:?}"
+    );
     let text = response["result"]["content"][0]["text"]
         .as_str()
         .expect("text block");
