@@ -612,15 +612,19 @@ impl WatchService {
     }
 }
 
+/// Keeps the newest `n` events (they are at the end: the oldest go first).
+fn keep_newest(events: &mut Vec<EventJson>, truncated: &mut bool, n: usize) {
+    let cut = events.len().saturating_sub(n);
+    events.drain(..cut);
+    *truncated = true;
+}
+
 impl crate::query::output::Rows for WatchData {
     fn row_count(&self) -> usize {
         self.events.len()
     }
-    /// The newest events are at the end: the oldest go first.
     fn keep_rows(&mut self, n: usize) {
-        let cut = self.events.len().saturating_sub(n);
-        self.events.drain(..cut);
-        self.truncated = true;
+        keep_newest(&mut self.events, &mut self.truncated, n);
     }
 }
 
@@ -629,9 +633,7 @@ impl crate::query::output::Rows for RecentData {
         self.events.len()
     }
     fn keep_rows(&mut self, n: usize) {
-        let cut = self.events.len().saturating_sub(n);
-        self.events.drain(..cut);
-        self.truncated = true;
+        keep_newest(&mut self.events, &mut self.truncated, n);
     }
 }
 
