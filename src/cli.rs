@@ -18,6 +18,7 @@ use crate::query::{
 use crate::source::Backend;
 
 pub mod health;
+pub mod watch;
 
 /// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
 ///
@@ -76,7 +77,7 @@ pub enum Command {
     Hosts(HostsOpts),
     /// Print connections as they open and close (a table line, or JSON per line with --json),
     /// until Ctrl-C or --duration; then a summary on stderr.
-    Watch(crate::watch::cli::WatchOpts),
+    Watch(watch::WatchOpts),
     /// How the connections are doing: retransmits, RTT, zero windows, queues, UDP drops (from
     /// the kernel's tcp_info and socket memory, no privilege needed), the worst first.
     Health(health::HealthOpts),

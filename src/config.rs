@@ -43,6 +43,10 @@ pub(crate) const MAX_JUMP_HOPS: usize = 8;
 /// Channels one SSH session may have open at once (sshd's `MaxSessions` defaults to 10).
 pub(crate) const MAX_CHANNELS_PER_HOST: usize = 8;
 
+/// At most this many hosts in one call (a host list, glob or group); `[ssh] max_parallel` is
+/// at most this too.
+pub(crate) const MAX_HOSTS_PER_CALL: usize = 256;
+
 /// A secret string (password, passphrase): zeroed on drop, redacted in `Debug`, no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(Zeroizing<String>);

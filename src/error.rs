@@ -18,6 +18,16 @@ pub struct InputError {
     pub(crate) allowed: String,
 }
 
+impl InputError {
+    pub(crate) fn new(param: &str, given: String, allowed: &str) -> InputError {
+        InputError {
+            param: param.to_string(),
+            given,
+            allowed: allowed.to_string(),
+        }
+    }
+}
+
 /// Everything that can go wrong when answering a query.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,7 +38,7 @@ pub enum Error {
     /// match it); then the configured names, so the caller can pick one.
     #[error(
         "Authentication config for remote host not found: {}{}",
-        crate::query::shorten(host),
+        shorten(host),
         configured_names(configured)
     )]
     UnknownHost {
@@ -82,7 +92,7 @@ pub enum Error {
 
     /// A configured remote host whose config entry (or the `[ssh]` table) is invalid; the
     /// error names the file, the entry and the field. Other hosts are unaffected.
-    #[error("remote host {} cannot be used: {source}", crate::query::shorten(host))]
+    #[error("remote host {} cannot be used: {source}", shorten(host))]
     HostConfig {
         host: String,
         #[source]
@@ -122,4 +132,27 @@ impl Error {
             Error::Input(_) | Error::UnknownHost { .. } | Error::RecorderOff
         )
     }
+}
+
+/// A caller's text for a message: control characters escaped (`\n`, `\u{1b}`), and cut to 64
+/// characters so that a huge argument is never echoed back whole.
+pub(crate) fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    let escape = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_control() || c == '\\' {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let count = text.chars().count();
+    if count <= MAX {
+        return escape(text);
+    }
+    let head: String = text.chars().take(MAX).collect();
+    format!("{}… ({count} characters)", escape(&head))
 }

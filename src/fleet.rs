@@ -20,8 +20,7 @@ use futures::StreamExt as _;
 
 use crate::error::InputError;
 
-/// At most this many hosts in one call.
-pub(crate) const MAX_HOSTS_PER_CALL: usize = 256;
+pub(crate) use crate::config::MAX_HOSTS_PER_CALL;
 
 /// One item of a `host` list.
 #[derive(Debug, Clone, PartialEq, Eq)]

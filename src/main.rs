@@ -62,7 +62,7 @@ async fn main() -> ExitCode {
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
         Some(Command::Summary(opts)) => cli::summary(&service, opts).await,
         Some(Command::Hosts(opts)) => cli::hosts(&service, opts),
-        Some(Command::Watch(opts)) => netstat_mcp::watch::cli::run(&watch, opts).await,
+        Some(Command::Watch(opts)) => cli::watch::run(&watch, opts).await,
         Some(Command::Health(opts)) => cli::health::health(&service, opts).await,
         Some(Command::Top(opts)) => cli::health::top(&watch, opts).await,
         Some(Command::Serve(args)) if args.http.is_some() => serve_http(server(), args).await,

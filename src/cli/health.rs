@@ -209,7 +209,7 @@ pub async fn top(watch: &crate::watch::service::WatchService, opts: &TopOpts) ->
     };
     let refreshing = opts.interval.is_some();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let stop = crate::watch::cli::stop_signal();
+    let stop = super::watch::stop_signal();
     tokio::pin!(stop);
     loop {
         let result = tokio::select! {

@@ -231,14 +231,14 @@ fn parse_ssh(
     if let Some(n) = s.max_parallel {
         ssh.max_parallel = usize::try_from(n)
             .ok()
-            .filter(|n| (1..=crate::fleet::MAX_HOSTS_PER_CALL).contains(n))
+            .filter(|n| (1..=crate::config::MAX_HOSTS_PER_CALL).contains(n))
             .ok_or_else(|| {
                 invalid(
                     "[ssh]",
                     "max_parallel",
                     format!(
                         "must be 1..={} hosts at once, got {n}",
-                        crate::fleet::MAX_HOSTS_PER_CALL
+                        crate::config::MAX_HOSTS_PER_CALL
                     ),
                 )
             })?;

@@ -645,8 +645,9 @@ mod tests {
 
     use super::*;
     use crate::model::{Endpoint, Owner, Protocol, Socket, TcpState};
-    use crate::query::{ConnectionsArgs, HostInfo, HostsData, PortArgs};
+    use crate::query::{ConnectionsArgs, PortArgs};
     use crate::source::{BoxFuture, OwnerCoverage, RemoteSources, Source, Target, Want};
+    use crate::source::{ConfiguredHosts, HostInfo};
 
     /// A host with `n` established connections and a few listeners, owned by one program.
     struct Busy(usize);
@@ -719,7 +720,7 @@ mod tests {
             })
         }
 
-        fn hosts(&self) -> HostsData {
+        fn hosts(&self) -> ConfiguredHosts {
             let hosts: Vec<HostInfo> = self
                 .names
                 .iter()
@@ -734,12 +735,9 @@ mod tests {
                     source: "config".into(),
                 })
                 .collect();
-            HostsData {
-                host_count: hosts.len(),
+            ConfiguredHosts {
                 config: None,
-                truncated: false,
                 hosts,
-                unusable_count: 0,
                 unusable: Vec::new(),
             }
         }

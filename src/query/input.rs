@@ -452,11 +452,7 @@ impl PortArgs {
 pub(crate) struct NoArgs {}
 
 pub(crate) fn input(param: &str, given: String, allowed: &str) -> InputError {
-    InputError {
-        param: param.to_string(),
-        given,
-        allowed: allowed.to_string(),
-    }
+    InputError::new(param, given, allowed)
 }
 
 /// A caller's text, quoted and shortened for a message.

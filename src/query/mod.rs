@@ -14,6 +14,7 @@
 //!   merged summary, one budget.
 
 pub(crate) mod answer;
+pub(crate) mod details;
 pub(crate) mod fleet;
 pub(crate) mod health;
 pub(crate) mod input;
@@ -34,31 +35,10 @@ pub(crate) use input::{
 pub use output::{
     ConnectionsAnswer, ConnectionsData, Envelope, FleetData, FleetSummary, HostsData, PortAnswer,
 };
-pub(crate) use output::{HostInfo, OwnerDetails, PortData, RowOwners, RowPlace, UnusableHost};
+pub(crate) use output::{OwnerDetails, PortData, RowOwners, RowPlace};
 pub use service::Service;
 
-/// A caller's text for a message: control characters escaped (`\n`, `\u{1b}`), and cut to 64
-/// characters so that a huge argument is never echoed back whole.
-pub(crate) fn shorten(text: &str) -> String {
-    const MAX: usize = 64;
-    let escape = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_control() || c == '\\' {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    };
-    let count = text.chars().count();
-    if count <= MAX {
-        return escape(text);
-    }
-    let head: String = text.chars().take(MAX).collect();
-    format!("{}… ({count} characters)", escape(&head))
-}
+pub(crate) use crate::error::shorten;
 
 #[cfg(test)]
 mod shorten_tests {

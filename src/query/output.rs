@@ -13,9 +13,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 
+pub(crate) use super::details::{ContainerRef, NetnsRef, OwnerDetails};
 use super::summary::Summary;
 use crate::error::Error;
-use crate::model::{Netns, Place, ProcessInfo};
+use crate::model::{Netns, Place};
+pub(crate) use crate::source::{ConfiguredHosts, HostInfo, UnusableHost};
 
 /// The most any answer carries, whatever its `limit` (`0` included): its JSON, which goes out
 /// twice (structured and as text), stays well under the 16 MiB line that rmcp clients read,
@@ -115,91 +117,6 @@ pub struct ConnectionRow {
     /// The bound interface and, when every namespace was listed, the socket's namespace.
     #[serde(flatten)]
     pub(crate) place: RowPlace,
-}
-
-/// What the process table says about an owning process; each field is left out when unknown.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Default)]
-pub(crate) struct OwnerDetails {
-    /// The user the process runs as (effective uid): its name, else the uid as text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) user: Option<Arc<str>>,
-    /// The effective user id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) uid: Option<u32>,
-    /// The command line, arguments joined by spaces, at most 256 characters (a cut one ends
-    /// with `…`); `[name]` for a kernel thread.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) command: Option<Arc<str>>,
-    /// The systemd unit the process runs in, as `ps -o unit` shows it (`nginx.service`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) unit: Option<Arc<str>>,
-    /// The container the process runs in, from its cgroup path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) container: Option<ContainerRef>,
-}
-
-impl OwnerDetails {
-    pub(crate) fn of(info: &ProcessInfo) -> OwnerDetails {
-        OwnerDetails {
-            user: info.user.clone(),
-            uid: info.uid,
-            command: info.command.clone(),
-            unit: info.unit.clone(),
-            container: info.container.as_ref().map(|c| ContainerRef {
-                runtime: c.runtime.as_str(),
-                id: c.id.clone(),
-            }),
-        }
-    }
-
-    /// Writes the fields that are known into a struct being serialized.
-    fn write_fields<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
-        if let Some(user) = &self.user {
-            st.serialize_field("user", user)?;
-        }
-        if let Some(uid) = &self.uid {
-            st.serialize_field("uid", uid)?;
-        }
-        if let Some(command) = &self.command {
-            st.serialize_field("command", command)?;
-        }
-        if let Some(unit) = &self.unit {
-            st.serialize_field("unit", unit)?;
-        }
-        if let Some(container) = &self.container {
-            st.serialize_field("container", container)?;
-        }
-        Ok(())
-    }
-}
-
-/// A container, as its cgroup path names it.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub(crate) struct ContainerRef {
-    /// `docker`, `podman`, `containerd`, `kubernetes` or `lxc`.
-    #[schemars(extend("enum" = ["docker", "podman", "containerd", "kubernetes", "lxc"]))]
-    pub(crate) runtime: &'static str,
-    /// The short id (12 hex digits, as `docker ps` shows it), or the container's name for lxc.
-    pub(crate) id: Arc<str>,
-}
-
-/// A network namespace.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub(crate) struct NetnsRef {
-    /// Its nsfs inode (what `ls -L -i /proc/<pid>/ns/net` shows), unique on the machine.
-    pub(crate) inode: u64,
-    /// Its name under /run/netns (`ip netns`), else `runtime:id` of the container holding it;
-    /// null when neither.
-    pub(crate) name: Option<Arc<str>>,
-}
-
-impl NetnsRef {
-    pub(crate) fn of(netns: &Netns) -> NetnsRef {
-        NetnsRef {
-            inode: netns.inode,
-            name: netns.name.clone(),
-        }
-    }
 }
 
 /// A process holding a socket, with its details.
@@ -426,39 +343,6 @@ pub struct HostsData {
     pub(crate) unusable: Vec<UnusableHost>,
 }
 
-/// A configured entry that cannot be used: a `[[remote_hosts]]` entry that failed validation,
-/// or an ssh_config alias we cannot log in to. Never a secret.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub(crate) struct UnusableHost {
-    /// The name a caller would pass as `host`, when the entry has one.
-    pub(crate) name: Option<String>,
-    /// Where it is configured: `remote_hosts[2] (web-1)`, or the ssh_config alias.
-    pub(crate) entry: String,
-    /// Why it cannot be used (file, entry, field), as a call naming it reports it.
-    pub(crate) problem: String,
-}
-
-/// A configured remote host, as `list_hosts` and the CLI's `hosts` show it: never a secret.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub(crate) struct HostInfo {
-    /// The name to pass as `host`.
-    pub(crate) name: String,
-    /// Its address or DNS name.
-    pub(crate) host: String,
-    /// Its SSH port.
-    pub(crate) port: u16,
-    pub(crate) username: String,
-    /// How we authenticate: password, key, agent (the method only).
-    pub(crate) auth: String,
-    /// Groups it belongs to (address a group as `@name`).
-    pub(crate) groups: Vec<String>,
-    /// The bastions it is reached through (ProxyJump), outermost first; empty when direct.
-    pub(crate) via: Vec<String>,
-    /// Where it is configured: `config` (a `[[remote_hosts]]` entry) or `ssh_config` (a
-    /// `Host` alias).
-    pub(crate) source: String,
-}
-
 /// `data` of `query_network_connections`: one host's, or several hosts' when `host` named more
 /// than one.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
@@ -657,6 +541,19 @@ impl Rows for PortAnswer {
         match self {
             PortAnswer::One(d) => d.keep_rows(n),
             PortAnswer::Many(d) => d.keep_rows(n),
+        }
+    }
+}
+
+impl From<ConfiguredHosts> for HostsData {
+    fn from(c: ConfiguredHosts) -> HostsData {
+        HostsData {
+            host_count: c.hosts.len(),
+            config: c.config,
+            truncated: false,
+            hosts: c.hosts,
+            unusable_count: c.unusable.len(),
+            unusable: c.unusable,
         }
     }
 }

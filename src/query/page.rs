@@ -14,7 +14,6 @@ use std::net::IpAddr;
 
 use data_encoding::BASE64URL_NOPAD;
 
-use super::input::input;
 use crate::error::InputError;
 use crate::model::{Protocol, Socket};
 
@@ -73,7 +72,7 @@ impl RowKey {
     /// Reads a cursor made by [`RowKey::encode`].
     pub(crate) fn decode(cursor: &str) -> Result<RowKey, InputError> {
         let refuse = || {
-            input(
+            InputError::new(
                 "cursor",
                 format!("'{}'", super::shorten(cursor)),
                 CURSOR_ALLOWED,

@@ -101,7 +101,7 @@ impl Service {
     /// The configured hosts, fitted to `budget` bytes (`None`: every host, for a person at a
     /// terminal).
     pub(crate) fn hosts_within(&self, budget: Option<usize>) -> Envelope<HostsData> {
-        let mut data = self.remotes.hosts();
+        let mut data = HostsData::from(self.remotes.hosts());
         for u in &mut data.unusable {
             u.problem = cut(&u.problem, MAX_PROBLEM_CHARS);
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::output::{ContainerRef, NetnsRef, OwnerDetails};
+use super::details::{ContainerRef, NetnsRef, OwnerDetails};
 use super::page::RowKey;
 use crate::model::{Socket, TcpState, Transport};
 use crate::source::ProcessLookup;

@@ -7,6 +7,7 @@
 //! tests can hand it fixture data. A snapshot may come with a [`ProcessLookup`] for owner
 //! details, which the query layer calls only for the processes it shows.
 
+pub(crate) mod hosts;
 pub(crate) mod local;
 #[cfg(target_os = "linux")]
 pub mod netlink;
@@ -16,19 +17,19 @@ pub mod netns;
 pub(crate) mod procfs;
 pub mod remote;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{Socket, StateSet, Transport};
 pub(crate) use crate::process::ProcessLookup;
 
+pub use hosts::ConfiguredHosts;
+pub(crate) use hosts::{HostInfo, UnusableHost};
 pub use local::{Backend, LocalSource};
 pub use remote::SshRemotes;
 
 /// A boxed, sendable future, as trait objects return them.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use futures::future::BoxFuture;
 
 /// What a query needs from a source. Sources may return more than asked (the query layer filters
 /// again); asking narrowly lets the kernel do the work.
@@ -165,7 +166,7 @@ pub trait RemoteSources: Send + Sync {
     fn lookup(&self, host: &str, ssh_port: Option<u16>) -> Result<Target, Error>;
 
     /// The configured hosts, as `list_hosts` shows them (never a secret).
-    fn hosts(&self) -> crate::query::HostsData;
+    fn hosts(&self) -> ConfiguredHosts;
 
     /// How many hosts one multi-host call queries at once (`[ssh] max_parallel`).
     fn max_parallel(&self) -> usize {
@@ -184,14 +185,7 @@ impl RemoteSources for NoRemotes {
         })
     }
 
-    fn hosts(&self) -> crate::query::HostsData {
-        crate::query::HostsData {
-            host_count: 0,
-            config: None,
-            truncated: false,
-            hosts: Vec::new(),
-            unusable_count: 0,
-            unusable: Vec::new(),
-        }
+    fn hosts(&self) -> ConfiguredHosts {
+        ConfiguredHosts::default()
     }
 }

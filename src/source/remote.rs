@@ -139,12 +139,12 @@ impl RemoteSources for SshRemotes {
         self.config.ssh.max_parallel
     }
 
-    fn hosts(&self) -> crate::query::HostsData {
-        let hosts: Vec<crate::query::HostInfo> = self
+    fn hosts(&self) -> super::ConfiguredHosts {
+        let hosts: Vec<super::HostInfo> = self
             .config
             .remote_hosts
             .iter()
-            .map(|h| crate::query::HostInfo {
+            .map(|h| super::HostInfo {
                 name: h.name.clone(),
                 host: h.host.clone(),
                 port: h.port,
@@ -155,11 +155,11 @@ impl RemoteSources for SshRemotes {
                 source: h.origin.as_str().to_string(),
             })
             .collect();
-        let mut unusable: Vec<crate::query::UnusableHost> = self
+        let mut unusable: Vec<super::UnusableHost> = self
             .config
             .broken_hosts
             .iter()
-            .map(|b| crate::query::UnusableHost {
+            .map(|b| super::UnusableHost {
                 name: b.name.clone(),
                 entry: b.entry.clone(),
                 problem: b.error.to_string(),
@@ -169,7 +169,7 @@ impl RemoteSources for SshRemotes {
         let hosts = match &self.config.ssh_error {
             None => hosts,
             Some(e) => {
-                unusable.extend(hosts.into_iter().map(|h| crate::query::UnusableHost {
+                unusable.extend(hosts.into_iter().map(|h| super::UnusableHost {
                     name: Some(h.name.clone()),
                     entry: h.name,
                     problem: e.to_string(),
@@ -177,12 +177,9 @@ impl RemoteSources for SshRemotes {
                 Vec::new()
             }
         };
-        crate::query::HostsData {
-            host_count: hosts.len(),
+        super::ConfiguredHosts {
             config: self.config.path.as_ref().map(|p| p.display().to_string()),
-            truncated: false,
             hosts,
-            unusable_count: unusable.len(),
             unusable,
         }
     }

@@ -11,7 +11,7 @@ use russh::keys::agent::client::AgentClient;
 
 use super::error::SshError;
 use super::host_key::Client;
-use super::pool::Target;
+use super::target::Target;
 use crate::config::AuthMethod;
 
 /// Tries the host's auth methods in order until one succeeds.

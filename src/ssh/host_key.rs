@@ -12,7 +12,7 @@ use russh::keys::ssh_key::PublicKey;
 
 use super::error::SshError;
 use super::known_hosts;
-use super::pool::Target;
+use super::target::Target;
 use crate::config::HostKeyPolicy;
 
 /// The largest known_hosts file read (about 100,000 host keys).

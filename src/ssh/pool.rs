@@ -21,6 +21,7 @@ use tokio::sync::{Mutex, Semaphore};
 use super::auth::authenticate;
 use super::error::SshError;
 use super::host_key::{Client, read_known_hosts};
+use super::target::Target;
 use super::{CommandOutput, MAX_OUTPUT_BYTES, RemoteCommand, jump, known_hosts};
 use crate::config::{MAX_CHANNELS_PER_HOST, RemoteHost, SshSettings};
 
@@ -68,38 +69,6 @@ impl std::fmt::Debug for SshPool {
         f.debug_struct("SshPool")
             .field("handshakes", &self.handshakes())
             .finish_non_exhaustive()
-    }
-}
-
-/// A remote host and port as messages name them.
-pub(super) struct Target<'a> {
-    pub(super) host: &'a RemoteHost,
-    pub(super) port: u16,
-    pub(super) label: String,
-    pub(super) addr: String,
-}
-
-impl<'a> Target<'a> {
-    pub(super) fn new(host: &'a RemoteHost, port: u16) -> Target<'a> {
-        let addr = if host.host.contains(':') {
-            format!("[{}]:{port}", host.host)
-        } else {
-            format!("{}:{port}", host.host)
-        };
-        Target {
-            host,
-            port,
-            label: host.label(),
-            addr,
-        }
-    }
-
-    pub(super) fn protocol(&self, stage: &'static str, detail: impl std::fmt::Display) -> SshError {
-        SshError::Protocol {
-            host: self.label.clone(),
-            stage,
-            detail: detail.to_string(),
-        }
     }
 }
 
@@ -224,7 +193,7 @@ impl SshPool {
     fn bastion_session<'a>(
         &'a self,
         host: &'a RemoteHost,
-    ) -> crate::source::BoxFuture<'a, Result<Arc<Session>, SshError>> {
+    ) -> futures::future::BoxFuture<'a, Result<Arc<Session>, SshError>> {
         Box::pin(async move {
             let target = Target::new(host, host.port);
             let slot = self.slot(host, host.port);

@@ -12,7 +12,6 @@
 //!
 //! Engines hand events to a [`Sink`]; they never wait for a consumer.
 
-pub mod cli;
 pub(crate) mod diff;
 pub(crate) mod local;
 pub mod recorder;

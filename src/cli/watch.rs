@@ -10,8 +10,8 @@ use clap::Args;
 use crate::error::Error;
 use crate::query::WatchArgs;
 
-use super::service::{WatchService, channel};
-use super::{Event, EventKind, Tally, rfc3339_ms};
+use crate::watch::service::{WatchService, channel};
+use crate::watch::{Event, EventKind, Tally, rfc3339_ms};
 
 /// Options of `watch`: the tool's inputs, plus the output form.
 #[derive(Debug, Args)]
@@ -108,7 +108,7 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
         target.label.clone()
     };
     let stop = stop_signal();
-    crate::cli::print_error(&format!(
+    super::print_error(&format!(
         "netstat-mcp: watching {where_}. {}. Ctrl-C to stop",
         watcher.destroy().describe(watcher.interval())
     ));
@@ -172,7 +172,7 @@ pub async fn run(watch: &WatchService, opts: &WatchOpts) -> ExitCode {
         }
         _ => ExitCode::SUCCESS,
     };
-    crate::cli::print_error(&summary);
+    super::print_error(&summary);
     code
 }
 
@@ -216,6 +216,6 @@ async fn received(signal: Option<tokio::signal::unix::Signal>) {
 }
 
 fn fail(e: &Error) -> ExitCode {
-    crate::cli::print_error(&format!("netstat-mcp: {e}"));
+    super::print_error(&format!("netstat-mcp: {e}"));
     ExitCode::from(2)
 }
