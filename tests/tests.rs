@@ -3,6 +3,7 @@
 mod support;
 
 mod answers;
+mod architecture;
 mod cli;
 mod fleet;
 mod health;
