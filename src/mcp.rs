@@ -556,8 +556,13 @@ impl ServerHandler for NetstatServer {
                 return Err(McpError::new(
                     ErrorCode::INVALID_PARAMS,
                     format!(
-                        "Unknown tool '{}'. Available tools: {QUERY_NETWORK_CONNECTIONS}, {CHECK_PORT_OCCUPATION}, {NETSTAT}, {LIST_HOSTS}, {WATCH_CONNECTIONS}, {RECENT_CONNECTION_EVENTS}, {CONNECTION_HEALTH}, {TRAFFIC}",
-                        crate::query::shorten(other)
+                        "Unknown tool '{}'. Available tools: {}",
+                        crate::query::shorten(other),
+                        self.tools
+                            .iter()
+                            .map(|t| t.name.as_ref())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     None,
                 ));

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, InputError};
 use crate::model::{Socket, TcpState, Transport};
 use crate::parse::clip;
-use crate::parse::render::{Listing, RenderOptions, render_netstat};
+use crate::parse::render::{RenderOptions, Shown, render_netstat};
 use crate::query::{Envelope, HostSpec, OWNER_HINT, Service};
 use crate::source::{OwnerCoverage, Want};
 
@@ -169,13 +169,13 @@ impl NetstatArgs {
         self.all || listening == self.listening
     }
 
-    fn listing(&self) -> Listing {
+    fn listing(&self) -> Shown {
         if self.all {
-            Listing::All
+            Shown::All
         } else if self.listening {
-            Listing::Listening
+            Shown::Listening
         } else {
-            Listing::Connected
+            Shown::Connected
         }
     }
 }
@@ -626,7 +626,7 @@ mod tests {
             &RenderOptions {
                 wide: false,
                 programs: true,
-                listing: Listing::All,
+                listing: Shown::All,
             },
         );
         let lines: Vec<&str> = text.lines().collect();

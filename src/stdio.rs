@@ -64,7 +64,7 @@ pub(crate) struct Stdio<R, W: AsyncWrite> {
     refusals: Arc<Semaphore>,
 }
 
-enum Line {
+enum LineRead {
     Full,
     TooLong,
     End,
@@ -88,18 +88,18 @@ where
 
     /// Reads up to a newline into `self.line`, never holding more than [`MAX_LINE`] bytes.
     /// Cancel-safe: what was read stays in `self.line`.
-    async fn read_line(&mut self) -> Line {
+    async fn read_line(&mut self) -> LineRead {
         loop {
             let (consumed, done) = {
                 let available = match self.read.fill_buf().await {
                     Ok(available) => available,
                     Err(e) => {
                         tracing::error!("cannot read stdin: {e}");
-                        return Line::End;
+                        return LineRead::End;
                     }
                 };
                 if available.is_empty() {
-                    return Line::End;
+                    return LineRead::End;
                 }
                 let newline = available.iter().position(|b| *b == b'\n');
                 let take = newline.map_or(available.len(), |at| at + 1);
@@ -111,10 +111,10 @@ where
                 } else if self.line.len().saturating_add(take) > MAX_LINE {
                     self.line.clear();
                     self.discarding = newline.is_none();
-                    (take, Some(Line::TooLong))
+                    (take, Some(LineRead::TooLong))
                 } else {
                     self.line.extend_from_slice(&available[..take]);
-                    (take, newline.map(|_| Line::Full))
+                    (take, newline.map(|_| LineRead::Full))
                 }
             };
             self.read.consume(consumed);
@@ -206,8 +206,8 @@ where
         loop {
             self.flush_refusal().await?;
             match self.read_line().await {
-                Line::Full => {}
-                Line::TooLong => {
+                LineRead::Full => {}
+                LineRead::TooLong => {
                     tracing::warn!(max = MAX_LINE, "a line over the length limit was dropped");
                     self.pending = Some(TxJsonRpcMessage::<RoleServer>::error(
                         ErrorData::invalid_request(
@@ -219,7 +219,7 @@ where
                     continue;
                 }
                 // A partial last line (no newline) is not a message.
-                Line::End => return None,
+                LineRead::End => return None,
             }
             let text = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);

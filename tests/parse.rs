@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use netstat_mcp::model::{Endpoint, Owner, Protocol, Socket, TcpState, Transport};
 use netstat_mcp::parse::external::{self, FallbackCommand};
-use netstat_mcp::parse::render::Listing;
+use netstat_mcp::parse::render::Shown;
 use netstat_mcp::parse::{
     self, ByteOrder, Format, Parsed, RenderOptions, proc_net, render_netstat, render_proc_net,
     render_proc_net_all,
@@ -512,7 +512,7 @@ fn rendered_netstat_matches_real_capture_layout() {
     let opts = RenderOptions {
         wide: true,
         programs: true,
-        listing: Listing::All,
+        listing: Shown::All,
     };
     assert_eq!(render_netstat(&parsed.sockets, &opts), text);
     let cut = fixture("net-tools/debian12-tunap.txt");
@@ -540,7 +540,7 @@ fn rendered_netstat_matches_real_capture_layout() {
     let opts = RenderOptions {
         wide: false,
         programs: false,
-        listing: Listing::Listening,
+        listing: Shown::Listening,
     };
     assert_eq!(render_netstat(&listeners, &opts), tuln);
 }
@@ -672,7 +672,7 @@ proptest! {
 
     #[test]
     fn netstat_wide_round_trip(sockets in proptest::collection::vec(arb_socket(false), 0..20)) {
-        let opts = RenderOptions { wide: true, programs: true, listing: Listing::All };
+        let opts = RenderOptions { wide: true, programs: true, listing: Shown::All };
         let text = render_netstat(&sockets, &opts);
         let parsed = parse::parse(Format::NetTools, &text);
         prop_assert!(parsed.skipped.is_empty(), "{:?}\n{}", parsed.skipped, text);
@@ -682,7 +682,7 @@ proptest! {
 
     #[test]
     fn netstat_short_round_trip_ipv4(sockets in proptest::collection::vec(arb_socket(true), 1..20)) {
-        let opts = RenderOptions { wide: false, programs: true, listing: Listing::Connected };
+        let opts = RenderOptions { wide: false, programs: true, listing: Shown::Connected };
         let text = render_netstat(&sockets, &opts);
         prop_assert_eq!(parse::detect(&text), Some(Format::NetTools));
         let parsed = parse::parse(Format::NetTools, &text);

@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use super::proc_net::{ByteOrder, PROC_NET_MARKER, encode_addr};
 use crate::model::{Protocol, Socket, TcpState, Transport};
 
-/// Which sockets a netstat listing claims to show; only the title line changes.
+/// Which sockets a netstat listing claims to show (`-a`, `-l`, neither); only the title line
+/// changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Listing {
+pub enum Shown {
     /// `-a`: "(servers and established)".
     #[default]
     All,
@@ -32,7 +33,7 @@ pub struct RenderOptions {
     /// `-p`: add the `PID/Program name` column.
     pub programs: bool,
     /// Title line.
-    pub listing: Listing,
+    pub listing: Shown,
 }
 
 /// net-tools' `PROGNAME_WIDTH`: the program column is this wide and holds `pid/name` cut to
@@ -47,9 +48,9 @@ pub fn render_netstat(sockets: &[Socket], options: &RenderOptions) -> String {
     let mut out = String::with_capacity(128 + sockets.len() * 110);
     out.push_str("Active Internet connections ");
     out.push_str(match options.listing {
-        Listing::All => "(servers and established)",
-        Listing::Listening => "(only servers)",
-        Listing::Connected => "(w/o servers)",
+        Shown::All => "(servers and established)",
+        Shown::Listening => "(only servers)",
+        Shown::Connected => "(w/o servers)",
     });
     out.push_str(
         "\nProto Recv-Q Send-Q Local Address           Foreign Address         State      ",
@@ -222,7 +223,7 @@ mod tests {
             &RenderOptions {
                 wide: false,
                 programs: true,
-                listing: Listing::All,
+                listing: Shown::All,
             },
         );
         // Lines 1, 2 and 3 of tests/fixtures/net-tools/debian12-tunap.txt, byte for byte.

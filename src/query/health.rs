@@ -425,14 +425,14 @@ pub(crate) struct HealthSummary {
 }
 
 #[derive(Default)]
-struct SummaryBuilder {
+struct HealthTally {
     summary: HealthSummary,
     rtts: Vec<u32>,
     /// The worst finding: (verdict, its sort key, the socket's row key and description).
     worst: Option<(Verdict, (u64, u64), RowKey, String)>,
 }
 
-impl SummaryBuilder {
+impl HealthTally {
     fn add(&mut self, s: &Socket, findings: &Findings, verdict: Verdict, sort: HealthSort) {
         let sum = &mut self.summary;
         sum.connection_count += 1;
@@ -762,7 +762,7 @@ impl HealthQuery {
             processes,
         } = snapshot;
         let want = self.want(false);
-        let mut builder = SummaryBuilder::default();
+        let mut builder = HealthTally::default();
         sockets.retain(|s| {
             let keep = want.admits(s) && self.filter.matches_owner(s);
             if keep {

@@ -11,13 +11,13 @@ use russh::keys::agent::client::AgentClient;
 
 use super::error::SshError;
 use super::host_key::Client;
-use super::target::Target;
+use super::host_port::HostPort;
 use crate::config::AuthMethod;
 
 /// Tries the host's auth methods in order until one succeeds.
 pub(super) async fn authenticate(
     handle: &mut client::Handle<Client>,
-    target: &Target<'_>,
+    target: &HostPort<'_>,
 ) -> Result<(), SshError> {
     let host = target.host;
     let user = host.username.as_str();

@@ -11,8 +11,8 @@ use russh::keys::PublicKeyOrCertificate;
 use russh::keys::ssh_key::PublicKey;
 
 use super::error::SshError;
+use super::host_port::HostPort;
 use super::known_hosts;
-use super::target::Target;
 use crate::config::HostKeyPolicy;
 
 /// The largest known_hosts file read (about 100,000 host keys).
@@ -20,7 +20,7 @@ pub(crate) const MAX_KNOWN_HOSTS_BYTES: usize = 64 * 1024 * 1024;
 
 // The error path is cold; boxing SshError everywhere would cost more clarity than it saves.
 #[allow(clippy::result_large_err)]
-pub(super) fn read_known_hosts(path: &Path, target: &Target<'_>) -> Result<String, SshError> {
+pub(super) fn read_known_hosts(path: &Path, target: &HostPort<'_>) -> Result<String, SshError> {
     match crate::text_file::read_text(path, MAX_KNOWN_HOSTS_BYTES) {
         Ok(t) => Ok(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -96,8 +96,8 @@ impl Client {
                 .to_string()
         };
         match known_hosts::check(&text, &self.host, self.port, key) {
-            known_hosts::Verdict::Known => Ok(()),
-            known_hosts::Verdict::Unknown if self.port != self.configured_port => {
+            known_hosts::KeyCheck::Known => Ok(()),
+            known_hosts::KeyCheck::Unknown if self.port != self.configured_port => {
                 Err(SshError::CallerPortKeyUnknown {
                     host: self.label.clone(),
                     addr: self.addr.clone(),
@@ -110,7 +110,7 @@ impl Client {
                     known_hosts: self.known_hosts.clone(),
                 })
             }
-            known_hosts::Verdict::Unknown => match self.policy {
+            known_hosts::KeyCheck::Unknown => match self.policy {
                 HostKeyPolicy::AcceptNew => {
                     let line =
                         known_hosts::entry_line(&self.host, self.port, key).ok_or_else(|| {
@@ -140,7 +140,7 @@ impl Client {
                     known_hosts: self.known_hosts.clone(),
                 }),
             },
-            known_hosts::Verdict::Changed {
+            known_hosts::KeyCheck::Changed {
                 line,
                 algorithm: recorded_algorithm,
             } => Err(SshError::HostKeyChanged {
@@ -153,7 +153,7 @@ impl Client {
                 line,
                 recorded_algorithm,
             }),
-            known_hosts::Verdict::Revoked { line } => Err(SshError::HostKeyRevoked {
+            known_hosts::KeyCheck::Revoked { line } => Err(SshError::HostKeyRevoked {
                 host: self.label.clone(),
                 algorithm,
                 fingerprint,

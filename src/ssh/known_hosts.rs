@@ -14,7 +14,7 @@ use sha1::Sha1;
 
 /// What known_hosts says about a host's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum KeyCheck {
     /// A line for this host holds this key.
     Known,
     /// No line names this host.
@@ -90,7 +90,7 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
 }
 
 /// Checks `key` offered by `host`:`port` against known_hosts text.
-pub(crate) fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
+pub(crate) fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> KeyCheck {
     let name = lookup_name(host, port);
     let mut known = false;
     let mut changed = None;
@@ -102,7 +102,7 @@ pub(crate) fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdi
         if line.revoked {
             // A revoked key is refused whatever host it is listed for.
             if same_key {
-                return Verdict::Revoked { line: line.number };
+                return KeyCheck::Revoked { line: line.number };
             }
             continue;
         }
@@ -112,16 +112,16 @@ pub(crate) fn check(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdi
         if same_key {
             known = true;
         } else if changed.is_none() {
-            changed = Some(Verdict::Changed {
+            changed = Some(KeyCheck::Changed {
                 line: line.number,
                 algorithm: line.algorithm.to_string(),
             });
         }
     }
     if known {
-        Verdict::Known
+        KeyCheck::Known
     } else {
-        changed.unwrap_or(Verdict::Unknown)
+        changed.unwrap_or(KeyCheck::Unknown)
     }
 }
 
@@ -238,20 +238,23 @@ mod tests {
     #[test]
     fn plain_and_port_entries() {
         let text = format!("example.com {ED1}\n[example.com]:2222 {ED2}\n");
-        assert_eq!(check(&text, "example.com", 22, &key(ED1)), Verdict::Known);
-        assert_eq!(check(&text, "example.com", 2222, &key(ED2)), Verdict::Known);
+        assert_eq!(check(&text, "example.com", 22, &key(ED1)), KeyCheck::Known);
+        assert_eq!(
+            check(&text, "example.com", 2222, &key(ED2)),
+            KeyCheck::Known
+        );
         assert_eq!(
             check(&text, "example.com", 2222, &key(ED1)),
-            Verdict::Changed {
+            KeyCheck::Changed {
                 line: 2,
                 algorithm: "ssh-ed25519".into()
             }
         );
         assert_eq!(
             check(&text, "example.com", 2200, &key(ED1)),
-            Verdict::Unknown
+            KeyCheck::Unknown
         );
-        assert_eq!(check(&text, "other.com", 22, &key(ED1)), Verdict::Unknown);
+        assert_eq!(check(&text, "other.com", 22, &key(ED1)), KeyCheck::Unknown);
     }
 
     /// `ssh-keygen -H` output for `example.com` (the hash from the russh test vector) and a
@@ -259,15 +262,18 @@ mod tests {
     #[test]
     fn hashed_entries() {
         let text = format!("|1|O33ESRMWPVkMYIwJ1Uw+n877jTo=|nuuC5vEqXlEZ/8BXQR7m619W6Ak= {ED2}\n");
-        assert_eq!(check(&text, "example.com", 22, &key(ED2)), Verdict::Known);
+        assert_eq!(check(&text, "example.com", 22, &key(ED2)), KeyCheck::Known);
         assert!(matches!(
             check(&text, "example.com", 22, &key(ED1)),
-            Verdict::Changed { line: 1, .. }
+            KeyCheck::Changed { line: 1, .. }
         ));
-        assert_eq!(check(&text, "example.org", 22, &key(ED2)), Verdict::Unknown);
+        assert_eq!(
+            check(&text, "example.org", 22, &key(ED2)),
+            KeyCheck::Unknown
+        );
         // A mangled hash never matches and never panics.
         let bad = format!("|1|!!!|nuuC5 {ED2}\n|1|onlysalt {ED2}\n");
-        assert_eq!(check(&bad, "example.com", 22, &key(ED2)), Verdict::Unknown);
+        assert_eq!(check(&bad, "example.com", 22, &key(ED2)), KeyCheck::Unknown);
     }
 
     #[test]
@@ -275,21 +281,21 @@ mod tests {
         let text = format!(
             "# comment\n\n   \nweb1,web2\t{ED1} a comment\n*.corp,!bad.corp {ED2}\n@cert-authority * {ED1}\nbroken-line\nx ssh-ed25519 notbase64\n"
         );
-        assert_eq!(check(&text, "web2", 22, &key(ED1)), Verdict::Known);
-        assert_eq!(check(&text, "db.corp", 22, &key(ED2)), Verdict::Known);
-        assert_eq!(check(&text, "DB.CORP", 22, &key(ED2)), Verdict::Known);
-        assert_eq!(check(&text, "bad.corp", 22, &key(ED2)), Verdict::Unknown);
+        assert_eq!(check(&text, "web2", 22, &key(ED1)), KeyCheck::Known);
+        assert_eq!(check(&text, "db.corp", 22, &key(ED2)), KeyCheck::Known);
+        assert_eq!(check(&text, "DB.CORP", 22, &key(ED2)), KeyCheck::Known);
+        assert_eq!(check(&text, "bad.corp", 22, &key(ED2)), KeyCheck::Unknown);
         // The @cert-authority line does not make ED1 known for everyone.
-        assert_eq!(check(&text, "elsewhere", 22, &key(ED1)), Verdict::Unknown);
+        assert_eq!(check(&text, "elsewhere", 22, &key(ED1)), KeyCheck::Unknown);
         // A line whose key cannot be read still counts as a key for that host.
         assert!(matches!(
             check(&text, "x", 22, &key(ED1)),
-            Verdict::Changed { line: 8, .. }
+            KeyCheck::Changed { line: 8, .. }
         ));
         let revoked = format!("@revoked * {ED1}\nweb1 {ED1}\n");
         assert_eq!(
             check(&revoked, "web1", 22, &key(ED1)),
-            Verdict::Revoked { line: 1 }
+            KeyCheck::Revoked { line: 1 }
         );
     }
 
@@ -324,7 +330,7 @@ mod tests {
     fn entry_line_round_trips() {
         let line = entry_line("127.0.0.1", 2022, &key(ED1)).unwrap();
         assert_eq!(line, format!("[127.0.0.1]:2022 {ED1}"));
-        assert_eq!(check(&line, "127.0.0.1", 2022, &key(ED1)), Verdict::Known);
+        assert_eq!(check(&line, "127.0.0.1", 2022, &key(ED1)), KeyCheck::Known);
         assert!(fingerprint(&key(ED1)).starts_with("SHA256:"));
     }
 

@@ -27,7 +27,7 @@
 //!
 //! Layout: [`error`] (what can fail, with what to do), [`auth`] (password, key, agent),
 //! [`host_key`] (the russh handler that verifies keys), [`known_hosts`] (the file format),
-//! [`jump`] (tunnels through bastions), [`pool`] (sessions and commands), [`target`] (the host
+//! [`jump`] (tunnels through bastions), [`pool`] (sessions and commands), [`host_port`] (the host
 //! a step is for, as messages name it).
 //!
 //! It does not parse command output or choose among commands: that is `source::remote`.
@@ -35,10 +35,10 @@
 pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod host_key;
+pub(crate) mod host_port;
 pub(crate) mod jump;
 pub(crate) mod known_hosts;
 pub(crate) mod pool;
-pub(crate) mod target;
 
 use std::borrow::Cow;
 

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, Semaphore};
 use super::auth::authenticate;
 use super::error::SshError;
 use super::host_key::{Client, read_known_hosts};
-use super::target::Target;
+use super::host_port::HostPort;
 use super::{CommandOutput, MAX_OUTPUT_BYTES, RemoteCommand, jump, known_hosts};
 use crate::config::{MAX_CHANNELS_PER_HOST, RemoteHost, SshSettings};
 
@@ -127,7 +127,7 @@ impl SshPool {
         command: RemoteCommand,
     ) -> Result<CommandOutput, SshError> {
         let port = ssh_port.unwrap_or(host.port);
-        let target = Target::new(host, port);
+        let target = HostPort::new(host, port);
         let slot = self.slot(host, port);
         let _permit = Arc::clone(&slot.channels)
             .acquire_owned()
@@ -175,7 +175,7 @@ impl SshPool {
     }
 
     /// The slot's open session, or a new one. The slot's lock makes handshakes one at a time.
-    async fn session(&self, slot: &Slot, target: &Target<'_>) -> Result<Arc<Session>, SshError> {
+    async fn session(&self, slot: &Slot, target: &HostPort<'_>) -> Result<Arc<Session>, SshError> {
         let mut guard = slot.session.lock().await;
         if let Some(s) = guard.as_ref()
             && !s.handle.is_closed()
@@ -195,7 +195,7 @@ impl SshPool {
         host: &'a RemoteHost,
     ) -> futures::future::BoxFuture<'a, Result<Arc<Session>, SshError>> {
         Box::pin(async move {
-            let target = Target::new(host, host.port);
+            let target = HostPort::new(host, host.port);
             let slot = self.slot(host, host.port);
             self.session(&slot, &target).await
         })
@@ -209,7 +209,7 @@ impl SshPool {
         }
     }
 
-    async fn connect(&self, target: &Target<'_>) -> Result<Session, SshError> {
+    async fn connect(&self, target: &HostPort<'_>) -> Result<Session, SshError> {
         // The bastion first (it has its own timeout), then this host within ours.
         let via = match target.host.proxy_jump.split_last() {
             None => None,
@@ -245,7 +245,7 @@ impl SshPool {
 
     async fn connect_inner(
         &self,
-        target: &Target<'_>,
+        target: &HostPort<'_>,
         via: Option<(String, Arc<Session>)>,
     ) -> Result<Session, SshError> {
         let settings = &self.inner.settings;
@@ -341,7 +341,7 @@ impl SshPool {
     async fn open_channel(
         &self,
         session: &Session,
-        target: &Target<'_>,
+        target: &HostPort<'_>,
     ) -> Result<russh::Channel<client::Msg>, ExecFailure> {
         let mut delay = Duration::from_millis(10);
         let mut last = String::new();
@@ -368,7 +368,7 @@ impl SshPool {
     async fn exec(
         &self,
         session: &Session,
-        target: &Target<'_>,
+        target: &HostPort<'_>,
         command: &RemoteCommand,
     ) -> Result<CommandOutput, ExecFailure> {
         let channel = self.open_channel(session, target).await?;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::model::{Owner, Socket, TcpState, Transport};
 
-use super::{Event, EventKind, Filter, Interner, Origin, Sink};
+use super::{Event, EventKind, Interner, Matcher, Origin, Sink};
 
 /// How long a closed key is remembered.
 const CLOSED_MEMORY: Duration = Duration::from_secs(30);
@@ -47,7 +47,7 @@ pub(crate) struct Differ {
     closed_order: VecDeque<(Instant, u64)>,
     grace: u32,
     generation: u64,
-    filter: Filter,
+    filter: Matcher,
     interner: Interner,
 }
 
@@ -72,7 +72,7 @@ pub(crate) fn tuple_key(s: &Socket) -> u64 {
 impl Differ {
     /// `grace`: listings a socket may be missing from before the listing closes it (0 when
     /// listings are the only source of closes).
-    pub(crate) fn new(grace: u32, filter: Filter) -> Differ {
+    pub(crate) fn new(grace: u32, filter: Matcher) -> Differ {
         Differ {
             live: HashMap::new(),
             closed: HashSet::new(),
@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn filters_apply_to_events_not_to_tracking() {
-        let filter: Filter = Arc::new(|s: &Socket| s.local_port == 2000);
+        let filter: Matcher = Arc::new(|s: &Socket| s.local_port == 2000);
         let mut d = Differ::new(0, filter);
         let mut events = Vec::new();
         let t0 = Instant::now();

@@ -38,7 +38,7 @@ use crate::source::{Backend, Want};
 use crate::source::{netlink, procfs};
 
 use super::diff::{Differ, tracked_state, tuple_key};
-use super::{EngineStats, Filter, Sink};
+use super::{EngineStats, Matcher, Sink};
 
 /// Destroy notifications queued for the engine at most; past it they are counted as lost.
 const QUEUE: usize = 16_384;
@@ -285,7 +285,7 @@ impl Lister {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start(
     _options: LocalOptions,
-    _filter: Filter,
+    _filter: Matcher,
     _sink: Box<dyn Sink>,
 ) -> Result<LocalWatch, Error> {
     Err(Error::NoLocalSource {
@@ -298,7 +298,7 @@ pub(crate) fn start(
 #[cfg(target_os = "linux")]
 pub(crate) fn start(
     options: LocalOptions,
-    filter: Filter,
+    filter: Matcher,
     sink: Box<dyn Sink>,
 ) -> Result<LocalWatch, Error> {
     let mut lister = Lister::open(options.backend, &options.proc_root)?;

@@ -236,10 +236,10 @@ impl<F: FnMut(Event) + Send> Sink for F {
 }
 
 /// Which sockets an engine reports: the connection filters over the event's socket.
-pub(crate) type Filter = Arc<dyn Fn(&Socket) -> bool + Send + Sync>;
+pub(crate) type Matcher = Arc<dyn Fn(&Socket) -> bool + Send + Sync>;
 
 /// A filter that keeps everything.
-pub(crate) fn no_filter() -> Filter {
+pub(crate) fn no_filter() -> Matcher {
     Arc::new(|_| true)
 }
 
@@ -320,7 +320,7 @@ pub(crate) const TOP: usize = 10;
 
 /// Opens and closes by program.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub(crate) struct ProgramCount {
+pub(crate) struct ProgramEvents {
     /// Null for sockets whose owner was not known.
     pub(crate) program: Option<Arc<str>>,
     pub(crate) opened: u64,
@@ -365,11 +365,11 @@ impl Tally {
     }
 
     /// The top programs by events (opened + closed), ties by name.
-    pub(crate) fn top_programs(&self) -> Vec<ProgramCount> {
-        let mut v: Vec<ProgramCount> = self
+    pub(crate) fn top_programs(&self) -> Vec<ProgramEvents> {
+        let mut v: Vec<ProgramEvents> = self
             .programs
             .iter()
-            .map(|(p, &(opened, closed))| ProgramCount {
+            .map(|(p, &(opened, closed))| ProgramEvents {
                 program: p.clone(),
                 opened,
                 closed,

@@ -17,7 +17,7 @@ use crate::model::Socket;
 use crate::source::{Source, Want};
 
 use super::diff::{Differ, tuple_key};
-use super::{EngineStats, Filter, Sink};
+use super::{EngineStats, Matcher, Sink};
 
 /// A running remote engine; dropping it stops the task (and any command in flight).
 pub(crate) struct RemoteWatch {
@@ -50,7 +50,7 @@ pub(crate) async fn start(
     source: Arc<dyn Source>,
     want: Want,
     interval: Duration,
-    filter: Filter,
+    filter: Matcher,
     mut sink: Box<dyn Sink>,
 ) -> Result<RemoteWatch, Error> {
     let want = Want {

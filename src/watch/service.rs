@@ -21,8 +21,8 @@ use super::local::{DestroyStatus, LocalOptions, LocalWatch};
 use super::recorder::Recorder;
 use super::remote::RemoteWatch;
 use super::{
-    Event, EventJson, Filter, HostCount, LOCAL_INTERVAL, MIN_INTERVAL, MIN_REMOTE_INTERVAL,
-    ProgramCount, REMOTE_INTERVAL, Sink, Tally, rfc3339_ms, unix_ms,
+    Event, EventJson, HostCount, LOCAL_INTERVAL, MIN_INTERVAL, MIN_REMOTE_INTERVAL, Matcher,
+    ProgramEvents, REMOTE_INTERVAL, Sink, Tally, rfc3339_ms, unix_ms,
 };
 
 /// Default and bounds of `watch_connections`' window.
@@ -185,7 +185,7 @@ fn engine_want(q: &ConnectionsQuery) -> Want {
     }
 }
 
-fn engine_filter(q: &ConnectionsQuery) -> Filter {
+fn engine_filter(q: &ConnectionsQuery) -> Matcher {
     let q = q.clone();
     Arc::new(move |s| q.matches(s))
 }
@@ -275,7 +275,7 @@ pub(crate) struct WatchData {
     pub(crate) opened: u64,
     pub(crate) closed: u64,
     /// Opens and closes by program (top 10).
-    pub(crate) by_program: Vec<ProgramCount>,
+    pub(crate) by_program: Vec<ProgramEvents>,
     /// Opens and closes by remote address (top 10).
     pub(crate) by_remote_host: Vec<HostCount>,
     /// Events that matched (opened + closed).
@@ -304,7 +304,7 @@ pub(crate) struct RecentData {
     pub(crate) window_complete: bool,
     pub(crate) opened: u64,
     pub(crate) closed: u64,
-    pub(crate) by_program: Vec<ProgramCount>,
+    pub(crate) by_program: Vec<ProgramEvents>,
     pub(crate) by_remote_host: Vec<HostCount>,
     pub(crate) event_count: u64,
     pub(crate) truncated: bool,

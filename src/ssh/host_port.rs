@@ -6,21 +6,21 @@ use super::error::SshError;
 use crate::config::RemoteHost;
 
 /// A remote host and port as messages name them.
-pub(super) struct Target<'a> {
+pub(super) struct HostPort<'a> {
     pub(super) host: &'a RemoteHost,
     pub(super) port: u16,
     pub(super) label: String,
     pub(super) addr: String,
 }
 
-impl<'a> Target<'a> {
-    pub(super) fn new(host: &'a RemoteHost, port: u16) -> Target<'a> {
+impl<'a> HostPort<'a> {
+    pub(super) fn new(host: &'a RemoteHost, port: u16) -> HostPort<'a> {
         let addr = if host.host.contains(':') {
             format!("[{}]:{port}", host.host)
         } else {
             format!("{}:{port}", host.host)
         };
-        Target {
+        HostPort {
             host,
             port,
             label: host.label(),
