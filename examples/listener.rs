@@ -76,6 +76,9 @@ fn run() -> Result<(), String> {
             Command::new("sleep")
                 .arg(hold.as_secs().to_string())
                 .stdin(Stdio::from(fd))
+                // Never the test runner's output pipes: a leftover must not hold them open.
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("start sleep: {e}"))?,
         );

@@ -151,10 +151,24 @@ impl Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        // Closing stdin ends the hold; kill in case it is stuck, then reap.
+        // Closing stdin ends the hold: the listener then ends its `--share` child and exits.
+        // Given up to 3 s for that; killed if stuck, then reaped.
         drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed listener leaves its child behind: end it too, by its pid, if that pid is
+        // still the `sleep` the listener started.
+        if self.sharer != 0
+            && std::fs::read_to_string(format!("/proc/{}/comm", self.sharer))
+                .is_ok_and(|comm| comm.trim() == "sleep")
+            && let Some(pid) = rustix::process::Pid::from_raw(self.sharer as i32)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 
