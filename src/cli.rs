@@ -233,25 +233,57 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
     }
 }
 
-/// Runs `summary`: what a host is doing, for a person (or `--json`). Exit 0, 2 on error.
+/// Runs `summary`: what a host (or several: a list, glob or group) is doing, for a person (or
+/// `--json`: the summary, merged over the hosts). Exit 0, 2 on error.
 pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
     let result = match with_scope(&opts.args, opts.all_netns).validate(Some(0)) {
-        Ok(query) => service.connections(&query).await,
+        Ok(query) => {
+            service
+                .connections_any(&query, &crate::query::no_progress)
+                .await
+        }
         Err(e) => Err(Error::Input(e)),
     };
     match result {
         Ok(envelope) => {
             let written = if opts.json {
-                let summary = envelope.data.as_ref().map(|d| &d.summary);
+                let summary = match &envelope.data {
+                    Some(ConnectionsAnswer::One(d)) => serde_json::to_value(&d.summary).ok(),
+                    // Several hosts: the merged summary and each host's outcome (what the
+                    // message refers to), without their rows.
+                    Some(ConnectionsAnswer::Many(f)) => Some(serde_json::json!({
+                        "summary": f.summary,
+                        "hosts": f.hosts.iter().map(|h| serde_json::json!({
+                            "host": h.host,
+                            "success": h.success,
+                            "message": h.message,
+                            "summary": h.data.as_ref().map(|d| &d.summary),
+                        })).collect::<Vec<_>>(),
+                    })),
+                    None => None,
+                };
                 print_json(&Envelope {
                     success: envelope.success,
                     message: envelope.message.clone(),
                     data: summary,
                 })
             } else {
-                print_text(&summary_text(&envelope))
+                print_text(&match &envelope.data {
+                    Some(ConnectionsAnswer::Many(fleet)) => {
+                        fleet_text(&envelope, fleet, summary_text)
+                    }
+                    Some(ConnectionsAnswer::One(data)) => summary_text(&one_host(&envelope, data)),
+                    None => format!("{}\n", envelope.message),
+                })
             };
-            delivered(written, ExitCode::SUCCESS)
+            delivered(
+                written,
+                if envelope.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                },
+            )
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }

@@ -777,3 +777,26 @@ fn large_ssh_configs_load_quickly() {
         "{err}"
     );
 }
+
+/// `summary --host` takes several hosts as its help says (a list here, none configured):
+/// each is answered, and the merged summary says how many failed.
+#[test]
+fn summary_takes_several_hosts() {
+    let out = netstat_mcp(&["summary", "--host", "nope-1,nope-2", "--json"]);
+    let v = json(&out);
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("names one host"), "{v}");
+    assert!(
+        message.contains("nope-1") && message.contains("nope-2"),
+        "{v}"
+    );
+    assert_eq!(out.status.code(), Some(2), "every host failed: {v}");
+    assert_eq!(v["data"]["hosts"][1]["host"], "nope-2", "{v}");
+    assert_eq!(v["data"]["summary"]["connection_count"], 0, "{v}");
+    let text = netstat_mcp(&["summary", "--host", "nope-1,nope-2"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("== nope-1") && text.contains("== nope-2"),
+        "{text}"
+    );
+}
