@@ -202,6 +202,15 @@ fn with_scope(args: &ConnectionsArgs, all_netns: bool) -> ConnectionsArgs {
     }
 }
 
+/// Exit 0 for an answer that succeeded, 2 for one that did not.
+pub(crate) fn success_or_2(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
 /// Runs `connections`. Exit 0 on success, 2 on error.
 pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode {
     let result = match with_scope(&opts.args, opts.all_netns).validate(None) {
@@ -220,14 +229,7 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
             } else {
                 print_text(&connections_answer_text(&envelope))
             };
-            delivered(
-                written,
-                if envelope.success {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                },
-            )
+            delivered(written, success_or_2(envelope.success))
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }
@@ -276,14 +278,7 @@ pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
                     None => format!("{}\n", envelope.message),
                 })
             };
-            delivered(
-                written,
-                if envelope.success {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                },
-            )
+            delivered(written, success_or_2(envelope.success))
         }
         Err(e) => fail::<ConnectionsData>(&e, opts.json),
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{delivered, endpoint, fail, owners_cell, print_json, print_text, table};
+use super::{delivered, endpoint, fail, owners_cell, print_json, print_text, success_or_2, table};
 use crate::error::Error;
 use crate::query::health::{DEFAULT_HEALTH_ROWS, HealthRow};
 use crate::query::{Envelope, HealthArgs, HealthData, Service};
@@ -48,14 +48,7 @@ pub async fn health(service: &Service, opts: &HealthOpts) -> ExitCode {
             } else {
                 print_text(&health_text(&envelope))
             };
-            delivered(
-                written,
-                if envelope.success {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                },
-            )
+            delivered(written, success_or_2(envelope.success))
         }
         Err(e) => fail::<HealthData>(&e, opts.json),
     }
@@ -235,14 +228,7 @@ pub async fn top(watch: &crate::watch::service::WatchService, opts: &TopOpts) ->
             print_text(&text)
         };
         if !refreshing || written.is_err() {
-            return delivered(
-                written,
-                if envelope.success {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                },
-            );
+            return delivered(written, success_or_2(envelope.success));
         }
     }
 }

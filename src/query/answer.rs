@@ -21,24 +21,38 @@ use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want}
 /// context is finite (Claude Code refuses results over 25,000 tokens).
 pub(crate) const ANSWER_BUDGET: usize = 24 * 1024;
 
+/// How many of `rows` rows to keep for an answer of `size` bytes to fit `budget`: their
+/// share of the budget less a tenth (the rest of the answer does not shrink with them), and
+/// always at least one fewer, so that a loop of cuts ends.
+pub(crate) fn keep_within(rows: usize, budget: usize, size: usize) -> usize {
+    let share = (rows as u128 * budget as u128 / size.max(1) as u128) * 9 / 10;
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .min(rows.saturating_sub(1))
+}
+
+/// One cut of an answer's rows ([`Rows`]) towards `budget` bytes of JSON, measured by
+/// serializing into a counter. False when it fits already or has no row left to cut: the
+/// loops that fit answers (each redoing its message between cuts) end there.
+pub(crate) fn shrink_step<T: Serialize + Rows>(envelope: &mut Envelope<T>, budget: usize) -> bool {
+    let size = json_len(&*envelope);
+    let Some(data) = envelope.data.as_mut() else {
+        return false;
+    };
+    let rows = data.row_count();
+    if size <= budget || rows == 0 {
+        return false;
+    }
+    data.keep_rows(keep_within(rows, budget, size));
+    true
+}
+
 /// Cuts an answer's rows until its JSON fits [`MAX_ANSWER_BYTES`], saying so in its message.
-/// Each cut is measured by serializing into a counter (no copy of the answer is made).
 pub(crate) fn fit_ceiling<T: Serialize + Rows>(envelope: &mut Envelope<T>) {
-    let mut size = json_len(&*envelope);
+    let from = envelope.data.as_ref().map_or(0, Rows::row_count);
     let mut cut = None;
-    while size > MAX_ANSWER_BYTES {
-        let Some(data) = envelope.data.as_mut() else {
-            break;
-        };
-        let rows = data.row_count();
-        if rows == 0 {
-            break;
-        }
-        let keep = ((rows as u128 * MAX_ANSWER_BYTES as u128 / size as u128) * 9 / 10) as usize;
-        let keep = keep.min(rows - 1);
-        data.keep_rows(keep);
-        cut = Some((cut.map_or(rows, |(from, _)| from), keep));
-        size = json_len(&*envelope);
+    while shrink_step(envelope, MAX_ANSWER_BYTES) {
+        cut = Some((from, envelope.data.as_ref().map_or(0, Rows::row_count)));
     }
     if let Some((from, kept)) = cut {
         envelope.message.push_str(&format!(
@@ -171,7 +185,7 @@ impl ConnectionsQuery {
             if size <= self.budget || rows == 0 {
                 break;
             }
-            let keep = (rows * self.budget / size * 9 / 10).min(rows - 1);
+            let keep = keep_within(rows, self.budget, size);
             // A socket shared by hundreds of processes can make one row larger than the
             // budget: its sharers keep pid and program only, before rows are dropped to 0.
             if keep == 0
@@ -564,11 +578,10 @@ impl PortQuery {
             // Rows shrink first; owners only past the first hundred.
             let rows = data.occupations.len();
             if rows > 0 {
-                let keep = (rows * self.budget / size * 9 / 10).min(rows - 1);
-                data.occupations.truncate(keep);
+                data.occupations
+                    .truncate(keep_within(rows, self.budget, size));
             } else if data.owners.len() > MAX_PORT_OWNERS {
-                let keep = (data.owners.len() * self.budget / size * 9 / 10)
-                    .clamp(MAX_PORT_OWNERS, data.owners.len() - 1);
+                let keep = keep_within(data.owners.len(), self.budget, size).max(MAX_PORT_OWNERS);
                 data.owners.truncate(keep);
                 data.owners_truncated = true;
             } else if !slim_owners(&mut data.owners) {

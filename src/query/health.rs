@@ -12,7 +12,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::answer::{HolderCache, connection_row, json_len, thousands};
+use super::answer::{HolderCache, connection_row, thousands};
 use super::input::{ConnectionsArgs, ConnectionsQuery, ProtoFilter, input, quoted};
 use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
 use super::page::{RowKey, row_order};
@@ -848,9 +848,7 @@ impl HealthQuery {
             if !self.filter.default_limit {
                 break;
             }
-            let shrunk =
-                shrink_to_budget(&mut envelope, self.filter.budget, |d| &mut d.connections);
-            if !shrunk {
+            if !crate::query::answer::shrink_step(&mut envelope, self.filter.budget) {
                 break;
             }
             cut = true;
@@ -987,26 +985,6 @@ fn round_ms(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
-}
-
-/// Drops rows from the end of a list until the envelope's JSON fits `budget`. Returns false
-/// when it already fits or there is nothing left to drop.
-pub(crate) fn shrink_to_budget<T: Serialize, R>(
-    envelope: &mut Envelope<T>,
-    budget: usize,
-    rows: impl Fn(&mut T) -> &mut Vec<R>,
-) -> bool {
-    let size = json_len(&*envelope);
-    let Some(data) = envelope.data.as_mut() else {
-        return false;
-    };
-    let list = rows(data);
-    if size <= budget || list.is_empty() {
-        return false;
-    }
-    let keep = (list.len() * budget / size * 9 / 10).min(list.len() - 1);
-    list.truncate(keep);
-    true
 }
 
 /// Unit and container of the cgroups the page's sockets were created in, for sockets whose

@@ -489,10 +489,13 @@ impl Rows for PortData {
 
 impl Rows for HostsData {
     fn row_count(&self) -> usize {
-        self.hosts.len()
+        self.hosts.len() + self.unusable.len()
     }
+    /// Usable hosts first: they are what a caller can name.
     fn keep_rows(&mut self, n: usize) {
-        self.hosts.truncate(n);
+        let hosts = n.min(self.hosts.len());
+        self.hosts.truncate(hosts);
+        self.unusable.truncate(n - hosts);
         self.truncated = true;
     }
 }

@@ -105,24 +105,16 @@ impl Service {
         for u in &mut data.unusable {
             u.problem = cut(&u.problem, MAX_PROBLEM_CHARS);
         }
-        let mut envelope = Envelope::ok(hosts_message(&data), data.clone());
+        let mut envelope = Envelope::ok(hosts_message(&data), data);
         let Some(budget) = budget else {
             return envelope;
         };
-        loop {
-            let size = super::answer::json_len(&envelope);
-            let rows = data.hosts.len() + data.unusable.len();
-            if size <= budget || rows == 0 {
-                return envelope;
+        while super::answer::shrink_step(&mut envelope, budget) {
+            if let Some(data) = &envelope.data {
+                envelope.message = hosts_message(data);
             }
-            let keep = (rows * budget / size * 9 / 10).min(rows - 1);
-            // Usable hosts first: they are what a caller can name.
-            let hosts = keep.min(data.hosts.len());
-            data.hosts.truncate(hosts);
-            data.unusable.truncate(keep - hosts);
-            data.truncated = true;
-            envelope = Envelope::ok(hosts_message(&data), data.clone());
         }
+        envelope
     }
 
     /// A raw snapshot from a host (for the `netstat` rendering).

@@ -31,8 +31,9 @@ use super::service::{WatchQuery, WatchService, Watcher, channel};
 use super::{Event, EventKind, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Protocol, Socket, StateSet, TcpState, Transport, fin_received};
+use crate::query::answer::shrink_step;
 use crate::query::answer::thousands;
-use crate::query::health::{endpoint, shrink_to_budget};
+use crate::query::health::endpoint;
 use crate::query::input::{ConnectionsArgs, input, quoted};
 use crate::query::{ConnectionsQuery, Envelope, HostSpec, Progress, ProgressEvent};
 use crate::source::{ProcessLookup, Scope, Snapshot, Target, Want};
@@ -793,11 +794,7 @@ impl WatchService {
             let data = envelope.data.as_mut().expect("built above");
             data.truncated = data.groups.len() < data.group_count;
             envelope.message = traffic_message(q, target, data, notes, cut);
-            if !q.default_limit
-                || !shrink_to_budget(&mut envelope, crate::query::ANSWER_BUDGET, |d| {
-                    &mut d.groups
-                })
-            {
+            if !q.default_limit || !shrink_step(&mut envelope, crate::query::ANSWER_BUDGET) {
                 break;
             }
             cut = true;
