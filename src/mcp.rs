@@ -15,7 +15,6 @@
 //! rmcp is known here and in `http` (the streamable HTTP transport); nowhere else.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +26,6 @@ use rmcp::model::{
 use rmcp::service::{QuitReason, RequestContext, RoleServer, ServerInitializeError};
 use rmcp::transport::IntoTransport;
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
-use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -187,49 +185,101 @@ Remote hosts are sampled twice with ss, missing connections that close in betwee
 notifications/progress every second with a progressToken; cancellable. Use \
 connection_health for why a connection is slow; watch_connections for what opens and closes.";
 
-/// A tool's input schema and the decoder of its arguments, from one input type.
-struct Input {
-    schema: Arc<JsonObject>,
+/// What a tool runs: its handler over the server, with the call's arguments and progress sink.
+type Handler = for<'a> fn(
+    &'a NetstatServer,
+    &'a JsonObject,
+    Progress<'a>,
+) -> futures::future::BoxFuture<'a, CallToolResult>;
+
+/// A tool, declared once: `tools/list`, the input decoder, dispatch and the unknown-tool
+/// error all come from these entries.
+struct Entry {
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    /// Its input schema (from the input struct) and output schema (from the answer type).
+    input: fn() -> JsonObject,
+    output: fn() -> JsonObject,
+    /// Whether it can reach remote hosts (`openWorldHint`).
+    open_world: bool,
+    handler: Handler,
 }
 
-impl Input {
-    fn of<T: JsonSchema>() -> Input {
-        Input {
-            schema: Arc::new(input_schema::<T>()),
-        }
-    }
-
-    fn decode<T: DeserializeOwned>(&self, args: &JsonObject) -> Result<T, Error> {
-        schema::decode(&self.schema, args).map_err(Error::Input)
-    }
-}
-
-/// The input schemas, built once.
-struct Inputs {
-    connections: Input,
-    port: Input,
-    netstat: Input,
-    hosts: Input,
-    watch: Input,
-    recent: Input,
-    health: Input,
-    traffic: Input,
-}
-
-impl Inputs {
-    fn new() -> Inputs {
-        Inputs {
-            connections: Input::of::<ConnectionsArgs>(),
-            port: Input::of::<PortArgs>(),
-            netstat: Input::of::<NetstatInput>(),
-            hosts: Input::of::<NoArgs>(),
-            watch: Input::of::<WatchArgs>(),
-            recent: Input::of::<RecentArgs>(),
-            health: Input::of::<HealthArgs>(),
-            traffic: Input::of::<TrafficArgs>(),
-        }
-    }
-}
+const REGISTRY: &[Entry] = &[
+    Entry {
+        name: QUERY_NETWORK_CONNECTIONS,
+        title: "Query network connections",
+        description: CONNECTIONS_DESCRIPTION,
+        input: input_schema::<ConnectionsArgs>,
+        output: output_schema::<Envelope<ConnectionsAnswer>>,
+        open_world: true,
+        handler: |s, args, progress| Box::pin(s.connections(args, progress)),
+    },
+    Entry {
+        name: CHECK_PORT_OCCUPATION,
+        title: "Check port occupation",
+        description: PORT_DESCRIPTION,
+        input: input_schema::<PortArgs>,
+        output: output_schema::<Envelope<PortAnswer>>,
+        open_world: true,
+        handler: |s, args, progress| Box::pin(s.port(args, progress)),
+    },
+    Entry {
+        name: NETSTAT,
+        title: "Run netstat",
+        description: NETSTAT_DESCRIPTION,
+        input: input_schema::<NetstatInput>,
+        output: output_schema::<Envelope<NetstatData>>,
+        open_world: false,
+        handler: |s, args, _| Box::pin(s.netstat(args)),
+    },
+    Entry {
+        name: LIST_HOSTS,
+        title: "List remote hosts",
+        description: HOSTS_DESCRIPTION,
+        input: input_schema::<NoArgs>,
+        output: output_schema::<Envelope<HostsData>>,
+        open_world: false,
+        handler: |s, args, _| Box::pin(std::future::ready(s.hosts(args))),
+    },
+    Entry {
+        name: WATCH_CONNECTIONS,
+        title: "Watch connections open and close",
+        description: WATCH_DESCRIPTION,
+        input: input_schema::<WatchArgs>,
+        output: output_schema::<Envelope<WatchData>>,
+        open_world: true,
+        handler: |s, args, progress| Box::pin(s.watch_connections(args, progress)),
+    },
+    Entry {
+        name: RECENT_CONNECTION_EVENTS,
+        title: "Recent connection events",
+        description: RECENT_DESCRIPTION,
+        input: input_schema::<RecentArgs>,
+        output: output_schema::<Envelope<RecentData>>,
+        open_world: false,
+        handler: |s, args, _| Box::pin(std::future::ready(s.recent_events(args))),
+    },
+    Entry {
+        name: CONNECTION_HEALTH,
+        title: "Connection health",
+        description: HEALTH_DESCRIPTION,
+        input: input_schema::<HealthArgs>,
+        output: output_schema::<Envelope<HealthData>>,
+        open_world: true,
+        handler: |s, args, _| Box::pin(s.health(args)),
+    },
+    Entry {
+        name: TRAFFIC,
+        title: "Network traffic by program",
+        description: TRAFFIC_DESCRIPTION,
+        input: input_schema::<TrafficArgs>,
+        output: output_schema::<Envelope<TrafficData>>,
+        open_world: true,
+        handler: |s, args, progress| Box::pin(s.traffic(args, progress)),
+    },
+];
 
 fn annotations(title: &str, open_world: bool) -> ToolAnnotations {
     ToolAnnotations::with_title(title)
@@ -239,90 +289,21 @@ fn annotations(title: &str, open_world: bool) -> ToolAnnotations {
         .open_world(open_world)
 }
 
-/// The tools as `tools/list` shows them (the unit tests' view; the server keeps its own).
-#[cfg(test)]
+/// The tools as `tools/list` shows them, built once per server.
 fn tools() -> Vec<Tool> {
-    tools_with(&Inputs::new())
-}
-
-fn tools_with(inputs: &Inputs) -> Vec<Tool> {
-    let tool = |name: &'static str,
-                title: &str,
-                description: &'static str,
-                input: &Input,
-                output: JsonObject,
-                open_world: bool| {
-        Tool::new_with_raw(name, Some(Cow::Borrowed(description)), input.schema.clone())
-            .with_title(title)
-            .with_raw_output_schema(Arc::new(output))
-            .with_annotations(annotations(title, open_world))
-    };
-    vec![
-        tool(
-            QUERY_NETWORK_CONNECTIONS,
-            "Query network connections",
-            CONNECTIONS_DESCRIPTION,
-            &inputs.connections,
-            output_schema::<Envelope<ConnectionsAnswer>>(),
-            true,
-        ),
-        tool(
-            CHECK_PORT_OCCUPATION,
-            "Check port occupation",
-            PORT_DESCRIPTION,
-            &inputs.port,
-            output_schema::<Envelope<PortAnswer>>(),
-            true,
-        ),
-        tool(
-            NETSTAT,
-            "Run netstat",
-            NETSTAT_DESCRIPTION,
-            &inputs.netstat,
-            output_schema::<Envelope<NetstatData>>(),
-            false,
-        ),
-        tool(
-            LIST_HOSTS,
-            "List remote hosts",
-            HOSTS_DESCRIPTION,
-            &inputs.hosts,
-            output_schema::<Envelope<HostsData>>(),
-            false,
-        ),
-        tool(
-            WATCH_CONNECTIONS,
-            "Watch connections open and close",
-            WATCH_DESCRIPTION,
-            &inputs.watch,
-            output_schema::<Envelope<WatchData>>(),
-            true,
-        ),
-        tool(
-            RECENT_CONNECTION_EVENTS,
-            "Recent connection events",
-            RECENT_DESCRIPTION,
-            &inputs.recent,
-            output_schema::<Envelope<RecentData>>(),
-            false,
-        ),
-        tool(
-            CONNECTION_HEALTH,
-            "Connection health",
-            HEALTH_DESCRIPTION,
-            &inputs.health,
-            output_schema::<Envelope<HealthData>>(),
-            true,
-        ),
-        tool(
-            TRAFFIC,
-            "Network traffic by program",
-            TRAFFIC_DESCRIPTION,
-            &inputs.traffic,
-            output_schema::<Envelope<TrafficData>>(),
-            true,
-        ),
-    ]
+    REGISTRY
+        .iter()
+        .map(|e| {
+            Tool::new_with_raw(
+                e.name,
+                Some(Cow::Borrowed(e.description)),
+                Arc::new((e.input)()),
+            )
+            .with_title(e.title)
+            .with_raw_output_schema(Arc::new((e.output)()))
+            .with_annotations(annotations(e.title, e.open_world))
+        })
+        .collect()
 }
 
 /// The MCP server: tools over a [`Service`].
@@ -331,27 +312,34 @@ pub struct NetstatServer {
     service: Service,
     netstat: NetstatTool,
     watch: WatchService,
-    inputs: Arc<Inputs>,
+    /// `tools/list`, in registry order: the input schemas arguments are decoded against.
     tools: Arc<[Tool]>,
 }
 
 impl NetstatServer {
     pub fn new(service: Service) -> NetstatServer {
-        let inputs = Inputs::new();
         NetstatServer {
             watch: WatchService::new(service.clone(), Backend::Auto),
             service,
             netstat: NetstatTool::default(),
-            tools: tools_with(&inputs).into(),
-            inputs: Arc::new(inputs),
+            tools: tools().into(),
         }
+    }
+
+    /// A tool's arguments decoded against its input schema (the one `tools/list` shows).
+    fn decode<T: DeserializeOwned>(&self, tool: &str, args: &JsonObject) -> Result<T, Error> {
+        let empty = JsonObject::new();
+        let schema = self
+            .tools
+            .iter()
+            .find(|t| t.name == tool)
+            .map_or(&empty, |t| &*t.input_schema);
+        schema::decode(schema, args).map_err(Error::Input)
     }
 
     async fn connections(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
-            .inputs
-            .connections
-            .decode::<ConnectionsArgs>(args)
+            .decode::<ConnectionsArgs>(QUERY_NETWORK_CONNECTIONS, args)
             .and_then(|a| a.validate(Some(DEFAULT_ROWS)).map_err(Error::Input));
         envelope_result(match query {
             Ok(query) => self.service.connections_any(&query, progress).await,
@@ -361,9 +349,7 @@ impl NetstatServer {
 
     async fn port(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
-            .inputs
-            .port
-            .decode::<PortArgs>(args)
+            .decode::<PortArgs>(CHECK_PORT_OCCUPATION, args)
             .and_then(|a| a.validate(Some(DEFAULT_OCCUPATIONS)).map_err(Error::Input));
         envelope_result(match query {
             Ok(query) => self.service.port_any(&query, progress).await,
@@ -373,9 +359,7 @@ impl NetstatServer {
 
     async fn netstat(&self, args: &JsonObject) -> CallToolResult {
         let args = self
-            .inputs
-            .netstat
-            .decode::<NetstatInput>(args)
+            .decode::<NetstatInput>(NETSTAT, args)
             .and_then(|a| a.validate().map_err(Error::Input));
         envelope_result(match args {
             Ok(args) => self.netstat.run(&self.service, &args).await,
@@ -391,9 +375,7 @@ impl NetstatServer {
 
     async fn watch_connections(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = match self
-            .inputs
-            .watch
-            .decode::<WatchArgs>(args)
+            .decode::<WatchArgs>(WATCH_CONNECTIONS, args)
             .and_then(|a| a.validate_window().map_err(Error::Input))
         {
             Ok(q) => q,
@@ -416,9 +398,7 @@ impl NetstatServer {
 
     fn recent_events(&self, args: &JsonObject) -> CallToolResult {
         let result = self
-            .inputs
-            .recent
-            .decode::<RecentArgs>(args)
+            .decode::<RecentArgs>(RECENT_CONNECTION_EVENTS, args)
             .and_then(|a| a.validate().map_err(Error::Input))
             .and_then(|q| self.watch.recent(&q));
         envelope_result::<RecentData>(result)
@@ -426,9 +406,7 @@ impl NetstatServer {
 
     async fn health(&self, args: &JsonObject) -> CallToolResult {
         let query = self
-            .inputs
-            .health
-            .decode::<HealthArgs>(args)
+            .decode::<HealthArgs>(CONNECTION_HEALTH, args)
             .and_then(|a| a.validate(Some(DEFAULT_HEALTH_ROWS)).map_err(Error::Input));
         envelope_result(match query {
             Ok(query) => self.service.health(&query).await,
@@ -438,9 +416,7 @@ impl NetstatServer {
 
     async fn traffic(&self, args: &JsonObject, progress: Progress<'_>) -> CallToolResult {
         let query = self
-            .inputs
-            .traffic
-            .decode::<TrafficArgs>(args)
+            .decode::<TrafficArgs>(TRAFFIC, args)
             .and_then(|a| a.validate().map_err(Error::Input));
         envelope_result(match query {
             Ok(query) => self.watch.traffic(&query, progress).await,
@@ -450,9 +426,7 @@ impl NetstatServer {
 
     fn hosts(&self, args: &JsonObject) -> CallToolResult {
         envelope_result(
-            self.inputs
-                .hosts
-                .decode::<NoArgs>(args)
+            self.decode::<NoArgs>(LIST_HOSTS, args)
                 .map(|_| self.service.hosts()),
         )
     }
@@ -542,32 +516,23 @@ impl ServerHandler for NetstatServer {
         } else {
             &no_progress
         };
-        let work: std::pin::Pin<Box<dyn Future<Output = CallToolResult> + Send + '_>> = match name {
-            QUERY_NETWORK_CONNECTIONS => Box::pin(self.connections(&args, progress)),
-            CHECK_PORT_OCCUPATION => Box::pin(self.port(&args, progress)),
-            NETSTAT => Box::pin(self.netstat(&args)),
-            LIST_HOSTS => Box::pin(std::future::ready(self.hosts(&args))),
-            WATCH_CONNECTIONS => Box::pin(self.watch_connections(&args, progress)),
-            RECENT_CONNECTION_EVENTS => Box::pin(std::future::ready(self.recent_events(&args))),
-            CONNECTION_HEALTH => Box::pin(self.health(&args)),
-            TRAFFIC => Box::pin(self.traffic(&args, progress)),
-            other => {
-                tracing::debug!(tool = %other.escape_default(), "unknown tool");
-                return Err(McpError::new(
-                    ErrorCode::INVALID_PARAMS,
-                    format!(
-                        "Unknown tool '{}'. Available tools: {}",
-                        crate::query::shorten(other),
-                        self.tools
-                            .iter()
-                            .map(|t| t.name.as_ref())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    None,
-                ));
-            }
+        let Some(entry) = REGISTRY.iter().find(|e| e.name == name) else {
+            tracing::debug!(tool = %name.escape_default(), "unknown tool");
+            return Err(McpError::new(
+                ErrorCode::INVALID_PARAMS,
+                format!(
+                    "Unknown tool '{}'. Available tools: {}",
+                    crate::query::shorten(name),
+                    REGISTRY
+                        .iter()
+                        .map(|e| e.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None,
+            ));
         };
+        let work = (entry.handler)(self, &args, progress);
         let result = tokio::select! {
             biased;
             _ = context.ct.cancelled() => {
