@@ -63,7 +63,8 @@ hosts can be named, watch_connections to see what opens and closes over the next
 (even connections that live 1 ms), recent_connection_events for what opened and closed in the \
 last minutes (when the server records), connection_health for \"why is it slow?\" (retransmits, \
 RTT, zero windows, queues, UDP drops from the kernel's tcp_info, with a verdict per socket), \
-and netstat only when netstat's own text output is wanted. Locally, rows also say who the owner is (user, command line, systemd unit, container) \
+traffic for \"who is using the network?\" (bytes per program, unit, container or remote host \
+over the next seconds), and netstat only when netstat's own text output is wanted. Locally, rows also say who the owner is (user, command line, systemd unit, container) \
 and scope \"all\" covers every network namespace (containers' sockets). Answers are kept \
 under 24 KiB; page with cursor/next_cursor. All tools are read-only. pid/program need root or \
 the socket owner's rights; without them they are null and the message says how to fix it.";

@@ -47,12 +47,16 @@ async fn initialize_names_the_server_and_says_what_it_is_for() {
     assert_eq!(implementation.name, "netstat-mcp");
     assert_eq!(implementation.version, env!("CARGO_PKG_VERSION"));
     let instructions = info.instructions.clone().expect("instructions");
-    for tool in [
-        "check_port_occupation",
-        "query_network_connections",
-        "netstat",
-    ] {
-        assert!(instructions.contains(tool), "{instructions}");
+    // Every tool is named in the instructions.
+    let tools = within("tools/list", server.client.list_all_tools())
+        .await
+        .expect("tools/list");
+    for tool in &tools {
+        assert!(
+            instructions.contains(&*tool.name),
+            "{}: {instructions}",
+            tool.name
+        );
     }
     assert!(info.capabilities.tools.is_some());
     server.stop().await;
