@@ -10,14 +10,14 @@
 //! - [`page`]: the stable row order, cursors and pages.
 //! - [`answer`]: the operations as pure functions over a snapshot, the answer budget, messages.
 //! - [`service`]: [`Service`], which runs a query against the right host.
-//! - [`fleet`]: answers over several hosts (a list, glob or group): concurrent, per-host results,
+//! - [`multi`]: answers over several hosts (a list, glob or group): concurrent, per-host results,
 //!   merged summary, one budget.
 
 pub(crate) mod answer;
 pub(crate) mod details;
-pub(crate) mod fleet;
 pub(crate) mod health;
 pub(crate) mod input;
+pub(crate) mod multi;
 pub(crate) mod output;
 pub(crate) mod page;
 pub(crate) mod schema;
@@ -25,13 +25,13 @@ pub(crate) mod service;
 pub(crate) mod summary;
 
 pub(crate) use answer::{ANSWER_BUDGET, OWNER_HINT};
-pub use fleet::no_progress;
-pub(crate) use fleet::{Progress, ProgressEvent};
 pub use health::{HealthArgs, HealthData, HealthQuery};
 pub use input::{ConnectionsArgs, PortArgs};
 pub(crate) use input::{
     ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs, RecentArgs, WatchArgs,
 };
+pub use multi::no_progress;
+pub(crate) use multi::{Progress, ProgressEvent};
 pub use output::{
     ConnectionsAnswer, ConnectionsData, Envelope, FleetData, FleetSummary, HostsData, PortAnswer,
 };

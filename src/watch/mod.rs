@@ -1,11 +1,11 @@
 //! Monitoring over time: connection events (`open`, `close`) from the local kernel or a remote
 //! host, the engines that produce them, and the recorder that remembers them.
 //!
-//! - [`local`]: this machine. Closes come from the kernel's sock_diag destroy notifications
+//! - [`engine`]: this machine. Closes come from the kernel's sock_diag destroy notifications
 //!   (so a connection that lives 1 ms is still seen); opens from dumps diffed every interval,
 //!   and from the close of a connection no dump saw. Owners are looked up for new sockets only
 //!   and remembered for their close.
-//! - [`remote`]: a configured host, by diffing listings over the pooled SSH session. It cannot
+//! - [`polling`]: a configured host, by diffing listings over the pooled SSH session. It cannot
 //!   see a connection that opens and closes between two listings.
 //! - [`diff`]: the bookkeeping both share: live sockets by key, opens, closes, durations.
 //! - [`recorder`]: a bounded ring of events kept by `serve --record`, dropping the oldest.
@@ -13,9 +13,9 @@
 //! Engines hand events to a [`Sink`]; they never wait for a consumer.
 
 pub(crate) mod diff;
-pub(crate) mod local;
+pub(crate) mod engine;
+pub(crate) mod polling;
 pub mod recorder;
-pub(crate) mod remote;
 pub mod service;
 pub mod traffic;
 

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::local::{DestroyStatus, LocalOptions, LocalWatch};
+use super::engine::{DestroyStatus, LocalOptions, LocalWatch};
 use super::{Event, Tally, no_filter, unix_ms};
 use crate::error::Error;
 use crate::model::Socket;
@@ -124,7 +124,7 @@ impl Recorder {
                 r.push(e);
             }
         };
-        let watch = super::local::start(options, no_filter(), Box::new(sink))?;
+        let watch = super::engine::start(options, no_filter(), Box::new(sink))?;
         Ok(Recorder {
             ring,
             started_ms: unix_ms(SystemTime::now()),

@@ -17,9 +17,9 @@ use crate::query::{
 };
 use crate::source::{Backend, Target, Want};
 
-use super::local::{DestroyStatus, LocalOptions, LocalWatch};
+use super::engine::{DestroyStatus, LocalOptions, LocalWatch};
+use super::polling::RemoteWatch;
 use super::recorder::Recorder;
-use super::remote::RemoteWatch;
 use super::{
     Event, EventJson, HostCount, LOCAL_INTERVAL, MIN_INTERVAL, MIN_REMOTE_INTERVAL, Matcher,
     ProgramEvents, REMOTE_INTERVAL, Sink, Tally, rfc3339_ms, unix_ms,
@@ -408,16 +408,17 @@ impl WatchService {
             options.interval = q.interval.unwrap_or(LOCAL_INTERVAL);
             options.counters = q.counters;
             options.closing_after = if q.counters { q.duration } else { None };
-            let w = tokio::task::spawn_blocking(move || super::local::start(options, filter, sink))
-                .await
-                .map_err(|e| Error::NoLocalSource {
-                    detail: format!("watch task failed: {e}"),
-                })??;
+            let w =
+                tokio::task::spawn_blocking(move || super::engine::start(options, filter, sink))
+                    .await
+                    .map_err(|e| Error::NoLocalSource {
+                        detail: format!("watch task failed: {e}"),
+                    })??;
             Ok((Watcher::Local(w), target))
         } else {
             let interval = q.interval.unwrap_or(REMOTE_INTERVAL);
             let w =
-                super::remote::start(target.source.clone(), want, interval, filter, sink).await?;
+                super::polling::start(target.source.clone(), want, interval, filter, sink).await?;
             Ok((Watcher::Remote(w), target))
         }
     }
