@@ -31,6 +31,8 @@ use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::stdio::Refusals;
+
 /// Calls answered at once on one stdio connection before the server stops reading: enough to
 /// keep both cores busy with port checks and listings, few enough that the answers held while a
 /// client does not read stay small.
@@ -48,6 +50,8 @@ pub(crate) struct InFlightBound<T> {
     /// Requests read while every slot was taken, oldest first; at most `max`.
     queue: VecDeque<RxJsonRpcMessage<RoleServer>>,
     max: usize,
+    /// Refusals of reused ids, written beside rmcp's answers (bounded like stdio's own).
+    refusals: Refusals,
 }
 
 impl<T> InFlightBound<T> {
@@ -61,6 +65,7 @@ impl<T> InFlightBound<T> {
             held: Arc::new(Mutex::new(HashMap::new())),
             queue: VecDeque::new(),
             max,
+            refusals: Refusals::new(),
         }
     }
 
@@ -124,6 +129,7 @@ where
     // returned before the next await.
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
+            self.refusals.flush(&mut self.inner).await?;
             // The oldest queued request goes first, as soon as a slot is free.
             if !self.queue.is_empty()
                 && let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned()
@@ -160,9 +166,7 @@ where
                             ),
                             Some(request.id.clone()),
                         );
-                        // Written on its own task: this future may be dropped at any await,
-                        // and the refusal must not be lost with it.
-                        tokio::spawn(self.inner.send(refusal));
+                        self.refusals.hold(refusal);
                         continue;
                     }
                     if matches!(request.request, ClientRequest::PingRequest(_))

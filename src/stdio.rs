@@ -59,9 +59,51 @@ pub(crate) struct Stdio<R, W: AsyncWrite> {
     /// Dropping the rest of a line that was too long.
     discarding: bool,
     write: AsyncRwTransport<RoleServer, tokio::io::Empty, W>,
+    refusals: Refusals,
+}
+
+/// Answers a transport layer writes itself, beside rmcp's (refused lines and ids): written on
+/// tasks of their own, so a `receive` dropped at an await never loses one, and at most
+/// [`MAX_REFUSALS`] at once — the next waits for a slot, so a client that sends bad requests
+/// without reading pushes back as one sending calls does.
+pub(crate) struct Refusals {
     /// A refusal not yet handed to a writer task.
     pending: Option<TxJsonRpcMessage<RoleServer>>,
-    refusals: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+}
+
+impl Refusals {
+    pub(crate) fn new() -> Refusals {
+        Refusals {
+            pending: None,
+            slots: Arc::new(Semaphore::new(MAX_REFUSALS)),
+        }
+    }
+
+    /// Keeps a refusal until the next [`Refusals::flush`].
+    pub(crate) fn hold(&mut self, refusal: TxJsonRpcMessage<RoleServer>) {
+        self.pending = Some(refusal);
+    }
+
+    /// Hands the held refusal to a writer task on `transport` once a slot is free. Cancel-safe:
+    /// the refusal stays held until a task has it. `None` when the slots are gone.
+    pub(crate) async fn flush<T: Transport<RoleServer>>(
+        &mut self,
+        transport: &mut T,
+    ) -> Option<()> {
+        if self.pending.is_some() {
+            let permit = Arc::clone(&self.slots).acquire_owned().await.ok()?;
+            let refusal = self.pending.take()?;
+            let writing = transport.send(refusal);
+            tokio::spawn(async move {
+                if writing.await.is_err() {
+                    tracing::debug!("cannot write a refusal");
+                }
+                drop(permit);
+            });
+        }
+        Some(())
+    }
 }
 
 enum LineRead {
@@ -81,8 +123,7 @@ where
             line: Vec::new(),
             discarding: false,
             write: AsyncRwTransport::new(tokio::io::empty(), write),
-            pending: None,
-            refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+            refusals: Refusals::new(),
         }
     }
 
@@ -122,23 +163,6 @@ where
                 return line;
             }
         }
-    }
-
-    /// Hands the pending refusal to a writer task once fewer than [`MAX_REFUSALS`] are being
-    /// written. Cancel-safe: the refusal stays pending until a task has it.
-    async fn flush_refusal(&mut self) -> Option<()> {
-        if self.pending.is_some() {
-            let permit = Arc::clone(&self.refusals).acquire_owned().await.ok()?;
-            let refusal = self.pending.take()?;
-            let writing = self.write.send(refusal);
-            tokio::spawn(async move {
-                if let Err(e) = writing.await {
-                    tracing::debug!("cannot write a refusal: {e}");
-                }
-                drop(permit);
-            });
-        }
-        Some(())
     }
 }
 
@@ -204,12 +228,12 @@ where
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
-            self.flush_refusal().await?;
+            self.refusals.flush(&mut self.write).await?;
             match self.read_line().await {
                 LineRead::Full => {}
                 LineRead::TooLong => {
                     tracing::warn!(max = MAX_LINE, "a line over the length limit was dropped");
-                    self.pending = Some(TxJsonRpcMessage::<RoleServer>::error(
+                    self.refusals.hold(TxJsonRpcMessage::<RoleServer>::error(
                         ErrorData::invalid_request(
                             format!("Invalid Request: a message is at most {MAX_LINE} bytes"),
                             None,
@@ -242,7 +266,8 @@ where
             self.line.clear();
             match outcome {
                 Ok(message) => return Some(message),
-                Err(refused) => self.pending = refused,
+                Err(Some(refused)) => self.refusals.hold(refused),
+                Err(None) => {}
             }
         }
     }

@@ -20,7 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["source"],
     &["query"],
     &["watch", "netstat_tool"],
-    &["inflight", "stdio", "http"],
+    &["stdio"],
+    &["inflight", "http"],
     &["mcp"],
     &["cli"],
 ];

@@ -98,13 +98,12 @@ pub struct LocalOptions {
     /// Transports and local port to list (states and owners are the engine's business).
     pub(crate) want: Want,
     pub(crate) proc_root: PathBuf,
-    /// For `traffic`: the first listing carries each socket's counters (`tcp_info`), kept in
-    /// [`LocalWatch::baseline`], and [`LocalWatch::counted_listing`] takes another.
-    pub(crate) counters: bool,
-    /// When the closing counted listing is due, after the first listing: the periodic listing
-    /// that would fall within one interval of it is left out, so a counted watch lists as
-    /// often as a plain one over the same window.
-    pub(crate) closing_after: Option<Duration>,
+    /// For `traffic`, its window: the first listing carries each socket's counters
+    /// (`tcp_info`, kept in [`LocalWatch::baseline`]), and [`LocalWatch::counted_listing`]
+    /// takes the closing one, due this long after it. The periodic listing that would fall
+    /// within one interval of the closing one is left out, so a counted watch lists as often
+    /// as a plain one over the same window.
+    pub(crate) counted: Option<Duration>,
 }
 
 impl LocalOptions {
@@ -115,8 +114,7 @@ impl LocalOptions {
             backend: Backend::Auto,
             want,
             proc_root: PathBuf::from("/proc"),
-            counters: false,
-            closing_after: None,
+            counted: None,
         }
     }
 }
@@ -132,8 +130,8 @@ pub(crate) struct LocalWatch {
     /// The listing interval asked for.
     pub(crate) interval: Duration,
     last_error: Arc<Mutex<Option<String>>>,
-    /// With [`LocalOptions::counters`]: the sockets of the first listing that came with
-    /// counters (with the owners that listing looked up), for the caller to take.
+    /// With [`LocalOptions::counted`]: the sockets of the first listing that came with
+    /// counters, for the caller to take (their owners are in the engine's table).
     pub(crate) baseline: Vec<Socket>,
     /// Whether listings carry counters at all (netlink; `/proc/net` has none).
     pub(crate) counts: bool,
@@ -148,10 +146,9 @@ pub(crate) struct LocalWatch {
 type Counted = Result<Vec<Socket>, Error>;
 
 impl LocalWatch {
-    /// A listing with counters taken by the engine now, as one of its own (sockets opened
-    /// since its last listing get their owners looked up and are reported open), every socket
-    /// with the owners the engine remembers for it. `traffic`'s closing listing: no owner scan
-    /// of every process, only of the new sockets.
+    /// The closing listing of a counted watch, taken by the engine now: every socket with
+    /// counters, with the owners the engine remembers for it; only sockets it has not seen
+    /// are looked up (no owner scan of every process). The engine lists no more after it.
     pub(crate) async fn counted_listing(&self) -> Counted {
         #[cfg(target_os = "linux")]
         {
@@ -350,7 +347,7 @@ pub(crate) fn start(
     };
     let counts = matches!(lister, Lister::Netlink(_));
     let mut rows = Vec::new();
-    if options.counters {
+    if options.counted.is_some() {
         lister.list(&counted, &mut buf)?;
         rows = take_counted(&mut buf);
     } else {
@@ -378,7 +375,9 @@ pub(crate) fn start(
         want: options.want,
         counted,
         pending: None,
-        closing: options.closing_after.map(|after| Instant::now() + after),
+        closing: options
+            .counted
+            .and_then(|window| Instant::now().checked_add(window)),
         interval: options.interval,
         stop: stop.clone(),
         stats: stats.clone(),
@@ -476,7 +475,7 @@ struct Engine {
     counted: Want,
     /// A counted listing asked for and not yet taken.
     pending: Option<tokio::sync::oneshot::Sender<Counted>>,
-    /// When the closing counted listing is due ([`LocalOptions::closing_after`]).
+    /// When the closing counted listing is due ([`LocalOptions::counted`]).
     closing: Option<Instant>,
     interval: Duration,
     stop: Arc<AtomicBool>,
@@ -517,7 +516,7 @@ impl Engine {
             }
             self.drain();
             let started = Instant::now();
-            let _ = self.listing(&mut buf);
+            self.listing(&mut buf);
             let cost = started.elapsed();
             let step = self.interval.max(cost * 19);
             next = Instant::now() + step;
@@ -535,8 +534,7 @@ impl Engine {
     /// updated: nothing is reported after this).
     fn closing_listing(&mut self, buf: &mut Vec<(u64, Socket)>) -> Counted {
         let started = Instant::now();
-        let counted = self.counted;
-        self.lister.list(&counted, buf)?;
+        self.lister.list(&self.counted, buf)?;
         let mut rows = Vec::with_capacity(buf.len());
         let mut fresh = Vec::new();
         for (key, mut s) in buf.drain(..) {
@@ -568,8 +566,8 @@ impl Engine {
         Ok(rows)
     }
 
-    /// One listing applied to the differ.
-    fn listing(&mut self, buf: &mut Vec<(u64, Socket)>) -> Result<(), Error> {
+    /// One listing applied to the differ (a failed one is counted and kept as the last error).
+    fn listing(&mut self, buf: &mut Vec<(u64, Socket)>) {
         let started = Instant::now();
         let at = SystemTime::now();
         match self.lister.list(&self.want, buf) {
@@ -596,7 +594,6 @@ impl Engine {
                     *e = None;
                 }
                 tracing::debug!(ms = started.elapsed().as_millis() as u64, "watch listing");
-                Ok(())
             }
             Err(e) => {
                 tracing::warn!(cause = %e, "watch listing failed");
@@ -604,7 +601,6 @@ impl Engine {
                 if let Ok(mut slot) = self.last_error.lock() {
                     *slot = Some(e.to_string());
                 }
-                Err(e)
             }
         }
     }

@@ -406,8 +406,8 @@ impl WatchService {
         if target.local {
             let mut options = self.local_options(want);
             options.interval = q.interval.unwrap_or(LOCAL_INTERVAL);
-            options.counters = q.counters;
-            options.closing_after = if q.counters { q.duration } else { None };
+            // A counted watch (traffic) always has its window.
+            options.counted = q.counters.then(|| q.duration.unwrap_or(Duration::MAX));
             let w =
                 tokio::task::spawn_blocking(move || super::engine::start(options, filter, sink))
                     .await

@@ -31,8 +31,7 @@ use super::service::{WatchQuery, WatchService, Watcher, channel};
 use super::{Event, EventKind, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Protocol, Socket, StateSet, TcpState, Transport, fin_received};
-use crate::query::answer::shrink_step;
-use crate::query::answer::thousands;
+use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
 use crate::query::input::{ConnectionsArgs, input, quoted};
 use crate::query::{ConnectionsQuery, Envelope, HostSpec, Progress, ProgressEvent};
@@ -424,20 +423,20 @@ fn group(
             ))),
         };
         let key = key.unwrap_or(Cow::Borrowed("unknown"));
-        // Most connections add to a group that exists: no key is allocated for them.
-        if !groups.contains_key(key.as_ref()) {
-            groups.insert(key.to_string(), Default::default());
-        }
-        let Some(entry) = groups.get_mut(key.as_ref()) else {
-            continue;
+        let add = |entry: &mut (Bytes, u64, BTreeSet<u32>)| {
+            entry.0.sent += m.bytes.sent;
+            entry.0.received += m.bytes.received;
+            entry.1 += 1;
+            if by == GroupBy::Program
+                && let Some(o) = owner
+            {
+                entry.2.insert(o.pid);
+            }
         };
-        entry.0.sent += m.bytes.sent;
-        entry.0.received += m.bytes.received;
-        entry.1 += 1;
-        if by == GroupBy::Program
-            && let Some(o) = owner
-        {
-            entry.2.insert(o.pid);
+        // Most connections add to a group that exists: one lookup, no key allocated.
+        match groups.get_mut(key.as_ref()) {
+            Some(entry) => add(entry),
+            None => add(groups.entry(key.into_owned()).or_default()),
         }
     }
     let per_sec = |b: u64| {
@@ -607,10 +606,11 @@ impl WatchService {
                 continue;
             }
             let Some(now) = counters(&s) else { continue };
-            if let Some(live) = close_live.get_mut(&tuple(&s)) {
+            let key = tuple(&s);
+            if let Some(live) = close_live.get_mut(&key) {
                 *live = true;
             }
-            let before = base.get(&tuple(&s)).copied();
+            let before = base.get(&key).copied();
             if before.is_none() {
                 opened += 1;
             }
