@@ -22,12 +22,12 @@ pub(crate) use crate::source::{ConfiguredHosts, HostInfo, UnusableHost};
 /// The most any answer carries, whatever its `limit` (`0` included): its JSON, which goes out
 /// twice (structured and as text), stays well under the 16 MiB line that rmcp clients read,
 /// and the server's memory for one answer stays in the tens of MB. A longer answer keeps the
-/// first rows that fit, says so, and is marked truncated.
+/// rows that fit (see each answer's [`Rows`]), says so, and is marked truncated.
 pub(crate) const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 
-/// The longest list an answer holds (`limit: 0` included): even the shortest rows (events,
-/// about 200 bytes) make more than [`MAX_ANSWER_BYTES`] of this many, so the byte ceiling is
-/// what cuts; this bounds what is gathered before it does.
+/// The most events gathered for one answer (`limit: 0` included): events are about 200 bytes
+/// or more, so this many make more than [`MAX_ANSWER_BYTES`] and the byte ceiling is what
+/// cuts; this bounds what is gathered before it does.
 pub(crate) const MAX_ANSWER_ROWS: usize = 20_000;
 
 /// An answer whose main list can be cut to fit [`MAX_ANSWER_BYTES`].
@@ -472,14 +472,13 @@ impl Rows for PortData {
     fn row_count(&self) -> usize {
         self.occupations.len() + self.owners.len()
     }
+    /// Socket rows go first: the owners (one per process) are what the check is for.
     fn keep_rows(&mut self, n: usize) {
-        // Sockets first: the owners (one per process) are what the check is for.
-        let sockets = n.saturating_sub(self.owners.len().min(n / 2));
-        if sockets < self.occupations.len() {
-            self.occupations.truncate(sockets);
+        let owners = n.min(self.owners.len());
+        if n - owners < self.occupations.len() {
+            self.occupations.truncate(n - owners);
             self.truncated = true;
         }
-        let owners = n - self.occupations.len().min(n);
         if owners < self.owners.len() {
             self.owners.truncate(owners);
             self.owners_truncated = true;
