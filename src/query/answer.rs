@@ -56,7 +56,7 @@ pub(crate) fn fit_ceiling<T: Serialize + Rows>(envelope: &mut Envelope<T>) {
     }
     if let Some((from, kept)) = cut {
         envelope.message.push_str(&format!(
-            " The answer was cut to {} of its {} rows: {} MiB is the most any answer carries; narrow the filters (or page with cursor) to see the rest.",
+            " The answer was cut to {} of its {} rows: {} MiB is the most any answer carries; narrow the filters to see the rest (a listing also pages: a smaller limit, then next_cursor as cursor).",
             thousands(kept),
             thousands(from),
             MAX_ANSWER_BYTES >> 20
