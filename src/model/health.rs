@@ -102,7 +102,7 @@ impl TcpField {
     /// Offset and size in the kernel's `struct tcp_info` (`include/uapi/linux/tcp.h`).
     /// `AppLimited` is bit 0 of the byte at 7; the field is known from the kernel that added
     /// it (4.9, with `delivery_rate`), so its size is that of the whole prefix through it.
-    pub(crate) fn layout(self) -> (usize, usize) {
+    pub(crate) const fn layout(self) -> (usize, usize) {
         use TcpField::*;
         match self {
             CaState => (1, 1),
@@ -138,8 +138,28 @@ impl TcpField {
         }
     }
 
+    /// How many of the fields are 64-bit in the kernel's struct.
+    const WIDE: usize = 9;
+
+    /// A 64-bit field's place among them.
+    const fn wide(self) -> Option<usize> {
+        use TcpField::*;
+        Some(match self {
+            PacingRate => 0,
+            BytesAcked => 1,
+            BytesReceived => 2,
+            DeliveryRate => 3,
+            BusyTime => 4,
+            RwndLimited => 5,
+            SndbufLimited => 6,
+            BytesSent => 7,
+            BytesRetrans => 8,
+            _ => return None,
+        })
+    }
+
     /// How many bytes of the struct a kernel must send for this field to be known.
-    fn needs(self) -> usize {
+    const fn needs(self) -> usize {
         match self {
             // The app-limited bit came with delivery_rate (4.9); before, the byte was padding.
             TcpField::AppLimited => 168,
@@ -149,14 +169,34 @@ impl TcpField {
             }
         }
     }
+
+    /// Every field's (offset, size, bytes needed), in [`TcpField::ALL`] order: read once per
+    /// TCP socket of a health listing, so looked up in a table.
+    const READ: [(usize, usize, usize); TcpField::ALL.len()] = {
+        let mut table = [(0, 0, 0); TcpField::ALL.len()];
+        let mut i = 0;
+        while i < table.len() {
+            let f = TcpField::ALL[i];
+            let (at, size) = f.layout();
+            table[i] = (at, size, f.needs());
+            i += 1;
+        }
+        table
+    };
 }
 
 /// The fields of `struct tcp_info` answers use, each known or not.
+///
+/// Stored as the kernel does: 32 bits a field, and the high halves of the nine 64-bit
+/// fields beside them (160 bytes, not 248: a health listing holds one per TCP socket).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TcpInfo {
     /// Bit `f as u8` is set when field `f` is known.
     known: u32,
-    values: [u64; TcpField::ALL.len()],
+    /// Each field's value (its low 32 bits for a 64-bit field).
+    low: [u32; TcpField::ALL.len()],
+    /// The high 32 bits of the 64-bit fields, by [`TcpField::wide`].
+    high: [u32; TcpField::WIDE],
 }
 
 /// Whether a TCP socket in `state` has received its peer's FIN.
@@ -173,12 +213,10 @@ impl TcpInfo {
     /// field is known when the bytes reach it. Never fails (a too-short struct knows less).
     pub fn from_kernel(bytes: &[u8]) -> TcpInfo {
         let mut info = TcpInfo::default();
-        for f in TcpField::ALL {
-            if bytes.len() < f.needs() {
+        for (f, &(at, size, needs)) in TcpField::ALL.iter().zip(&TcpField::READ) {
+            let Some(raw) = bytes.get(at..at + size).filter(|_| bytes.len() >= needs) else {
                 continue;
-            }
-            let (at, size) = f.layout();
-            let raw = &bytes[at..at + size];
+            };
             let value = match size {
                 1 => u64::from(raw[0]),
                 4 => u64::from(u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]])),
@@ -186,19 +224,26 @@ impl TcpInfo {
                     raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
                 ]),
             };
-            let value = if f == TcpField::AppLimited {
+            let value = if *f == TcpField::AppLimited {
                 value & 1
             } else {
                 value
             };
-            info.set(f, value);
+            info.set(*f, value);
         }
         info
     }
 
     /// The field's value, when known.
     pub fn get(&self, f: TcpField) -> Option<u64> {
-        (self.known & (1 << f as u8) != 0).then(|| self.values[f as usize])
+        if self.known & (1 << f as u8) == 0 {
+            return None;
+        }
+        let low = u64::from(self.low[f as usize]);
+        Some(match f.wide() {
+            Some(i) => u64::from(self.high[i]) << 32 | low,
+            None => low,
+        })
     }
 
     /// The field's value, 0 when unknown (for sums and comparisons).
@@ -206,9 +251,16 @@ impl TcpInfo {
         self.get(f).unwrap_or(0)
     }
 
+    /// Sets a field; a 32-bit field saturates at `u32::MAX` (the kernel's own limit).
     pub fn set(&mut self, f: TcpField, value: u64) {
         self.known |= 1 << f as u8;
-        self.values[f as usize] = value;
+        match f.wide() {
+            Some(i) => {
+                self.low[f as usize] = value as u32;
+                self.high[i] = (value >> 32) as u32;
+            }
+            None => self.low[f as usize] = u32::try_from(value).unwrap_or(u32::MAX),
+        }
     }
 
     /// Bytes the application sent that the peer acknowledged: the kernel's `bytes_acked`
@@ -343,5 +395,23 @@ mod tests {
         let short = SkMem::from_kernel(&words[..16]).unwrap();
         assert_eq!(short.drops, 0);
         assert_eq!(SkMem::from_kernel(&words[..8]), None);
+    }
+
+    #[test]
+    fn every_64_bit_field_keeps_its_high_half() {
+        let mut info = TcpInfo::default();
+        for f in TcpField::ALL {
+            let wide = f.layout().1 == 8;
+            assert_eq!(f.wide().is_some(), wide, "{f:?}");
+            let value = if wide { (5 << 40) + 7 } else { 0xffff_fff0 };
+            info.set(f, value);
+            assert_eq!(info.get(f), Some(value), "{f:?}");
+        }
+        info.set(TcpField::Rtt, u64::MAX);
+        assert_eq!(
+            info.get(TcpField::Rtt),
+            Some(u64::from(u32::MAX)),
+            "saturates"
+        );
     }
 }

@@ -111,6 +111,8 @@ pub struct Diag {
     devices: Vec<(usize, u32)>,
     /// Whether dumps ask for and read each socket's health ([`Diag::with_health`]).
     health: bool,
+    /// With `health`: whether memory (`INET_DIAG_SKMEMINFO`) comes too ([`Diag::set_memory`]).
+    memory: bool,
 }
 
 /// What the kernel says about a dumped socket beyond the [`Socket`] itself.
@@ -146,6 +148,7 @@ impl Diag {
             seq: 0,
             devices: Vec::new(),
             health: false,
+            memory: true,
         })
     }
 
@@ -161,6 +164,13 @@ impl Diag {
     /// some listings only).
     pub(crate) fn set_health(&mut self, health: bool) {
         self.health = health;
+    }
+
+    /// Whether health dumps also ask for socket memory (default yes). A watcher that wants
+    /// only the byte counters of `tcp_info` turns it off: each reply is smaller, and
+    /// [`Health::mem`](crate::model::Health) stays `None`.
+    pub(crate) fn set_memory(&mut self, memory: bool) {
+        self.memory = memory;
     }
 
     /// The sockets dumped so far that are bound to a device: (position in the vector the dumps
@@ -252,8 +262,10 @@ impl Diag {
 
     /// The attributes to ask the kernel for.
     fn extensions(&self) -> ExtensionFlags {
-        if self.health {
+        if self.health && self.memory {
             ExtensionFlags::INFO | ExtensionFlags::SKMEMINFO
+        } else if self.health {
+            ExtensionFlags::INFO
         } else {
             ExtensionFlags::empty()
         }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
-use crate::model::{Socket, StateSet, Transport};
+use crate::model::{Endpoint, Health, Protocol, Socket, StateSet, TcpState, Transport};
 #[cfg(target_os = "linux")]
 use crate::owners;
 #[cfg(target_os = "linux")]
@@ -131,8 +131,9 @@ pub(crate) struct LocalWatch {
     pub(crate) interval: Duration,
     last_error: Arc<Mutex<Option<String>>>,
     /// With [`LocalOptions::counted`]: the sockets of the first listing that came with
-    /// counters, for the caller to take (their owners are in the engine's table).
-    pub(crate) baseline: Vec<Socket>,
+    /// counters, keyed by their cookie, for the caller to take (their owners are in the
+    /// engine's table).
+    pub(crate) baseline: Vec<Start>,
     /// Whether listings carry counters at all (netlink; `/proc/net` has none).
     pub(crate) counts: bool,
     /// Where the engine's processes are read (`/proc`).
@@ -142,8 +143,21 @@ pub(crate) struct LocalWatch {
     queue: SyncSender<Queued>,
 }
 
-/// The reply to a [`LocalWatch::counted_listing`].
-type Counted = Result<Vec<Socket>, Error>;
+/// What a counted watch's first listing keeps of a socket with counters: its cookie, its
+/// tuple (a close names no cookie), its state and its counters — not a copy of the socket.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) key: u64,
+    pub(crate) protocol: Protocol,
+    pub(crate) local_ip: std::net::IpAddr,
+    pub(crate) local_port: u16,
+    pub(crate) foreign: Endpoint,
+    pub(crate) state: Option<TcpState>,
+    pub(crate) health: Box<Health>,
+}
+
+/// The reply to a [`LocalWatch::counted_listing`]: sockets keyed by their cookie.
+type Counted = Result<Vec<(u64, Socket)>, Error>;
 
 impl LocalWatch {
     /// The closing listing of a counted watch, taken by the engine now: every socket with
@@ -211,11 +225,19 @@ enum Lister {
 #[cfg(target_os = "linux")]
 impl Lister {
     fn open(backend: Backend, proc_root: &std::path::Path) -> Result<Lister, Error> {
+        // The engine's health is the byte counters of `tcp_info` (counted listings), never
+        // socket memory.
+        let open = || {
+            netlink::Diag::open().map(|mut d| {
+                d.set_memory(false);
+                d
+            })
+        };
         match backend {
             Backend::Procfs => Ok(Lister::Procfs(proc_root.to_path_buf())),
-            Backend::Netlink => Ok(Lister::Netlink(netlink::Diag::open()?)),
+            Backend::Netlink => Ok(Lister::Netlink(open()?)),
             // The external tools cannot be watched; a watch lists with netlink or /proc/net.
-            Backend::Auto | Backend::External => match netlink::Diag::open() {
+            Backend::Auto | Backend::External => match open() {
                 Ok(d) => Ok(Lister::Netlink(d)),
                 Err(e) => {
                     tracing::warn!(cause = %e, "netlink sock_diag unavailable; watching /proc/net");
@@ -232,24 +254,22 @@ impl Lister {
             Lister::Netlink(diag) => {
                 diag.set_health(want.health);
                 if want.tcp {
-                    let mut tcp = Vec::new();
-                    let mut collect = |s: Socket, ids: SocketIds| tcp.push((ids.cookie, s));
+                    let mut collect = |s: Socket, ids: SocketIds| out.push((ids.cookie, s));
                     if diag
                         .dump_tcp_any_family_with(StateSet::ALL, want.local_port, &mut collect)
                         .is_err()
                     {
-                        tcp.clear();
+                        out.clear();
                         for ipv6 in [false, true] {
                             diag.dump_with(
                                 Transport::Tcp,
                                 ipv6,
                                 StateSet::ALL,
                                 want.local_port,
-                                &mut |s, ids| tcp.push((ids.cookie, s)),
+                                &mut |s, ids| out.push((ids.cookie, s)),
                             )?;
                         }
                     }
-                    out.extend(tcp);
                 }
                 if want.udp {
                     for ipv6 in [false, true] {
@@ -347,12 +367,16 @@ pub(crate) fn start(
     };
     let counts = matches!(lister, Lister::Netlink(_));
     let mut rows = Vec::new();
+    let dump_started = Instant::now();
     if options.counted.is_some() {
         lister.list(&counted, &mut buf)?;
         rows = take_counted(&mut buf);
     } else {
         lister.list(&options.want, &mut buf)?;
     }
+    // The first periodic listing keeps the 5% rule too (the owner scan of the baseline is a
+    // start-up cost, not a listing's).
+    let first_cost = dump_started.elapsed();
     let mut sink = sink;
     differ.listing(
         SystemTime::now(),
@@ -364,7 +388,7 @@ pub(crate) fn start(
     );
     stats.dumps.fetch_add(1, Ordering::Relaxed);
     // The baseline's rows are counters only: their owners are the differ's business.
-    let baseline = rows.into_iter().map(|(_, s)| s).collect();
+    let baseline = rows;
     let last_error = Arc::new(Mutex::new(None));
     let engine = Engine {
         lister,
@@ -379,6 +403,7 @@ pub(crate) fn start(
             .counted
             .and_then(|window| Instant::now().checked_add(window)),
         interval: options.interval,
+        first_cost,
         stop: stop.clone(),
         stats: stats.clone(),
         last_error: last_error.clone(),
@@ -403,18 +428,23 @@ pub(crate) fn start(
     })
 }
 
-/// Moves the counters out of a listing: the sockets that have them (by key), each with its
-/// counters, while the listing keeps every socket without them (the differ keeps none).
+/// Moves the counters out of a listing: the sockets that have them, each as a [`Start`],
+/// while the listing keeps every socket without them (the differ keeps none).
 #[cfg(target_os = "linux")]
-fn take_counted(buf: &mut [(u64, Socket)]) -> Vec<(u64, Socket)> {
-    buf.iter_mut()
-        .filter_map(|(key, s)| {
-            let health = s.health.take()?;
-            let mut counted = s.clone();
-            counted.health = Some(health);
-            Some((*key, counted))
+fn take_counted(buf: &mut [(u64, Socket)]) -> Vec<Start> {
+    let mut rows = Vec::with_capacity(buf.len());
+    rows.extend(buf.iter_mut().filter_map(|(key, s)| {
+        Some(Start {
+            key: *key,
+            health: s.health.take()?,
+            protocol: s.protocol,
+            local_ip: s.local_ip,
+            local_port: s.local_port,
+            foreign: s.foreign,
+            state: s.state,
         })
-        .collect()
+    }));
+    rows
 }
 
 /// The destroy-notification thread: receive, stamp, queue; never wait for the engine.
@@ -478,6 +508,8 @@ struct Engine {
     /// When the closing counted listing is due ([`LocalOptions::counted`]).
     closing: Option<Instant>,
     interval: Duration,
+    /// What the baseline's dump took: the first periodic listing waits by it.
+    first_cost: Duration,
     stop: Arc<AtomicBool>,
     stats: Arc<EngineStats>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -487,7 +519,7 @@ struct Engine {
 impl Engine {
     fn run(mut self) {
         let mut buf = Vec::new();
-        let mut next = Instant::now() + self.interval;
+        let mut next = self.next_listing(self.first_cost);
         while !self.stop.load(Ordering::Relaxed) {
             let wait = next
                 .saturating_duration_since(Instant::now())
@@ -517,15 +549,19 @@ impl Engine {
             self.drain();
             let started = Instant::now();
             self.listing(&mut buf);
-            let cost = started.elapsed();
-            let step = self.interval.max(cost * 19);
-            next = Instant::now() + step;
-            if let Some(closing) = self.closing
-                && next + step > closing
-            {
-                // The closing listing is the next one: it comes on request.
-                next = closing.max(next) + Duration::from_secs(3600);
-            }
+            next = self.next_listing(started.elapsed());
+        }
+    }
+
+    /// When the next periodic listing is due after one that took `cost`: at least 19 times
+    /// `cost` later (about 5% of a core), and never within a step of a counted watch's
+    /// closing listing, which comes on request instead.
+    fn next_listing(&self, cost: Duration) -> Instant {
+        let step = self.interval.max(cost * 19);
+        let next = Instant::now() + step;
+        match self.closing {
+            Some(closing) if next + step > closing => closing.max(next) + Duration::from_secs(3600),
+            _ => next,
         }
     }
 
@@ -535,31 +571,29 @@ impl Engine {
     fn closing_listing(&mut self, buf: &mut Vec<(u64, Socket)>) -> Counted {
         let started = Instant::now();
         self.lister.list(&self.counted, buf)?;
-        let mut rows = Vec::with_capacity(buf.len());
+        // The listing's own vector is the answer (100,000 sockets are 14 MB: not copied).
+        let mut rows = std::mem::take(buf);
+        rows.retain(|(_, s)| s.health.is_some());
         let mut fresh = Vec::new();
-        for (key, mut s) in buf.drain(..) {
-            if s.health.is_none() {
-                continue;
-            }
-            match self.differ.owners(key) {
-                Some(owners) => {
-                    s.owners = owners.iter().cloned().collect();
-                    rows.push(s);
-                }
+        for (i, (key, s)) in rows.iter_mut().enumerate() {
+            match self.differ.owners(*key) {
+                Some(owners) => s.owners = owners.iter().cloned().collect(),
                 // TIME_WAIT and request sockets have no owner to look up.
-                None if !tracked_state(&s) => rows.push(s),
-                None => fresh.push(s),
+                None if !tracked_state(s) => {}
+                None => fresh.push(i),
             }
         }
         if !fresh.is_empty() {
-            (self.attach)(&mut fresh);
+            let mut sockets: Vec<Socket> = fresh.iter().map(|&i| rows[i].1.clone()).collect();
+            (self.attach)(&mut sockets);
+            for (&i, s) in fresh.iter().zip(sockets) {
+                rows[i].1 = s;
+            }
         }
-        let looked_up = fresh.len();
-        rows.extend(fresh);
         self.stats.dumps.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             rows = rows.len(),
-            looked_up,
+            looked_up = fresh.len(),
             ms = started.elapsed().as_millis() as u64,
             "closing listing"
         );

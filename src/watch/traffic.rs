@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::service::{WatchQuery, WatchService, Watcher, channel};
 use super::{Event, EventKind, unix_ms};
 use crate::error::{Error, InputError};
-use crate::model::{Protocol, Socket, StateSet, TcpState, Transport, fin_received};
+use crate::model::{Health, Protocol, Socket, StateSet, TcpState, Transport, fin_received};
 use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
 use crate::query::input::{ConnectionsArgs, input, quoted};
@@ -347,31 +347,39 @@ fn event_tuple(e: &Event) -> Tuple {
 
 /// Counters of a listed TCP socket: (sent, received), FIN taken out by its state.
 fn counters(s: &Socket) -> Option<Bytes> {
-    let tcp = s.health.as_deref()?.tcp.as_ref()?;
+    counters_of(s.health.as_deref()?, s.state)
+}
+
+fn counters_of(health: &Health, state: Option<TcpState>) -> Option<Bytes> {
+    let tcp = health.tcp.as_ref()?;
     Some(Bytes {
         sent: tcp.sent()?,
-        received: tcp.received(fin_received(s.state)).unwrap_or(0),
+        received: tcp.received(fin_received(state)).unwrap_or(0),
     })
 }
 
 /// Whether a listed socket is a connection whose counters mean traffic.
 fn is_connection(s: &Socket) -> bool {
-    s.protocol.transport() == Transport::Tcp
+    is_connection_of(s.protocol, s.state)
+}
+
+fn is_connection_of(protocol: Protocol, state: Option<TcpState>) -> bool {
+    protocol.transport() == Transport::Tcp
         && !matches!(
-            s.state,
+            state,
             Some(TcpState::Listen | TcpState::TimeWait | TcpState::SynRecv) | None
         )
 }
 
 /// One measured connection.
-struct Measured {
-    socket: Socket,
+struct Measured<'a> {
+    socket: &'a Socket,
     bytes: Bytes,
 }
 
 /// Adds the measured connections up into groups.
 fn group(
-    measured: Vec<Measured>,
+    measured: Vec<Measured<'_>>,
     by: GroupBy,
     processes: Option<&dyn ProcessLookup>,
     window: f64,
@@ -390,7 +398,7 @@ fn group(
     };
     let mut groups: HashMap<String, (Bytes, u64, BTreeSet<u32>)> = HashMap::new();
     for m in measured {
-        let s = &m.socket;
+        let s = m.socket;
         let owner = s.owners.iter().min_by_key(|o| o.pid);
         // Process details only where the key is one of them.
         let info = owner
@@ -539,7 +547,31 @@ impl WatchService {
                 detail: "traffic on this machine needs the local watch engine".into(),
             });
         };
-        let base = baseline(&std::mem::take(&mut engine.baseline));
+        // The start counters by socket cookie, and by tuple for the closes (which name no
+        // cookie); the start listing itself is let go now, before the closing one comes.
+        let start_rows = std::mem::take(&mut engine.baseline);
+        let mut base: HashMap<u64, Bytes, FastHash> =
+            HashMap::with_capacity_and_hasher(start_rows.len(), FastHash::default());
+        let mut start_tuples: Vec<(Tuple, Bytes)> = Vec::with_capacity(start_rows.len());
+        for r in start_rows {
+            if !is_connection_of(r.protocol, r.state) {
+                continue;
+            }
+            let Some(bytes) = counters_of(&r.health, r.state) else {
+                continue;
+            };
+            base.insert(r.key, bytes);
+            start_tuples.push((
+                (
+                    r.protocol,
+                    r.local_ip,
+                    r.local_port,
+                    r.foreign.ip,
+                    r.foreign.port,
+                ),
+                bytes,
+            ));
+        }
         let total = q.window.as_secs();
         let mut events: Vec<Event> = Vec::new();
         let deadline = tokio::time::Instant::now() + q.window;
@@ -589,33 +621,45 @@ impl WatchService {
             notes.push(NO_COUNTERS.to_string());
         }
         // Listeners' owners, for connections no listing saw.
-        let listeners: HashMap<u16, Socket> = sockets
+        let listeners: HashMap<u16, &Socket> = sockets
             .iter()
+            .map(|(_, s)| s)
             .filter(|s| s.state == Some(TcpState::Listen) && !s.owners.is_empty())
-            .map(|s| (s.local_port, s.clone()))
+            .map(|s| (s.local_port, s))
             .collect();
-        let mut measured = Vec::new();
         // Closes of connections whose tuple is live at the end are a reused tuple's earlier
         // connection or a close the last listing beat; the (few) closes' tuples are marked
-        // as the live sockets go by.
-        let mut close_live: HashMap<Tuple, bool, FastHash> =
-            events.iter().map(|e| (event_tuple(e), false)).collect();
+        // as the live sockets go by, and their start counters found the same way.
+        let mut close_live: HashMap<Tuple, (bool, Option<Bytes>), FastHash> = events
+            .iter()
+            .map(|e| (event_tuple(e), (false, None)))
+            .collect();
+        if !close_live.is_empty() {
+            for (key, bytes) in &start_tuples {
+                if let Some(entry) = close_live.get_mut(key) {
+                    entry.1 = Some(*bytes);
+                }
+            }
+        }
+        drop(start_tuples);
         let (mut opened, mut closed) = (0u64, 0u64);
-        for s in sockets {
-            if !is_connection(&s) || !q.filter.matches(&s) {
+        let mut live = Vec::with_capacity(sockets.len());
+        for (key, s) in &sockets {
+            if !is_connection(s) || !q.filter.matches(s) {
                 continue;
             }
-            let Some(now) = counters(&s) else { continue };
-            let key = tuple(&s);
-            if let Some(live) = close_live.get_mut(&key) {
-                *live = true;
+            let Some(now) = counters(s) else { continue };
+            if !close_live.is_empty()
+                && let Some(entry) = close_live.get_mut(&tuple(s))
+            {
+                entry.0 = true;
             }
-            let before = base.get(&key).copied();
+            let before = base.get(key).copied();
             if before.is_none() {
                 opened += 1;
             }
             let before = before.unwrap_or_default();
-            measured.push(Measured {
+            live.push(Measured {
                 bytes: Bytes {
                     sent: now.sent.saturating_sub(before.sent),
                     received: now.received.saturating_sub(before.received),
@@ -624,11 +668,13 @@ impl WatchService {
             });
         }
         let mut unmeasured = 0u64;
+        let mut gone = Vec::new();
         for e in events {
-            if e.time_ms < start_ms
-                || e.time_ms > end_ms
-                || close_live.get(&event_tuple(&e)) == Some(&true)
-            {
+            let (live_at_end, before) = close_live
+                .get(&event_tuple(&e))
+                .copied()
+                .unwrap_or((false, None));
+            if e.time_ms < start_ms || e.time_ms > end_ms || live_at_end {
                 continue;
             }
             let Some(totals) = e.totals else {
@@ -636,7 +682,6 @@ impl WatchService {
                 continue;
             };
             closed += 1;
-            let before = base.get(&event_tuple(&e)).copied();
             if before.is_none() {
                 opened += 1;
             }
@@ -647,14 +692,17 @@ impl WatchService {
             {
                 socket.owners = l.owners.clone();
             }
-            measured.push(Measured {
-                bytes: Bytes {
-                    sent: totals.sent.saturating_sub(before.sent),
-                    received: totals.received.saturating_sub(before.received),
-                },
-                socket,
-            });
+            let bytes = Bytes {
+                sent: totals.sent.saturating_sub(before.sent),
+                received: totals.received.saturating_sub(before.received),
+            };
+            gone.push((socket, bytes));
         }
+        let mut measured = live;
+        measured.extend(gone.iter().map(|(socket, bytes)| Measured {
+            socket,
+            bytes: *bytes,
+        }));
         let connection_count = measured.len() as u64;
         let totals = measured.iter().fold(Bytes::default(), |t, m| Bytes {
             sent: t.sent + m.bytes.sent,
@@ -731,12 +779,12 @@ impl WatchService {
         } = end;
         let mut measured = Vec::new();
         let mut opened = 0u64;
-        for s in sockets {
-            if !is_connection(&s) || !q.filter.matches(&s) {
+        for s in &sockets {
+            if !is_connection(s) || !q.filter.matches(s) {
                 continue;
             }
-            let Some(now) = counters(&s) else { continue };
-            let before = base.get(&tuple(&s)).copied();
+            let Some(now) = counters(s) else { continue };
+            let before = base.get(&tuple(s)).copied();
             opened += u64::from(before.is_none());
             let before = before.unwrap_or_default();
             measured.push(Measured {
