@@ -18,6 +18,7 @@ use crate::query::{
 use crate::source::Backend;
 
 pub mod health;
+pub mod metrics;
 pub mod watch;
 
 /// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
@@ -85,6 +86,9 @@ pub enum Command {
     /// remote host, local port, connection) over a window, from the kernel's TCP counters —
     /// connections that opened or closed inside it included. --interval refreshes until Ctrl-C.
     Top(health::TopOpts),
+    /// Print this host's metrics in the Prometheus text format (0.0.4), or write them
+    /// atomically to --output FILE for node_exporter's textfile collector.
+    Metrics(metrics::MetricsOpts),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +131,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", requires = "record", default_value_t = crate::watch::recorder::DEFAULT_CAPACITY as u64,
           value_parser = clap::value_parser!(u64).range(1..=crate::watch::recorder::MAX_CAPACITY as u64))]
     pub record_capacity: u64,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (same token and Host checks as
+    /// /mcp). With --record, connection churn, retransmit and byte counters too.
+    #[arg(long, requires = "http")]
+    pub metrics: bool,
+    /// At most N series per metric family; past it, label sets are summed into
+    /// program="other" (info series are left out) and netstat_series_dropped counts them.
+    #[arg(long, value_name = "N", requires = "metrics",
+          default_value_t = crate::metrics::DEFAULT_MAX_SERIES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=crate::metrics::MAX_MAX_SERIES as u64))]
+    pub metrics_max_series: u64,
 }
 
 impl ServeArgs {

@@ -67,6 +67,8 @@ use sessions::Sessions;
 
 /// Where MCP is served.
 pub(crate) const MCP_PATH: &str = "/mcp";
+/// Where metrics are served (`HttpOptions::metrics`).
+pub(crate) const METRICS_PATH: &str = "/metrics";
 
 /// Default bind address of `serve --http` when none is given.
 pub(crate) const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8765";
@@ -243,6 +245,8 @@ pub struct HttpOptions {
     pub header_timeout: Duration,
     /// A client must send a request's body within this, or gets `408` and is cut off.
     pub body_timeout: Duration,
+    /// Serve `GET /metrics` from this exporter (behind the same token and Host checks).
+    pub metrics: Option<crate::metrics::Exporter>,
 }
 
 impl Default for HttpOptions {
@@ -258,6 +262,7 @@ impl Default for HttpOptions {
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -382,6 +387,12 @@ where
     F: Fn() -> S + Send + Sync + 'static,
 {
     let (hosts, origins) = allow_lists(local, options)?;
+    let metrics = options.metrics.clone().map(|exporter| {
+        Arc::new(MetricsRoute {
+            exporter,
+            hosts: hosts.clone(),
+        })
+    });
     let sessions_cancel = CancellationToken::new();
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
@@ -401,8 +412,14 @@ where
     });
 
     // Layers run outside in: access log, header checks, token, limits, then rmcp.
-    let mut router = Router::new()
-        .route_service(MCP_PATH, service)
+    let mut router = Router::new().route_service(MCP_PATH, service);
+    if let Some(metrics) = metrics {
+        router = router.route(
+            METRICS_PATH,
+            axum::routing::any(serve_metrics).with_state(metrics),
+        );
+    }
+    let mut router = router
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(limits, enforce_limits));
     if let Some(token) = options.token.clone() {
@@ -421,6 +438,72 @@ where
         router,
         sessions_cancel,
         in_flight,
+    })
+}
+
+/// What `GET /metrics` needs: the exporter, and the Host allow-list rmcp applies to `/mcp`.
+struct MetricsRoute {
+    exporter: crate::metrics::Exporter,
+    hosts: Vec<String>,
+}
+
+/// `GET /metrics`: one exposition, OpenMetrics when `Accept` prefers it, else text 0.0.4.
+async fn serve_metrics(State(route): State<Arc<MetricsRoute>>, request: Request) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed: /metrics answers GET\n",
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let headers = request.headers();
+    if !host_allowed(headers.get(header::HOST), &route.hosts) {
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host header not allowed (see --allow-host)\n",
+        )
+            .into_response();
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::negotiate(accept);
+    match route.exporter.scrape(format).await {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(cause = %e, "metrics scrape failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("netstat-mcp: the scrape failed: {e}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Whether a Host header names an allowed host: an entry `host` allows it on any port,
+/// `host:port` on that port only (names compared case-insensitively).
+fn host_allowed(host: Option<&HeaderValue>, allowed: &[String]) -> bool {
+    let Some(host) = host
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| Authority::try_from(h).ok())
+    else {
+        return false;
+    };
+    allowed.iter().any(|entry| {
+        Authority::try_from(entry.as_str()).is_ok_and(|a| {
+            a.host().eq_ignore_ascii_case(host.host())
+                && a.port_u16().is_none_or(|p| Some(p) == host.port_u16())
+        })
     })
 }
 

@@ -21,6 +21,8 @@
 //! - [`watch`]: monitoring over time — open/close events from the kernel's destroy
 //!   notifications and diffed listings (local), diffed listings over SSH (remote), and the
 //!   bounded recorder behind `serve --record`.
+//! - [`metrics`]: this host's sockets, listeners and (with the recorder) connection churn and
+//!   traffic as Prometheus series, for `/metrics` and node_exporter's textfile collector.
 //! - [`http`]: the streamable HTTP transport — bearer auth, Host/Origin checks, capped
 //!   sessions, calls and connections, header/body timeouts, session ids of our own, access log,
 //!   graceful shutdown — around any MCP handler.
@@ -46,6 +48,7 @@ pub(crate) mod fleet;
 pub mod http;
 pub(crate) mod inflight;
 pub mod mcp;
+pub mod metrics;
 pub mod model;
 pub(crate) mod netstat_tool;
 #[cfg(target_os = "linux")]

@@ -10,9 +10,10 @@ use netstat_mcp::cli::{self, Cli, Command, ServeArgs};
 use netstat_mcp::config::NetstatConfig;
 use netstat_mcp::http;
 use netstat_mcp::mcp::{self, NetstatServer};
+use netstat_mcp::metrics::{Exporter, MetricsOptions};
 use netstat_mcp::query::Service;
-use netstat_mcp::source::{LocalSource, SshRemotes, Want};
-use netstat_mcp::watch::recorder::Recorder;
+use netstat_mcp::source::{LocalSource, Source, SshRemotes, Want};
+use netstat_mcp::watch::recorder::{EventTap, Recorder};
 use netstat_mcp::watch::service::WatchService;
 
 #[tokio::main]
@@ -40,15 +41,37 @@ async fn main() -> ExitCode {
         cli::print_error(&format!("netstat-mcp: warning: {warning}"));
     }
     let remotes = SshRemotes::new(config);
-    let service = Service::new(
-        Arc::new(LocalSource::new(cli.backend.into())),
-        Arc::new(remotes.clone()),
-    );
+    let local: Arc<dyn Source> = Arc::new(LocalSource::new(cli.backend.into()));
+    let service = Service::new(local.clone(), Arc::new(remotes.clone()));
     let mut watch = WatchService::new(service.clone(), cli.backend.into());
+    let mut exporter = None;
+    if let Some(Command::Serve(args)) = &cli.command
+        && args.metrics
+    {
+        exporter = Some(Exporter::new(
+            local.clone(),
+            MetricsOptions {
+                max_series: usize::try_from(args.metrics_max_series).unwrap_or(usize::MAX),
+                counters: args.record,
+            },
+        ));
+    }
     if let Some(Command::Serve(args)) = &cli.command
         && args.record
     {
-        match start_recorder(&watch, args.record_capacity).await {
+        let tap = match &exporter {
+            Some(exporter) => match exporter.start_counters().await {
+                Ok(tap) => tap,
+                Err(e) => {
+                    cli::print_error(&format!(
+                        "netstat-mcp: cannot start the metrics' counters: {e}"
+                    ));
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        match start_recorder(&watch, args.record_capacity, tap).await {
             Ok(recorder) => watch = watch.with_recorder(recorder),
             Err(e) => {
                 cli::print_error(&format!("netstat-mcp: cannot start the recorder: {e}"));
@@ -65,7 +88,10 @@ async fn main() -> ExitCode {
         Some(Command::Watch(opts)) => cli::watch::run(&watch, opts).await,
         Some(Command::Health(opts)) => cli::health::health(&service, opts).await,
         Some(Command::Top(opts)) => cli::health::top(&watch, opts).await,
-        Some(Command::Serve(args)) if args.http.is_some() => serve_http(server(), args).await,
+        Some(Command::Metrics(opts)) => cli::metrics::metrics(local, opts).await,
+        Some(Command::Serve(args)) if args.http.is_some() => {
+            serve_http(server(), args, exporter).await
+        }
         None | Some(Command::Serve(_)) => match mcp::serve_stdio(server()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -77,11 +103,15 @@ async fn main() -> ExitCode {
 }
 
 /// Starts the recorder of `serve --record` (its first listing and owner scan block).
-async fn start_recorder(watch: &WatchService, capacity: u64) -> anyhow::Result<Arc<Recorder>> {
+async fn start_recorder(
+    watch: &WatchService,
+    capacity: u64,
+    tap: Option<EventTap>,
+) -> anyhow::Result<Arc<Recorder>> {
     let options = watch.local_options(Want::all());
     let capacity = usize::try_from(capacity)?;
     let recorder =
-        tokio::task::spawn_blocking(move || Recorder::start(options, capacity)).await??;
+        tokio::task::spawn_blocking(move || Recorder::start(options, capacity, tap)).await??;
     let state = recorder.state();
     tracing::info!(
         capacity,
@@ -98,12 +128,17 @@ async fn start_recorder(watch: &WatchService, capacity: u64) -> anyhow::Result<A
 }
 
 /// `serve --http`: MCP over streamable HTTP until SIGINT/SIGTERM; exit 0 after a clean drain.
-async fn serve_http(server: NetstatServer, args: &ServeArgs) -> ExitCode {
+async fn serve_http(
+    server: NetstatServer,
+    args: &ServeArgs,
+    metrics: Option<Exporter>,
+) -> ExitCode {
     let Some(addr) = args.http else {
         return ExitCode::from(2);
     };
     let result = async {
-        let options = args.http_options(|name| std::env::var_os(name))?;
+        let mut options = args.http_options(|name| std::env::var_os(name))?;
+        options.metrics = metrics;
         let listener = http::bind(addr, &options).await?;
         http::serve_http(
             listener,

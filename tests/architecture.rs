@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["source"],
     &["query"],
     &["watch", "netstat_tool"],
+    &["metrics"],
     &["stdio"],
     &["inflight", "http"],
     &["mcp"],

@@ -94,6 +94,17 @@ impl Ring {
     }
 }
 
+/// Something else that is handed every event the recorder records, as it is recorded (the
+/// metrics' counters): called on the engine's thread, so it must be quick.
+#[derive(Clone)]
+pub struct EventTap(pub(crate) Arc<dyn Fn(&Event) + Send + Sync>);
+
+impl std::fmt::Debug for EventTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventTap")
+    }
+}
+
 /// The running recorder: a local watcher feeding a ring.
 pub struct Recorder {
     ring: Arc<Mutex<Ring>>,
@@ -116,10 +127,18 @@ pub struct RecorderState {
 
 impl Recorder {
     /// Starts recording every TCP and UDP event of this machine (its network namespace).
-    pub fn start(options: LocalOptions, capacity: usize) -> Result<Recorder, Error> {
+    /// With a `tap`, every event also goes to it.
+    pub fn start(
+        options: LocalOptions,
+        capacity: usize,
+        tap: Option<EventTap>,
+    ) -> Result<Recorder, Error> {
         let ring = Arc::new(Mutex::new(Ring::new(capacity)));
         let sink_ring = ring.clone();
         let sink = move |e: Event| {
+            if let Some(tap) = &tap {
+                (tap.0)(&e);
+            }
             if let Ok(mut r) = sink_ring.lock() {
                 r.push(e);
             }
