@@ -12,6 +12,8 @@ needs=(
     "/usr/sbin/sshd openssh-server" "ssh-keygen openssh-client" "ssh-agent openssh-client"
     "useradd passwd" "chpasswd passwd" "unshare util-linux" "setpriv util-linux"
     "runuser util-linux" "ps procps" "python3 python3" "mawk mawk" "nft nftables"
+    "prometheus prometheus" "promtool prometheus"
+    "prometheus-node-exporter prometheus-node-exporter"
 )
 missing=()
 for pair in "${needs[@]}"; do

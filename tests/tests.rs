@@ -12,6 +12,7 @@ mod limits;
 mod loadgen;
 mod local;
 mod mcp;
+mod metrics;
 mod owners;
 mod parse;
 mod ssh;
