@@ -356,6 +356,13 @@ async fn promtool_accepts_every_exposition_at_10_and_20000_connections() {
     );
 
     let (mut loadgen, ready) = crate::loadgen::start(&["--connections", "20000"]);
+    // A scrape that arrives while one runs gets its result: the same text, down to the
+    // scrape's own duration.
+    let (a, b) = tokio::join!(served.scrape(None, TOKEN), async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        served.scrape(None, TOKEN).await
+    });
+    assert_eq!(a.2, b.2, "the second scrape shared the first one's result");
     let text = served.scrape(None, TOKEN).await.2;
     let s = samples(&text);
     assert_eq!(
@@ -597,4 +604,121 @@ fn five_thousand_listeners_stay_within_max_series() {
     let (ok, said) = promtool(&text);
     assert!(ok, "{said}");
     drop(listeners);
+}
+
+/// GET /metrics over a plain TCP stream (blocking, `Connection: close`): the body.
+fn blocking_scrape(addr: &str) -> String {
+    use std::io::Write as _;
+    let mut s = TcpStream::connect(addr).expect("connect to the server");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// In a network namespace of its own (so no other test's traffic counts), a connection that
+/// lives a few milliseconds and carries 4 MiB adds 4 MiB sent and 4 MiB received, from its
+/// final counters; the scrapes' own bytes are the only other traffic there.
+#[test]
+fn with_record_a_5_ms_connection_adds_its_bytes() {
+    crate::support::net::in_empty_netns("metrics bytes", || {
+        use std::io::{BufRead as _, Write as _};
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(up.success());
+        let server = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+            .args(["serve", "--http", "127.0.0.1:0", "--token-env", TOKEN_ENV])
+            .args(["--metrics", "--record"])
+            .env(TOKEN_ENV, TOKEN)
+            .env_remove("RUST_LOG")
+            .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netstat-mcp");
+        let mut server = Reaped(server);
+        let stderr = server.0.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("serving MCP over streamable HTTP addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server's address");
+        let bytes = |s: &[Sample], direction: &str| {
+            sum(
+                s,
+                "netstat_traffic_bytes_total",
+                &[("direction", direction)],
+            )
+        };
+        let before = samples(&blocking_scrape(&addr));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let target = listener.local_addr().unwrap();
+        let sink = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).expect("read");
+            all.len()
+        });
+        let started = Instant::now();
+        {
+            let mut out = TcpStream::connect(target).expect("connect");
+            out.write_all(&vec![7u8; 4 << 20]).expect("write 4 MiB");
+        }
+        assert_eq!(sink.join().expect("sink"), 4 << 20);
+        let lived = started.elapsed();
+        let want = f64::from(4u32 << 20);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            let s = samples(&blocking_scrape(&addr));
+            let sent = bytes(&s, "sent") - bytes(&before, "sent");
+            let received = bytes(&s, "received") - bytes(&before, "received");
+            if (sent >= want && received >= want) || Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        for direction in ["sent", "received"] {
+            let n = bytes(&after, direction) - bytes(&before, direction);
+            assert!(
+                (want..want + f64::from(256u32 << 10)).contains(&n),
+                "{direction}: {n} bytes counted for a 4 MiB transfer that lived {lived:?}"
+            );
+        }
+    });
 }
