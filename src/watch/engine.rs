@@ -11,7 +11,7 @@
 //!
 //! The interval stretches on a host where a listing is expensive, so the engine spends at
 //! most about 5% of a core listing: the next listing waits at least 19 times as long as the
-//! last took.
+//! last took (the first periodic one, as long as the baseline's dump took).
 //!
 //! If subscribing is refused (a sandbox without sock_diag multicast, an old kernel), or
 //! turned off with [`NO_DESTROY_ENV`](super::NO_DESTROY_ENV), the engine still runs on
@@ -100,9 +100,8 @@ pub struct LocalOptions {
     pub(crate) proc_root: PathBuf,
     /// For `traffic`, its window: the first listing carries each socket's counters
     /// (`tcp_info`, kept in [`LocalWatch::baseline`]), and [`LocalWatch::counted_listing`]
-    /// takes the closing one, due this long after it. The periodic listing that would fall
-    /// within one interval of the closing one is left out, so a counted watch lists as often
-    /// as a plain one over the same window.
+    /// takes the closing one, due this long after it. A periodic listing that would fall
+    /// within one step of the closing one is left out: the closing listing takes its place.
     pub(crate) counted: Option<Duration>,
 }
 
