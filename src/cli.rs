@@ -706,6 +706,24 @@ pub(crate) fn port_text(envelope: &Envelope<PortData>) -> String {
         let mut right = vec![false; 5];
         extra.headers(&mut headers, &mut right);
         out.push_str(&table(&headers, &right, &rows));
+        if let Some(bind) = &data.bind {
+            let verdict = if bind.can_bind { "yes" } else { "no" };
+            let _ = writeln!(
+                out,
+                "\nCan a server bind {}? {verdict}: {}",
+                bind.address, bind.detail
+            );
+            if !bind.notes.is_empty() {
+                let _ = writeln!(out, "Notes: {}", bind.notes.join(", "));
+            }
+            if let Some(assumes) = &bind.assumes {
+                let _ = writeln!(out, "{assumes}");
+            }
+        }
+        if !data.suggested_ports.is_empty() {
+            let ports: Vec<String> = data.suggested_ports.iter().map(u16::to_string).collect();
+            let _ = writeln!(out, "Free ports nearby: {}", ports.join(", "));
+        }
     }
     out
 }

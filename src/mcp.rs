@@ -20,14 +20,17 @@ use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    GetPromptRequestParams, GetPromptResponse, Implementation, JsonObject, ListPromptsResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext, RoleServer, ServerInitializeError};
 use rmcp::transport::IntoTransport;
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+mod prompts;
 
 use crate::error::Error;
 use crate::netstat_tool::{NetstatData, NetstatInput, NetstatTool};
@@ -462,13 +465,18 @@ fn envelope_result<T: Serialize + crate::query::output::Rows>(
 
 impl ServerHandler for NetstatServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("netstat-mcp", env!("CARGO_PKG_VERSION"))
-                    .with_title("netstat MCP")
-                    .with_description(env!("CARGO_PKG_DESCRIPTION")),
-            )
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("netstat-mcp", env!("CARGO_PKG_VERSION"))
+                .with_title("netstat MCP")
+                .with_description(env!("CARGO_PKG_DESCRIPTION")),
+        )
+        .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -477,6 +485,43 @@ impl ServerHandler for NetstatServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(prompts::list()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        if request.name != prompts::DIAGNOSE_PORT {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown prompt '{}': the prompts are: {}",
+                    crate::error::shorten(&request.name),
+                    prompts::DIAGNOSE_PORT
+                ),
+                None,
+            ));
+        }
+        let args = request.arguments.unwrap_or_default();
+        // Arguments are strings in MCP; a number is taken as its text.
+        let arg = |name: &str| {
+            args.get(name).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        let (port, proto, host) = (arg("port"), arg("proto"), arg("host"));
+        prompts::diagnose_port(port.as_deref(), proto.as_deref(), host.as_deref())
+            .map(GetPromptResponse::from)
+            .map_err(|e| McpError::invalid_params(e.0, None))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

@@ -347,6 +347,9 @@ pub struct Socket {
     pub(crate) place: Option<Arc<Place>>,
     /// `tcp_info`, memory and cgroup, where the listing asked for them (`Want::health`).
     pub health: Option<Box<Health>>,
+    /// For an IPv6 socket that is listening or bound (not connected): whether it accepts
+    /// IPv6 only (`IPV6_V6ONLY`), where the source tells it (netlink).
+    pub v6only: Option<bool>,
 }
 
 impl Socket {
@@ -363,6 +366,7 @@ impl Socket {
             uid: None,
             inode: None,
             owners: Owners::new(),
+            v6only: None,
             place: None,
             health: None,
         }

@@ -1218,3 +1218,65 @@ password_env = "NM_TEST_UNSET_PASSWORD"
     let answer: Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(answer["data"]["hosts"].as_array().map(Vec::len), Some(3));
 }
+
+/// The `diagnose_port` prompt over the real stdio: listed with its arguments, rendered with
+/// the steps built on the tools, and a bad argument named in a JSON-RPC error.
+#[tokio::test]
+async fn the_diagnose_port_prompt_is_listed_and_rendered() {
+    use rmcp::model::GetPromptRequestParams;
+    let server = Server::start().await;
+    let info = server.client.peer_info().expect("peer info");
+    assert!(
+        info.capabilities.prompts.is_some(),
+        "the prompts capability is declared"
+    );
+    let prompts = within("prompts/list", server.client.list_all_prompts())
+        .await
+        .expect("prompts/list");
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(prompts[0].name, "diagnose_port");
+    let args = prompts[0].arguments.clone().expect("arguments");
+    let required: Vec<(&str, bool)> = args
+        .iter()
+        .map(|a| (a.name.as_str(), a.required == Some(true)))
+        .collect();
+    assert_eq!(
+        required,
+        vec![("port", true), ("proto", false), ("host", false)]
+    );
+    let arguments = json!({"port": "8080"}).as_object().unwrap().clone();
+    let got = within(
+        "prompts/get",
+        server
+            .client
+            .get_prompt(GetPromptRequestParams::new("diagnose_port").with_arguments(arguments)),
+    )
+    .await
+    .expect("prompts/get");
+    let text = serde_json::to_string(&got.messages).unwrap();
+    for needed in [
+        "check_port_occupation",
+        "\\\"port\\\": 8080",
+        "suggested_ports",
+        "dry_run",
+    ] {
+        assert!(text.contains(needed), "{needed}: {text}");
+    }
+    let bad = json!({"port": "http"}).as_object().unwrap().clone();
+    let err = within(
+        "prompts/get bad",
+        server
+            .client
+            .get_prompt(GetPromptRequestParams::new("diagnose_port").with_arguments(bad)),
+    )
+    .await
+    .expect_err("refused");
+    match err {
+        ServiceError::McpError(e) => {
+            assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
+            assert!(e.message.contains("'port'"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}

@@ -4,6 +4,7 @@ mod support;
 
 mod answers;
 mod architecture;
+mod bind;
 mod cli;
 mod fleet;
 mod health;

@@ -486,6 +486,17 @@ impl PortQuery {
 
     /// Applies the port check to a snapshot. Only local ports count; foreign ports never do.
     pub(crate) fn answer(&self, target: &Target, snapshot: Snapshot) -> Envelope<PortData> {
+        self.answer_with(target, snapshot, None, Vec::new())
+    }
+
+    /// [`PortQuery::answer`] with the bind check and suggested ports (this machine's).
+    pub(crate) fn answer_with(
+        &self,
+        target: &Target,
+        snapshot: Snapshot,
+        bind: Option<super::bind::Bind>,
+        suggested_ports: Vec<u16>,
+    ) -> Envelope<PortData> {
         let Snapshot {
             mut sockets,
             owners: coverage,
@@ -552,6 +563,8 @@ impl PortQuery {
                 check_port: self.port,
                 proto: self.transport.as_str().to_string(),
                 is_occupied: count > 0,
+                bind,
+                suggested_ports,
                 occupation_count: count,
                 owners_truncated: false,
                 owner_count,

@@ -383,7 +383,20 @@ pub struct PortArgs {
     #[schemars(extend("enum" = ["host", "all"], "default" = "host"))]
     #[arg(skip)]
     pub scope: Option<String>,
+
+    /// The address a server would bind, for `bind`: an IP address of this host (127.0.0.1,
+    /// ::1, 0.0.0.0, an interface's address). Default [::] with v6only off, the dual-stack
+    /// wildcard that covers IPv4 and IPv6.
+    #[arg(
+        long,
+        value_name = "IP",
+        help = "For the bind check: the address a server would bind (an IP of this host); default [::], IPv4 and IPv6"
+    )]
+    pub address: Option<String>,
 }
+
+/// What `address` accepts, for its error.
+pub(crate) const ADDRESS_ALLOWED: &str = "must be an IP address of this host, e.g. 127.0.0.1, ::1, 0.0.0.0 or an interface's address (default: [::], IPv4 and IPv6)";
 
 /// A validated `check_port_occupation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +413,8 @@ pub struct PortQuery {
     pub(crate) scope: Scope,
     /// Bytes the answer may take with a default limit (less per host in a multi-host call).
     pub(crate) budget: usize,
+    /// The address `bind` checks; `None`: the dual-stack wildcard.
+    pub(crate) address: Option<std::net::IpAddr>,
 }
 
 impl PortArgs {
@@ -432,6 +447,15 @@ impl PortArgs {
         };
         let host = HostSpec::from_arg(self.host.as_deref())?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
+        let address = match self.address.as_deref().map(str::trim) {
+            None => None,
+            Some(text) => Some(
+                text.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| input("address", quoted(text), ADDRESS_ALLOWED))?,
+            ),
+        };
         Ok(PortQuery {
             port,
             transport,
@@ -441,6 +465,7 @@ impl PortArgs {
             default_limit,
             scope,
             budget: super::ANSWER_BUDGET,
+            address,
         })
     }
 }

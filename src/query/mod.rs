@@ -14,6 +14,7 @@
 //!   merged summary, one budget.
 
 pub(crate) mod answer;
+pub(crate) mod bind;
 pub(crate) mod details;
 pub(crate) mod health;
 pub(crate) mod input;

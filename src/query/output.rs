@@ -266,6 +266,11 @@ pub struct PortData {
     /// `tcp` or `udp`.
     pub proto: String,
     pub is_occupied: bool,
+    /// Whether a server can bind the port, and why not (this machine; null for a remote host).
+    pub bind: Option<super::bind::Bind>,
+    /// The nearest ports at or above this one that nothing holds (either family) and that are
+    /// outside the ephemeral range: at most 5 (this machine; empty for a remote host).
+    pub suggested_ports: Vec<u16>,
     /// How many sockets have this local port (all of them, not only the rows returned).
     pub occupation_count: usize,
     /// Every distinct process holding a socket on the port, with its sockets counted per

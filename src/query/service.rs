@@ -3,11 +3,17 @@
 
 use std::sync::Arc;
 
+use super::bind::{PortSysctls, Wanted};
 use super::health::{HealthData, HealthQuery};
 use super::input::{ConnectionsQuery, HostSpec, PortQuery};
 use super::output::{ConnectionsData, Envelope, HostsData, PortData};
-use crate::error::Error;
-use crate::source::{RemoteSources, Snapshot, Source, Target, Want};
+use crate::error::{Error, InputError};
+use crate::model::Transport;
+use crate::source::{RemoteSources, Scope, Snapshot, Source, Target, Want};
+
+/// How many ports `suggested_ports` lists, and how many it probes at most.
+const SUGGESTED_PORTS: usize = 5;
+const MAX_PROBES: usize = 64;
 
 /// How many configured names the unknown-host error lists.
 const NAMES_IN_ERROR: usize = 20;
@@ -74,11 +80,82 @@ impl Service {
         Ok(query.answer(&target, snapshot))
     }
 
-    /// `check_port_occupation`.
+    /// `check_port_occupation`; on this machine (its own namespace) with `bind` and
+    /// `suggested_ports`.
     pub async fn port(&self, query: &PortQuery) -> Result<Envelope<PortData>, Error> {
         let target = self.target(&query.host, query.ssh_port)?;
+        let local = target.local && query.scope == Scope::Host;
+        if local
+            && let Some(ip) = query.address
+            && !crate::source::local::is_host_address(ip)
+        {
+            return Err(InputError::new(
+                "address",
+                format!("'{ip}' (not an address of this host)"),
+                super::input::ADDRESS_ALLOWED,
+            )
+            .into());
+        }
         let snapshot = target.source.collect(query.want()).await?;
-        Ok(query.answer(&target, snapshot))
+        if !local {
+            return Ok(query.answer(&target, snapshot));
+        }
+        let [range, start, reserved] = crate::source::local::port_sysctl_texts();
+        let sysctls = PortSysctls::parse(range.as_deref(), start.as_deref(), reserved.as_deref());
+        let wanted = Wanted {
+            transport: query.transport,
+            address: query.address,
+            port: query.port,
+        };
+        let uid = rustix::process::geteuid().as_raw();
+        let bind = super::bind::check(wanted, &snapshot.sockets, uid, &sysctls);
+        let suggested = self.suggested_ports(&target, query, &sysctls).await;
+        Ok(query.answer_with(&target, snapshot, Some(bind), suggested))
+    }
+
+    /// The nearest ports at or above the query's that no socket of its transport holds (in
+    /// either family) and that are outside the ephemeral range: at most 5, each found with a
+    /// dump filtered by port in the kernel (at most 64 of them).
+    async fn suggested_ports(
+        &self,
+        target: &Target,
+        query: &PortQuery,
+        sysctls: &PortSysctls,
+    ) -> Vec<u16> {
+        let mut found = Vec::new();
+        let mut port = u32::from(query.port);
+        let mut probes = 0;
+        while found.len() < SUGGESTED_PORTS && probes < MAX_PROBES && port <= u32::from(u16::MAX) {
+            let p = port as u16;
+            if let Some((_, hi)) = sysctls.ephemeral.filter(|_| sysctls.is_ephemeral(p)) {
+                port = u32::from(hi) + 1;
+                continue;
+            }
+            probes += 1;
+            let want = Want {
+                tcp: query.transport == Transport::Tcp,
+                udp: query.transport == Transport::Udp,
+                local_port: Some(p),
+                owners: false,
+                ..Want::all()
+            };
+            match target.source.collect(want).await {
+                Ok(s)
+                    if !s.sockets.iter().any(|s| {
+                        s.local_port == p && s.protocol.transport() == query.transport
+                    }) =>
+                {
+                    found.push(p)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(cause = %e, "suggested ports: a probe failed");
+                    break;
+                }
+            }
+            port += 1;
+        }
+        found
     }
 
     /// `connection_health`.

@@ -408,3 +408,50 @@ fn external_sockets(want: &Want) -> Result<(Vec<Socket>, String), String> {
     }
     Ok((sockets, note))
 }
+
+/// Whether `ip` is an address a socket of this host can bind: a wildcard, a loopback address,
+/// or one assigned to an interface (IPv4 from `/proc/net/fib_trie`'s local routes, IPv6 from
+/// `/proc/net/if_inet6`). Where neither file can be read, every address is taken as ours.
+pub(crate) fn is_host_address(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    if ip.is_unspecified() || ip.is_loopback() {
+        return true;
+    }
+    match ip {
+        IpAddr::V4(v4) => match std::fs::read_to_string("/proc/net/fib_trie") {
+            // `|-- 10.0.0.5` followed by `/32 host LOCAL`.
+            Ok(text) => {
+                let mut last = None;
+                for line in text.lines() {
+                    let line = line.trim_start();
+                    if let Some(addr) = line.strip_prefix("|-- ") {
+                        last = addr.trim().parse::<std::net::Ipv4Addr>().ok();
+                    } else if line.contains("/32 host LOCAL") && last == Some(v4) {
+                        return true;
+                    }
+                }
+                false
+            }
+            Err(_) => true,
+        },
+        IpAddr::V6(v6) => match std::fs::read_to_string("/proc/net/if_inet6") {
+            Ok(text) => {
+                let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+                text.lines()
+                    .any(|l| l.split_whitespace().next() == Some(hex.as_str()))
+            }
+            Err(_) => true,
+        },
+    }
+}
+
+/// The text of `ip_local_port_range`, `ip_unprivileged_port_start` and
+/// `ip_local_reserved_ports` (`/proc/sys/net/ipv4/`), each `None` when unreadable.
+pub(crate) fn port_sysctl_texts() -> [Option<String>; 3] {
+    [
+        "ip_local_port_range",
+        "ip_unprivileged_port_start",
+        "ip_local_reserved_ports",
+    ]
+    .map(|name| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok())
+}

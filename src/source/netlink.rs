@@ -548,9 +548,12 @@ fn parse_batch(
                 if let Some(mut socket) = to_socket(&header, protocol)
                     && local_port.is_none_or(|p| p == socket.local_port)
                 {
+                    let attrs = msg.payload().get(INET_DIAG_MSG_LEN..).unwrap_or(&[]);
                     if health {
-                        let attrs = msg.payload().get(INET_DIAG_MSG_LEN..).unwrap_or(&[]);
                         socket.health = Some(Box::new(read_health(attrs, transport)));
+                    }
+                    if header.family == AF_INET6 {
+                        socket.v6only = read_v6only(attrs);
                     }
                     sink(
                         socket,
@@ -579,6 +582,28 @@ const INET_DIAG_MSG_LEN: usize = 72;
 const INET_DIAG_INFO: u16 = 2;
 const INET_DIAG_SKMEMINFO: u16 = 7;
 const INET_DIAG_CGROUP_ID: u16 = 21;
+/// Sent for IPv6 sockets that listen or are bound (states LISTEN and CLOSE).
+const INET_DIAG_SKV6ONLY: u16 = 11;
+
+/// The `IPV6_V6ONLY` flag of a reply, when the kernel sent it.
+fn read_v6only(mut attrs: &[u8]) -> Option<bool> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == INET_DIAG_SKV6ONLY {
+            return attrs.get(4).map(|&b| b != 0);
+        }
+        let advance = (len + 3) & !3;
+        if advance >= attrs.len() {
+            return None;
+        }
+        attrs = &attrs[advance..];
+    }
+    None
+}
 
 /// Reads the attributes of one reply that health needs. Attributes it does not know, or that
 /// are cut short, are skipped: a reply is never refused for them.
@@ -647,6 +672,7 @@ fn to_socket(h: &InetResponseHeader, protocol: Protocol) -> Option<Socket> {
         owners: crate::model::Owners::new(),
         place: None,
         health: None,
+        v6only: None,
     })
 }
 
