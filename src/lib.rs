@@ -28,6 +28,7 @@
 //!   graceful shutdown — around any MCP handler.
 //! - `fleet`: host selection (names, globs, `@groups`) and the bounded fan-out of one call
 //!   over several hosts.
+//! - `child`: the one runner of local programs (no shell, timeout, killed when dropped).
 //! - [`cli`]: the command line's options, subcommands and printers (table or JSON).
 //!
 //! # Public surface
@@ -41,6 +42,7 @@
 // The docs link crate-private items on purpose (see "Public surface").
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub(crate) mod child;
 pub mod cli;
 pub mod config;
 pub mod error;

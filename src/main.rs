@@ -14,7 +14,7 @@ use netstat_mcp::metrics::{Exporter, MetricsOptions};
 use netstat_mcp::query::Service;
 use netstat_mcp::source::{LocalSource, Source, SshRemotes, Want};
 use netstat_mcp::watch::recorder::{EventTap, Recorder};
-use netstat_mcp::watch::service::WatchService;
+use netstat_mcp::watch::window::WatchService;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -42,8 +42,8 @@ use crate::query::{
     Service, WatchArgs, no_progress,
 };
 use crate::source::Backend;
-use crate::watch::service::{RecentData, WatchData, WatchService};
 use crate::watch::traffic::{TrafficArgs, TrafficData};
+use crate::watch::window::{RecentData, WatchData, WatchService};
 
 /// The tool names, as `tools/list` shows them.
 pub(crate) const QUERY_NETWORK_CONNECTIONS: &str = "query_network_connections";

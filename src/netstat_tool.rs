@@ -9,13 +9,12 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io;
-use std::process::Stdio;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::child::ChildError;
 use crate::error::{Error, InputError};
 use crate::model::{Socket, TcpState, Transport};
 use crate::parse::clip;
@@ -238,43 +237,31 @@ impl NetstatTool {
         service: &Service,
         args: &NetstatArgs,
     ) -> Result<Envelope<NetstatData>, Error> {
-        let mut command = tokio::process::Command::new(&self.program);
-        command
-            .args(&args.argv)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) => {
+        let output = match crate::child::run(&self.program, &args.argv, self.timeout).await {
+            Ok(output) => output,
+            Err(ChildError::NotFound) => {
                 tracing::debug!("no netstat binary; rendering natively");
                 return native(service, args, "no netstat binary was found").await;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied) => {
+            Err(ChildError::PermissionDenied(e)) => {
                 tracing::warn!(cause = %e, "netstat binary not executable; rendering natively");
                 return native(service, args, "the netstat binary could not be executed").await;
             }
-            Err(e) => {
+            Err(ChildError::Spawn(e)) => {
                 return Err(Error::Command {
                     program: args.command_line(),
                     status: "not started".into(),
                     stderr: e.to_string(),
                 });
             }
-        };
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(e)) => {
+            Err(ChildError::Wait(e)) => {
                 return Err(Error::Command {
                     program: args.command_line(),
                     status: "failed while running".into(),
                     stderr: e.to_string(),
                 });
             }
-            // Dropping the `wait_with_output` future dropped the child, which kills it.
-            Err(_) => {
+            Err(ChildError::Timeout(_)) => {
                 return Err(Error::CommandTimeout {
                     program: args.command_line(),
                     secs: self.timeout.as_secs().max(1),

@@ -177,7 +177,7 @@ pub struct TopOpts {
 }
 
 /// Runs `top`. Exit 0 on success, 2 on error.
-pub async fn top(watch: &crate::watch::service::WatchService, opts: &TopOpts) -> ExitCode {
+pub async fn top(watch: &crate::watch::window::WatchService, opts: &TopOpts) -> ExitCode {
     use crate::watch::traffic::TrafficData;
     let args = crate::watch::traffic::TrafficArgs {
         duration_secs: opts.interval.or(opts.args.duration_secs),

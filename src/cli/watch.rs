@@ -10,7 +10,7 @@ use clap::Args;
 use crate::error::Error;
 use crate::query::WatchArgs;
 
-use crate::watch::service::{WatchService, channel};
+use crate::watch::window::{WatchService, channel};
 use crate::watch::{Event, EventKind, Tally, rfc3339_ms};
 
 /// Options of `watch`: the tool's inputs, plus the output form.

@@ -5,9 +5,9 @@
 //! localised, and a timeout after which the child is killed. This is the only I/O in
 //! [`crate::parse`]; everything else is pure.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::child::ChildError;
 
 use super::{Format, Parsed, parse};
 
@@ -95,81 +95,46 @@ pub enum ExternalError {
     NoneWorked { tried: Vec<String> },
 }
 
-/// Runs one command (no shell, `LC_ALL=C`, killed after `timeout`) and returns its stdout.
+/// Runs one command (no shell, `LC_ALL=C`, killed after `timeout`; see [`crate::child`]) and
+/// returns its stdout.
 pub fn run_command(
     program: &str,
     args: &[&str],
     timeout: Duration,
 ) -> Result<String, ExternalError> {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ExternalError::NotFound {
+    let done =
+        crate::child::run_blocking(std::ffi::OsStr::new(program), args, timeout).map_err(|e| {
+            match e {
+                ChildError::NotFound => ExternalError::NotFound {
                     program: program.to_owned(),
-                }
-            } else {
-                ExternalError::Spawn {
-                    program: program.to_owned(),
-                    source,
-                }
-            }
-        })?;
-    // Read both pipes on threads so a full pipe cannot stall the child.
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || read_all(stdout));
-    let err_reader = std::thread::spawn(move || read_all(stderr));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(ExternalError::Timeout {
+                },
+                ChildError::Timeout(timeout) => ExternalError::Timeout {
                     program: program.to_owned(),
                     timeout,
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(source) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(ExternalError::Spawn {
+                },
+                ChildError::PermissionDenied(source)
+                | ChildError::Spawn(source)
+                | ChildError::Wait(source) => ExternalError::Spawn {
                     program: program.to_owned(),
                     source,
-                });
+                },
             }
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+        })?;
+    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&done.stderr);
     // lsof exits 1 when one of its selectors matched nothing (`-iUDP` on a host with no UDP
     // socket) even though it printed what the others matched.
-    let lsof_partial = program == "lsof" && status.code() == Some(1) && stderr.trim().is_empty();
-    if !status.success() && !lsof_partial {
+    let lsof_partial =
+        program == "lsof" && done.status.code() == Some(1) && stderr.trim().is_empty();
+    if !done.status.success() && !lsof_partial {
         return Err(ExternalError::Failed {
             program: program.to_owned(),
             args: args.join(" "),
-            status: status.to_string(),
+            status: done.status.to_string(),
             stderr: super::clip(stderr.trim(), 500).to_owned(),
         });
     }
     Ok(stdout)
-}
-
-fn read_all<R: Read>(pipe: Option<R>) -> String {
-    let mut bytes = Vec::new();
-    if let Some(mut p) = pipe {
-        let _ = p.read_to_end(&mut bytes);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Runs the first fallback command that works and parses its output. A command that runs but
@@ -208,6 +173,7 @@ pub fn run_first(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn missing_program_is_not_found() {

@@ -16,8 +16,8 @@ pub(crate) mod diff;
 pub(crate) mod engine;
 pub(crate) mod polling;
 pub mod recorder;
-pub mod service;
 pub mod traffic;
+pub mod window;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

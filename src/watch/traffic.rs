@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::service::{WatchQuery, WatchService, Watcher, channel};
+use super::window::{WatchQuery, WatchService, Watcher, channel};
 use super::{Event, EventKind, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Health, Protocol, Socket, StateSet, TcpState, Transport, fin_received};
