@@ -34,18 +34,13 @@ pub(crate) const CONFIG_ENV: &str = "NETSTAT_MCP_CONFIG";
 /// The largest config file read: 4 MiB (a TOML of 5,000 hosts is about 600 KiB).
 pub(crate) const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
-/// Hosts one call queries at once unless `[ssh] max_parallel` says otherwise.
-pub(crate) const DEFAULT_MAX_PARALLEL: usize = 16;
+pub(crate) use crate::limits::{DEFAULT_MAX_PARALLEL, MAX_HOSTS_PER_CALL};
 
 /// Bastions one host may be reached through (a longer `ProxyJump` chain is refused).
 pub(crate) const MAX_JUMP_HOPS: usize = 8;
 
 /// Channels one SSH session may have open at once (sshd's `MaxSessions` defaults to 10).
 pub(crate) const MAX_CHANNELS_PER_HOST: usize = 8;
-
-/// At most this many hosts in one call (a host list, glob or group); `[ssh] max_parallel` is
-/// at most this too.
-pub(crate) const MAX_HOSTS_PER_CALL: usize = 256;
 
 /// A secret string (password, passphrase): zeroed on drop, redacted in `Debug`, no `Display`.
 #[derive(Clone, PartialEq, Eq)]

@@ -87,11 +87,13 @@ pub enum Error {
     /// SSH to a remote host failed (refused, timeout, authentication, host key, no usable
     /// command); the message names the host and says what to do.
     /// (Boxed: SSH errors carry much context and this type travels in every `Result`.)
+    #[cfg(feature = "ssh")]
     #[error(transparent)]
     Ssh(Box<crate::ssh::SshError>),
 
     /// A configured remote host whose config entry (or the `[ssh]` table) is invalid; the
     /// error names the file, the entry and the field. Other hosts are unaffected.
+    #[cfg(feature = "ssh")]
     #[error("remote host {} cannot be used: {source}", shorten(host))]
     HostConfig {
         host: String,
@@ -118,6 +120,7 @@ fn configured_names(names: &[String]) -> String {
     }
 }
 
+#[cfg(feature = "ssh")]
 impl From<crate::ssh::SshError> for Error {
     fn from(e: crate::ssh::SshError) -> Error {
         Error::Ssh(Box::new(e))

@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 
 use crate::error::InputError;
 
-pub(crate) use crate::config::MAX_HOSTS_PER_CALL;
+pub(crate) use crate::limits::MAX_HOSTS_PER_CALL;
 
 /// One item of a `host` list.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest first; a module may use only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["model", "text_file", "child"],
+    &["model", "text_file", "child", "limits"],
     &["config"],
     &["ssh"],
     &["error"],

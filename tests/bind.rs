@@ -154,127 +154,144 @@ fn agree(
     bind
 }
 
-#[test]
-fn bind_agrees_with_the_kernel_case_by_case() {
-    in_empty_netns("bind cases", || {
+/// A case: its name, UDP or TCP, the address checked (`None`: dual-stack), the reason.
+type Case<'a> = (&'a str, bool, Option<&'a str>, &'a str);
+
+/// Runs `cases` against `port` (set up by the caller); how many ran.
+fn cases(rt: &tokio::runtime::Runtime, port: u16, cases: &[Case<'_>]) -> usize {
+    for (name, udp, address, reason) in cases {
+        agree(rt, name, *udp, *address, port, reason);
+    }
+    cases.len()
+}
+
+/// Runs `f` in a network namespace of its own with `lo` up.
+fn in_fresh_netns(what: &str, f: impl FnOnce(&tokio::runtime::Runtime) + Send) {
+    in_empty_netns(what, || {
         let up = Command::new("ip")
             .args(["link", "set", "lo", "up"])
             .status()
             .expect("ip");
         assert!(up.success());
-        let rt = runtime();
-        let mut cases = 0;
-        let mut case = |name: &str, udp: bool, address: Option<&str>, port: u16, reason: &str| {
-            cases += 1;
-            agree(&rt, name, udp, address, port, reason)
-        };
+        f(&runtime());
+    });
+}
 
-        case("free port, dual-stack", false, None, 20001, "free");
-        case("free port, UDP", true, None, 20001, "free");
+fn udp_socket(at: &str, port: u16, v6only: Option<bool>) -> Socket {
+    socket(Type::DGRAM, addr(Some(at), port), false, false, v6only).expect("udp socket")
+}
+
+#[test]
+fn bind_agrees_with_the_kernel_case_by_case() {
+    in_fresh_netns("bind cases", |rt| {
+        let mut n = cases(
+            rt,
+            20001,
+            &[
+                ("free port, dual-stack", false, None, "free"),
+                ("free port, UDP", true, None, "free"),
+            ],
+        );
 
         let _l = listen("127.0.0.1", 20002, false, None);
-        case(
-            "LISTEN on the same address",
-            false,
-            Some("127.0.0.1"),
+        n += cases(
+            rt,
             20002,
-            "listener",
-        );
-        case(
-            "LISTEN on 127.0.0.1 vs the dual-stack wildcard",
-            false,
-            None,
-            20002,
-            "listener",
-        );
-        case(
-            "LISTEN on 127.0.0.1 vs another local address",
-            false,
-            Some("127.0.0.2"),
-            20002,
-            "free",
-        );
-        case(
-            "LISTEN on 127.0.0.1 vs 0.0.0.0",
-            false,
-            Some("0.0.0.0"),
-            20002,
-            "listener",
-        );
-        case(
-            "a TCP listener does not block UDP",
-            true,
-            Some("127.0.0.1"),
-            20002,
-            "free",
+            &[
+                (
+                    "LISTEN on the same address",
+                    false,
+                    Some("127.0.0.1"),
+                    "listener",
+                ),
+                (
+                    "LISTEN on 127.0.0.1 vs the dual-stack wildcard",
+                    false,
+                    None,
+                    "listener",
+                ),
+                (
+                    "LISTEN on 127.0.0.1 vs another local address",
+                    false,
+                    Some("127.0.0.2"),
+                    "free",
+                ),
+                (
+                    "LISTEN on 127.0.0.1 vs 0.0.0.0",
+                    false,
+                    Some("0.0.0.0"),
+                    "listener",
+                ),
+                (
+                    "a TCP listener does not block UDP",
+                    true,
+                    Some("127.0.0.1"),
+                    "free",
+                ),
+            ],
         );
 
         let _w = listen("0.0.0.0", 20003, false, None);
-        case(
-            "LISTEN on 0.0.0.0 vs 127.0.0.2",
-            false,
-            Some("127.0.0.2"),
+        n += cases(
+            rt,
             20003,
-            "listener",
+            &[(
+                "LISTEN on 0.0.0.0 vs 127.0.0.2",
+                false,
+                Some("127.0.0.2"),
+                "listener",
+            )],
         );
 
         let _d = listen("::", 20004, false, Some(false));
-        case(
-            "[::] v6only off vs IPv4",
-            false,
-            Some("127.0.0.1"),
+        n += cases(
+            rt,
             20004,
-            "listener",
-        );
-        case(
-            "[::] v6only off vs ::1",
-            false,
-            Some("::1"),
-            20004,
-            "listener",
+            &[
+                (
+                    "[::] v6only off vs IPv4",
+                    false,
+                    Some("127.0.0.1"),
+                    "listener",
+                ),
+                ("[::] v6only off vs ::1", false, Some("::1"), "listener"),
+            ],
         );
 
         let _o = listen("::", 20005, false, Some(true));
-        case(
-            "[::] v6only on vs IPv4",
-            false,
-            Some("127.0.0.1"),
+        n += cases(
+            rt,
             20005,
-            "free",
-        );
-        case(
-            "[::] v6only on vs 0.0.0.0",
-            false,
-            Some("0.0.0.0"),
-            20005,
-            "free",
-        );
-        case(
-            "[::] v6only on vs the dual-stack wildcard",
-            false,
-            None,
-            20005,
-            "listener",
+            &[
+                ("[::] v6only on vs IPv4", false, Some("127.0.0.1"), "free"),
+                ("[::] v6only on vs 0.0.0.0", false, Some("0.0.0.0"), "free"),
+                (
+                    "[::] v6only on vs the dual-stack wildcard",
+                    false,
+                    None,
+                    "listener",
+                ),
+            ],
         );
 
         let _six = listen("::1", 20006, false, None);
-        case(
-            "LISTEN on ::1 vs 127.0.0.1",
-            false,
-            Some("127.0.0.1"),
+        n += cases(
+            rt,
             20006,
-            "free",
-        );
-        case(
-            "LISTEN on ::1 vs ::1",
-            false,
-            Some("::1"),
-            20006,
-            "listener",
+            &[
+                (
+                    "LISTEN on ::1 vs 127.0.0.1",
+                    false,
+                    Some("127.0.0.1"),
+                    "free",
+                ),
+                ("LISTEN on ::1 vs ::1", false, Some("::1"), "listener"),
+            ],
         );
 
-        time_wait(&rt, 20007);
-        let tw = case(
+        time_wait(rt, 20007);
+        let tw = agree(
+            rt,
             "TIME_WAIT only",
             false,
             Some("127.0.0.1"),
@@ -285,23 +302,23 @@ fn bind_agrees_with_the_kernel_case_by_case() {
             tw["assumes"].is_string(),
             "TIME_WAIT's SO_REUSEADDR is assumed: {tw}"
         );
-        case(
-            "TIME_WAIT only, dual-stack",
-            false,
-            None,
+        n += 1 + cases(
+            rt,
             20007,
-            "time_wait",
-        );
-        case(
-            "TIME_WAIT vs another address",
-            false,
-            Some("127.0.0.2"),
-            20007,
-            "free",
+            &[
+                ("TIME_WAIT only, dual-stack", false, None, "time_wait"),
+                (
+                    "TIME_WAIT vs another address",
+                    false,
+                    Some("127.0.0.2"),
+                    "free",
+                ),
+            ],
         );
 
         let _out = outgoing(20008, 20108, false);
-        let used = case(
+        let used = agree(
+            rt,
             "the local end of an outgoing connection",
             false,
             Some("127.0.0.1"),
@@ -309,96 +326,80 @@ fn bind_agrees_with_the_kernel_case_by_case() {
             "in_use",
         );
         assert!(used["assumes"].is_string(), "{used}");
-        case(
-            "an outgoing connection vs the dual-stack wildcard",
-            false,
-            None,
+        n += 1 + cases(
+            rt,
             20008,
-            "in_use",
-        );
-        case(
-            "an outgoing connection vs another address",
-            false,
-            Some("127.0.0.2"),
-            20008,
-            "free",
+            &[
+                (
+                    "an outgoing connection vs the dual-stack wildcard",
+                    false,
+                    None,
+                    "in_use",
+                ),
+                (
+                    "an outgoing connection vs another address",
+                    false,
+                    Some("127.0.0.2"),
+                    "free",
+                ),
+            ],
         );
 
-        let _u = socket(
-            Type::DGRAM,
-            addr(Some("127.0.0.1"), 20009),
-            false,
-            false,
-            None,
-        )
-        .expect("udp");
-        case(
-            "a bound UDP socket",
-            true,
-            Some("127.0.0.1"),
+        let _u = udp_socket("127.0.0.1", 20009, None);
+        n += cases(
+            rt,
             20009,
-            "in_use",
-        );
-        case(
-            "a bound UDP socket vs another address",
-            true,
-            Some("127.0.0.2"),
-            20009,
-            "free",
-        );
-        case(
-            "a UDP socket does not block TCP",
-            false,
-            Some("127.0.0.1"),
-            20009,
-            "free",
+            &[
+                ("a bound UDP socket", true, Some("127.0.0.1"), "in_use"),
+                (
+                    "a bound UDP socket vs another address",
+                    true,
+                    Some("127.0.0.2"),
+                    "free",
+                ),
+                (
+                    "a UDP socket does not block TCP",
+                    false,
+                    Some("127.0.0.1"),
+                    "free",
+                ),
+            ],
         );
 
-        let uc = socket(
-            Type::DGRAM,
-            addr(Some("127.0.0.1"), 20010),
-            false,
-            false,
-            None,
-        )
-        .expect("udp");
+        let uc = udp_socket("127.0.0.1", 20010, None);
         uc.connect(&addr(Some("127.0.0.1"), 20009).into())
             .expect("udp connect");
-        case(
-            "a connected UDP socket",
-            true,
-            Some("127.0.0.1"),
+        n += cases(
+            rt,
             20010,
-            "in_use",
+            &[("a connected UDP socket", true, Some("127.0.0.1"), "in_use")],
         );
 
-        let _ud = socket(
-            Type::DGRAM,
-            addr(Some("::"), 20011),
-            false,
-            false,
-            Some(false),
-        )
-        .expect("udp6");
-        case(
-            "a dual-stack UDP socket vs IPv4",
-            true,
-            Some("127.0.0.1"),
+        let _ud = udp_socket("::", 20011, Some(false));
+        n += cases(
+            rt,
             20011,
-            "in_use",
+            &[(
+                "a dual-stack UDP socket vs IPv4",
+                true,
+                Some("127.0.0.1"),
+                "in_use",
+            )],
         );
 
         // A two-listener SO_REUSEPORT group: a plain server cannot bind, a third SO_REUSEPORT
         // listener of the same user joins, another user's cannot.
         let _g1 = listen("127.0.0.1", 20012, true, None);
         let _g2 = listen("127.0.0.1", 20012, true, None);
-        let group = case(
+        let group = agree(
+            rt,
             "a two-listener SO_REUSEPORT group",
             false,
             Some("127.0.0.1"),
             20012,
             "reuseport_group",
         );
+        n += 1;
         assert!(
             group["detail"].as_str().unwrap().contains("uid 0"),
             "{group}"
@@ -431,12 +432,12 @@ fn bind_agrees_with_the_kernel_case_by_case() {
         let said = String::from_utf8_lossy(&other.stderr);
         assert!(said.contains("Address already in use"), "{said}");
 
-        assert!(cases >= 20, "{cases} cases");
+        assert!(n >= 20, "{n} cases");
 
         // Broken on purpose: a client that did set SO_REUSEADDR. The answer assumed it did not
         // (so it says in_use), the kernel lets a SO_REUSEADDR server bind: `assumes` says why.
         let _broken = outgoing(20013, 20113, true);
-        let a = ask(&rt, json!({"port": 20013, "address": "127.0.0.1"})).unwrap();
+        let a = ask(rt, json!({"port": 20013, "address": "127.0.0.1"})).unwrap();
         let bind = &a["data"]["bind"];
         assert_eq!(bind["reason"], "in_use");
         assert!(
@@ -455,15 +456,9 @@ fn bind_agrees_with_the_kernel_case_by_case() {
 
 #[test]
 fn notes_and_suggested_ports() {
-    in_empty_netns("bind notes", || {
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("ip");
-        assert!(up.success());
-        let rt = runtime();
+    in_fresh_netns("bind notes", |rt| {
         let notes = |port: u16| {
-            let a = ask(&rt, json!({"port": port})).unwrap();
+            let a = ask(rt, json!({"port": port})).unwrap();
             a["data"]["bind"]["notes"].clone()
         };
         assert_eq!(
@@ -486,7 +481,7 @@ fn notes_and_suggested_ports() {
         }
         let _restore = Restore(was);
         std::fs::write(RESERVED, "24000").expect("reserve");
-        let a = ask(&rt, json!({"port": 24000})).unwrap();
+        let a = ask(rt, json!({"port": 24000})).unwrap();
         assert_eq!(a["data"]["bind"]["notes"], json!(["reserved"]));
         assert_eq!(a["data"]["bind"]["can_bind"], true);
         assert!(binds(false, None, 24000, true));
@@ -494,7 +489,7 @@ fn notes_and_suggested_ports() {
         // Suggestions: bindable, outside the ephemeral range, at or above the port asked.
         let _l = listen("127.0.0.1", 20002, false, None);
         let _next = listen("0.0.0.0", 20003, false, None);
-        let a = ask(&rt, json!({"port": 20002})).unwrap();
+        let a = ask(rt, json!({"port": 20002})).unwrap();
         let suggested: Vec<u16> = a["data"]["suggested_ports"]
             .as_array()
             .unwrap()
@@ -508,7 +503,7 @@ fn notes_and_suggested_ports() {
                 "{p}"
             );
         }
-        let near_ephemeral = ask(&rt, json!({"port": lo - 2})).unwrap();
+        let near_ephemeral = ask(rt, json!({"port": lo - 2})).unwrap();
         let hi: u16 = range.split_whitespace().nth(1).unwrap().parse().unwrap();
         let s: Vec<u64> = near_ephemeral["data"]["suggested_ports"]
             .as_array()

@@ -13,16 +13,15 @@
 //! Pure bookkeeping: the exporter feeds it events and snapshots.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::admission::{Admission, Placed};
 use super::exposition::{Family, Kind};
-use crate::model::{Protocol, Socket, TcpState, Transport, fin_received};
-use crate::watch::{Event, EventKind};
-
-type Tuple = (Protocol, IpAddr, u16, IpAddr, Option<u16>);
+use crate::model::{Socket, TcpState, Transport, fin_received};
+use crate::watch::{
+    Event, EventKind, Tuple, event_tuple, is_connection_of as is_connection, tuple,
+};
 
 /// What a live connection had moved when last seen.
 #[derive(Debug, Clone)]
@@ -99,35 +98,6 @@ pub(crate) struct Counters {
     listening: HashSet<(Transport, u16)>,
     /// Whether a first snapshot set the starting point.
     started: bool,
-}
-
-fn tuple(s: &Socket) -> Tuple {
-    (
-        s.protocol,
-        s.local_ip,
-        s.local_port,
-        s.foreign.ip,
-        s.foreign.port,
-    )
-}
-
-fn event_tuple(e: &Event) -> Tuple {
-    (
-        e.protocol,
-        e.local_ip,
-        e.local_port,
-        e.foreign_ip,
-        e.foreign_port,
-    )
-}
-
-/// Whether a socket of this kind is a connection whose counters mean traffic.
-fn is_connection(protocol: Protocol, state: Option<TcpState>) -> bool {
-    protocol.transport() == Transport::Tcp
-        && !matches!(
-            state,
-            Some(TcpState::Listen | TcpState::TimeWait | TcpState::SynRecv) | None
-        )
 }
 
 fn program_of(s: &Socket) -> Arc<str> {

@@ -35,9 +35,9 @@ pub use exposition::Format;
 use exposition::{Family, Kind};
 
 use crate::error::Error;
-use crate::model::{Socket, StateSet, TcpState, Transport};
+use crate::model::{Socket, TcpState, Transport};
 use crate::query::summary::{is_listener, state_name};
-use crate::source::{OwnerCoverage, Scope, Source, Want};
+use crate::source::{OwnerCoverage, Source, Want};
 use crate::watch::Event;
 use crate::watch::recorder::EventTap;
 
@@ -145,16 +145,9 @@ impl Exporter {
 
     fn want(&self) -> Want {
         Want {
-            tcp: true,
-            udp: true,
-            states: StateSet::ALL,
-            udp_states: StateSet::ALL,
-            local_port: None,
-            remote_port: None,
-            owners: true,
-            scope: Scope::Host,
             // Byte and retransmit counters need tcp_info; the gauges do not.
             health: self.inner.counters.is_some(),
+            ..Want::all()
         }
     }
 

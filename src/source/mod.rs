@@ -15,6 +15,7 @@ pub mod netlink;
 pub mod netns;
 #[cfg(target_os = "linux")]
 pub(crate) mod procfs;
+#[cfg(feature = "ssh")]
 pub mod remote;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub(crate) use crate::process::ProcessLookup;
 pub use hosts::ConfiguredHosts;
 pub(crate) use hosts::{HostInfo, UnusableHost};
 pub use local::{Backend, LocalSource};
+#[cfg(feature = "ssh")]
 pub use remote::SshRemotes;
 
 /// A boxed, sendable future, as trait objects return them.
@@ -170,7 +172,7 @@ pub trait RemoteSources: Send + Sync {
 
     /// How many hosts one multi-host call queries at once (`[ssh] max_parallel`).
     fn max_parallel(&self) -> usize {
-        crate::config::DEFAULT_MAX_PARALLEL
+        crate::limits::DEFAULT_MAX_PARALLEL
     }
 }
 

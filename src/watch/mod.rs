@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::{Endpoint, Owner, Owners, Protocol, Socket, TcpState};
+use crate::model::{Endpoint, Owner, Owners, Protocol, Socket, TcpState, Transport};
 
 /// What happened to a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
@@ -429,6 +429,39 @@ pub(crate) const MIN_REMOTE_INTERVAL: Duration = Duration::from_millis(500);
 /// Environment variable that turns destroy notifications off (the watcher then only diffs
 /// listings, as it does where the kernel refuses the subscription): for comparing the two.
 pub(crate) const NO_DESTROY_ENV: &str = "NETSTAT_MCP_WATCH_NO_DESTROY";
+
+/// A connection's identity across listings and events: protocol and both endpoints.
+pub(crate) type Tuple = (Protocol, IpAddr, u16, IpAddr, Option<u16>);
+
+pub(crate) fn tuple(s: &Socket) -> Tuple {
+    (
+        s.protocol,
+        s.local_ip,
+        s.local_port,
+        s.foreign.ip,
+        s.foreign.port,
+    )
+}
+
+pub(crate) fn event_tuple(e: &Event) -> Tuple {
+    (
+        e.protocol,
+        e.local_ip,
+        e.local_port,
+        e.foreign_ip,
+        e.foreign_port,
+    )
+}
+
+/// Whether a TCP socket in this state is a connection whose byte counters mean traffic (not a
+/// listener, a TIME_WAIT or a request socket).
+pub(crate) fn is_connection_of(protocol: Protocol, state: Option<TcpState>) -> bool {
+    protocol.transport() == Transport::Tcp
+        && !matches!(
+            state,
+            Some(TcpState::Listen | TcpState::TimeWait | TcpState::SynRecv) | None
+        )
+}
 
 #[cfg(test)]
 mod tests {

@@ -21,16 +21,15 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::window::{WatchQuery, WatchService, Watcher, channel};
-use super::{Event, EventKind, unix_ms};
+use super::{Event, EventKind, Tuple, event_tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
-use crate::model::{Health, Protocol, Socket, StateSet, TcpState, Transport, fin_received};
+use crate::model::{Health, Socket, StateSet, TcpState, fin_received};
 use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
 use crate::query::input::{ConnectionsArgs, input, quoted};
@@ -322,29 +321,6 @@ pub struct TrafficData {
 const UDP_NOTE: &str =
     "UDP traffic is not measured: sock_diag has no byte counters for UDP sockets";
 
-/// A connection's identity across listings and events.
-type Tuple = (Protocol, IpAddr, u16, IpAddr, Option<u16>);
-
-fn tuple(s: &Socket) -> Tuple {
-    (
-        s.protocol,
-        s.local_ip,
-        s.local_port,
-        s.foreign.ip,
-        s.foreign.port,
-    )
-}
-
-fn event_tuple(e: &Event) -> Tuple {
-    (
-        e.protocol,
-        e.local_ip,
-        e.local_port,
-        e.foreign_ip,
-        e.foreign_port,
-    )
-}
-
 /// Counters of a listed TCP socket: (sent, received), FIN taken out by its state.
 fn counters(s: &Socket) -> Option<Bytes> {
     counters_of(s.health.as_deref()?, s.state)
@@ -361,14 +337,6 @@ fn counters_of(health: &Health, state: Option<TcpState>) -> Option<Bytes> {
 /// Whether a listed socket is a connection whose counters mean traffic.
 fn is_connection(s: &Socket) -> bool {
     is_connection_of(s.protocol, s.state)
-}
-
-fn is_connection_of(protocol: Protocol, state: Option<TcpState>) -> bool {
-    protocol.transport() == Transport::Tcp
-        && !matches!(
-            state,
-            Some(TcpState::Listen | TcpState::TimeWait | TcpState::SynRecv) | None
-        )
 }
 
 /// One measured connection.
