@@ -535,3 +535,66 @@ fn bad_port_and_address_name_the_parameter() {
     let err = ask(&rt, json!({"port": 80, "address": "192.0.2.77"})).unwrap_err();
     assert!(err.contains("not an address of this host"), "{err}");
 }
+
+/// A remote Linux host through a real sshd (on this machine, so it sees the same sockets and
+/// sysctls): its `bind`, read over SSH, says what the local answer says.
+#[test]
+fn a_remote_linux_host_answers_bind_like_the_local_one() {
+    use crate::support::sshd::{PASSWORD, Sshd, UserPath};
+    let sshd = Sshd::start(UserPath::System);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        sshd.config_text("", &format!("password = \"{PASSWORD}\"")),
+    )
+    .expect("write config");
+    let listener = crate::support::net::tcp_listener("127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let lo: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    let run = |port: u16, host: Option<&str>| -> Value {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"));
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["port", &port.to_string(), "--json"]);
+        if let Some(h) = host {
+            cmd.args(["--host", h]);
+        }
+        let out = cmd.output().expect("netstat-mcp port");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    for p in [port, lo + 7] {
+        let local = run(p, None);
+        let remote = run(p, Some("test-sshd"));
+        assert_eq!(remote["data"]["host"], "test-sshd", "{remote}");
+        let (l, r) = (&local["data"]["bind"], &remote["data"]["bind"]);
+        for field in [
+            "can_bind",
+            "reason",
+            "with_reuseaddr",
+            "without_reuseaddr",
+            "notes",
+        ] {
+            assert_eq!(
+                r[field], l[field],
+                "{field} for port {p}: remote {r}, local {l}"
+            );
+        }
+        let suggested = remote["data"]["suggested_ports"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(!suggested.is_empty(), "{remote}");
+    }
+    assert_eq!(
+        run(port, Some("test-sshd"))["data"]["bind"]["reason"],
+        "listener"
+    );
+    assert_eq!(
+        run(lo + 7, Some("test-sshd"))["data"]["bind"]["notes"],
+        json!(["ephemeral_range"])
+    );
+    drop(listener);
+}

@@ -165,8 +165,13 @@ enum Kind {
 }
 
 /// The verdict for `wanted` given every socket of the host with that port (any transport:
-/// those of the other one are ignored); `uid`: the binding user's.
-pub(crate) fn check(wanted: Wanted, sockets: &[Socket], uid: u32, sysctls: &PortSysctls) -> Bind {
+/// those of the other one are ignored); `uid`: the binding user's, where known.
+pub(crate) fn check(
+    wanted: Wanted,
+    sockets: &[Socket],
+    uid: Option<u32>,
+    sysctls: &PortSysctls,
+) -> Bind {
     let same: Vec<&Socket> = sockets
         .iter()
         .filter(|s| s.protocol.transport() == wanted.transport && s.local_port == wanted.port)
@@ -284,7 +289,7 @@ pub(crate) fn check(wanted: Wanted, sockets: &[Socket], uid: u32, sysctls: &Port
                 "{} listeners share {} with SO_REUSEPORT: a server that also sets SO_REUSEPORT and runs as {owner_uid} may join the group{}; any other bind fails with EADDRINUSE.",
                 with.iter().filter(|s| listening(s)).count(),
                 holder(g),
-                if g.uid == Some(uid) {
+                if uid.is_some() && g.uid == uid {
                     " (the user checking)"
                 } else {
                     ""
@@ -381,11 +386,11 @@ mod tests {
         let b = check(
             tcp(Some("127.0.0.2")),
             std::slice::from_ref(&listen),
-            0,
+            Some(0),
             &none,
         );
         assert_eq!((b.reason, b.can_bind), ("free", true));
-        let b = check(tcp(None), std::slice::from_ref(&listen), 0, &none);
+        let b = check(tcp(None), std::slice::from_ref(&listen), Some(0), &none);
         assert_eq!(
             (b.reason, b.with_reuseaddr, b.without_reuseaddr),
             ("listener", false, false)
@@ -394,16 +399,28 @@ mod tests {
         let mut dual = sock(Protocol::Tcp6, "::", 8080, Some(TcpState::Listen));
         dual.v6only = Some(false);
         assert_eq!(
-            check(tcp(Some("10.0.0.5")), std::slice::from_ref(&dual), 0, &none).reason,
+            check(
+                tcp(Some("10.0.0.5")),
+                std::slice::from_ref(&dual),
+                Some(0),
+                &none
+            )
+            .reason,
             "listener"
         );
         dual.v6only = Some(true);
         assert_eq!(
-            check(tcp(Some("10.0.0.5")), std::slice::from_ref(&dual), 0, &none).reason,
+            check(
+                tcp(Some("10.0.0.5")),
+                std::slice::from_ref(&dual),
+                Some(0),
+                &none
+            )
+            .reason,
             "free"
         );
         let tw = sock(Protocol::Tcp, "127.0.0.1", 8080, Some(TcpState::TimeWait));
-        let b = check(tcp(None), std::slice::from_ref(&tw), 0, &none);
+        let b = check(tcp(None), std::slice::from_ref(&tw), Some(0), &none);
         assert_eq!(
             (b.reason, b.with_reuseaddr, b.without_reuseaddr),
             ("time_wait", true, false)
@@ -415,11 +432,16 @@ mod tests {
             8080,
             Some(TcpState::Established),
         );
-        let b = check(tcp(Some("127.0.0.1")), std::slice::from_ref(&out), 0, &none);
+        let b = check(
+            tcp(Some("127.0.0.1")),
+            std::slice::from_ref(&out),
+            Some(0),
+            &none,
+        );
         assert_eq!((b.reason, b.can_bind), ("in_use", false));
         assert!(b.assumes.unwrap().contains("outgoing"));
         let group = vec![listen.clone(), listen.clone()];
-        let b = check(tcp(Some("127.0.0.1")), &group, 0, &none);
+        let b = check(tcp(Some("127.0.0.1")), &group, Some(0), &none);
         assert_eq!(b.reason, "reuseport_group");
         assert!(b.detail.contains("uid 0"), "{}", b.detail);
         let udp = Wanted {
@@ -427,7 +449,7 @@ mod tests {
             ..tcp(Some("127.0.0.1"))
         };
         assert_eq!(
-            check(udp, &group, 0, &none).reason,
+            check(udp, &group, Some(0), &none).reason,
             "free",
             "TCP sockets do not block UDP"
         );

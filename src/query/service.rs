@@ -14,6 +14,7 @@ use crate::source::{RemoteSources, Scope, Snapshot, Source, Target, Want};
 /// How many ports `suggested_ports` lists, and how many it probes at most.
 const SUGGESTED_PORTS: usize = 5;
 const MAX_PROBES: usize = 64;
+const MAX_REMOTE_PROBES: usize = 16;
 
 /// How many configured names the unknown-host error lists.
 const NAMES_IN_ERROR: usize = 20;
@@ -80,12 +81,11 @@ impl Service {
         Ok(query.answer(&target, snapshot))
     }
 
-    /// `check_port_occupation`; on this machine (its own namespace) with `bind` and
-    /// `suggested_ports`.
+    /// `check_port_occupation`, with `bind` and `suggested_ports` where the host's rules are
+    /// known: this machine (its own namespace) and remote Linux hosts.
     pub async fn port(&self, query: &PortQuery) -> Result<Envelope<PortData>, Error> {
         let target = self.target(&query.host, query.ssh_port)?;
-        let local = target.local && query.scope == Scope::Host;
-        if local
+        if target.local
             && let Some(ip) = query.address
             && !crate::source::local::is_host_address(ip)
         {
@@ -97,17 +97,21 @@ impl Service {
             .into());
         }
         let snapshot = target.source.collect(query.want()).await?;
-        if !local {
+        let sysctls = match query.scope {
+            Scope::Host => target.source.port_sysctls().await,
+            Scope::All => None,
+        };
+        let Some([range, start, reserved]) = sysctls else {
             return Ok(query.answer(&target, snapshot));
-        }
-        let [range, start, reserved] = crate::source::local::port_sysctl_texts();
+        };
         let sysctls = PortSysctls::parse(range.as_deref(), start.as_deref(), reserved.as_deref());
         let wanted = Wanted {
             transport: query.transport,
             address: query.address,
             port: query.port,
         };
-        let uid = rustix::process::geteuid().as_raw();
+        // Whose SO_REUSEPORT group one may join: this process's user here; remotely unknown.
+        let uid = target.local.then(|| rustix::process::geteuid().as_raw());
         let bind = super::bind::check(wanted, &snapshot.sockets, uid, &sysctls);
         let suggested = self.suggested_ports(&target, query, &sysctls).await;
         Ok(query.answer_with(&target, snapshot, Some(bind), suggested))
@@ -125,7 +129,13 @@ impl Service {
         let mut found = Vec::new();
         let mut port = u32::from(query.port);
         let mut probes = 0;
-        while found.len() < SUGGESTED_PORTS && probes < MAX_PROBES && port <= u32::from(u16::MAX) {
+        // A remote probe is a round trip over SSH: fewer of them.
+        let max_probes = if target.local {
+            MAX_PROBES
+        } else {
+            MAX_REMOTE_PROBES
+        };
+        while found.len() < SUGGESTED_PORTS && probes < max_probes && port <= u32::from(u16::MAX) {
             let p = port as u16;
             if let Some((_, hi)) = sysctls.ephemeral.filter(|_| sysctls.is_ephemeral(p)) {
                 port = u32::from(hi) + 1;

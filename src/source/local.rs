@@ -303,6 +303,10 @@ impl LocalSource {
 }
 
 impl Source for LocalSource {
+    fn port_sysctls(&self) -> BoxFuture<'_, Option<[Option<String>; 3]>> {
+        Box::pin(async { Some(port_sysctl_texts()) })
+    }
+
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let this = Arc::new(self.clone());
         Box::pin(async move {

@@ -147,6 +147,13 @@ pub struct Snapshot {
 /// Something that lists sockets.
 pub trait Source: Send + Sync {
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>>;
+
+    /// The text of the host's `ip_local_port_range`, `ip_unprivileged_port_start` and
+    /// `ip_local_reserved_ports` (each `None` when unreadable); `None` where the host is not
+    /// Linux or they cannot be read at all. The port check's `bind` needs them.
+    fn port_sysctls(&self) -> BoxFuture<'_, Option<[Option<String>; 3]>> {
+        Box::pin(async { None })
+    }
 }
 
 /// A host the query layer talks to, with how messages name it.

@@ -461,4 +461,18 @@ impl Source for RemoteSource {
             self.collect_inner(want).await.map_err(Error::from)
         })
     }
+
+    /// A Linux host's, read over the pooled session; none for other systems (or a failure).
+    fn port_sysctls(&self) -> BoxFuture<'_, Option<[Option<String>; 3]>> {
+        Box::pin(async move {
+            if !matches!(self.os().await, Ok(RemoteOs::Linux)) {
+                return None;
+            }
+            let out = self
+                .run(Listing::PortSysctls, &Filter::none(), false)
+                .await
+                .ok()?;
+            Some(commands::port_sysctls(&out.stdout))
+        })
+    }
 }

@@ -153,6 +153,9 @@ pub enum Listing {
     /// Linux health: `uname -r`, `ss -V`, then `ss -tinmp` and `ss -uanmp` (with the state
     /// list and `sport` expression) in `== name` sections.
     SsInfo,
+    /// Linux port sysctls (`ip_local_port_range`, `ip_unprivileged_port_start`,
+    /// `ip_local_reserved_ports`), one `name=value` line each.
+    PortSysctls,
 }
 
 impl Listing {
@@ -172,6 +175,7 @@ impl Listing {
             Listing::Uname => "uname -s",
             Listing::WindowsVer => "cmd /c ver",
             Listing::SsInfo => "ss -tinm",
+            Listing::PortSysctls => "cat /proc/sys/net/ipv4/ip_local_*",
         }
     }
 
@@ -244,7 +248,27 @@ pub(crate) fn command_line(listing: Listing, filter: &Filter, owners: bool) -> S
         Listing::Uname => "uname -s".to_string(),
         Listing::WindowsVer => "cmd /c ver".to_string(),
         Listing::SsInfo => ss_info(filter, owners),
+        Listing::PortSysctls => PORT_SYSCTLS.to_string(),
     }
+}
+
+/// The sysctls `bind` reads, as `name=value` lines (an unreadable one: `name=`).
+const PORT_SYSCTLS: &str = "for f in ip_local_port_range ip_unprivileged_port_start ip_local_reserved_ports; do printf '%s=' \"$f\"; cat \"/proc/sys/net/ipv4/$f\" 2>/dev/null || echo; done";
+
+/// The three texts of a [`Listing::PortSysctls`] output, in the order the command prints them.
+pub(crate) fn port_sysctls(stdout: &str) -> [Option<String>; 3] {
+    [
+        "ip_local_port_range",
+        "ip_unprivileged_port_start",
+        "ip_local_reserved_ports",
+    ]
+    .map(|name| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+            .filter(|v| !v.trim().is_empty() || name == "ip_local_reserved_ports")
+    })
 }
 
 /// `ss` state keyword for a state.
@@ -451,6 +475,7 @@ mod tests {
             Listing::Tasklist,
             Listing::Uname,
             Listing::WindowsVer,
+            Listing::PortSysctls,
         ];
         let mut lines = Vec::new();
         for f in &filters {
@@ -461,6 +486,15 @@ mod tests {
             }
         }
         lines
+    }
+
+    #[test]
+    fn port_sysctls_are_read_by_name() {
+        let out = "ip_local_port_range=32768\t60999\nip_unprivileged_port_start=\nip_local_reserved_ports=\n";
+        let [range, start, reserved] = port_sysctls(out);
+        assert_eq!(range.as_deref(), Some("32768\t60999"));
+        assert_eq!(start, None, "unreadable");
+        assert_eq!(reserved.as_deref(), Some(""), "readable and empty");
     }
 
     #[test]

@@ -235,9 +235,11 @@ pub fn interpret(
             let parsed = require_rows(parse::parse(Format::Windows, text), false, false, out)?;
             Ok(reading(parsed, OwnerColumn::Shown, ""))
         }
-        Listing::Lsof | Listing::Tasklist | Listing::Uname | Listing::WindowsVer => {
-            Err(format!("`{}` is not a socket listing", listing.name()))
-        }
+        Listing::Lsof
+        | Listing::Tasklist
+        | Listing::Uname
+        | Listing::WindowsVer
+        | Listing::PortSysctls => Err(format!("`{}` is not a socket listing", listing.name())),
     }
 }
 
