@@ -104,7 +104,12 @@ its sockets counted per state), kernel_held (sockets no process holds, e.g. TIME
 to `limit` socket rows (default 20, listening ones first) in occupations; locally each owner \
 also has its user, command line, systemd unit and container, and scope \"all\" checks every \
 network namespace (\"which container holds 8080?\"). The message reads, for example, \"Port 5432/TCP on local host is occupied by: postgres (pid 812; LISTEN 1, ESTABLISHED \
-4,211)\". Use this before binding a port or to find what blocks one; use \
+4,211)\". bind says whether a server can bind the port and why not (this machine and remote \
+Linux hosts): can_bind (for a server that sets SO_REUSEADDR), reason (free, listener, in_use, \
+time_wait, reuseport_group), with_reuseaddr, without_reuseaddr, notes (ephemeral_range, \
+privileged, reserved), assumes and a detail sentence, for `address` (an IP of the host; \
+default [::], IPv4 and IPv6); suggested_ports lists the nearest free ports outside the \
+ephemeral range. Use this before binding a port or to find what blocks one (EADDRINUSE); use \
 query_network_connections for broader listings. pid/program are null when the owner is a \
 process the server's user may not inspect (needs root or CAP_SYS_PTRACE and \
 CAP_DAC_READ_SEARCH) or no process (TIME_WAIT); the message says which.";
