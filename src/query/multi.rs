@@ -243,22 +243,19 @@ impl Service {
             |_, name| {
                 let per_host = &per_host;
                 async move {
-                    let target = match self.target(&HostSpec::parse(Some(&name)), per_host.ssh_port)
-                    {
-                        Ok(t) => t,
-                        Err(e) => return failed(&name, &e),
+                    // The one-host check, `bind` and `suggested_ports` included.
+                    let one = PortQuery {
+                        host: HostSpec::parse(Some(&name)),
+                        ..per_host.clone()
                     };
-                    match target.source.collect(per_host.want()).await {
+                    match self.port(&one).await {
                         Err(e) => failed(&name, &e),
-                        Ok(snapshot) => {
-                            let envelope = per_host.answer(&target, snapshot);
-                            HostAnswer {
-                                host: name,
-                                success: envelope.success,
-                                message: envelope.message,
-                                data: envelope.data,
-                            }
-                        }
+                        Ok(envelope) => HostAnswer {
+                            host: name,
+                            success: envelope.success,
+                            message: envelope.message,
+                            data: envelope.data,
+                        },
                     }
                 }
             },

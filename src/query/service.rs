@@ -14,7 +14,7 @@ use crate::source::{RemoteSources, Scope, Snapshot, Source, Target, Want};
 /// How many ports `suggested_ports` lists, and how many it probes at most.
 const SUGGESTED_PORTS: usize = 5;
 const MAX_PROBES: usize = 64;
-const MAX_REMOTE_PROBES: usize = 16;
+const MAX_REMOTE_PROBES: usize = 8;
 
 /// How many configured names the unknown-host error lists.
 const NAMES_IN_ERROR: usize = 20;
