@@ -306,115 +306,36 @@ fn parse_host(
     let h: RawHost = table
         .try_into()
         .map_err(|e: toml::de::Error| serde_problem(&e, entry, invalid))?;
-    let host = h.host.trim().to_string();
-    if let Err(problem) = check_host(&host) {
-        return Err(invalid(entry, "host", problem));
-    }
-    let name = match h.name {
-        Some(n) => {
-            let n = n.trim().to_string();
-            if let Err(problem) = check_name(&n) {
-                return Err(invalid(entry, "name", problem));
-            }
-            n
-        }
-        None => host.clone(),
+    let cx = HostEntry {
+        entry,
+        home,
+        env,
+        invalid,
     };
-    if is_local_host(Some(&name)) {
-        return Err(invalid(
-            entry,
-            "name",
-            format!("`{name}` means the local machine to callers; give the entry another name"),
-        ));
-    }
-    let port = match h.port {
-        None => 22,
-        Some(p) => u16::try_from(p)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| invalid(entry, "port", format!("must be 1..=65535, got {p}")))?,
-    };
-    let username = h.username.trim().to_string();
-    if let Err(problem) = check_username(&username) {
-        return Err(invalid(entry, "username", problem));
-    }
-
+    let RawHost {
+        name,
+        host,
+        port,
+        username,
+        password,
+        password_env,
+        password_file,
+        key_file,
+        key_passphrase_env,
+        use_agent,
+        agent_socket,
+        proxy_jump,
+        groups,
+    } = h;
+    let (name, host, port, username) = cx.identity(name, host, port, username)?;
     let mut auth = Vec::new();
-    if let Some(k) = h.key_file {
-        let key_path = expand_tilde(&k, home);
-        if let Err(e) = std::fs::File::open(&key_path) {
-            return Err(invalid(
-                entry,
-                "key_file",
-                format!("cannot read {}: {e}", key_path.display()),
-            ));
-        }
-        let passphrase = match h.key_passphrase_env {
-            None => None,
-            Some(var) => Some(secret_from_env(
-                &var,
-                "key_passphrase_env",
-                entry,
-                env,
-                invalid,
-            )?),
-        };
-        auth.push(AuthMethod::KeyFile {
-            path: key_path,
-            passphrase,
-        });
-    } else if h.key_passphrase_env.is_some() {
-        return Err(invalid(
-            entry,
-            "key_passphrase_env",
-            "only makes sense with key_file".into(),
-        ));
-    }
-    if h.use_agent == Some(true) || h.agent_socket.is_some() {
+    auth.extend(cx.key(key_file, key_passphrase_env)?);
+    if use_agent == Some(true) || agent_socket.is_some() {
         auth.push(AuthMethod::Agent {
-            socket: h.agent_socket.map(|s| expand_tilde(&s, home)),
+            socket: agent_socket.map(|s| expand_tilde(&s, home)),
         });
     }
-    let password_fields = [
-        h.password.is_some(),
-        h.password_env.is_some(),
-        h.password_file.is_some(),
-    ];
-    if password_fields.iter().filter(|b| **b).count() > 1 {
-        return Err(invalid(
-            entry,
-            "password",
-            "give only one of password, password_env, password_file".into(),
-        ));
-    }
-    if let Some(p) = h.password {
-        auth.push(AuthMethod::Password {
-            secret: Secret::new(p),
-            source: PasswordSource::Inline,
-        });
-    } else if let Some(var) = h.password_env {
-        let secret = secret_from_env(&var, "password_env", entry, env, invalid)?;
-        auth.push(AuthMethod::Password {
-            secret,
-            source: PasswordSource::Env(var),
-        });
-    } else if let Some(f) = h.password_file {
-        let file = expand_tilde(&f, home);
-        let value = crate::text_file::read_text(&file, 64 * 1024).map_err(|e| {
-            invalid(
-                entry,
-                "password_file",
-                format!("cannot read {}: {e}", file.display()),
-            )
-        })?;
-        let value = Zeroizing::new(value);
-        let trimmed = value.trim_end_matches(['\n', '\r']).to_string();
-        check_private(&file, "a password", warnings);
-        auth.push(AuthMethod::Password {
-            secret: Secret::new(trimmed),
-            source: PasswordSource::File(file),
-        });
-    }
+    auth.extend(cx.password(password, password_env, password_file, warnings)?);
     if auth.is_empty() {
         return Err(invalid(
             entry,
@@ -422,32 +343,162 @@ fn parse_host(
             "no authentication given: set one of password, password_env, password_file, key_file, use_agent".into(),
         ));
     }
-    let mut groups = Vec::new();
-    for g in h.groups.unwrap_or_default() {
-        let g = g.trim().trim_start_matches('@').to_string();
-        if let Err(problem) = check_name(&g) {
-            return Err(invalid(entry, "groups", problem));
-        }
-        if !groups.contains(&g) {
-            groups.push(g);
-        }
-    }
-    let proxy_jump_spec = match h.proxy_jump.map(|j| j.trim().to_string()) {
-        Some(j) if j.is_empty() || j.eq_ignore_ascii_case("none") => None,
-        other => other,
-    };
     Ok(RemoteHost {
         name,
         host,
         port,
         username,
         auth,
-        groups,
+        groups: cx.groups(groups.unwrap_or_default())?,
         proxy_jump: Vec::new(),
-        proxy_jump_spec,
+        proxy_jump_spec: match proxy_jump.map(|j| j.trim().to_string()) {
+            Some(j) if j.is_empty() || j.eq_ignore_ascii_case("none") => None,
+            other => other,
+        },
         known_hosts: None,
         origin: HostOrigin::ConfigFile,
     })
+}
+
+/// One `[[hosts]]` entry being read: where it is, how its errors are worded, the environment.
+struct HostEntry<'a> {
+    entry: &'a str,
+    home: Option<&'a Path>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    invalid: &'a dyn Fn(&str, &str, String) -> ConfigError,
+}
+
+impl HostEntry<'_> {
+    fn invalid(&self, field: &str, problem: String) -> ConfigError {
+        (self.invalid)(self.entry, field, problem)
+    }
+
+    /// Name (default: the host), address, SSH port (default 22) and user, checked.
+    fn identity(
+        &self,
+        name: Option<String>,
+        host: String,
+        port: Option<i64>,
+        username: String,
+    ) -> Result<(String, String, u16, String), ConfigError> {
+        let host = host.trim().to_string();
+        check_host(&host).map_err(|problem| self.invalid("host", problem))?;
+        let name = match name {
+            Some(n) => {
+                let n = n.trim().to_string();
+                check_name(&n).map_err(|problem| self.invalid("name", problem))?;
+                n
+            }
+            None => host.clone(),
+        };
+        if is_local_host(Some(&name)) {
+            return Err(self.invalid(
+                "name",
+                format!("`{name}` means the local machine to callers; give the entry another name"),
+            ));
+        }
+        let port = match port {
+            None => 22,
+            Some(p) => u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| self.invalid("port", format!("must be 1..=65535, got {p}")))?,
+        };
+        let username = username.trim().to_string();
+        check_username(&username).map_err(|problem| self.invalid("username", problem))?;
+        Ok((name, host, port, username))
+    }
+
+    /// `key_file` (readable now) with its passphrase from `key_passphrase_env`.
+    fn key(
+        &self,
+        key_file: Option<String>,
+        passphrase_env: Option<String>,
+    ) -> Result<Option<AuthMethod>, ConfigError> {
+        let Some(k) = key_file else {
+            return match passphrase_env {
+                Some(_) => Err(self.invalid(
+                    "key_passphrase_env",
+                    "only makes sense with key_file".into(),
+                )),
+                None => Ok(None),
+            };
+        };
+        let path = expand_tilde(&k, self.home);
+        if let Err(e) = std::fs::File::open(&path) {
+            return Err(self.invalid("key_file", format!("cannot read {}: {e}", path.display())));
+        }
+        let passphrase = match passphrase_env {
+            None => None,
+            Some(var) => Some(secret_from_env(
+                &var,
+                "key_passphrase_env",
+                self.entry,
+                self.env,
+                self.invalid,
+            )?),
+        };
+        Ok(Some(AuthMethod::KeyFile { path, passphrase }))
+    }
+
+    /// At most one of `password`, `password_env`, `password_file`.
+    fn password(
+        &self,
+        inline: Option<String>,
+        from_env: Option<String>,
+        from_file: Option<String>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<AuthMethod>, ConfigError> {
+        let given = [inline.is_some(), from_env.is_some(), from_file.is_some()];
+        if given.iter().filter(|b| **b).count() > 1 {
+            return Err(self.invalid(
+                "password",
+                "give only one of password, password_env, password_file".into(),
+            ));
+        }
+        Ok(if let Some(p) = inline {
+            Some(AuthMethod::Password {
+                secret: Secret::new(p),
+                source: PasswordSource::Inline,
+            })
+        } else if let Some(var) = from_env {
+            let secret = secret_from_env(&var, "password_env", self.entry, self.env, self.invalid)?;
+            Some(AuthMethod::Password {
+                secret,
+                source: PasswordSource::Env(var),
+            })
+        } else if let Some(f) = from_file {
+            let file = expand_tilde(&f, self.home);
+            let value = crate::text_file::read_text(&file, 64 * 1024).map_err(|e| {
+                self.invalid(
+                    "password_file",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            let value = Zeroizing::new(value);
+            let trimmed = value.trim_end_matches(['\n', '\r']).to_string();
+            check_private(&file, "a password", warnings);
+            Some(AuthMethod::Password {
+                secret: Secret::new(trimmed),
+                source: PasswordSource::File(file),
+            })
+        } else {
+            None
+        })
+    }
+
+    /// Group names, `@` optional, each once.
+    fn groups(&self, given: Vec<String>) -> Result<Vec<String>, ConfigError> {
+        let mut groups = Vec::new();
+        for g in given {
+            let g = g.trim().trim_start_matches('@').to_string();
+            check_name(&g).map_err(|problem| self.invalid("groups", problem))?;
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        Ok(groups)
+    }
 }
 
 #[derive(Deserialize)]
