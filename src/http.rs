@@ -809,86 +809,25 @@ where
     );
 
     // shutdown → stop accepting; calls in flight finish (bounded); sessions cancelled.
-    let (stop_accepting_tx, mut stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_accepting_tx, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let in_flight = app.in_flight.clone();
-    let sessions_cancel = app.sessions_cancel.clone();
-    let drain_timeout = options.drain_timeout;
-    let drain = tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; finishing calls in flight");
-        let _ = stop_accepting_tx.send(());
-        in_flight.close();
-        if tokio::time::timeout(drain_timeout, in_flight.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                still_running = in_flight.len(),
-                timeout_s = drain_timeout.as_secs_f64(),
-                "calls still running after the drain timeout; cancelling them"
-            );
-        }
-        sessions_cancel.cancel();
-        let _ = drained_tx.send(());
-    });
-
-    // Accept until shutdown, at most `max_connections` served at once.
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(options.header_timeout)
-        .keep_alive(true);
-    let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    // Dropping this sender tells every connection to finish its response and close.
-    let (closing_tx, closing_rx) = tokio::sync::watch::channel(());
-    let mut failure = None;
-    loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            _ = &mut stop_accepting_rx => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) if accept_error_is_transient(&e) => {
-                    // Out of descriptors or a connection reset before accept: wait a little.
-                    tracing::warn!(cause = %e, "accepting a connection failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            },
-            _ = &mut stop_accepting_rx => break,
-        };
-        let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(
-            http1.clone(),
-            stream,
-            peer,
-            app.router.clone(),
-            closing_rx.clone(),
-            slot,
-        ));
-    }
-    drop(listener);
-    drop(closing_tx);
-    connections.close();
-    let grace_over = async move {
-        // Resolves only once the drain is done (a dropped sender means the drain task died).
-        if drained_rx.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(CLOSE_GRACE).await;
-    };
+    let drain = tokio::spawn(drain_on(
+        shutdown,
+        stop_accepting_tx,
+        app.in_flight.clone(),
+        app.sessions_cancel.clone(),
+        options.drain_timeout,
+        drained_tx,
+    ));
+    let (connections, failure) = accept_until(listener, &app, &options, stop_accepting_rx).await;
     if failure.is_none() {
+        let grace_over = async move {
+            // Resolves only once the drain is done (a dropped sender: the drain task died).
+            if drained_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(CLOSE_GRACE).await;
+        };
         tokio::select! {
             () = connections.wait() => {}
             () = grace_over => {
@@ -906,6 +845,93 @@ where
             source,
         }),
     }
+}
+
+/// The drain: on `shutdown`, stop accepting, let calls in flight finish (at most
+/// `drain_timeout`), cancel the sessions, then say it is done.
+async fn drain_on(
+    shutdown: impl Future<Output = ()>,
+    stop_accepting: tokio::sync::oneshot::Sender<()>,
+    in_flight: TaskTracker,
+    sessions_cancel: CancellationToken,
+    drain_timeout: Duration,
+    drained: tokio::sync::oneshot::Sender<()>,
+) {
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing calls in flight");
+    let _ = stop_accepting.send(());
+    in_flight.close();
+    if tokio::time::timeout(drain_timeout, in_flight.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_running = in_flight.len(),
+            timeout_s = drain_timeout.as_secs_f64(),
+            "calls still running after the drain timeout; cancelling them"
+        );
+    }
+    sessions_cancel.cancel();
+    let _ = drained.send(());
+}
+
+/// The accept loop: at most `max_connections` served at once, until `stop` fires or the
+/// listener fails (that error is returned). Returns the closed tracker of the connections
+/// still being served, each told to finish its response and close.
+async fn accept_until(
+    listener: TcpListener,
+    app: &App,
+    options: &HttpOptions,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (TaskTracker, Option<std::io::Error>) {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .keep_alive(true);
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    // Dropping this sender tells every connection to finish its response and close.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(());
+    let mut failure = None;
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if accept_error_is_transient(&e) => {
+                    // Out of descriptors or a connection reset before accept: wait a little.
+                    tracing::warn!(cause = %e, "accepting a connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
+            http1.clone(),
+            stream,
+            peer,
+            app.router.clone(),
+            closing_rx.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    drop(closing_tx);
+    connections.close();
+    (connections, failure)
 }
 
 /// Errors of `accept` that concern one connection or a momentary shortage, not the listener.
