@@ -118,6 +118,37 @@ impl Service {
         Ok(select(patterns, &candidates)?)
     }
 
+    /// Runs `work` for each named host, at most `max_parallel` at once, telling `progress` as
+    /// each one finishes (`ok` says whether it answered); results in `names`' order.
+    async fn each_host<R, Fut>(
+        &self,
+        names: &[String],
+        work: impl Fn(String) -> Fut,
+        ok: impl Fn(&R) -> bool,
+        progress: Progress<'_>,
+    ) -> Vec<R>
+    where
+        Fut: std::future::Future<Output = R>,
+    {
+        let done = AtomicUsize::new(0);
+        fan_out(
+            names,
+            self.max_parallel(),
+            |_, name| work(name),
+            |_, name, result: &R| {
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(ProgressEvent {
+                    done,
+                    total: names.len(),
+                    host: name.to_string(),
+                    ok: ok(result),
+                    text: None,
+                });
+            },
+        )
+        .await
+    }
+
     /// `query_network_connections` for one host or several.
     pub async fn connections_any(
         &self,
@@ -144,48 +175,30 @@ impl Service {
             budget: share(query.budget, names.len()),
             ..query.clone()
         };
-        let done = AtomicUsize::new(0);
-        let outcomes = fan_out(
-            &names,
-            self.max_parallel(),
-            |_, name| {
-                let per_host = &per_host;
-                async move {
-                    let target = match self.target(&HostSpec::parse(Some(&name)), per_host.ssh_port)
-                    {
-                        Ok(t) => t,
-                        Err(e) => return (failed(&name, &e), HashMap::new()),
-                    };
-                    match target.source.collect(per_host.want()).await {
-                        Err(e) => (failed(&name, &e), HashMap::new()),
-                        Ok(snapshot) => {
-                            let remotes = remote_counts(per_host, &snapshot);
-                            let envelope = per_host.answer(&target, snapshot);
-                            (
-                                HostAnswer {
-                                    host: name,
-                                    success: envelope.success,
-                                    message: envelope.message,
-                                    data: envelope.data,
-                                },
-                                remotes,
-                            )
+        let outcomes = self
+            .each_host(
+                &names,
+                |name| {
+                    let per_host = &per_host;
+                    async move {
+                        let target =
+                            match self.target(&HostSpec::parse(Some(&name)), per_host.ssh_port) {
+                                Ok(t) => t,
+                                Err(e) => return (failed(&name, &e), HashMap::new()),
+                            };
+                        match target.source.collect(per_host.want()).await {
+                            Err(e) => (failed(&name, &e), HashMap::new()),
+                            Ok(snapshot) => {
+                                let remotes = remote_counts(per_host, &snapshot);
+                                (answered(name, per_host.answer(&target, snapshot)), remotes)
+                            }
                         }
                     }
-                }
-            },
-            |_, name, (answer, _)| {
-                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
-                progress(ProgressEvent {
-                    done,
-                    total: names.len(),
-                    host: name.to_string(),
-                    ok: answer.success,
-                    text: None,
-                });
-            },
-        )
-        .await;
+                },
+                |(answer, _)| answer.success,
+                progress,
+            )
+            .await;
         let mut remote_totals: HashMap<IpAddr, usize> = HashMap::new();
         let mut hosts = Vec::with_capacity(outcomes.len());
         for (answer, remotes) in outcomes {
@@ -236,41 +249,27 @@ impl Service {
             budget: share(query.budget, names.len()),
             ..query.clone()
         };
-        let done = AtomicUsize::new(0);
-        let hosts = fan_out(
-            &names,
-            self.max_parallel(),
-            |_, name| {
-                let per_host = &per_host;
-                async move {
-                    // The one-host check, `bind` and `suggested_ports` included.
-                    let one = PortQuery {
-                        host: HostSpec::parse(Some(&name)),
-                        ..per_host.clone()
-                    };
-                    match self.port(&one).await {
-                        Err(e) => failed(&name, &e),
-                        Ok(envelope) => HostAnswer {
-                            host: name,
-                            success: envelope.success,
-                            message: envelope.message,
-                            data: envelope.data,
-                        },
+        let hosts = self
+            .each_host(
+                &names,
+                |name| {
+                    let per_host = &per_host;
+                    async move {
+                        // The one-host check, `bind` and `suggested_ports` included.
+                        let one = PortQuery {
+                            host: HostSpec::parse(Some(&name)),
+                            ..per_host.clone()
+                        };
+                        match self.port(&one).await {
+                            Err(e) => failed(&name, &e),
+                            Ok(envelope) => answered(name, envelope),
+                        }
                     }
-                }
-            },
-            |_, name, answer: &HostAnswer<PortData>| {
-                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
-                progress(ProgressEvent {
-                    done,
-                    total: names.len(),
-                    host: name.to_string(),
-                    ok: answer.success,
-                    text: None,
-                });
-            },
-        )
-        .await;
+                },
+                |answer| answer.success,
+                progress,
+            )
+            .await;
         let summary = port_summary(&hosts);
         let failed_hosts = summary.failed.len();
         let mut data = FleetData {
@@ -291,6 +290,16 @@ impl Service {
         }
         envelope.data = Some(PortAnswer::Many(data));
         Ok(envelope)
+    }
+}
+
+/// A host's answer from its one-host envelope.
+fn answered<T>(host: String, envelope: Envelope<T>) -> HostAnswer<T> {
+    HostAnswer {
+        host,
+        success: envelope.success,
+        message: envelope.message,
+        data: envelope.data,
     }
 }
 
