@@ -9,9 +9,13 @@
 
 pub(crate) mod hosts;
 pub(crate) mod local;
+// The sock_diag layer and the namespace walk are `pub` for the integration tests and the
+// benchmarks that drive them directly; they are not the library's API (see the root facade).
 #[cfg(target_os = "linux")]
+#[doc(hidden)]
 pub mod netlink;
 #[cfg(target_os = "linux")]
+#[doc(hidden)]
 pub mod netns;
 #[cfg(target_os = "linux")]
 pub(crate) mod procfs;

@@ -19,7 +19,11 @@
 //! configured names, never sent anywhere. A configured entry that failed validation answers
 //! with its config error (file, entry, field); the other hosts are unaffected.
 
+// `pub` for the SSH tests and the remote benchmark, which check the exact commands sent and
+// read captured outputs; not the library's API.
+#[doc(hidden)]
 pub mod commands;
+#[doc(hidden)]
 pub mod read;
 
 use std::collections::HashMap;
