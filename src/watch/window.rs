@@ -474,59 +474,15 @@ impl WatchService {
         while let Ok(e) = rx.try_recv() {
             keep(e, &mut tally, &mut newest);
         }
-        let event_count = tally.opened + tally.closed;
-        let where_ = if target.local {
-            "local host".to_string()
-        } else {
-            target.label.clone()
+        let seen = Seen {
+            secs: started.elapsed().as_secs_f64().min(window.as_secs_f64()),
+            window,
+            interval,
+            destroy,
+            lost,
+            last_error,
         };
-        let secs = started.elapsed().as_secs_f64().min(window.as_secs_f64());
-        let mut message = format!(
-            "Watched {where_} for {} s: {} opened, {} closed",
-            window.as_secs(),
-            n(tally.opened),
-            n(tally.closed)
-        );
-        if (newest.len() as u64) < event_count {
-            message.push_str(&format!(
-                " (showing the newest {} of {} events; pass a larger limit or narrow the filters)",
-                n(newest.len() as u64),
-                n(event_count)
-            ));
-        }
-        message.push_str(". ");
-        message.push_str(&destroy.describe(interval));
-        if lost > 0 {
-            message.push_str(&format!(". {lost} event(s) could not be delivered (queue overrun), so the counts are lower bounds"));
-        }
-        if let Some(e) = last_error {
-            message.push_str(&format!(". The last listing failed: {e}"));
-        }
-        let events: Vec<EventJson> = newest.iter().map(Event::json).collect();
-        let mut envelope = Envelope::ok(
-            message,
-            WatchData {
-                host: target.host.clone(),
-                duration_secs: (secs * 1000.0).round() / 1000.0,
-                interval_ms: interval.as_millis() as u64,
-                destroy_notifications: destroy.is_on(),
-                opened: tally.opened,
-                closed: tally.closed,
-                by_program: tally.top_programs(),
-                by_remote_host: tally.top_hosts(),
-                event_count,
-                truncated: (events.len() as u64) < event_count,
-                events,
-                lost_events: lost,
-            },
-        );
-        fit(
-            &mut envelope,
-            |d| &mut d.events,
-            |d| &mut d.truncated,
-            !q.default_limit,
-        );
-        Ok(envelope)
+        Ok(watch_answer(q, &target, &seen, tally, newest))
     }
 
     /// `recent_connection_events`: what the recorder saw in the look-back.
@@ -636,6 +592,82 @@ impl crate::query::output::Rows for RecentData {
     fn keep_rows(&mut self, n: usize) {
         keep_newest(&mut self.events, &mut self.truncated, n);
     }
+}
+
+/// How a watch window went, beside its events.
+struct Seen {
+    secs: f64,
+    window: Duration,
+    interval: Duration,
+    destroy: DestroyStatus,
+    lost: u64,
+    last_error: Option<String>,
+}
+
+/// `watch_connections`' answer: the tally, the newest events, and a message saying what was
+/// watched and how (fitted to the answer budget).
+fn watch_answer(
+    q: &WatchQuery,
+    target: &crate::source::Target,
+    seen: &Seen,
+    tally: Tally,
+    newest: VecDeque<Event>,
+) -> Envelope<WatchData> {
+    let event_count = tally.opened + tally.closed;
+    let where_ = if target.local {
+        "local host".to_string()
+    } else {
+        target.label.clone()
+    };
+    let mut message = format!(
+        "Watched {where_} for {} s: {} opened, {} closed",
+        seen.window.as_secs(),
+        n(tally.opened),
+        n(tally.closed)
+    );
+    if (newest.len() as u64) < event_count {
+        message.push_str(&format!(
+            " (showing the newest {} of {} events; pass a larger limit or narrow the filters)",
+            n(newest.len() as u64),
+            n(event_count)
+        ));
+    }
+    message.push_str(". ");
+    message.push_str(&seen.destroy.describe(seen.interval));
+    if seen.lost > 0 {
+        message.push_str(&format!(
+            ". {} event(s) could not be delivered (queue overrun), so the counts are lower bounds",
+            seen.lost
+        ));
+    }
+    if let Some(e) = &seen.last_error {
+        message.push_str(&format!(". The last listing failed: {e}"));
+    }
+    let events: Vec<EventJson> = newest.iter().map(Event::json).collect();
+    let mut envelope = Envelope::ok(
+        message,
+        WatchData {
+            host: target.host.clone(),
+            duration_secs: (seen.secs * 1000.0).round() / 1000.0,
+            interval_ms: seen.interval.as_millis() as u64,
+            destroy_notifications: seen.destroy.is_on(),
+            opened: tally.opened,
+            closed: tally.closed,
+            by_program: tally.top_programs(),
+            by_remote_host: tally.top_hosts(),
+            event_count,
+            truncated: (events.len() as u64) < event_count,
+            events,
+            lost_events: seen.lost,
+        },
+    );
+    fit(
+        &mut envelope,
+        |d| &mut d.events,
+        |d| &mut d.truncated,
+        !q.default_limit,
+    );
+    envelope
 }
 
 #[cfg(test)]
