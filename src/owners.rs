@@ -291,7 +291,7 @@ fn socket_inode<Fd: AsFd>(dir: Fd, name: &CStr) -> Option<u64> {
 }
 
 /// The numeric entries of `/proc`, in the order the kernel lists them.
-fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
+pub(crate) fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
     let mut pids = Vec::with_capacity(512);
     let mut dir = RawDir::new(proc_dir.as_fd(), &mut buf);

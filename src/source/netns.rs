@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustix::fs::{Mode, OFlags, RawDir};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::model::{Netns, Place, Socket};
@@ -65,17 +65,48 @@ pub fn enumerate(proc_root: &Path, run_netns: &Path) -> Result<Namespaces, Errno
         Mode::empty(),
     )?;
     let own_stat = rustix::fs::statat(&proc_dir, c"self/ns/net", rustix::fs::AtFlags::empty())?;
-    let nsfs_dev = own_stat.st_dev;
     let own_inode = own_stat.st_ino;
-
+    let mut found = Found {
+        nsfs_dev: own_stat.st_dev,
+        others: Vec::new(),
+        names: HashMap::new(),
+        seen: HashSet::from([own_inode]),
+        left_out: 0,
+        unreadable_processes: 0,
+    };
     // Named namespaces first: their names label rows, and their files keep them alive even
     // when no process is inside.
-    let mut names: HashMap<u64, Arc<str>> = HashMap::new();
-    let mut others: Vec<Namespace> = Vec::new();
-    let mut seen: HashSet<u64> = HashSet::new();
-    seen.insert(own_inode);
-    let mut left_out = 0;
-    if let Ok(entries) = std::fs::read_dir(run_netns) {
+    found.named(run_netns);
+    found.held(&proc_dir, proc_root);
+    Ok(Namespaces {
+        own: Netns {
+            inode: own_inode,
+            name: found.names.get(&own_inode).cloned(),
+        },
+        others: found.others,
+        unreadable_processes: found.unreadable_processes,
+        left_out: found.left_out,
+    })
+}
+
+/// What [`enumerate`] gathers.
+struct Found {
+    /// The device of nsfs: a namespace file on another device is not a namespace.
+    nsfs_dev: u64,
+    others: Vec<Namespace>,
+    names: HashMap<u64, Arc<str>>,
+    /// Namespace inodes met so far (ours included).
+    seen: HashSet<u64>,
+    left_out: usize,
+    unreadable_processes: usize,
+}
+
+impl Found {
+    /// The namespaces named under `run_netns` (`ip netns add`), in name order.
+    fn named(&mut self, run_netns: &Path) {
+        let Ok(entries) = std::fs::read_dir(run_netns) else {
+            return;
+        };
         let mut entries: Vec<_> = entries.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
@@ -94,18 +125,18 @@ pub fn enumerate(proc_root: &Path, run_netns: &Path) -> Result<Namespaces, Errno
             let Ok(st) = rustix::fs::fstat(&fd) else {
                 continue;
             };
-            if st.st_dev != nsfs_dev {
+            if st.st_dev != self.nsfs_dev {
                 continue;
             }
-            names.entry(st.st_ino).or_insert_with(|| name.clone());
-            if !seen.insert(st.st_ino) {
+            self.names.entry(st.st_ino).or_insert_with(|| name.clone());
+            if !self.seen.insert(st.st_ino) {
                 continue;
             }
-            if others.len() >= MAX_NAMESPACES {
-                left_out += 1;
+            if self.others.len() >= MAX_NAMESPACES {
+                self.left_out += 1;
                 continue;
             }
-            others.push(Namespace {
+            self.others.push(Namespace {
                 netns: Netns {
                     inode: st.st_ino,
                     name: Some(name),
@@ -115,67 +146,60 @@ pub fn enumerate(proc_root: &Path, run_netns: &Path) -> Result<Namespaces, Errno
         }
     }
 
-    let mut unreadable_processes = 0;
-    for pid in list_pids(&proc_dir) {
-        let mut path = pid.to_string().into_bytes();
-        path.extend_from_slice(b"/ns/net\0");
-        let Ok(path) = CStr::from_bytes_with_nul(&path) else {
-            continue;
-        };
-        let mut buf = [MaybeUninit::<u8>::uninit(); 64];
-        let inode = match rustix::fs::readlinkat_raw(&proc_dir, path, &mut buf) {
-            Ok((link, _)) => match ns_inode(link) {
-                Some(inode) => inode,
-                None => continue,
-            },
-            Err(Errno::ACCESS | Errno::PERM) => {
-                unreadable_processes += 1;
+    /// The namespaces processes are in, named by their container where they have one.
+    fn held(&mut self, proc_dir: &OwnedFd, proc_root: &Path) {
+        for pid in crate::owners::list_pids(proc_dir) {
+            let mut path = pid.to_string().into_bytes();
+            path.extend_from_slice(b"/ns/net\0");
+            let Ok(path) = CStr::from_bytes_with_nul(&path) else {
+                continue;
+            };
+            let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+            let inode = match rustix::fs::readlinkat_raw(proc_dir, path, &mut buf) {
+                Ok((link, _)) => match ns_inode(link) {
+                    Some(inode) => inode,
+                    None => continue,
+                },
+                Err(Errno::ACCESS | Errno::PERM) => {
+                    self.unreadable_processes += 1;
+                    continue;
+                }
+                Err(_) => continue, // gone, or a kernel thread without namespaces
+            };
+            if self.seen.contains(&inode) {
                 continue;
             }
-            Err(_) => continue, // gone, or a kernel thread without namespaces
-        };
-        if seen.contains(&inode) {
-            continue;
+            if self.others.len() >= MAX_NAMESPACES {
+                self.left_out += 1;
+                self.seen.insert(inode);
+                continue;
+            }
+            let Ok(fd) = rustix::fs::openat(
+                proc_dir,
+                path,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) else {
+                continue; // exited between the two calls
+            };
+            // The link named the namespace the process was in when we read it; the
+            // descriptor is what we will enter, so take its inode.
+            let Ok(st) = rustix::fs::fstat(&fd) else {
+                continue;
+            };
+            if !self.seen.insert(st.st_ino) {
+                continue;
+            }
+            let name = container_name(proc_root, pid);
+            self.others.push(Namespace {
+                netns: Netns {
+                    inode: st.st_ino,
+                    name,
+                },
+                fd,
+            });
         }
-        if others.len() >= MAX_NAMESPACES {
-            left_out += 1;
-            seen.insert(inode);
-            continue;
-        }
-        let Ok(fd) = rustix::fs::openat(
-            &proc_dir,
-            path,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) else {
-            continue; // exited between the two calls
-        };
-        // The link named the namespace the process was in when we read it; the descriptor is
-        // what we will enter, so take its inode.
-        let Ok(st) = rustix::fs::fstat(&fd) else {
-            continue;
-        };
-        if !seen.insert(st.st_ino) {
-            continue;
-        }
-        let name = container_name(proc_root, pid);
-        others.push(Namespace {
-            netns: Netns {
-                inode: st.st_ino,
-                name,
-            },
-            fd,
-        });
     }
-    Ok(Namespaces {
-        own: Netns {
-            inode: own_inode,
-            name: names.get(&own_inode).cloned(),
-        },
-        others,
-        unreadable_processes,
-        left_out,
-    })
 }
 
 /// `runtime:short-id` of the container a process is in, to name its namespace.
@@ -189,22 +213,6 @@ fn container_name(proc_root: &Path, pid: u32) -> Option<Arc<str>> {
 fn ns_inode(link: &[u8]) -> Option<u64> {
     let digits = link.strip_prefix(b"net:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
-    let mut buf = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
-    let mut pids = Vec::with_capacity(512);
-    let mut dir = RawDir::new(proc_dir.as_fd(), &mut buf);
-    while let Some(entry) = dir.next() {
-        let Ok(entry) = entry else { break };
-        if let Some(pid) = std::str::from_utf8(entry.file_name().to_bytes())
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// What one namespace's listing gave.
