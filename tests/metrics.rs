@@ -722,3 +722,45 @@ fn with_record_a_5_ms_connection_adds_its_bytes() {
         }
     });
 }
+
+/// The README's scrape config and alert rules are what Prometheus accepts (`promtool check
+/// config` and `check rules` on the blocks as the README shows them).
+#[test]
+fn the_readme_scrape_config_and_alerts_are_valid_for_prometheus() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Monitor a fleet with Prometheus")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the section");
+    let yaml: Vec<&str> = section
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(yaml.len(), 2, "a scrape config and the alert rules");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("netstat-mcp.token");
+    std::fs::write(&token, "t").expect("token file");
+    let config = yaml[0].replace(
+        "/etc/prometheus/netstat-mcp.token",
+        &token.display().to_string(),
+    );
+    let checks = [("config", config), ("rules", yaml[1].to_string())];
+    for (what, text) in checks {
+        let file = dir.path().join(format!("{what}.yml"));
+        std::fs::write(&file, text).expect("write");
+        let out = Command::new("promtool")
+            .args(["check", what])
+            .arg(&file)
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check {what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
