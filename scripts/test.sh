@@ -13,7 +13,7 @@ needs=(
     "useradd passwd" "chpasswd passwd" "unshare util-linux" "setpriv util-linux"
     "runuser util-linux" "ps procps" "python3 python3" "mawk mawk" "nft nftables"
     "prometheus prometheus" "promtool prometheus"
-    "prometheus-node-exporter prometheus-node-exporter"
+    "prometheus-node-exporter prometheus-node-exporter" "/usr/bin/time time"
 )
 missing=()
 for pair in "${needs[@]}"; do

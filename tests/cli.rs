@@ -640,13 +640,19 @@ fn config_files_that_are_devices_or_fifos_are_refused_at_once() {
     }
 }
 
-/// Runs `netstat-mcp --config <config> hosts` and returns (exit code, stderr, peak RSS in KiB
-/// of that process, from `wait4`).
-// Reaped with wait4 (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
+/// `netstat-mcp --config <config> hosts`: its exit code, stderr and its own peak RSS in KiB,
+/// as GNU time reports it. (`wait4`'s `ru_maxrss` on our own child is not the child's: a
+/// child spawned with `vfork`/`posix_spawn` starts on this test binary's memory, and the
+/// kernel records that memory's high-water mark at exec, so it reported this binary's size
+/// whenever that was larger. `time` forks from its own small process.)
 fn hosts_with_peak_rss(config: &std::path::Path) -> (Option<i32>, String, u64) {
-    use std::os::unix::process::ExitStatusExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
+    let peak_file = tempfile::NamedTempFile::new().expect("temp file");
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(peak_file.path())
+        .arg(env!("CARGO_BIN_EXE_netstat-mcp"))
         .arg("--config")
         .arg(config)
         .arg("hosts")
@@ -654,18 +660,16 @@ fn hosts_with_peak_rss(config: &std::path::Path) -> (Option<i32>, String, u64) {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn netstat-mcp");
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child by pid, writing only into the two locals.
-    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(rc, child.id() as i32, "wait4");
-    let code = std::process::ExitStatus::from_raw(status).code();
-    (code, err, usage.ru_maxrss as u64)
+        .output()
+        .expect("run /usr/bin/time (Debian's time; scripts/test.sh installs it)");
+    let peak = std::fs::read_to_string(peak_file.path()).expect("time's report");
+    let peak_kib = peak
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("time's report: {peak:?}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err, peak_kib)
 }
 
 /// ssh_config bombs end with errors naming file and line, in bounded memory: a Host pattern
