@@ -178,22 +178,25 @@ pub(crate) fn check(
         .collect();
     let listening =
         |s: &Socket| wanted.transport == Transport::Tcp && s.state == Some(TcpState::Listen);
+    // A port with 50,000 accepted connections has a listener or two: each socket's kind
+    // looks among those, never across every socket of the port.
+    let listeners: Vec<&Socket> = same.iter().copied().filter(|s| listening(s)).collect();
     let kind = |s: &Socket| -> Kind {
         if wanted.transport == Transport::Udp {
             return Kind::Plain;
         }
         match s.state {
             Some(TcpState::Listen) => Kind::Listener {
-                group: same
+                group: listeners
                     .iter()
-                    .filter(|o| listening(o) && canonical(o.local_ip) == canonical(s.local_ip))
+                    .filter(|o| canonical(o.local_ip) == canonical(s.local_ip))
                     .count()
                     > 1,
             },
             Some(TcpState::TimeWait) => Kind::TimeWait,
-            _ if same
+            _ if listeners
                 .iter()
-                .any(|l| listening(l) && overlap(Some(s.local_ip), l.local_ip, l.v6only)) =>
+                .any(|l| overlap(Some(s.local_ip), l.local_ip, l.v6only)) =>
             {
                 Kind::Accepted
             }
