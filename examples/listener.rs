@@ -2,16 +2,22 @@
 //! says so on stdout, and holds them until its stdin closes.
 //!
 //! ```text
-//! listener [--device IFACE] (--tcp ADDR | --udp ADDR)... [--share] [--hold-secs T]
+//! listener [--device IFACE] (--tcp ADDR | --udp ADDR)... [--share] [--workers N]
+//!          [--on-term exit|forward|ignore] [--hold-secs T]
 //! ```
 //!
 //! `ADDR` is `ip:port`, `[ipv6]:port` or `[fe80::1%iface]:port` (a link-local address scoped
 //! to an interface); port 0 lets the kernel choose. `--device IFACE` binds the sockets that
 //! follow it to that interface (`SO_BINDTODEVICE`, needs `CAP_NET_RAW`). `--share` starts a
 //! child (`sleep`) that inherits the first socket as its stdin, so two processes hold it.
+//! `--workers N` starts N such children, as a prefork server's workers. `--on-term` says what
+//! SIGTERM does: `exit` (the default disposition: the process dies, children stay), `forward`
+//! (a prefork master: stop the workers, then exit), `ignore` (caught and ignored: only SIGKILL
+//! stops it).
 //!
 //! Prints one line when everything is open:
-//! `READY pid=<pid> child=<pid or 0> ports=<port,port,…>` (the ports in the order given), then
+//! `READY pid=<pid> child=<pid or 0> ports=<port,port,…> workers=<pid,pid,…>` (the ports in
+//! the order given), then
 //! holds until stdin closes or `--hold-secs` (default 300) pass, so it never outlives a test
 //! that forgot it. Exit status 1 with the reason on stderr on any failure.
 
@@ -38,6 +44,8 @@ fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let mut device: Option<String> = None;
     let mut share = false;
+    let mut workers = 0usize;
+    let mut on_term = String::from("exit");
     let mut hold = Duration::from_secs(300);
     let mut sockets: Vec<Socket> = Vec::new();
     let mut ports = Vec::new();
@@ -46,6 +54,16 @@ fn run() -> Result<(), String> {
         match arg.as_str() {
             "--device" => device = Some(value()?),
             "--share" => share = true,
+            "--workers" => {
+                let v = value()?;
+                workers = v.parse().map_err(|_| format!("bad --workers {v}"))?;
+            }
+            "--on-term" => {
+                on_term = value()?;
+                if !matches!(on_term.as_str(), "exit" | "forward" | "ignore") {
+                    return Err(format!("bad --on-term {on_term}"));
+                }
+            }
             "--hold-secs" => {
                 let v = value()?;
                 hold = Duration::from_secs(v.parse().map_err(|_| format!("bad --hold-secs {v}"))?);
@@ -83,15 +101,57 @@ fn run() -> Result<(), String> {
                 .map_err(|e| format!("start sleep: {e}"))?,
         );
     }
+    let mut worker_children = Vec::new();
+    for _ in 0..workers {
+        let first = sockets.first().ok_or("--workers needs a socket")?;
+        let fd: OwnedFd = first
+            .try_clone()
+            .map_err(|e| format!("dup socket: {e}"))?
+            .into();
+        worker_children.push(
+            Command::new("sleep")
+                .arg(hold.as_secs().to_string())
+                .stdin(Stdio::from(fd))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("start worker: {e}"))?,
+        );
+    }
+    let (tx, rx) = mpsc::channel();
+    if on_term != "exit" {
+        // The handler is installed before READY is printed.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let mut term = runtime
+            .block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            })
+            .map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let forward = on_term == "forward";
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                while term.recv().await.is_some() {
+                    if forward {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+        });
+    }
+    let worker_pids: Vec<String> = worker_children.iter().map(|c| c.id().to_string()).collect();
     println!(
-        "READY pid={} child={} ports={}",
+        "READY pid={} child={} ports={} workers={}",
         std::process::id(),
         child.as_ref().map_or(0, |c| c.id()),
-        ports.join(",")
+        ports.join(","),
+        worker_pids.join(",")
     );
     std::io::stdout().flush().map_err(|e| e.to_string())?;
-    // Hold until stdin closes or the hold time passes.
-    let (tx, rx) = mpsc::channel();
+    // Hold until stdin closes, the hold time passes, or (`--on-term forward`) SIGTERM.
     std::thread::spawn(move || {
         let mut sink = [0u8; 64];
         let mut stdin = std::io::stdin();
@@ -99,7 +159,7 @@ fn run() -> Result<(), String> {
         let _ = tx.send(());
     });
     let _ = rx.recv_timeout(hold);
-    if let Some(mut c) = child {
+    for mut c in child.into_iter().chain(worker_children) {
         let _ = c.kill();
         let _ = c.wait();
     }

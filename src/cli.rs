@@ -17,6 +17,7 @@ use crate::query::{
 };
 use crate::source::Backend;
 
+pub mod free_port;
 pub mod health;
 pub mod metrics;
 pub mod watch;
@@ -36,6 +37,11 @@ pub struct Cli {
     /// ss/netstat/lsof output), or one of them.
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+
+    /// Offer the free_port tool (signal the processes holding a port, after the user
+    /// confirms) when serving MCP on stdio; `serve --allow-kill` is the same.
+    #[arg(long)]
+    pub allow_kill: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -89,6 +95,10 @@ pub enum Command {
     /// Print this host's metrics in the Prometheus text format (0.0.4), or write them
     /// atomically to --output FILE for node_exporter's textfile collector.
     Metrics(metrics::MetricsOpts),
+    /// Stop what holds a port: shows which processes would get SIGTERM (the parent of a
+    /// prefork family), asks, then signals and says whether the port is free.
+    /// Exit status: 0 freed (or already free), 1 not freed, 2 error.
+    FreePort(free_port::FreePortOpts),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +141,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", requires = "record", default_value_t = crate::watch::recorder::DEFAULT_CAPACITY as u64,
           value_parser = clap::value_parser!(u64).range(1..=crate::watch::recorder::MAX_CAPACITY as u64))]
     pub record_capacity: u64,
+    /// Offer the free_port tool: it signals the processes holding a port (SIGTERM; SIGKILL
+    /// with force) after the user confirms through MCP elicitation. Off by default; also
+    /// `[actions] allow_kill = true` in the config.
+    #[arg(long)]
+    pub allow_kill: bool,
     /// Also serve Prometheus metrics at http://ADDR/metrics (same token and Host checks as
     /// /mcp). With --record, connection churn, retransmit and byte counters too.
     #[arg(long, requires = "http")]
@@ -418,7 +433,7 @@ fn unusable_lines(out: &mut String, data: &HostsData) {
     }
 }
 
-fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
+pub(crate) fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
     let code = ExitCode::from(2);
     if json {
         delivered(print_json(&Envelope::<T>::error(err)), code)
@@ -431,7 +446,7 @@ fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {
 /// The exit code once output is written. A reader that went away (`| head -1`) is not an
 /// error: exit quietly with the code the command has anyway, as ripgrep does. Any other write
 /// failure (a full disk) is reported and exits 2.
-fn delivered(written: std::io::Result<()>, code: ExitCode) -> ExitCode {
+pub(crate) fn delivered(written: std::io::Result<()>, code: ExitCode) -> ExitCode {
     match written {
         Ok(()) => code,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
@@ -449,14 +464,14 @@ pub fn print_error(line: &str) {
 }
 
 /// Text on stdout, without the panic `print!` raises on a closed pipe.
-fn print_text(text: &str) -> std::io::Result<()> {
+pub(crate) fn print_text(text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()
 }
 
-fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
     use std::io::Write as _;
     // Pretty for a person at a terminal; compact (a third of the bytes) for pipes and programs.
     let pretty = std::io::IsTerminal::is_terminal(&std::io::stdout());

@@ -179,6 +179,9 @@ pub struct RemoteHost {
     pub(crate) known_hosts: Option<PathBuf>,
     /// Where the host was configured.
     pub(crate) origin: HostOrigin,
+    /// Whether `free_port` may signal processes there (`allow_kill = true` in its entry, and
+    /// the server's own `--allow-kill` / `[actions] allow_kill`). Off by default.
+    pub(crate) allow_kill: bool,
 }
 
 /// Where a remote host was configured.
@@ -245,9 +248,30 @@ pub struct NetstatConfig {
     pub(crate) ssh_error: Option<Arc<ConfigError>>,
     /// The ssh_config file read for aliases (`[ssh] use_ssh_config` / `ssh_config`), if any.
     pub(crate) ssh_config: Option<Arc<ssh_config::SshConfigFile>>,
+    /// What the server may do beyond reading (`[actions]`).
+    pub actions: ActionSettings,
     /// Things that are allowed but unwise (a password in a file others can read), unusable
     /// entries, an unreadable default config file; also logged.
     pub warnings: Vec<String>,
+}
+
+/// `[actions]`: what the MCP server may do beyond reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionSettings {
+    /// Offer `free_port` (as `--allow-kill` does). Default false.
+    pub allow_kill: bool,
+    /// Act only after the user confirmed through MCP elicitation (default true); false trusts
+    /// the client's own per-call approval when it cannot ask.
+    pub require_elicitation: bool,
+}
+
+impl Default for ActionSettings {
+    fn default() -> Self {
+        ActionSettings {
+            allow_kill: false,
+            require_elicitation: true,
+        }
+    }
 }
 
 /// A `[[remote_hosts]]` entry that failed validation, kept so that a call naming it gets the
@@ -325,6 +349,7 @@ impl NetstatConfig {
             broken_hosts: Vec::new(),
             ssh_error: None,
             ssh_config: None,
+            actions: ActionSettings::default(),
             warnings: Vec::new(),
         }
     }

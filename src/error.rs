@@ -107,6 +107,23 @@ pub enum Error {
     )]
     RecorderOff,
 
+    /// `free_port` would not act: what it refused and why (nothing was signalled or closed).
+    #[error("{0}")]
+    Refused(String),
+
+    /// `free_port` asked the user, who did not confirm (nothing was signalled or closed).
+    #[error("not confirmed: {0}; nothing was signalled or closed")]
+    NotConfirmed(String),
+
+    /// Sending a signal failed for a reason other than the process being gone.
+    #[error("sending {signal} to pid {pid} failed: {source}")]
+    Signal {
+        pid: u32,
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A remote host failed; `detail` says what happened and what to do.
     #[error("remote host {host}: {detail}")]
     Remote { host: String, detail: String },
@@ -132,7 +149,11 @@ impl Error {
     pub(crate) fn is_input(&self) -> bool {
         matches!(
             self,
-            Error::Input(_) | Error::UnknownHost { .. } | Error::RecorderOff
+            Error::Input(_)
+                | Error::UnknownHost { .. }
+                | Error::RecorderOff
+                | Error::Refused(_)
+                | Error::NotConfirmed(_)
         )
     }
 }

@@ -40,6 +40,22 @@ async fn main() -> ExitCode {
     for warning in &config.warnings {
         cli::print_error(&format!("netstat-mcp: warning: {warning}"));
     }
+    let serve_allows_kill = matches!(&cli.command, Some(Command::Serve(args)) if args.allow_kill);
+    let actions = mcp::Actions {
+        allow_kill: cli.allow_kill || serve_allows_kill || config.actions.allow_kill,
+        require_elicitation: config.actions.require_elicitation,
+    };
+    if actions.allow_kill
+        && cli
+            .command
+            .as_ref()
+            .is_none_or(|c| matches!(c, Command::Serve(_)))
+    {
+        tracing::warn!(
+            require_elicitation = actions.require_elicitation,
+            "free_port is enabled: this server can signal processes (after the user confirms)"
+        );
+    }
     let remotes = SshRemotes::new(config);
     let local: Arc<dyn Source> = Arc::new(LocalSource::new(cli.backend.into()));
     let service = Service::new(local.clone(), Arc::new(remotes.clone()));
@@ -79,7 +95,11 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let server = || NetstatServer::new(service.clone()).with_watch(watch.clone());
+    let server = || {
+        NetstatServer::new(service.clone())
+            .with_watch(watch.clone())
+            .with_actions(actions)
+    };
     match &cli.command {
         Some(Command::Connections(opts)) => cli::connections(&service, opts).await,
         Some(Command::Port(opts)) => cli::port(&service, opts).await,
@@ -89,6 +109,7 @@ async fn main() -> ExitCode {
         Some(Command::Health(opts)) => cli::health::health(&service, opts).await,
         Some(Command::Top(opts)) => cli::health::top(&watch, opts).await,
         Some(Command::Metrics(opts)) => cli::metrics::metrics(local, opts).await,
+        Some(Command::FreePort(opts)) => cli::free_port::free_port(&service, opts).await,
         Some(Command::Serve(args)) if args.http.is_some() => {
             serve_http(server(), args, exporter).await
         }

@@ -36,6 +36,7 @@ use crate::error::Error;
 use crate::netstat_tool::{NetstatData, NetstatInput, NetstatTool};
 use crate::query::health::DEFAULT_HEALTH_ROWS;
 use crate::query::schema::{self, input_schema, output_schema};
+use crate::query::{Confirm, Confirmation, FreePortArgs, FreePortData, Requester};
 use crate::query::{
     ConnectionsAnswer, ConnectionsArgs, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, Envelope, HealthArgs,
     HealthData, HostsData, NoArgs, PortAnswer, PortArgs, Progress, ProgressEvent, RecentArgs,
@@ -54,6 +55,7 @@ pub(crate) const WATCH_CONNECTIONS: &str = "watch_connections";
 pub(crate) const RECENT_CONNECTION_EVENTS: &str = "recent_connection_events";
 pub(crate) const CONNECTION_HEALTH: &str = "connection_health";
 pub(crate) const TRAFFIC: &str = "traffic";
+pub(crate) const FREE_PORT: &str = "free_port";
 
 /// What the server is for, sent in `initialize`.
 pub(crate) const INSTRUCTIONS: &str = "netstat-mcp answers questions about TCP/UDP sockets (IPv4 and \
@@ -71,6 +73,11 @@ over the next seconds), and netstat only when netstat's own text output is wante
 and scope \"all\" covers every network namespace (containers' sockets). Answers are kept \
 under 24 KiB; page with cursor/next_cursor. All tools are read-only. pid/program need root or \
 the socket owner's rights; without them they are null and the message says how to fix it.";
+
+/// Added to [`INSTRUCTIONS`] when `free_port` is offered.
+const ACTIONS_INSTRUCTIONS: &str = " Exception: free_port (offered because the operator \
+enabled it) stops the processes holding a port; it dry-runs unless dry_run is false, and asks \
+the user to confirm before it signals anything.";
 
 const CONNECTIONS_DESCRIPTION: &str = "List TCP and UDP sockets (IPv4 and IPv6) on this machine, \
 or on a configured remote host over SSH (see list_hosts), like `netstat -tunap` / `ss -tunap`. \
@@ -194,12 +201,44 @@ Remote hosts are sampled twice with ss, missing connections that close in betwee
 notifications/progress every second with a progressToken; cancellable. Use \
 connection_health for why a connection is slow; watch_connections for what opens and closes.";
 
-/// What a tool runs: its handler over the server, with the call's arguments and progress sink.
-type Handler = for<'a> fn(
-    &'a NetstatServer,
-    &'a JsonObject,
-    Progress<'a>,
-) -> futures::future::BoxFuture<'a, CallToolResult>;
+/// One tool call as a handler sees it: the arguments, the progress sink, and the request (its
+/// peer, for an elicitation, and where it came from).
+struct Call<'a> {
+    args: &'a JsonObject,
+    progress: Progress<'a>,
+    context: &'a RequestContext<RoleServer>,
+}
+
+const FREE_PORT_DESCRIPTION: &str = "Free a port: stop the processes holding its LISTEN (TCP) \
+or bound (UDP) sockets — for \"kill whatever is on 3000\" after EADDRINUSE. Destructive, so: \
+dry_run defaults to true and then only says which processes would get which signals; with \
+dry_run false the server first asks the user to confirm (MCP elicitation; a client without it is \
+refused unless the operator set require_elicitation = false), then sends SIGTERM, waits up to \
+timeout_secs (default 5) for the port to be free, and with force also sends SIGKILL to what \
+still holds it. Of a prefork family (nginx master and workers) the parent is signalled. Never \
+signals pid 1, kernel threads, this server or its parent, or (unless the server runs as root) \
+other users' processes; processes whose outgoing connections merely use the port are not \
+targets. Signals go through a pidfd, so a reused pid is never hit. data: processes (pid, \
+program, user, command, workers, signals sent, exited), free (no LISTEN/bound socket left; \
+TIME_WAIT may remain), remaining holders, confirmed_by. connection {remote_ip, remote_port} \
+closes that one TCP connection of the port instead (SOCK_DESTROY, as ss -K; needs \
+CAP_NET_ADMIN) and leaves the process running. host: a remote host only when its configured \
+entry says allow_kill = true. Use check_port_occupation first to see who holds the port and \
+whether a server could bind it anyway (TIME_WAIT, SO_REUSEADDR).";
+
+/// What a tool runs: its handler over the server, with the call.
+type Handler =
+    for<'a> fn(&'a NetstatServer, Call<'a>) -> futures::future::BoxFuture<'a, CallToolResult>;
+
+/// What a tool does to the world, as its annotations say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Reads only; the same call answers alike (`readOnlyHint`, `idempotentHint`).
+    ReadOnly,
+    /// Signals processes or closes sockets (`destructiveHint`; not idempotent). Listed only
+    /// when the operator enabled actions.
+    Destructive,
+}
 
 /// A tool, declared once: `tools/list`, the input decoder, dispatch and the unknown-tool
 /// error all come from these entries.
@@ -212,6 +251,7 @@ struct Entry {
     output: fn() -> JsonObject,
     /// Whether it can reach remote hosts (`openWorldHint`).
     open_world: bool,
+    effect: Effect,
     handler: Handler,
 }
 
@@ -223,7 +263,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<ConnectionsArgs>,
         output: output_schema::<Envelope<ConnectionsAnswer>>,
         open_world: true,
-        handler: |s, args, progress| Box::pin(s.connections(args, progress)),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(s.connections(c.args, c.progress)),
     },
     Entry {
         name: CHECK_PORT_OCCUPATION,
@@ -232,7 +273,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<PortArgs>,
         output: output_schema::<Envelope<PortAnswer>>,
         open_world: true,
-        handler: |s, args, progress| Box::pin(s.port(args, progress)),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(s.port(c.args, c.progress)),
     },
     Entry {
         name: NETSTAT,
@@ -241,7 +283,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<NetstatInput>,
         output: output_schema::<Envelope<NetstatData>>,
         open_world: false,
-        handler: |s, args, _| Box::pin(s.netstat(args)),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(s.netstat(c.args)),
     },
     Entry {
         name: LIST_HOSTS,
@@ -250,7 +293,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<NoArgs>,
         output: output_schema::<Envelope<HostsData>>,
         open_world: false,
-        handler: |s, args, _| Box::pin(std::future::ready(s.hosts(args))),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(std::future::ready(s.hosts(c.args))),
     },
     Entry {
         name: WATCH_CONNECTIONS,
@@ -259,7 +303,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<WatchArgs>,
         output: output_schema::<Envelope<WatchData>>,
         open_world: true,
-        handler: |s, args, progress| Box::pin(s.watch_connections(args, progress)),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(s.watch_connections(c.args, c.progress)),
     },
     Entry {
         name: RECENT_CONNECTION_EVENTS,
@@ -268,7 +313,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<RecentArgs>,
         output: output_schema::<Envelope<RecentData>>,
         open_world: false,
-        handler: |s, args, _| Box::pin(std::future::ready(s.recent_events(args))),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(std::future::ready(s.recent_events(c.args))),
     },
     Entry {
         name: CONNECTION_HEALTH,
@@ -277,7 +323,8 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<HealthArgs>,
         output: output_schema::<Envelope<HealthData>>,
         open_world: true,
-        handler: |s, args, _| Box::pin(s.health(args)),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(s.health(c.args)),
     },
     Entry {
         name: TRAFFIC,
@@ -286,22 +333,41 @@ const REGISTRY: &[Entry] = &[
         input: input_schema::<TrafficArgs>,
         output: output_schema::<Envelope<TrafficData>>,
         open_world: true,
-        handler: |s, args, progress| Box::pin(s.traffic(args, progress)),
+        effect: Effect::ReadOnly,
+        handler: |s, c| Box::pin(s.traffic(c.args, c.progress)),
+    },
+    Entry {
+        name: FREE_PORT,
+        title: "Free a port",
+        description: FREE_PORT_DESCRIPTION,
+        input: input_schema::<FreePortArgs>,
+        output: output_schema::<Envelope<FreePortData>>,
+        open_world: true,
+        effect: Effect::Destructive,
+        handler: |s, c| Box::pin(s.free_port(c.args, c.context)),
     },
 ];
 
-fn annotations(title: &str, open_world: bool) -> ToolAnnotations {
+fn annotations(title: &str, open_world: bool, effect: Effect) -> ToolAnnotations {
+    let read_only = effect == Effect::ReadOnly;
     ToolAnnotations::with_title(title)
-        .read_only(true)
-        .destructive(false)
-        .idempotent(true)
+        .read_only(read_only)
+        .destructive(!read_only)
+        .idempotent(read_only)
         .open_world(open_world)
 }
 
-/// The tools as `tools/list` shows them, built once per server.
-fn tools() -> Vec<Tool> {
+/// The registry entries this server offers: the destructive ones only when the operator
+/// enabled actions.
+fn offered(actions: &Actions) -> impl Iterator<Item = &'static Entry> + '_ {
     REGISTRY
         .iter()
+        .filter(|e| e.effect == Effect::ReadOnly || actions.allow_kill)
+}
+
+/// The tools as `tools/list` shows them, built once per server.
+fn tools(actions: &Actions) -> Vec<Tool> {
+    offered(actions)
         .map(|e| {
             Tool::new_with_raw(
                 e.name,
@@ -310,9 +376,28 @@ fn tools() -> Vec<Tool> {
             )
             .with_title(e.title)
             .with_raw_output_schema(Arc::new((e.output)()))
-            .with_annotations(annotations(e.title, e.open_world))
+            .with_annotations(annotations(e.title, e.open_world, e.effect))
         })
         .collect()
+}
+
+/// What the operator allows the server to do beyond reading (`--allow-kill`, `[actions]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actions {
+    /// Offer `free_port` (signal processes, close connections). Off by default.
+    pub allow_kill: bool,
+    /// Act only after the user confirmed through MCP elicitation; when false, a client
+    /// without elicitation is trusted to have had the call approved (default true).
+    pub require_elicitation: bool,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            allow_kill: false,
+            require_elicitation: true,
+        }
+    }
 }
 
 /// The MCP server: tools over a [`Service`].
@@ -321,6 +406,7 @@ pub struct NetstatServer {
     service: Service,
     netstat: NetstatTool,
     watch: WatchService,
+    actions: Actions,
     /// `tools/list`, in registry order: the input schemas arguments are decoded against.
     tools: Arc<[Tool]>,
 }
@@ -331,8 +417,16 @@ impl NetstatServer {
             watch: WatchService::new(service.clone(), Backend::Auto),
             service,
             netstat: NetstatTool::default(),
-            tools: tools().into(),
+            actions: Actions::default(),
+            tools: tools(&Actions::default()).into(),
         }
+    }
+
+    /// Allows (or not) what [`Actions`] says; `free_port` is listed only with `allow_kill`.
+    pub fn with_actions(mut self, actions: Actions) -> NetstatServer {
+        self.actions = actions;
+        self.tools = tools(&actions).into();
+        self
     }
 
     /// A tool's arguments decoded against its input schema (the one `tools/list` shows).
@@ -433,11 +527,104 @@ impl NetstatServer {
         })
     }
 
+    async fn free_port(
+        &self,
+        args: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let query = match self
+            .decode::<FreePortArgs>(FREE_PORT, args)
+            .and_then(|a| a.validate().map_err(Error::Input))
+        {
+            Ok(q) => q,
+            Err(e) => return envelope_result::<FreePortData>(Err(e)),
+        };
+        let requester = Requester {
+            who: who_asked(context),
+            require_confirmation: self.actions.require_elicitation,
+        };
+        let confirm = Elicit {
+            peer: context.peer.clone(),
+        };
+        envelope_result(self.service.free_port(&query, &confirm, &requester).await)
+    }
+
     fn hosts(&self, args: &JsonObject) -> CallToolResult {
         envelope_result(
             self.decode::<NoArgs>(LIST_HOSTS, args)
                 .map(|_| self.service.hosts()),
         )
+    }
+}
+
+/// How the action log names a caller: the HTTP peer's address, else the stdio client.
+fn who_asked(context: &RequestContext<RoleServer>) -> String {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| {
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        })
+        .map_or_else(
+            || "the stdio client".to_string(),
+            |peer| format!("HTTP peer {}", peer.0),
+        )
+}
+
+/// What the user is asked to fill in: one yes/no.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct Approval {
+    /// Yes: do it. No (or decline): nothing is done.
+    confirm: bool,
+}
+rmcp::elicit_safe!(Approval);
+
+/// How long the user has to answer, well within a client's request timeout.
+const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks the user through MCP elicitation (the client shows the question and a yes/no form).
+struct Elicit {
+    peer: rmcp::Peer<RoleServer>,
+}
+
+impl Confirm for Elicit {
+    fn ask<'a>(&'a self, question: &'a str) -> futures::future::BoxFuture<'a, Confirmation> {
+        use rmcp::service::ElicitationError as E;
+        Box::pin(async move {
+            match self
+                .peer
+                .elicit_with_timeout::<Approval>(question, Some(ELICITATION_TIMEOUT))
+                .await
+            {
+                Ok(Some(Approval { confirm: true })) => Confirmation::Confirmed("elicitation"),
+                Ok(_) => Confirmation::Declined("the user answered no".into()),
+                Err(E::UserDeclined) => Confirmation::Declined("the user declined".into()),
+                Err(E::UserCancelled) => Confirmation::Declined("the user cancelled".into()),
+                Err(E::CapabilityNotSupported) => Confirmation::Unavailable(
+                    "this client does not support MCP elicitation, so the user cannot be asked. \
+                     Use a client that does, or the operator can set [actions] \
+                     require_elicitation = false to rely on the client's own approval of each \
+                     call"
+                        .into(),
+                ),
+                Err(E::Service(rmcp::service::ServiceError::Timeout { .. })) => {
+                    Confirmation::Declined(format!(
+                        "no answer within {} s",
+                        ELICITATION_TIMEOUT.as_secs()
+                    ))
+                }
+                Err(E::Service(rmcp::service::ServiceError::McpError(e)))
+                    if e.message.contains("not allowed on protocol") =>
+                {
+                    Confirmation::Unavailable(
+                        "this protocol version does not let the server ask the user".into(),
+                    )
+                }
+                Err(e) => Confirmation::Declined(format!("the confirmation failed ({e})")),
+            }
+        })
     }
 }
 
@@ -481,7 +668,11 @@ impl ServerHandler for NetstatServer {
                 .with_title("netstat MCP")
                 .with_description(env!("CARGO_PKG_DESCRIPTION")),
         )
-        .with_instructions(INSTRUCTIONS)
+        .with_instructions(if self.actions.allow_kill {
+            format!("{INSTRUCTIONS}{ACTIONS_INSTRUCTIONS}")
+        } else {
+            INSTRUCTIONS.to_string()
+        })
     }
 
     async fn list_tools(
@@ -567,15 +758,14 @@ impl ServerHandler for NetstatServer {
         } else {
             &no_progress
         };
-        let Some(entry) = REGISTRY.iter().find(|e| e.name == name) else {
+        let Some(entry) = offered(&self.actions).find(|e| e.name == name) else {
             tracing::debug!(tool = %name.escape_default(), "unknown tool");
             return Err(McpError::new(
                 ErrorCode::INVALID_PARAMS,
                 format!(
                     "Unknown tool '{}'. Available tools: {}",
                     crate::query::shorten(name),
-                    REGISTRY
-                        .iter()
+                    offered(&self.actions)
                         .map(|e| e.name)
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -583,7 +773,12 @@ impl ServerHandler for NetstatServer {
                 None,
             ));
         };
-        let work = (entry.handler)(self, &args, progress);
+        let call = Call {
+            args: &args,
+            progress,
+            context: &context,
+        };
+        let work = (entry.handler)(self, call);
         let result = tokio::select! {
             biased;
             _ = context.ct.cancelled() => {
@@ -694,13 +889,33 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// Every tool, the destructive ones included.
+    fn all_tools() -> Vec<Tool> {
+        tools(&Actions {
+            allow_kill: true,
+            require_elicitation: true,
+        })
+    }
+
     fn tool(name: &str) -> Tool {
-        tools().into_iter().find(|t| t.name == name).unwrap()
+        all_tools().into_iter().find(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn free_port_is_offered_only_when_allowed() {
+        let names = |t: Vec<Tool>| {
+            t.into_iter()
+                .map(|t| t.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(!names(tools(&Actions::default())).contains(&FREE_PORT.to_string()));
+        assert!(names(all_tools()).contains(&FREE_PORT.to_string()));
+        assert_eq!(all_tools().len(), REGISTRY.len());
     }
 
     #[test]
     fn input_schemas_describe_every_field() {
-        for t in tools() {
+        for t in all_tools() {
             let props = t
                 .input_schema
                 .get("properties")
@@ -754,7 +969,7 @@ mod tests {
 
     #[test]
     fn output_schemas_allow_the_error_envelope() {
-        for t in tools() {
+        for t in all_tools() {
             let out = t.output_schema.clone().unwrap();
             assert_eq!(out.get("type"), Some(&Value::from("object")));
             let data = out["properties"]["data"].to_string();
@@ -780,7 +995,7 @@ mod tests {
                 _ => {}
             }
         }
-        for t in tools() {
+        for t in all_tools() {
             let out = Value::Object(t.output_schema.clone().unwrap().as_ref().clone());
             walk(&out, "outputSchema", &t.name);
             walk(
@@ -793,17 +1008,19 @@ mod tests {
 
     #[test]
     fn annotations_follow_the_spec() {
-        for t in tools() {
+        for t in all_tools() {
             let a = t.annotations.clone().unwrap();
-            assert_eq!(a.read_only_hint, Some(true));
-            assert_eq!(a.destructive_hint, Some(false));
-            assert_eq!(a.idempotent_hint, Some(true));
+            let destructive = t.name == FREE_PORT;
+            assert_eq!(a.read_only_hint, Some(!destructive), "{}", t.name);
+            assert_eq!(a.destructive_hint, Some(destructive), "{}", t.name);
+            assert_eq!(a.idempotent_hint, Some(!destructive), "{}", t.name);
             // Open world: the tools that can reach remote hosts.
             let remote = t.name == QUERY_NETWORK_CONNECTIONS
                 || t.name == CHECK_PORT_OCCUPATION
                 || t.name == WATCH_CONNECTIONS
                 || t.name == CONNECTION_HEALTH
-                || t.name == TRAFFIC;
+                || t.name == TRAFFIC
+                || t.name == FREE_PORT;
             assert_eq!(a.open_world_hint, Some(remote), "{}", t.name);
             assert!(t.title.is_some());
         }

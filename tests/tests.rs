@@ -7,6 +7,7 @@ mod architecture;
 mod bind;
 mod cli;
 mod fleet;
+mod free_port;
 mod health;
 mod http;
 mod limits;

@@ -813,6 +813,7 @@ fn host_from(
         proxy_jump_spec: r.proxy_jump.clone(),
         known_hosts: r.user_known_hosts_file.clone(),
         origin,
+        allow_kill: false,
     })
 }
 

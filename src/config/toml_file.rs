@@ -33,16 +33,18 @@ pub(super) fn parse(
         problem,
     };
     let mut ssh_table = None;
+    let mut actions_table = None;
     let mut host_values = Vec::new();
     for (key, value) in top {
         match (key.as_str(), value) {
             ("ssh", toml::Value::Table(t)) => ssh_table = Some(t),
+            ("actions", toml::Value::Table(t)) => actions_table = Some(t),
             ("remote_hosts", toml::Value::Array(items)) => host_values = items,
-            (field @ ("ssh" | "remote_hosts"), other) => {
-                let want = if field == "ssh" {
-                    "a table ([ssh])"
-                } else {
-                    "an array of tables ([[remote_hosts]])"
+            (field @ ("ssh" | "actions" | "remote_hosts"), other) => {
+                let want = match field {
+                    "ssh" => "a table ([ssh])",
+                    "actions" => "a table ([actions])",
+                    _ => "an array of tables ([[remote_hosts]])",
                 };
                 return Err(invalid(
                     "top level",
@@ -54,12 +56,18 @@ pub(super) fn parse(
                 return Err(invalid(
                     "top level",
                     &other.escape_debug().to_string(),
-                    "unknown field, expected `ssh` or `remote_hosts`".into(),
+                    "unknown field, expected `ssh`, `actions` or `remote_hosts`".into(),
                 ));
             }
         }
     }
 
+    // A bad [actions] table is an error of the whole file: guessing what an operator meant
+    // about signalling processes is not ours to do.
+    let actions = match actions_table {
+        None => super::ActionSettings::default(),
+        Some(t) => parse_actions(t, &invalid)?,
+    };
     let mut warnings = Vec::new();
     let (ssh, ssh_error) = match ssh_table.map(|t| parse_ssh(t, home, &invalid)) {
         None => (SshSettings::with_home(home), None),
@@ -129,8 +137,41 @@ pub(super) fn parse(
         broken_hosts,
         ssh_error,
         ssh_config: None,
+        actions,
         warnings,
     })
+}
+
+/// `[actions]`: `allow_kill`, `require_elicitation` (both true or false).
+fn parse_actions(
+    table: toml::Table,
+    invalid: &dyn Fn(&str, &str, String) -> ConfigError,
+) -> Result<super::ActionSettings, ConfigError> {
+    let mut actions = super::ActionSettings::default();
+    for (key, value) in table {
+        let Some(flag) = value.as_bool() else {
+            return Err(invalid(
+                "[actions]",
+                &key.escape_debug().to_string(),
+                format!(
+                    "invalid type: must be true or false, got {}",
+                    value.type_str()
+                ),
+            ));
+        };
+        match key.as_str() {
+            "allow_kill" => actions.allow_kill = flag,
+            "require_elicitation" => actions.require_elicitation = flag,
+            other => {
+                return Err(invalid(
+                    "[actions]",
+                    &other.escape_debug().to_string(),
+                    "unknown field, expected `allow_kill` or `require_elicitation`".into(),
+                ));
+            }
+        }
+    }
+    Ok(actions)
 }
 
 /// A TOML syntax error as a [`ConfigError::Syntax`]: position from the span, the parser's
@@ -326,6 +367,7 @@ fn parse_host(
         agent_socket,
         proxy_jump,
         groups,
+        allow_kill,
     } = h;
     let (name, host, port, username) = cx.identity(name, host, port, username)?;
     let mut auth = Vec::new();
@@ -357,6 +399,7 @@ fn parse_host(
         },
         known_hosts: None,
         origin: HostOrigin::ConfigFile,
+        allow_kill: allow_kill.unwrap_or(false),
     })
 }
 
@@ -530,6 +573,7 @@ struct RawHost {
     agent_socket: Option<String>,
     proxy_jump: Option<String>,
     groups: Option<Vec<String>>,
+    allow_kill: Option<bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -565,6 +609,7 @@ const HOST_FIELDS: &[(&str, Kind)] = &[
     ("agent_socket", Kind::Str),
     ("proxy_jump", Kind::Str),
     ("groups", Kind::StrList),
+    ("allow_kill", Kind::Bool),
 ];
 
 /// Type-checks known fields so that a wrong type names its field (serde's message does not).

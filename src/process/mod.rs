@@ -16,6 +16,7 @@
 pub mod cgroup;
 #[cfg(unix)]
 pub mod cgroup_id;
+pub(crate) mod signal;
 
 use std::collections::HashMap;
 use std::io::Read;

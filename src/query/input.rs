@@ -485,7 +485,7 @@ pub(crate) fn quoted(text: &str) -> String {
     format!("'{}'", super::shorten(text))
 }
 
-fn port_arg(param: &str, value: Option<i64>) -> Result<Option<u16>, InputError> {
+pub(crate) fn port_arg(param: &str, value: Option<i64>) -> Result<Option<u16>, InputError> {
     match value {
         None => Ok(None),
         Some(v) => u16::try_from(v)

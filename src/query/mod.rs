@@ -16,6 +16,7 @@
 pub(crate) mod answer;
 pub(crate) mod bind;
 pub(crate) mod details;
+pub(crate) mod free_port;
 pub(crate) mod health;
 pub(crate) mod input;
 pub(crate) mod multi;
@@ -26,6 +27,7 @@ pub(crate) mod service;
 pub(crate) mod summary;
 
 pub(crate) use answer::{ANSWER_BUDGET, OWNER_HINT};
+pub use free_port::{Confirm, Confirmation, FreePortArgs, FreePortData, FreePortQuery, Requester};
 pub use health::{HealthArgs, HealthData, HealthQuery};
 pub use input::{ConnectionsArgs, PortArgs};
 pub(crate) use input::{

@@ -230,6 +230,14 @@ pub(crate) fn allowed(property: &Value) -> String {
             format!("must be an array of {item}s")
         }
         "boolean" => "must be true or false".to_string(),
+        "object" => {
+            let keys: Vec<&str> = property
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            format!("must be an object with {}", keys.join(", "))
+        }
         other => format!("must be of type {other}"),
     };
     match property
@@ -315,6 +323,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
             ("integer", Value::Number(n)) => Value::from(integer(n).ok_or_else(wrong)?),
             ("integer", _) => return Err(wrong()),
             ("string", Value::String(_)) | ("boolean", Value::Bool(_)) => value.clone(),
+            // An object is checked against its own properties; errors name `outer.inner`.
+            ("object", Value::Object(inner)) => {
+                let sub = property.as_object().cloned().unwrap_or_default();
+                decode::<Value>(&sub, inner).map_err(|mut e| {
+                    e.param = if e.param == "arguments" {
+                        name.clone()
+                    } else {
+                        format!("{name}.{}", e.param)
+                    };
+                    e
+                })?
+            }
             ("array", Value::Array(items)) => {
                 let item_kind = property
                     .get("items")

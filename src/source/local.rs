@@ -307,6 +307,11 @@ impl Source for LocalSource {
         Box::pin(async { Some(port_sysctl_texts()) })
     }
 
+    #[cfg(target_os = "linux")]
+    fn control(&self) -> Result<Arc<dyn super::Control>, String> {
+        Ok(Arc::new(LocalControl))
+    }
+
     fn collect(&self, want: Want) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let this = Arc::new(self.clone());
         Box::pin(async move {
@@ -458,4 +463,69 @@ pub(crate) fn port_sysctl_texts() -> [Option<String>; 3] {
         "ip_local_reserved_ports",
     ]
     .map(|name| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok())
+}
+
+/// Processes of this machine, for `free_port`: facts from `/proc`, signals through a pidfd
+/// opened only after the process's start time was checked again.
+#[cfg(target_os = "linux")]
+struct LocalControl;
+
+#[cfg(target_os = "linux")]
+impl super::Control for LocalControl {
+    fn facts<'a>(
+        &'a self,
+        pids: &'a [u32],
+    ) -> BoxFuture<'a, Result<std::collections::HashMap<u32, super::Facts>, Error>> {
+        Box::pin(async move {
+            Ok(pids
+                .iter()
+                .filter_map(|&pid| Some((pid, super::Facts::read(pid)?)))
+                .collect())
+        })
+    }
+
+    fn signal<'a>(
+        &'a self,
+        process: &'a super::Facts,
+        sig: super::Sig,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            use crate::process::signal::Handle;
+            let handle = match Handle::open(process.pid, process.start) {
+                Ok(h) => h,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(source) => {
+                    return Err(Error::Signal {
+                        pid: process.pid,
+                        signal: sig.name(),
+                        source,
+                    });
+                }
+            };
+            match handle.signal(sig) {
+                Ok(()) => Ok(true),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {
+                    Ok(false)
+                }
+                Err(source) => Err(Error::Signal {
+                    pid: process.pid,
+                    signal: sig.name(),
+                    source,
+                }),
+            }
+        })
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<super::Identity, Error>> {
+        Box::pin(async {
+            let mut protected = vec![std::process::id()];
+            if let Some(parent) = rustix::process::getppid() {
+                protected.push(parent.as_raw_nonzero().get() as u32);
+            }
+            Ok(super::Identity {
+                protected,
+                euid: rustix::process::geteuid().as_raw(),
+            })
+        })
+    }
 }

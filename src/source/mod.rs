@@ -158,7 +158,43 @@ pub trait Source: Send + Sync {
     fn port_sysctls(&self) -> BoxFuture<'_, Option<[Option<String>; 3]>> {
         Box::pin(async { None })
     }
+
+    #[doc(hidden)]
+    /// How `free_port` signals processes on this host, or why it may not (the sentence is
+    /// the refusal's reason). By default it may not.
+    fn control(&self) -> Result<Arc<dyn Control>, String> {
+        Err("this host's source cannot signal processes".into())
+    }
 }
+
+/// What `free_port` needs from a host beyond its listing: facts about processes and a way to
+/// signal one. Only hosts an operator allowed it on hand one out ([`Source::control`]).
+pub trait Control: Send + Sync {
+    /// Facts of these processes; a pid that is gone is left out.
+    fn facts<'a>(
+        &'a self,
+        pids: &'a [u32],
+    ) -> BoxFuture<'a, Result<std::collections::HashMap<u32, Facts>, Error>>;
+
+    /// Signals the process `process` describes if it is still that one (same pid and start
+    /// time): `Ok(false)` when it is gone or was replaced.
+    fn signal<'a>(&'a self, process: &'a Facts, sig: Sig) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Who is asking there: the pids never to signal (the server itself and its parent, on
+    /// this machine) and the user signals are sent as.
+    fn identity(&self) -> BoxFuture<'_, Result<Identity, Error>>;
+}
+
+/// Who signals on a host (see [`Control::identity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The server's own pid and its parent's, on this machine; none remotely.
+    pub(crate) protected: Vec<u32>,
+    /// The effective uid signals are sent with (0: any process).
+    pub(crate) euid: u32,
+}
+
+pub use crate::process::signal::{Facts, Sig};
 
 /// A host the query layer talks to, with how messages name it.
 #[derive(Clone)]

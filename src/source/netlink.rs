@@ -16,7 +16,7 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader,
     NetlinkMessage, NetlinkPayload, Parseable,
 };
 use netlink_packet_sock_diag::SockDiagMessage;
@@ -258,6 +258,65 @@ impl Diag {
             encode_compat_tcp_request(states, local_port, self.extensions().bits(), self.seq);
         self.send(&request)?;
         self.receive(Transport::Tcp, local_port, sink)
+    }
+
+    /// The TCP sockets (both families) whose local port is `local_port` and whose peer is
+    /// `remote`, with their ids (the address forms compared canonically, so an IPv4 peer of a
+    /// dual-stack socket matches).
+    pub(crate) fn find_connections(
+        &mut self,
+        local_port: u16,
+        remote: (std::net::IpAddr, u16),
+    ) -> Result<Vec<(Socket, SocketIds)>, Error> {
+        let mut found = Vec::new();
+        let mut sink = |s: Socket, ids: SocketIds| {
+            if s.foreign.port == Some(remote.1)
+                && s.foreign.ip.to_canonical() == remote.0.to_canonical()
+            {
+                found.push((s, ids));
+            }
+        };
+        for ipv6 in [false, true] {
+            self.dump_with(
+                Transport::Tcp,
+                ipv6,
+                StateSet::ALL,
+                Some(local_port),
+                &mut sink,
+            )?;
+        }
+        Ok(found)
+    }
+
+    /// Closes one TCP socket as `ss -K` does: a `SOCK_DESTROY` request naming it exactly (its
+    /// addresses, ports, interface and cookie), so no other socket can be hit. The kernel
+    /// resets the connection and wakes its owner with `ECONNABORTED`. Needs `CAP_NET_ADMIN`
+    /// in the socket's network namespace (`PermissionDenied` without it); a kernel built
+    /// without `CONFIG_INET_DIAG_DESTROY` answers `Unsupported`.
+    pub(crate) fn destroy(&mut self, socket: &Socket, ids: SocketIds) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = encode_destroy(socket, ids, self.seq);
+        self.socket.send_to(&request, &NlAddr::new(0, 0), 0)?;
+        loop {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let msg = NetlinkBuffer::new_checked(&self.buf[..n]).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad netlink reply: {e}"),
+                )
+            })?;
+            if msg.message_type() != NLMSG_ERROR || msg.sequence_number() != self.seq {
+                continue;
+            }
+            let code = msg
+                .payload()
+                .get(..4)
+                .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            return match code {
+                0 => Ok(()),
+                c => Err(io::Error::from_raw_os_error(-c)),
+            };
+        }
     }
 
     /// The attributes to ask the kernel for.
@@ -508,6 +567,49 @@ fn encode_request(
         let total = buf.len() as u32;
         NetlinkBuffer::new(&mut buf[..]).set_length(total);
     }
+    buf
+}
+
+/// `SOCK_DESTROY` in `include/uapi/linux/sock_diag.h`.
+const SOCK_DESTROY: u16 = 21;
+
+/// Builds a `SOCK_DESTROY` request for one socket: `nlmsghdr` (with an ack asked for) +
+/// `inet_diag_req_v2` carrying its full id.
+fn encode_destroy(socket: &Socket, ids: SocketIds, seq: u32) -> Vec<u8> {
+    let ipv6 = socket.protocol.is_ipv6();
+    let address = |ip: std::net::IpAddr| match (ipv6, ip) {
+        (true, std::net::IpAddr::V4(v4)) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+        (false, std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        _ => ip,
+    };
+    let request = InetRequest {
+        family: if ipv6 { AF_INET6 } else { AF_INET },
+        protocol: match socket.protocol.transport() {
+            Transport::Tcp => IPPROTO_TCP,
+            Transport::Udp => IPPROTO_UDP,
+        },
+        extensions: ExtensionFlags::empty(),
+        states: StateFlags::all(),
+        socket_id: SocketId {
+            source_port: socket.local_port,
+            destination_port: socket.foreign.port.unwrap_or(0),
+            source_address: address(socket.local_ip),
+            destination_address: address(socket.foreign.ip),
+            interface_id: ids.interface,
+            cookie: ids.cookie.to_ne_bytes(),
+        },
+    };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = seq;
+    let mut message = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(SockDiagMessage::InetRequest(request)),
+    );
+    message.finalize();
+    let mut buf = vec![0u8; message.buffer_len()];
+    message.serialize(&mut buf);
+    NetlinkBuffer::new(&mut buf[..]).set_message_type(SOCK_DESTROY);
     buf
 }
 

@@ -190,6 +190,7 @@ impl RemoteSources for SshRemotes {
 }
 
 /// One remote host as a [`Source`].
+#[derive(Clone)]
 pub(crate) struct RemoteSource {
     pool: SshPool,
     host: RemoteHost,
@@ -466,6 +467,17 @@ impl Source for RemoteSource {
         })
     }
 
+    fn control(&self) -> Result<Arc<dyn super::Control>, String> {
+        if self.host.allow_kill {
+            Ok(Arc::new(self.clone()))
+        } else {
+            Err(format!(
+                "its [[remote_hosts]] entry does not say allow_kill = true (remote host {})",
+                self.host.label()
+            ))
+        }
+    }
+
     /// A Linux host's, read over the pooled session; none for other systems (or a failure).
     fn port_sysctls(&self) -> BoxFuture<'_, Option<[Option<String>; 3]>> {
         Box::pin(async move {
@@ -477,6 +489,88 @@ impl Source for RemoteSource {
                 .await
                 .ok()?;
             Some(commands::port_sysctls(&out.stdout))
+        })
+    }
+}
+
+impl RemoteSource {
+    /// Runs a `free_port` command on a Linux host (others have no `/proc` to check a
+    /// process's start time against, so nothing is signalled there).
+    async fn run_control(
+        &self,
+        command: crate::ssh::RemoteCommand,
+    ) -> Result<crate::ssh::CommandOutput, Error> {
+        match self.os().await? {
+            RemoteOs::Linux => Ok(self.pool.run(&self.host, self.ssh_port, command).await?),
+            other => Err(Error::Refused(format!(
+                "free_port on remote host {} needs Linux (it checks each process in /proc \
+                 before signalling it); this host runs {}. Nothing was signalled",
+                self.host.label(),
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+/// `free_port` on a remote Linux host whose entry allows it: facts from `/proc` over the
+/// pooled session, signals with `kill` after the process's start time is checked again in the
+/// same command, which is never retried.
+impl super::Control for RemoteSource {
+    fn facts<'a>(
+        &'a self,
+        pids: &'a [u32],
+    ) -> BoxFuture<'a, Result<HashMap<u32, super::Facts>, Error>> {
+        Box::pin(async move {
+            if pids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let out = self.run_control(commands::process_facts(pids)).await?;
+            Ok(commands::parse_process_facts(&out.stdout).0)
+        })
+    }
+
+    fn signal<'a>(
+        &'a self,
+        process: &'a super::Facts,
+        sig: super::Sig,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let name = match sig {
+                super::Sig::Term => "TERM",
+                super::Sig::Kill => "KILL",
+            };
+            let out = self
+                .run_control(commands::signal(process.pid, process.start, name))
+                .await?;
+            match out.exit_status {
+                Some(0) => Ok(true),
+                Some(3) => Ok(false),
+                _ => Err(Error::Signal {
+                    pid: process.pid,
+                    signal: sig.name(),
+                    source: std::io::Error::other(format!(
+                        "on remote host {}: {}",
+                        self.host.label(),
+                        crate::error::shorten(out.stderr.trim())
+                    )),
+                }),
+            }
+        })
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<super::Identity, Error>> {
+        Box::pin(async move {
+            let out = self.run_control(commands::process_facts(&[])).await?;
+            let euid = commands::parse_process_facts(&out.stdout)
+                .1
+                .ok_or_else(|| Error::Remote {
+                    host: self.host.name.clone(),
+                    detail: "`id -u` printed no user id".into(),
+                })?;
+            Ok(super::Identity {
+                protected: Vec::new(),
+                euid,
+            })
         })
     }
 }

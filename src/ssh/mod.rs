@@ -54,6 +54,9 @@ const MAX_OUTPUT_BYTES: usize = 256 * 1024 * 1024;
 pub struct RemoteCommand {
     name: &'static str,
     line: Cow<'static, str>,
+    /// Whether a session that died around it may run it again on a fresh one (not for a
+    /// command that signals processes: it may have run already).
+    retry: bool,
 }
 
 impl RemoteCommand {
@@ -61,6 +64,7 @@ impl RemoteCommand {
     pub const TRUE: RemoteCommand = RemoteCommand {
         name: "true",
         line: Cow::Borrowed("true"),
+        retry: true,
     };
 
     /// For the command builders of this crate only.
@@ -68,7 +72,20 @@ impl RemoteCommand {
         RemoteCommand {
             name,
             line: Cow::Owned(line),
+            retry: true,
         }
+    }
+
+    /// A command that is never run twice: a dead session fails it rather than retrying.
+    pub(crate) fn once(self) -> RemoteCommand {
+        RemoteCommand {
+            retry: false,
+            ..self
+        }
+    }
+
+    pub(crate) fn may_retry(&self) -> bool {
+        self.retry
     }
 
     /// The command line sent to the remote shell.

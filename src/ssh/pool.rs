@@ -135,7 +135,8 @@ impl SshPool {
             .map_err(|e| target.protocol("waiting for a channel slot", e))?;
 
         let mut last_dead = String::new();
-        for attempt in 0..2 {
+        let attempts = if command.may_retry() { 2 } else { 1 };
+        for attempt in 0..attempts {
             let session = self.session(&slot, &target).await?;
             match self.exec(&session, &target, &command).await {
                 Ok(out) => return Ok(out),
@@ -146,6 +147,12 @@ impl SshPool {
                     last_dead = detail;
                 }
             }
+        }
+        if attempts == 1 {
+            return Err(target.protocol(
+                "running a command (not retried: it may have run)",
+                last_dead,
+            ));
         }
         Err(target.protocol("running a command (after reconnecting once)", last_dead))
     }

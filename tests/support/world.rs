@@ -79,6 +79,8 @@ pub struct Holder {
     pub pid: u32,
     /// The `--share` child, 0 if none.
     pub sharer: u32,
+    /// The `--workers` children.
+    pub workers: Vec<u32>,
     pub ports: Vec<u16>,
 }
 
@@ -140,10 +142,16 @@ impl Holder {
             .filter(|p| !p.is_empty())
             .map(|p| p.parse().expect("port"))
             .collect();
+        let workers = field("workers")
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().expect("worker pid"))
+            .collect();
         Holder {
             child,
             pid,
             sharer,
+            workers,
             ports,
         }
     }
@@ -160,14 +168,16 @@ impl Drop for Holder {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // A killed listener leaves its child behind: end it too, by its pid, if that pid is
-        // still the `sleep` the listener started.
-        if self.sharer != 0
-            && std::fs::read_to_string(format!("/proc/{}/comm", self.sharer))
-                .is_ok_and(|comm| comm.trim() == "sleep")
-            && let Some(pid) = rustix::process::Pid::from_raw(self.sharer as i32)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        // A killed listener leaves its children behind: end them too, by their pids, if those
+        // pids are still the `sleep`s the listener started.
+        for &child in self.workers.iter().chain([self.sharer].iter()) {
+            if child != 0
+                && std::fs::read_to_string(format!("/proc/{child}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+                && let Some(pid) = rustix::process::Pid::from_raw(child as i32)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 }

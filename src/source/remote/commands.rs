@@ -255,6 +255,65 @@ pub(crate) fn command_line(listing: Listing, filter: &Filter, owners: bool) -> S
 /// The sysctls `bind` reads, as `name=value` lines (an unreadable one: `name=`).
 const PORT_SYSCTLS: &str = "for f in ip_local_port_range ip_unprivileged_port_start ip_local_reserved_ports; do printf '%s=' \"$f\"; cat \"/proc/sys/net/ipv4/$f\" 2>/dev/null || echo; done";
 
+/// `free_port`'s facts about remote processes: for each pid that exists, its
+/// `/proc/<pid>/stat` line and its `Uid:` line; then `euid=<id -u>`. Only integers are filled
+/// in.
+pub(crate) fn process_facts(pids: &[u32]) -> RemoteCommand {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    RemoteCommand::built(
+        "cat /proc/<pid>/stat",
+        format!(
+            "for p in {}; do s=$(cat /proc/$p/stat 2>/dev/null) || continue; \
+             u=$(grep '^Uid:' /proc/$p/status 2>/dev/null) || continue; \
+             printf '%s\\n%s\\n' \"$s\" \"$u\"; done; printf 'euid=%s\\n' \"$(id -u)\"",
+            list.join(" ")
+        ),
+    )
+}
+
+/// The facts [`process_facts`] printed, by pid, and the SSH user's effective uid.
+pub(crate) fn parse_process_facts(
+    stdout: &str,
+) -> (
+    std::collections::HashMap<u32, crate::source::Facts>,
+    Option<u32>,
+) {
+    let mut facts = std::collections::HashMap::new();
+    let mut euid = None;
+    let mut lines = stdout.lines();
+    while let Some(line) = lines.next() {
+        if let Some(id) = line.strip_prefix("euid=") {
+            euid = id.trim().parse().ok();
+            continue;
+        }
+        let Some(uid_line) = lines.next() else { break };
+        let pid = line
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok());
+        if let Some(pid) = pid
+            && let Some(f) = crate::source::Facts::parse(pid, line, uid_line)
+        {
+            facts.insert(pid, f);
+        }
+    }
+    (facts, euid)
+}
+
+/// Sends `signal` (TERM or KILL) to `pid` only if its start time is still `start`: exit 3
+/// when it is gone or another process has the pid now. Never retried.
+pub(crate) fn signal(pid: u32, start: u64, signal: &'static str) -> RemoteCommand {
+    debug_assert!(matches!(signal, "TERM" | "KILL"));
+    RemoteCommand::built(
+        "kill",
+        format!(
+            "s=$(cat /proc/{pid}/stat 2>/dev/null) || exit 3; s=${{s##*) }}; set -- $s; \
+             [ \"${{20}}\" = {start} ] || exit 3; kill -s {signal} {pid}"
+        ),
+    )
+    .once()
+}
+
 /// The three texts of a [`Listing::PortSysctls`] output, in the order the command prints them.
 pub(crate) fn port_sysctls(stdout: &str) -> [Option<String>; 3] {
     [
