@@ -9,7 +9,8 @@
 //!   cgroup path) — read once per process, only for the processes an answer shows.
 //! - [`query`]: validation, filters, port occupation, result envelopes and messages, and the
 //!   [`query::Service`] both faces (CLI, MCP) call.
-//! - [`mcp`]: the MCP server: eight read-only tools over the services. With `inflight` and
+//! - [`mcp`]: the MCP server: eight read-only tools over the services (and the opt-in
+//!   `free_port`). With `inflight` and
 //!   [`http`], the only modules that know rmcp.
 //! - [`parse`]: pure parsers for every socket listing a host may print (netstat, ss, /proc/net,
 //!   BSD, lsof, Windows), a format detector, netstat-style rendering, and the local fallback runner.

@@ -1,4 +1,5 @@
-//! The MCP server: eight read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`].
+//! The MCP server: eight read-only tools over [`Service`], [`NetstatTool`] and [`WatchService`],
+//! and `free_port`, offered only when the operator enables it ([`Actions`]).
 //!
 //! [`NetstatServer`] implements rmcp's `ServerHandler` by hand rather than through typed
 //! `Parameters<T>`: a wrong JSON type (`"80"`, `80.5`) must come back as a tool result with

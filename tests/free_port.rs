@@ -599,7 +599,10 @@ fn the_cli_shows_the_dry_run_and_acts_only_when_told() {
     let (h, port) = holder(&["--on-term", "ignore"]);
     let (code, out, _) = cli(&[], &[&port.to_string(), "--yes", "--timeout-secs", "1"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("still held") && out.contains("force"), "{out}");
+    assert!(
+        out.starts_with("Dry run") && out.contains("is still held") && out.contains("force"),
+        "{out}"
+    );
     assert!(!process_gone(h.pid));
 }
 
@@ -716,4 +719,78 @@ async fn bad_input_names_the_parameter() {
     assert!(!process_gone(h.pid) && listening(port));
     assert!(client.asked.lock().unwrap().is_empty());
     client.stop().await;
+}
+
+/// A remote Linux host (a real sshd of the test's own on loopback): free_port acts there only
+/// when its entry says `allow_kill = true`, and then as the SSH user, who can signal only its
+/// own processes.
+#[test]
+fn a_remote_host_needs_allow_kill_in_its_entry() {
+    use crate::support::sshd::{PASSWORD, Sshd, USER, UserPath};
+    let sshd = Sshd::start(UserPath::System);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            sshd.config_text("", &format!("password = \"{PASSWORD}\"\n{extra}")),
+        )
+        .expect("write config");
+        path.to_str().unwrap().to_string()
+    };
+    let denied = write("denied.toml", "");
+    let allowed = write("allowed.toml", "allow_kill = true");
+    let run = |config: &str, args: &[&str]| -> (i32, String, String) {
+        let out = Command::new(bin())
+            .args(["--config", config, "free-port"])
+            .args(args)
+            .args(["--host", "test-sshd"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("netstat-mcp free-port --host");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The SSH user's own listener.
+    let reuid = format!("--reuid={USER}");
+    let regid = format!("--regid={USER}");
+    let h = Holder::start(
+        &["setpriv", &reuid, &regid, "--clear-groups"],
+        &["--tcp", "127.0.0.1:0"],
+    );
+    let port = h.ports[0].to_string();
+
+    let (code, _, err) = run(&denied, &[&port, "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("allow_kill = true"), "{err}");
+    assert!(!process_gone(h.pid) && listening(h.ports[0]));
+
+    let (code, out, err) = run(&allowed, &[&port, "--dry-run", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let dry: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(dry["data"]["host"], "test-sshd", "{dry}");
+    assert_eq!(dry["data"]["processes"][0]["pid"], h.pid, "{dry}");
+    assert!(!process_gone(h.pid));
+
+    // Root's listener: the SSH user may not signal it (it cannot even see its owner).
+    let (root_holder, root_port) = holder(&[]);
+    let (code, _, err) = run(&allowed, &[&root_port.to_string(), "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nothing was signalled") || err.contains("Nothing was signalled"),
+        "{err}"
+    );
+    assert!(!process_gone(root_holder.pid) && listening(root_port));
+
+    let (code, out, err) = run(&allowed, &[&port, "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("is free now"), "{out}");
+    assert!(
+        err.contains(&format!("sending SIGTERM to pid {}", h.pid)) && err.contains("remote host"),
+        "{err}"
+    );
+    assert!(process_gone(h.pid) && !listening(h.ports[0]));
 }

@@ -576,6 +576,8 @@ fn done_message(what: &str, data: &FreePortData, query: &FreePortQuery) -> Strin
     } else {
         format!("sent {}", sent.join("; "))
     };
+    // `what` starts a sentence here.
+    let what = format!("P{}", what.strip_prefix('p').unwrap_or(what));
     if data.free {
         let mut m = format!("{what} is free now: {sent}");
         if data.time_wait > 0 {
