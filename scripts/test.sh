@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 needs=(
     "ss iproute2" "ip iproute2" "netstat net-tools" "lsof lsof"
     "/usr/sbin/sshd openssh-server" "ssh-keygen openssh-client" "ssh-agent openssh-client"
-    "useradd passwd" "chpasswd passwd" "unshare util-linux" "setpriv util-linux"
+    "useradd passwd" "chpasswd passwd" "unshare util-linux" "setpriv util-linux" "nsenter util-linux"
     "runuser util-linux" "ps procps" "python3 python3" "mawk mawk" "nft nftables"
     "prometheus prometheus" "promtool prometheus"
     "prometheus-node-exporter prometheus-node-exporter" "/usr/bin/time time"
