@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use netstat_mcp::model::{Protocol, Socket, TcpState};
-use netstat_mcp::query::{ConnectionsArgs, PortArgs, Service};
+use netstat_mcp::query::{ConnectionsArgs, Filters, PortArgs, Service};
 use netstat_mcp::source::{Backend, LocalSource, NoRemotes, Want};
 
 use crate::support::net::{in_empty_netns, our_program, tcp_listener, udp_socket};
@@ -289,7 +289,10 @@ fn filters_and_limit() {
         rt.block_on(service.connections(&q)).expect("query")
     };
     let by_local = run(ConnectionsArgs {
-        local_port: Some(port.into()),
+        filters: Filters {
+            local_port: Some(port.into()),
+            ..Default::default()
+        },
         ..Default::default()
     });
     let data = by_local.data.unwrap();
@@ -301,7 +304,10 @@ fn filters_and_limit() {
     assert!(data.connections.iter().all(|c| c.local_port == port));
 
     let by_remote = run(ConnectionsArgs {
-        remote_port: Some(port.into()),
+        filters: Filters {
+            remote_port: Some(port.into()),
+            ..Default::default()
+        },
         ..Default::default()
     });
     assert_eq!(
@@ -311,7 +317,10 @@ fn filters_and_limit() {
     );
 
     let listen = run(ConnectionsArgs {
-        local_port: Some(port.into()),
+        filters: Filters {
+            local_port: Some(port.into()),
+            ..Default::default()
+        },
         state: Some("listening".into()),
         ..Default::default()
     });
@@ -326,7 +335,10 @@ fn filters_and_limit() {
         listen.message
     );
     let established = run(ConnectionsArgs {
-        local_port: Some(port.into()),
+        filters: Filters {
+            local_port: Some(port.into()),
+            ..Default::default()
+        },
         state: Some("ESTAB".into()),
         ..Default::default()
     });
@@ -338,15 +350,21 @@ fn filters_and_limit() {
     );
 
     let mine = run(ConnectionsArgs {
-        pid: Some(std::process::id().into()),
-        program: Some(our_program().to_uppercase()),
-        remote_port: Some(port.into()),
+        filters: Filters {
+            pid: Some(std::process::id().into()),
+            program: Some(our_program().to_uppercase()),
+            remote_port: Some(port.into()),
+            ..Default::default()
+        },
         ..Default::default()
     });
     assert_eq!(mine.data.unwrap().connection_count, 3);
 
     let limited = run(ConnectionsArgs {
-        local_port: Some(port.into()),
+        filters: Filters {
+            local_port: Some(port.into()),
+            ..Default::default()
+        },
         limit: Some(2),
         ..Default::default()
     });
@@ -362,7 +380,10 @@ fn filters_and_limit() {
     );
 
     let nobody = run(ConnectionsArgs {
-        pid: Some(i64::from(u32::MAX)),
+        filters: Filters {
+            pid: Some(i64::from(u32::MAX)),
+            ..Default::default()
+        },
         ..Default::default()
     });
     assert_eq!(nobody.data.unwrap().connection_count, 0);

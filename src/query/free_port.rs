@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::input::{HostSpec, input, port_arg, quoted};
+use super::input::{HostSpec, input, port_and_proto, port_arg, quoted};
 use super::output::Envelope;
 use super::service::Service;
 use crate::error::{Error, InputError};
@@ -110,25 +110,7 @@ pub struct FreePortQuery {
 
 impl FreePortArgs {
     pub fn validate(&self) -> Result<FreePortQuery, InputError> {
-        let port = port_arg("port", self.port)?.ok_or_else(|| {
-            input(
-                "port",
-                "missing".into(),
-                "is required and must be an integer between 1 and 65535",
-            )
-        })?;
-        let transport = match self.proto.as_deref().map(|p| p.trim().to_ascii_lowercase()) {
-            None => Transport::Tcp,
-            Some(p) if p == "tcp" => Transport::Tcp,
-            Some(p) if p == "udp" => Transport::Udp,
-            Some(_) => {
-                return Err(input(
-                    "proto",
-                    quoted(self.proto.as_deref().unwrap_or("")),
-                    "must be one of: tcp, udp",
-                ));
-            }
-        };
+        let (port, transport) = port_and_proto(self.port, self.proto.as_deref())?;
         let host = match HostSpec::from_arg(self.host.as_deref())? {
             HostSpec::Many(_) => {
                 return Err(input(

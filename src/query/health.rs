@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::answer::{HolderCache, connection_row, thousands};
-use super::input::{ConnectionsArgs, ConnectionsQuery, ProtoFilter, input, quoted};
+use super::input::{ConnectionsArgs, ConnectionsQuery, Filters, ProtoFilter, input, quoted};
 use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
 use super::page::{RowKey, row_order};
 use crate::error::InputError;
@@ -25,7 +25,8 @@ pub(crate) const DEFAULT_HEALTH_ROWS: usize = 20;
 
 /// Inputs of `connection_health` (and the CLI's `health`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
-#[serde(deny_unknown_fields)]
+// No serde `deny_unknown_fields` (it cannot combine with `flatten`): the schema decoder
+// refuses unknown names.
 #[schemars(deny_unknown_fields)]
 pub struct HealthArgs {
     /// Protocol: tcp (default), udp or all. IPv4 and IPv6 are both included. UDP sockets have
@@ -69,25 +70,9 @@ pub struct HealthArgs {
     )]
     pub ssh_port: Option<i64>,
 
-    /// Only sockets whose local port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub local_port: Option<i64>,
-
-    /// Only sockets whose remote (foreign) port is this one (e.g. 5432: connections to
-    /// postgres).
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub remote_port: Option<i64>,
-
-    /// Only sockets held by this process id.
-    #[schemars(range(min = 1))]
-    #[arg(long)]
-    pub pid: Option<i64>,
-
-    /// Only sockets held by a program whose name contains this text (case-insensitive).
-    #[arg(long, value_name = "NAME")]
-    pub program: Option<String>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub filters: Filters,
 
     /// Which rows come first: retrans (default: most retransmitted segments; for UDP most
     /// drops), rtt (highest smoothed RTT), send_queue, recv_queue, bytes (most bytes acked
@@ -214,10 +199,7 @@ impl HealthArgs {
             host: self.host.clone(),
             port: self.port,
             ssh_port: self.ssh_port,
-            local_port: self.local_port,
-            remote_port: self.remote_port,
-            pid: self.pid,
-            program: self.program.clone(),
+            filters: self.filters.clone(),
             limit: self.limit,
             cursor: None,
             scope: self.scope.clone(),

@@ -34,7 +34,8 @@ const PID_ALLOWED: &str = "must be a positive integer process id";
 
 /// Inputs of `query_network_connections` (and the CLI's `connections` and `summary`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
-#[serde(deny_unknown_fields)]
+// No serde `deny_unknown_fields`: serde cannot combine it with `flatten`; the schema
+// decoder refuses unknown names (its additionalProperties is false).
 #[schemars(deny_unknown_fields)]
 pub struct ConnectionsArgs {
     /// Protocol family: tcp, udp or all (default all). IPv4 and IPv6 are both included.
@@ -83,24 +84,9 @@ pub struct ConnectionsArgs {
     )]
     pub ssh_port: Option<i64>,
 
-    /// Only sockets whose local port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub local_port: Option<i64>,
-
-    /// Only sockets whose remote (foreign) port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub remote_port: Option<i64>,
-
-    /// Only sockets held by this process id.
-    #[schemars(range(min = 1))]
-    #[arg(long)]
-    pub pid: Option<i64>,
-
-    /// Only sockets held by a program whose name contains this text (case-insensitive).
-    #[arg(long, value_name = "NAME")]
-    pub program: Option<String>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub filters: Filters,
 
     /// Maximum rows to return (default 50; 0 means no limit). connection_count and summary
     /// always cover every matching socket.
@@ -128,6 +114,55 @@ pub struct ConnectionsArgs {
     #[schemars(extend("enum" = ["host", "all"], "default" = "host"))]
     #[arg(skip)]
     pub scope: Option<String>,
+}
+
+/// The filters on what a socket is (its ports) and who holds it, shared by every listing-like
+/// input (`query_network_connections`, `watch_connections`, `recent_connection_events`,
+/// `connection_health`, `traffic`): declared, validated and matched once.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+pub struct Filters {
+    /// Only sockets whose local port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<i64>,
+
+    /// Only sockets whose remote (foreign) port is this one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<i64>,
+
+    /// Only sockets held by this process id.
+    #[schemars(range(min = 1))]
+    #[arg(long)]
+    pub pid: Option<i64>,
+
+    /// Only sockets held by a program whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub program: Option<String>,
+}
+
+/// [`Filters`], validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Matching {
+    pub(crate) local_port: Option<u16>,
+    pub(crate) remote_port: Option<u16>,
+    pub(crate) pid: Option<u32>,
+    /// Lower-cased; `None` for none or blank.
+    pub(crate) program: Option<String>,
+}
+
+impl Filters {
+    pub(crate) fn validate(&self) -> Result<Matching, InputError> {
+        Ok(Matching {
+            local_port: port_arg("local_port", self.local_port)?,
+            remote_port: port_arg("remote_port", self.remote_port)?,
+            pid: pid_arg(self.pid)?,
+            program: match &self.program {
+                Some(p) if !p.trim().is_empty() => Some(p.trim().to_lowercase()),
+                _ => None,
+            },
+        })
+    }
 }
 
 /// Which transports a listing covers.
@@ -268,10 +303,12 @@ impl ConnectionsArgs {
             Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
             Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
         };
-        let program = match &self.program {
-            Some(p) if !p.trim().is_empty() => Some(p.trim().to_lowercase()),
-            _ => None,
-        };
+        let Matching {
+            local_port,
+            remote_port,
+            pid,
+            program,
+        } = self.filters.validate()?;
         let host = HostSpec::from_arg(self.host.as_deref())?;
         let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
@@ -280,9 +317,9 @@ impl ConnectionsArgs {
             state,
             host,
             ssh_port,
-            local_port: port_arg("local_port", self.local_port)?,
-            remote_port: port_arg("remote_port", self.remote_port)?,
-            pid: pid_arg(self.pid)?,
+            local_port,
+            remote_port,
+            pid,
             program,
             limit,
             default_limit,
@@ -395,6 +432,32 @@ pub struct PortArgs {
     pub address: Option<String>,
 }
 
+/// The required `port` and the `proto` (tcp, the default, or udp) of a tool about one port.
+pub(crate) fn port_and_proto(
+    port: Option<i64>,
+    proto: Option<&str>,
+) -> Result<(u16, Transport), InputError> {
+    let port = port_arg("port", port)?.ok_or_else(|| {
+        input(
+            "port",
+            "missing".into(),
+            "is required and must be an integer between 1 and 65535",
+        )
+    })?;
+    let transport = match proto.map(|p| p.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("tcp") => Transport::Tcp,
+        Some("udp") => Transport::Udp,
+        Some(_) => {
+            return Err(input(
+                "proto",
+                quoted(proto.unwrap_or("")),
+                "must be one of: tcp, udp",
+            ));
+        }
+    };
+    Ok((port, transport))
+}
+
 /// What `address` accepts, for its error.
 pub(crate) const ADDRESS_ALLOWED: &str = "must be an IP address of this host, e.g. 127.0.0.1, ::1, 0.0.0.0 or an interface's address (default: [::], IPv4 and IPv6)";
 
@@ -420,25 +483,7 @@ pub struct PortQuery {
 impl PortArgs {
     /// Validates the arguments. `default_limit` applies when `limit` is absent.
     pub fn validate(&self, default_limit: Option<usize>) -> Result<PortQuery, InputError> {
-        let port = port_arg("port", self.port)?.ok_or_else(|| {
-            input(
-                "port",
-                "missing".into(),
-                "is required and must be an integer between 1 and 65535",
-            )
-        })?;
-        let transport = match self.proto.as_deref().map(|p| p.trim().to_ascii_lowercase()) {
-            None => Transport::Tcp,
-            Some(p) if p == "tcp" => Transport::Tcp,
-            Some(p) if p == "udp" => Transport::Udp,
-            Some(_) => {
-                return Err(input(
-                    "proto",
-                    quoted(self.proto.as_deref().unwrap_or("")),
-                    "must be one of: tcp, udp",
-                ));
-            }
-        };
+        let (port, transport) = port_and_proto(self.port, self.proto.as_deref())?;
         let (limit, default_limit) = match self.limit {
             None => (default_limit, default_limit.is_some()),
             Some(0) => (None, false),
@@ -533,7 +578,8 @@ fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {
 /// Inputs of `watch_connections` (and the CLI's `watch`): the connection filters of
 /// [`ConnectionsArgs`] (validated by it, see [`WatchArgs::filters`]) plus the window.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
-#[serde(deny_unknown_fields)]
+// No serde `deny_unknown_fields`: serde cannot combine it with `flatten`; the schema
+// decoder refuses unknown names (its additionalProperties is false).
 #[schemars(deny_unknown_fields)]
 pub(crate) struct WatchArgs {
     /// How long to watch, in seconds: 1-50 (default 10; a call must end inside the 60 s request
@@ -579,24 +625,9 @@ pub(crate) struct WatchArgs {
     )]
     pub(crate) ssh_port: Option<i64>,
 
-    /// Only sockets whose local port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub(crate) local_port: Option<i64>,
-
-    /// Only sockets whose remote (foreign) port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub(crate) remote_port: Option<i64>,
-
-    /// Only sockets held by this process id.
-    #[schemars(range(min = 1))]
-    #[arg(long)]
-    pub(crate) pid: Option<i64>,
-
-    /// Only sockets held by a program whose name contains this text (case-insensitive).
-    #[arg(long, value_name = "NAME")]
-    pub(crate) program: Option<String>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub(crate) filters: Filters,
 
     /// Milliseconds between two listings: 20-60000 (default 250 locally; for a remote host
     /// default 2000, at least 500).
@@ -623,10 +654,7 @@ impl WatchArgs {
             state: self.state.clone(),
             host: self.host.clone(),
             ssh_port: self.ssh_port,
-            local_port: self.local_port,
-            remote_port: self.remote_port,
-            pid: self.pid,
-            program: self.program.clone(),
+            filters: self.filters.clone(),
             ..ConnectionsArgs::default()
         }
     }
@@ -635,7 +663,8 @@ impl WatchArgs {
 /// Inputs of `recent_connection_events`: the look-back, the connection filters (validated by
 /// [`ConnectionsArgs`]) and the number of events.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// No serde `deny_unknown_fields`: serde cannot combine it with `flatten`; the schema
+// decoder refuses unknown names (its additionalProperties is false).
 #[schemars(deny_unknown_fields)]
 pub(crate) struct RecentArgs {
     /// How far back to look, in seconds: 1-604800 (default 600, ten minutes).
@@ -650,20 +679,8 @@ pub(crate) struct RecentArgs {
     /// last state seen).
     pub(crate) state: Option<String>,
 
-    /// Only sockets whose local port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    pub(crate) local_port: Option<i64>,
-
-    /// Only sockets whose remote (foreign) port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    pub(crate) remote_port: Option<i64>,
-
-    /// Only sockets held by this process id.
-    #[schemars(range(min = 1))]
-    pub(crate) pid: Option<i64>,
-
-    /// Only sockets held by a program whose name contains this text (case-insensitive).
-    pub(crate) program: Option<String>,
+    #[serde(flatten)]
+    pub(crate) filters: Filters,
 
     /// Maximum events to return, the newest (default 50; 0 means no limit). The counts always
     /// cover every matching event.
@@ -677,10 +694,7 @@ impl RecentArgs {
         ConnectionsArgs {
             proto: self.proto.clone(),
             state: self.state.clone(),
-            local_port: self.local_port,
-            remote_port: self.remote_port,
-            pid: self.pid,
-            program: self.program.clone(),
+            filters: self.filters.clone(),
             ..ConnectionsArgs::default()
         }
     }

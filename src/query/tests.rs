@@ -561,3 +561,39 @@ fn success_and_message_come_first_in_the_json() {
         "summary before rows"
     );
 }
+
+/// The inputs that flatten [`Filters`] cannot use serde's `deny_unknown_fields` (serde does
+/// not combine it with `flatten`): the schema decoder is what refuses an unknown name, so each
+/// schema must still say `additionalProperties: false` and list the filters as its own.
+#[test]
+fn flattened_filters_stay_in_the_schema_and_unknown_names_are_still_refused() {
+    let schemas = [
+        ("connections", input_schema::<ConnectionsArgs>()),
+        ("watch", input_schema::<crate::query::WatchArgs>()),
+        ("recent", input_schema::<crate::query::RecentArgs>()),
+        ("health", input_schema::<crate::query::HealthArgs>()),
+        // traffic's input (in `watch`, a layer up) has the same check in its own tests.
+    ];
+    for (tool, schema) in &schemas {
+        assert_eq!(schema["additionalProperties"], false, "{tool}");
+        let props = schema["properties"].as_object().unwrap();
+        for filter in ["local_port", "remote_port", "pid", "program"] {
+            assert!(props[filter]["description"].is_string(), "{tool}.{filter}");
+        }
+        let unknown = json!({"local_port": 80, "prot": "tcp"});
+        let e = decode::<serde_json::Value>(schema, unknown.as_object().unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown parameter 'prot'"),
+            "{tool}: {e}"
+        );
+    }
+    let args: ConnectionsArgs = decode(
+        &schemas[0].1,
+        json!({"local_port": 80, "program": "nginx"})
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(args.filters.local_port, Some(80));
+    assert_eq!(args.filters.program.as_deref(), Some("nginx"));
+}

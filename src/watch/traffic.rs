@@ -45,7 +45,8 @@ pub(crate) const DEFAULT_GROUPS: usize = 20;
 
 /// Inputs of `traffic` (and the CLI's `top`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
-#[serde(deny_unknown_fields)]
+// No serde `deny_unknown_fields` (it cannot combine with `flatten`): the schema decoder
+// refuses unknown names.
 #[schemars(deny_unknown_fields)]
 pub struct TrafficArgs {
     /// How long to measure, in seconds: 1-50 (default 5).
@@ -103,24 +104,9 @@ pub struct TrafficArgs {
     #[arg(long, value_name = "PORT", help = "SSH port for --host")]
     pub ssh_port: Option<i64>,
 
-    /// Only connections whose local port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub local_port: Option<i64>,
-
-    /// Only connections whose remote (foreign) port is this one.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT")]
-    pub remote_port: Option<i64>,
-
-    /// Only connections held by this process id.
-    #[schemars(range(min = 1))]
-    #[arg(long)]
-    pub pid: Option<i64>,
-
-    /// Only connections held by a program whose name contains this text (case-insensitive).
-    #[arg(long, value_name = "NAME")]
-    pub program: Option<String>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub filters: crate::query::Filters,
 
     /// Maximum groups, the busiest first (default 20; 0 means no limit). totals always cover
     /// everything measured.
@@ -226,10 +212,7 @@ impl TrafficArgs {
             host: self.host.clone(),
             port: self.port,
             ssh_port: self.ssh_port,
-            local_port: self.local_port,
-            remote_port: self.remote_port,
-            pid: self.pid,
-            program: self.program.clone(),
+            filters: self.filters.clone(),
             ..ConnectionsArgs::default()
         };
         let filter = filters.validate(None)?;
@@ -944,5 +927,23 @@ mod tests {
     fn bytes_read_humanly() {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(8 * 1024 * 1024), "8.0 MiB");
+    }
+
+    /// Its filters are flattened, so no serde `deny_unknown_fields`: the schema decoder refuses
+    /// unknown names (as for the inputs of `query`).
+    #[test]
+    fn flattened_filters_are_in_the_schema_and_unknown_names_refused() {
+        use crate::query::schema::{decode, input_schema};
+        let schema = input_schema::<TrafficArgs>();
+        assert_eq!(schema["additionalProperties"], false);
+        for filter in ["local_port", "remote_port", "pid", "program"] {
+            assert!(
+                schema["properties"][filter]["description"].is_string(),
+                "{filter}"
+            );
+        }
+        let unknown = serde_json::json!({"pid": 1, "prot": "tcp"});
+        let e = decode::<serde_json::Value>(&schema, unknown.as_object().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("unknown parameter 'prot'"), "{e}");
     }
 }
