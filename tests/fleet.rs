@@ -797,6 +797,22 @@ async fn macos_and_freebsd_listings_with_lsof_owners() {
     );
     let profile = remotes.profile("test-sshd", None).unwrap();
     assert_eq!(profile.unfiltered, Some(Listing::BsdNetstat));
+    // A port check there: no bind verdict (macOS's rules are not Linux's), and the message
+    // says why and what the listing does tell. (Its narrowed listing runs awk, as macOS has.)
+    sshd.shim("awk", "#!/bin/sh\nexec /usr/bin/awk \"$@\"\n");
+    let q = PortArgs::from_json(&map(json!({"host": "test-sshd", "port": 22})))
+        .unwrap()
+        .validate(Some(20))
+        .unwrap();
+    let port = service(&remotes).port(&q).await.unwrap();
+    let data = port.data.as_ref().expect("data");
+    assert!(data.bind.is_none());
+    assert!(
+        port.message
+            .contains("bind is null: this host's bind rules (it is not Linux)"),
+        "{}",
+        port.message
+    );
 
     // FreeBSD's capture holds a UNIX-socket section: its lines are reported, not dropped.
     let file = fixture("bsd/freebsd12-an.txt");

@@ -16,6 +16,12 @@ const SUGGESTED_PORTS: usize = 5;
 const MAX_PROBES: usize = 64;
 const MAX_REMOTE_PROBES: usize = 8;
 
+/// What a port check on a remote host that is not Linux says instead of `bind`.
+const NOT_LINUX_BIND: &str = "bind is null: this host's bind rules (it is not Linux) and port \
+settings are not known from here. What the listing does say: a server binding the same address \
+and port as a listening socket above fails on any system, and one binding a port no socket \
+holds succeeds unless the system reserves it";
+
 /// How many configured names the unknown-host error lists.
 const NAMES_IN_ERROR: usize = 20;
 
@@ -96,12 +102,15 @@ impl Service {
             )
             .into());
         }
-        let snapshot = target.source.collect(query.want()).await?;
+        let mut snapshot = target.source.collect(query.want()).await?;
         let sysctls = match query.scope {
             Scope::Host => target.source.port_sysctls().await,
             Scope::All => None,
         };
         let Some([range, start, reserved]) = sysctls else {
+            if !target.local {
+                snapshot.notes.push(NOT_LINUX_BIND.to_string());
+            }
             return Ok(query.answer(&target, snapshot));
         };
         let sysctls = PortSysctls::parse(range.as_deref(), start.as_deref(), reserved.as_deref());
