@@ -35,7 +35,6 @@
 //! read timeout, which `axum::serve` does not set); routing and middleware are axum's. The listener and the shutdown signal are passed in, so tests bind
 //! `127.0.0.1:0` and decide when to stop.
 
-use std::ffi::OsString;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,23 +45,26 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header, uri::Authority};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use rmcp::ServerHandler;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
-use zeroize::Zeroizing;
 
+mod auth;
+mod guard;
 pub(crate) mod sessions;
 
+pub use auth::BearerToken;
+use auth::require_token;
+use guard::{Limits, allow_lists, enforce_limits, host_allowed, well_formed_host_and_origin};
 use sessions::Sessions;
 
 /// Where MCP is served.
@@ -150,76 +152,6 @@ pub enum HttpError {
     },
 }
 
-/// A bearer token; its value never appears in `Debug`, messages or logs, and is zeroed on drop.
-#[derive(Clone)]
-pub struct BearerToken(Zeroizing<String>);
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerToken(<redacted>)")
-    }
-}
-
-impl BearerToken {
-    /// A token from its value; `source_name` says where it came from, for the error message.
-    /// Surrounding whitespace (a trailing newline from a file) is trimmed.
-    pub fn new(value: &str, source_name: &str) -> Result<BearerToken, HttpError> {
-        let value = value.trim();
-        let len = value.chars().count();
-        if len < MIN_TOKEN_LEN {
-            return Err(HttpError::TokenTooShort {
-                source_name: source_name.to_string(),
-                len,
-                min: MIN_TOKEN_LEN,
-            });
-        }
-        Ok(BearerToken(Zeroizing::new(value.to_string())))
-    }
-
-    /// The token from the environment variable `name`, read through `lookup` (pass
-    /// `std::env::var_os` in production, a map in tests).
-    pub(crate) fn from_env(
-        name: &str,
-        lookup: impl FnOnce(&str) -> Option<OsString>,
-    ) -> Result<BearerToken, HttpError> {
-        let missing = || HttpError::TokenEnvMissing {
-            name: name.to_string(),
-        };
-        let raw = lookup(name).ok_or_else(missing)?;
-        let value = Zeroizing::new(raw.into_string().map_err(|_| missing())?);
-        BearerToken::new(&value, &format!("${name}"))
-    }
-
-    /// Whether an `Authorization` header value carries this token (`Bearer <token>`, scheme
-    /// case-insensitive). Constant time in the token's contents.
-    fn accepts(&self, authorization: &[u8]) -> bool {
-        let Some((scheme, rest)) = split_scheme(authorization) else {
-            return false;
-        };
-        scheme.eq_ignore_ascii_case(b"bearer") && tokens_equal(rest, self.0.as_bytes())
-    }
-}
-
-/// `scheme SP+ credentials` → (scheme, credentials).
-fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
-    let space = value.iter().position(|b| *b == b' ')?;
-    let (scheme, rest) = value.split_at(space);
-    let start = rest.iter().position(|b| *b != b' ')?;
-    Some((scheme, rest.get(start..)?))
-}
-
-/// Compares a presented token with the expected one in time that depends only on the expected
-/// token's length: every byte of `expected` is compared, whatever `presented` is.
-fn tokens_equal(presented: &[u8], expected: &[u8]) -> bool {
-    let mut same = (presented.len() as u64).ct_eq(&(expected.len() as u64));
-    for (i, e) in expected.iter().enumerate() {
-        // Past the end of a shorter presented token compare against a byte that cannot match.
-        let p = presented.get(i).copied().unwrap_or(!*e);
-        same &= p.ct_eq(e);
-    }
-    same.into()
-}
-
 /// How to serve: authentication, allowed hosts/origins, timeouts.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
@@ -269,108 +201,6 @@ impl Default for HttpOptions {
 
 /// After the drain, how long connections may take to close before we stop waiting for them.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// A validated `--allow-host` entry, as rmcp's allow-list wants it (`host` or `host:port`,
-/// IPv6 in brackets).
-fn parse_allowed_host(value: &str) -> Result<String, HttpError> {
-    let bad = |reason: &str| HttpError::BadAllowedHost {
-        value: value.escape_default().to_string(),
-        reason: reason.to_string(),
-    };
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if trimmed.contains(['@', '/', '?', '#', '*']) {
-        return Err(bad(
-            "give only a host name or address, optionally with :port",
-        ));
-    }
-    // A bare IPv6 address (`::1`) is written with brackets in Host headers.
-    let bracketed;
-    let candidate = if trimmed.parse::<std::net::Ipv6Addr>().is_ok() {
-        bracketed = format!("[{trimmed}]");
-        bracketed.as_str()
-    } else {
-        trimmed
-    };
-    let authority = Authority::try_from(candidate).map_err(|e| bad(&e.to_string()))?;
-    if authority.host().is_empty() {
-        return Err(bad("the host part is empty"));
-    }
-    let after_host = authority
-        .as_str()
-        .get(authority.host().len()..)
-        .unwrap_or("");
-    if let Some(port) = after_host.strip_prefix(':')
-        && !port.parse::<u16>().is_ok_and(|p| p > 0)
-    {
-        return Err(bad("the port must be a number between 1 and 65535"));
-    }
-    Ok(authority.as_str().to_ascii_lowercase())
-}
-
-/// A validated `--allow-origin` entry.
-fn parse_allowed_origin(value: &str) -> Result<String, HttpError> {
-    let bad = |reason: &str| HttpError::BadAllowedOrigin {
-        value: value.escape_default().to_string(),
-        reason: reason.to_string(),
-    };
-    let trimmed = value.trim().trim_end_matches('/');
-    let uri = axum::http::Uri::try_from(trimmed).map_err(|e| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(bad("the scheme must be http:// or https://")),
-    }
-    if uri.authority().is_none() {
-        return Err(bad("it has no host"));
-    }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(bad("an origin has no path"));
-    }
-    Ok(trimmed.to_ascii_lowercase())
-}
-
-/// `host` as it appears in a Host header (IPv6 in brackets).
-fn host_literal(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// The allowed Host and Origin lists for a server bound to `local`.
-fn allow_lists(
-    local: SocketAddr,
-    options: &HttpOptions,
-) -> Result<(Vec<String>, Vec<String>), HttpError> {
-    let port = local.port();
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
-        .iter()
-        .map(|h| format!("{h}:{port}"))
-        .collect();
-    // The bound address itself, loopback ones too (`127.0.0.2:8765`).
-    let bound = format!("{}:{port}", host_literal(local.ip()));
-    if !local.ip().is_unspecified() && !hosts.contains(&bound) {
-        hosts.push(bound);
-    }
-    for extra in &options.allowed_hosts {
-        hosts.push(parse_allowed_host(extra)?);
-    }
-    let mut origins = Vec::new();
-    for host in &hosts {
-        // A host allowed on any port allows its origins on any port.
-        let has_port = Authority::try_from(host.as_str()).is_ok_and(|a| a.port().is_some());
-        let suffix = if has_port { "" } else { ":*" };
-        origins.push(format!("http://{host}{suffix}"));
-        origins.push(format!("https://{host}{suffix}"));
-    }
-    for extra in &options.allowed_origins {
-        origins.push(parse_allowed_origin(extra)?);
-    }
-    hosts.dedup();
-    Ok((hosts, origins))
-}
 
 /// The assembled service: the axum router plus the handles shutdown needs.
 struct App {
@@ -490,218 +320,8 @@ async fn serve_metrics(State(route): State<Arc<MetricsRoute>>, request: Request)
     }
 }
 
-/// Whether a Host header names an allowed host: an entry `host` allows it on any port,
-/// `host:port` on that port only (names compared case-insensitively).
-fn host_allowed(host: Option<&HeaderValue>, allowed: &[String]) -> bool {
-    let Some(host) = host
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| Authority::try_from(h).ok())
-    else {
-        return false;
-    };
-    allowed.iter().any(|entry| {
-        Authority::try_from(entry.as_str()).is_ok_and(|a| {
-            a.host().eq_ignore_ascii_case(host.host())
-                && a.port_u16().is_none_or(|p| Some(p) == host.port_u16())
-        })
-    })
-}
-
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "Not Found: MCP is served at /mcp\n").into_response()
-}
-
-/// Refuses, with `400`, requests whose `Host` or `Origin` could be read two ways: rmcp's
-/// allow-list then checks the one `Host` (and `Origin`) there is.
-async fn well_formed_host_and_origin(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    let problem = if hosts.next().is_some() {
-        Some("more than one Host header")
-    } else if host.is_some_and(|h| h.as_bytes().contains(&b'@')) {
-        Some("a Host header with user information")
-    } else if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
-        Some("more than one Origin header")
-    } else if let Some(target) = request.uri().authority() {
-        // An absolute-form request target (`POST http://other/mcp`) names the host the request
-        // is for; it must be the Host header's.
-        let same = host.is_some_and(|h| {
-            h.as_bytes()
-                .eq_ignore_ascii_case(target.as_str().as_bytes())
-        });
-        (target.as_str().contains('@') || !same)
-            .then_some("a request target naming another host than the Host header")
-    } else {
-        None
-    };
-    match problem {
-        Some(why) => (StatusCode::BAD_REQUEST, format!("Bad Request: {why}\n")).into_response(),
-        None => next.run(request).await,
-    }
-}
-
-/// What [`enforce_limits`] needs.
-struct Limits {
-    sessions: Arc<Sessions>,
-    calls: Arc<Semaphore>,
-    max_calls: usize,
-    body_timeout: Duration,
-}
-
-/// Caps sessions and calls in flight, and reads the request body (bounded in size and time)
-/// before rmcp does.
-async fn enforce_limits(
-    State(limits): State<Arc<Limits>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let busy = |what: String| {
-        let mut response = (StatusCode::SERVICE_UNAVAILABLE, what).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
-    };
-    let new_session =
-        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
-    if new_session && limits.sessions.is_full() {
-        return busy(format!(
-            "Service Unavailable: {} MCP sessions are open, the most this server keeps; end one (HTTP DELETE with its Mcp-Session-Id) or wait for idle ones to expire\n",
-            limits.sessions.max()
-        ));
-    }
-    // The event-stream GET lives as long as its session (capped above); everything else is a
-    // call, answered within bounded time.
-    let permit = if request.method() == Method::GET {
-        None
-    } else {
-        match Arc::clone(&limits.calls).try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                return busy(format!(
-                    "Service Unavailable: {} requests are being answered, the most this server takes at once; retry shortly\n",
-                    limits.max_calls
-                ));
-            }
-        }
-    };
-    let (mut parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(
-        limits.body_timeout,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                closing(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "Payload Too Large: a request body may hold at most {MAX_BODY_BYTES} bytes\n"
-                    ),
-                )
-            } else {
-                closing(
-                    StatusCode::BAD_REQUEST,
-                    "Bad Request: the request body could not be read\n".to_string(),
-                )
-            };
-        }
-        Err(_) => {
-            return closing(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "Request Timeout: the request body did not arrive within {} s\n",
-                    limits.body_timeout.as_secs_f64()
-                ),
-            );
-        }
-    };
-    let delete = parts.method == Method::DELETE;
-    resume_after_last_event(&mut parts.headers);
-    let mut response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    // rmcp answers a session's DELETE with 202 Accepted; the session is gone by then, and
-    // clients expect 200 (the Python SDK accepts 200, 204 or 405 and logs an error otherwise).
-    if delete && response.status() == StatusCode::ACCEPTED {
-        *response.status_mut() = StatusCode::OK;
-    }
-    match permit {
-        Some(permit) => response.map(|body| {
-            Body::new(Guarded {
-                inner: body,
-                _guard: permit,
-            })
-        }),
-        None => response,
-    }
-}
-
-/// `Last-Event-ID` names the last event a client received, and a resumed stream should start
-/// after it; rmcp 3.9 replays from that event itself (its cache sync skips `index - first`
-/// events, not one more), so a client that reconnects gets it again, and reconnecting with
-/// the new last id gets it once more, forever. The header is handed on one event later
-/// (`N/R` → `N+1/R`), which makes the replay start where it should; an id that does not
-/// parse is left for rmcp to refuse.
-fn resume_after_last_event(headers: &mut axum::http::HeaderMap) {
-    let Some(next) = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(next_event_id)
-    else {
-        return;
-    };
-    if let Ok(value) = HeaderValue::from_str(&next) {
-        headers.insert("last-event-id", value);
-    }
-}
-
-/// `N` → `N+1`, `N/R` → `N+1/R` (rmcp's event ids: index, then the request's stream).
-fn next_event_id(id: &str) -> Option<String> {
-    let (index, stream) = match id.split_once('/') {
-        Some((index, stream)) => (index, Some(stream)),
-        None => (id, None),
-    };
-    let next = index.trim().parse::<usize>().ok()?.checked_add(1)?;
-    Some(match stream {
-        Some(stream) => format!("{next}/{stream}"),
-        None => next.to_string(),
-    })
-}
-
-/// A refusal after which the connection is closed (the rest of the request is not read).
-fn closing(status: StatusCode, text: String) -> Response {
-    let mut response = (status, text).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// Refuses, with a bare 401, any request without the right bearer token.
-async fn require_token(
-    State(token): State<Arc<BearerToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
-    let accepted = match (values.next(), values.next()) {
-        (Some(value), None) => token.accepts(value.as_bytes()),
-        _ => false,
-    };
-    if accepted {
-        return next.run(request).await;
-    }
-    let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 /// Logs each request and keeps calls in flight tracked until their response body ends.
@@ -743,9 +363,9 @@ async fn access_log(
 
 /// A response body that holds `G` (a task-tracker token, a call permit) until it is finished
 /// or dropped.
-struct Guarded<G> {
-    inner: Body,
-    _guard: G,
+pub(super) struct Guarded<G> {
+    pub(super) inner: Body,
+    pub(super) _guard: G,
 }
 
 impl<G: Send + Unpin + 'static> HttpBody for Guarded<G> {
@@ -1002,6 +622,8 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use super::auth::*;
+    use super::guard::*;
     use super::*;
 
     fn token() -> BearerToken {
