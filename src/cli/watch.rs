@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::endpoint;
 use crate::error::Error;
 use crate::query::WatchArgs;
 
@@ -38,15 +39,6 @@ const HEADER: [&str; 8] = [
     "Duration",
 ];
 const WIDTHS: [usize; 7] = [24, 5, 5, 21, 21, 11, 20];
-
-fn endpoint(ip: std::net::IpAddr, port: Option<u16>) -> String {
-    let port = port.map_or_else(|| "*".to_string(), |p| p.to_string());
-    if ip.is_ipv6() {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-}
 
 /// One event as a table line (fixed column widths; a wider cell pushes the rest right).
 pub(crate) fn table_line(e: &Event) -> String {
