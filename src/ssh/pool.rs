@@ -262,23 +262,8 @@ impl SshPool {
             .clone()
             .unwrap_or_else(|| settings.known_hosts.clone());
         let known_text = read_known_hosts(&known_hosts_file, target)?;
-        let mut preferred = russh::Preferred::default();
-        let known_algs = known_hosts::known_algorithms(&known_text, &target.host.host, target.port);
-        if !known_algs.is_empty() {
-            let mut order: Vec<Algorithm> = known_algs;
-            for a in preferred.key.iter() {
-                if !order.contains(a) {
-                    order.push(a.clone());
-                }
-            }
-            preferred.key = order.into();
-        }
-        let config = Arc::new(client::Config {
-            preferred,
-            inactivity_timeout: Some(settings.idle_timeout),
-            nodelay: true,
-            ..client::Config::default()
-        });
+        let config = client_config(settings, &known_text, target);
+        // The key check runs inside russh's key exchange; its verdict comes back here.
         let outcome = Arc::new(StdMutex::new(None));
         let handler = Client {
             host: target.host.host.clone(),
@@ -290,50 +275,14 @@ impl SshPool {
             policy: settings.host_key_policy,
             outcome: Arc::clone(&outcome),
         };
-
         let connected = match &via {
-            None => {
-                let tcp = tokio::net::TcpStream::connect((target.host.host.as_str(), target.port))
-                    .await
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => SshError::Refused {
-                            host: target.label.clone(),
-                            addr: target.addr.clone(),
-                        },
-                        _ => SshError::Unreachable {
-                            host: target.label.clone(),
-                            addr: target.addr.clone(),
-                            detail: e.to_string(),
-                        },
-                    })?;
-                let _ = tcp.set_nodelay(true);
-                client::connect_stream(config, tcp, handler).await
-            }
+            None => client::connect_stream(config, direct(target).await?, handler).await,
             Some((bastion, session)) => {
-                let stream = jump::tunnel(&session.handle, &target.host.host, target.port)
-                    .await
-                    .map_err(|detail| SshError::Tunnel {
-                        host: target.label.clone(),
-                        addr: target.addr.clone(),
-                        bastion: bastion.clone(),
-                        detail,
-                    })?;
+                let stream = tunnel(target, bastion, session).await?;
                 client::connect_stream(config, stream, handler).await
             }
         };
-        let mut handle = match connected {
-            Ok(h) => h,
-            Err(e) => {
-                let recorded = outcome.lock().ok().and_then(|mut g| g.take());
-                return Err(match recorded {
-                    Some(err) => err,
-                    None => target.protocol("key exchange", e),
-                });
-            }
-        };
-        if let Some(err) = outcome.lock().ok().and_then(|mut g| g.take()) {
-            return Err(err);
-        }
+        let mut handle = key_exchange_outcome(connected, &outcome, target)?;
         authenticate(&mut handle, target).await?;
         tracing::debug!(host = %target.label, addr = %target.addr, via = via.as_ref().map(|v| v.0.as_str()), "SSH session established");
         Ok(Session {
@@ -493,5 +442,82 @@ impl Drop for KillOnDrop {
                 let _ = w.close().await;
             });
         }
+    }
+}
+
+/// The client configuration for `target`: the host key algorithms known_hosts holds for it
+/// first (so the server offers the key we can check), then russh's defaults.
+fn client_config(
+    settings: &SshSettings,
+    known_text: &str,
+    target: &HostPort<'_>,
+) -> Arc<client::Config> {
+    let mut preferred = russh::Preferred::default();
+    let known_algs = known_hosts::known_algorithms(known_text, &target.host.host, target.port);
+    if !known_algs.is_empty() {
+        let mut order: Vec<Algorithm> = known_algs;
+        for a in preferred.key.iter() {
+            if !order.contains(a) {
+                order.push(a.clone());
+            }
+        }
+        preferred.key = order.into();
+    }
+    Arc::new(client::Config {
+        preferred,
+        inactivity_timeout: Some(settings.idle_timeout),
+        nodelay: true,
+        ..client::Config::default()
+    })
+}
+
+/// A direct TCP connection to `target`'s SSH port.
+async fn direct(target: &HostPort<'_>) -> Result<tokio::net::TcpStream, SshError> {
+    let tcp = tokio::net::TcpStream::connect((target.host.host.as_str(), target.port))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => SshError::Refused {
+                host: target.label.clone(),
+                addr: target.addr.clone(),
+            },
+            _ => SshError::Unreachable {
+                host: target.label.clone(),
+                addr: target.addr.clone(),
+                detail: e.to_string(),
+            },
+        })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// A `direct-tcpip` channel of the bastion's session to `target`'s SSH port.
+async fn tunnel(
+    target: &HostPort<'_>,
+    bastion: &str,
+    session: &Session,
+) -> Result<russh::ChannelStream<client::Msg>, SshError> {
+    jump::tunnel(&session.handle, &target.host.host, target.port)
+        .await
+        .map_err(|detail| SshError::Tunnel {
+            host: target.label.clone(),
+            addr: target.addr.clone(),
+            bastion: bastion.to_string(),
+            detail,
+        })
+}
+
+/// The handle of a finished key exchange, or why it failed: the key check's own verdict
+/// (an unknown or changed key) wins over russh's error for it.
+#[allow(clippy::result_large_err)] // once per handshake, as read_known_hosts
+fn key_exchange_outcome(
+    connected: Result<client::Handle<Client>, russh::Error>,
+    outcome: &StdMutex<Option<SshError>>,
+    target: &HostPort<'_>,
+) -> Result<client::Handle<Client>, SshError> {
+    let recorded = outcome.lock().ok().and_then(|mut g| g.take());
+    match (connected, recorded) {
+        (_, Some(err)) => Err(err),
+        (Ok(handle), None) => Ok(handle),
+        (Err(e), None) => Err(target.protocol("key exchange", e)),
     }
 }
