@@ -19,6 +19,7 @@
 //! This module does no network I/O.
 
 mod jumps;
+mod ssh_aliases;
 pub(crate) mod ssh_config;
 mod toml_file;
 
@@ -426,7 +427,7 @@ impl NetstatConfig {
     ) -> Result<NetstatConfig, ConfigError> {
         let mut config = toml_file::parse(text, path, home, env)?;
         if let Some(file) = config.ssh.ssh_config.clone() {
-            ssh_config::add_aliases(&mut config, &file, home, env);
+            ssh_aliases::add_aliases(&mut config, &file, home, env);
         }
         jumps::resolve(&mut config, home, env);
         Ok(config)

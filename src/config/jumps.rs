@@ -10,7 +10,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::ssh_config::{SshConfigFile, hop_host, parse_proxy_jump};
+use super::ssh_aliases::hop_host;
+use super::ssh_config::{SshConfigFile, parse_proxy_jump};
 use super::{BrokenHost, ConfigError, HostOrigin, MAX_JUMP_HOPS, NetstatConfig, RemoteHost};
 
 pub(super) fn resolve(
