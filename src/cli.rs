@@ -19,13 +19,13 @@ use crate::source::Backend;
 pub mod free_port;
 pub mod health;
 pub mod metrics;
-mod render;
+mod text;
 pub mod watch;
 
-use render::{
+use text::{
     connections_answer_text, fleet_text, hosts_table, one_host, port_answer_text, summary_text,
 };
-pub(crate) use render::{endpoint, owners_cell, table};
+pub(crate) use text::{endpoint, owners_cell, table};
 
 /// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
 ///

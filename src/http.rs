@@ -58,12 +58,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-mod auth;
+mod bearer;
 mod guard;
 pub(crate) mod sessions;
 
-pub use auth::BearerToken;
-use auth::require_token;
+pub use bearer::BearerToken;
+use bearer::require_token;
 use guard::{Limits, allow_lists, enforce_limits, host_allowed, well_formed_host_and_origin};
 use sessions::Sessions;
 
@@ -622,7 +622,7 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::auth::*;
+    use super::bearer::*;
     use super::guard::*;
     use super::*;
 
