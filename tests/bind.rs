@@ -503,6 +503,14 @@ fn notes_and_suggested_ports() {
                 "{p}"
             );
         }
+        // UDP: its own range dumps (both families); a bound [::] neighbour is skipped.
+        let _u = udp_socket("::", 20011, Some(false));
+        let a = ask(rt, json!({"port": 20010, "proto": "udp"})).unwrap();
+        assert_eq!(
+            a["data"]["suggested_ports"],
+            json!([20010, 20012, 20013, 20014, 20015]),
+            "{a}"
+        );
         let near_ephemeral = ask(rt, json!({"port": lo - 2})).unwrap();
         let hi: u16 = range.split_whitespace().nth(1).unwrap().parse().unwrap();
         let s: Vec<u64> = near_ephemeral["data"]["suggested_ports"]

@@ -15,6 +15,8 @@ use crate::source::{RemoteSources, Scope, Snapshot, Source, Target, Want};
 const SUGGESTED_PORTS: usize = 5;
 const MAX_PROBES: usize = 64;
 const MAX_REMOTE_PROBES: usize = 8;
+/// Ports covered by one range dump.
+const WINDOW: u32 = 64;
 
 /// What a port check on a remote host that is not Linux says instead of `bind`.
 const NOT_LINUX_BIND: &str = "bind is null: this host's bind rules (it is not Linux) and port \
@@ -122,23 +124,40 @@ impl Service {
         // Whose SO_REUSEPORT group one may join: this process's user here; remotely unknown.
         let uid = target.local.then(|| rustix::process::geteuid().as_raw());
         let bind = super::bind::check(wanted, &snapshot.sockets, uid, &sysctls);
-        let suggested = self.suggested_ports(&target, query, &sysctls).await;
+        // The port itself was just listed: the suggestions' dumps start past it (a loaded
+        // port's own sockets are not dumped twice).
+        let occupied = snapshot
+            .sockets
+            .iter()
+            .any(|s| s.local_port == query.port && s.protocol.transport() == query.transport);
+        let suggested = self
+            .suggested_ports(&target, query, &sysctls, occupied)
+            .await;
         Ok(query.answer_with(&target, snapshot, Some(bind), suggested))
     }
 
     /// The nearest ports at or above the query's that no socket of its transport holds (in
-    /// either family) and that are outside the ephemeral range: at most 5, each found with a
-    /// dump filtered by port in the kernel (at most 64 of them).
+    /// either family) and that are outside the ephemeral range: at most 5. Locally each window
+    /// of 64 ports is one dump filtered by the range in the kernel; a source that cannot narrow
+    /// by range (a remote host) is asked port by port (at most 8 probes).
     async fn suggested_ports(
         &self,
         target: &Target,
         query: &PortQuery,
         sysctls: &PortSysctls,
+        occupied: bool,
     ) -> Vec<u16> {
         let mut found = Vec::new();
         let mut port = u32::from(query.port);
+        if !sysctls.is_ephemeral(query.port) {
+            if !occupied {
+                found.push(query.port);
+            }
+            port += 1;
+        }
         let mut probes = 0;
-        // A remote probe is a round trip over SSH: fewer of them.
+        let mut in_use: Option<std::collections::BTreeSet<u16>> = None;
+        let mut window_end = 0u32;
         let max_probes = if target.local {
             MAX_PROBES
         } else {
@@ -151,30 +170,48 @@ impl Service {
                 continue;
             }
             probes += 1;
-            let want = Want {
-                tcp: query.transport == Transport::Tcp,
-                udp: query.transport == Transport::Udp,
-                local_port: Some(p),
-                owners: false,
-                ..Want::all()
+            // A new window of the range dump when the port is past the last one.
+            if port > window_end || in_use.is_none() {
+                let hi = (port + WINDOW - 1).min(u32::from(u16::MAX)) as u16;
+                in_use = target.source.ports_in_use(query.transport, p, hi).await;
+                window_end = u32::from(hi);
+            }
+            let free = match &in_use {
+                Some(used) => !used.contains(&p),
+                None => match self.probe(target, query.transport, p).await {
+                    Some(free) => free,
+                    None => break,
+                },
             };
-            match target.source.collect(want).await {
-                Ok(s)
-                    if !s.sockets.iter().any(|s| {
-                        s.local_port == p && s.protocol.transport() == query.transport
-                    }) =>
-                {
-                    found.push(p)
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(cause = %e, "suggested ports: a probe failed");
-                    break;
-                }
+            if free {
+                found.push(p);
             }
             port += 1;
         }
         found
+    }
+
+    /// Whether no socket of `transport` has local port `p` (a dump filtered by the port);
+    /// `None` when the listing failed.
+    async fn probe(&self, target: &Target, transport: Transport, p: u16) -> Option<bool> {
+        let want = Want {
+            tcp: transport == Transport::Tcp,
+            udp: transport == Transport::Udp,
+            local_port: Some(p),
+            owners: false,
+            ..Want::all()
+        };
+        match target.source.collect(want).await {
+            Ok(s) => Some(
+                !s.sockets
+                    .iter()
+                    .any(|s| s.local_port == p && s.protocol.transport() == transport),
+            ),
+            Err(e) => {
+                tracing::debug!(cause = %e, "suggested ports: a probe failed");
+                None
+            }
+        }
     }
 
     /// `connection_health`.

@@ -308,6 +308,29 @@ impl Source for LocalSource {
     }
 
     #[cfg(target_os = "linux")]
+    fn ports_in_use(
+        &self,
+        transport: crate::model::Transport,
+        lo: u16,
+        hi: u16,
+    ) -> BoxFuture<'_, Option<std::collections::BTreeSet<u16>>> {
+        if matches!(self.backend, Backend::Procfs | Backend::External) {
+            return Box::pin(async { None });
+        }
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                netlink::Diag::open()
+                    .and_then(|mut d| d.ports_in_use(transport, lo, hi))
+                    .map_err(|e| tracing::debug!(cause = %e, "range dump refused"))
+                    .ok()
+            })
+            .await
+            .ok()
+            .flatten()
+        })
+    }
+
+    #[cfg(target_os = "linux")]
     fn control(&self) -> Result<Arc<dyn super::Control>, String> {
         Ok(Arc::new(LocalControl))
     }
@@ -333,12 +356,12 @@ fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     }
     if want.tcp {
         let before = out.len();
-        if let Err(e) = diag.dump_tcp_any_family(want.states, want.local_port, &mut out) {
+        if let Err(e) = diag.dump_tcp_ports(want.states, want.ports(), &mut out) {
             tracing::debug!(cause = %e, "TCPDIAG_GETSOCK refused; one sock_diag request per family");
             out.truncate(before);
             diag.forget_devices_from(before);
             for ipv6 in [false, true] {
-                diag.dump(Transport::Tcp, ipv6, want.states, want.local_port, &mut out)?;
+                diag.dump(Transport::Tcp, ipv6, want.states, want.ports(), &mut out)?;
             }
         }
     }
@@ -348,7 +371,7 @@ fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
                 Transport::Udp,
                 ipv6,
                 want.udp_states,
-                want.local_port,
+                want.ports(),
                 &mut out,
             )?;
         }

@@ -97,6 +97,11 @@ impl Want {
         }
     }
 
+    /// The local ports asked for, as the dumps' `lo..=hi` range.
+    pub(crate) fn ports(&self) -> Option<(u16, u16)> {
+        self.local_port.map(|p| (p, p))
+    }
+
     pub(crate) fn wants(&self, transport: Transport) -> bool {
         match transport {
             Transport::Tcp => self.tcp,
@@ -156,6 +161,18 @@ pub trait Source: Send + Sync {
     /// `ip_local_reserved_ports` (each `None` when unreadable); `None` where the host is not
     /// Linux or they cannot be read at all. The port check's `bind` needs them.
     fn port_sysctls(&self) -> BoxFuture<'_, Option<[Option<String>; 3]>> {
+        Box::pin(async { None })
+    }
+
+    /// The local ports of `transport` in `lo..=hi` some socket of this host's namespace has,
+    /// from one listing narrowed to the range; `None` where the source cannot narrow by range
+    /// (the caller then checks port by port).
+    fn ports_in_use(
+        &self,
+        _transport: Transport,
+        _lo: u16,
+        _hi: u16,
+    ) -> BoxFuture<'_, Option<std::collections::BTreeSet<u16>>> {
         Box::pin(async { None })
     }
 

@@ -41,7 +41,8 @@ const INET_DIAG_BC_S_GE: u8 = 2;
 const INET_DIAG_BC_S_LE: u8 = 3;
 const INET_DIAG_BC_NOP: u8 = 0;
 
-/// Encodes a filter program accepting exactly the sockets whose local port is `port`.
+/// Encodes a filter program accepting exactly the sockets whose local port is in `lo..=hi`
+/// (one port: `lo == hi`).
 ///
 /// Each op is `struct inet_diag_bc_op { u8 code; u8 yes; u16 no; }`: on a true comparison
 /// the interpreter moves `yes` bytes on, else `no` bytes; a socket is accepted when it lands
@@ -49,15 +50,15 @@ const INET_DIAG_BC_NOP: u8 = 0;
 /// follows. "Reject" is a jump to 4 bytes past the end, the only out-of-range target the
 /// kernel's validator (`inet_diag_bc_audit`) allows. `S_GE` and `S_LE` are used rather than
 /// `S_EQ` so the program also runs on kernels older than 4.16.
-pub(crate) fn port_filter_bytecode(port: u16) -> [u8; 16] {
+pub(crate) fn port_filter_bytecode((lo, hi): (u16, u16)) -> [u8; 16] {
     let mut bc = [0u8; 16];
     let ops: [(u8, u8, u16); 4] = [
         // At offset 0, 16 bytes remain: true -> offset 8, false -> 20 (reject).
         (INET_DIAG_BC_S_GE, 8, 20),
-        (INET_DIAG_BC_NOP, 0, port),
+        (INET_DIAG_BC_NOP, 0, lo),
         // At offset 8, 8 bytes remain: true -> end (accept), false -> 12 past here (reject).
         (INET_DIAG_BC_S_LE, 8, 12),
-        (INET_DIAG_BC_NOP, 0, port),
+        (INET_DIAG_BC_NOP, 0, hi),
     ];
     for (i, (code, yes, no)) in ops.into_iter().enumerate() {
         bc[i * 4] = code;
@@ -185,17 +186,18 @@ impl Diag {
         self.devices.retain(|&(at, _)| at < from);
     }
 
-    /// Dumps the sockets of one transport and address family into `out`.
+    /// Dumps the sockets of one transport and address family into `out` (only those whose
+    /// local port is in `ports`, `lo..=hi`, when given).
     pub(crate) fn dump(
         &mut self,
         transport: Transport,
         ipv6: bool,
         states: StateSet,
-        local_port: Option<u16>,
+        ports: Option<(u16, u16)>,
         out: &mut Vec<Socket>,
     ) -> Result<(), Error> {
         let mut devices = std::mem::take(&mut self.devices);
-        let result = self.dump_with(transport, ipv6, states, local_port, &mut |s, ids| {
+        let result = self.dump_ports_with(transport, ipv6, states, ports, &mut |s, ids| {
             note_device(&mut devices, out, ids);
             out.push(s)
         });
@@ -213,17 +215,49 @@ impl Diag {
         local_port: Option<u16>,
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
+        self.dump_ports_with(transport, ipv6, states, local_port.map(|p| (p, p)), sink)
+    }
+
+    /// [`Diag::dump_with`] for the sockets whose local port is in `ports` (`lo..=hi`).
+    fn dump_ports_with(
+        &mut self,
+        transport: Transport,
+        ipv6: bool,
+        states: StateSet,
+        ports: Option<(u16, u16)>,
+        sink: &mut dyn FnMut(Socket, SocketIds),
+    ) -> Result<(), Error> {
         self.seq = self.seq.wrapping_add(1);
-        let request = encode_request(
-            transport,
-            ipv6,
-            states,
-            local_port,
-            self.extensions(),
-            self.seq,
-        );
+        let request = encode_request(transport, ipv6, states, ports, self.extensions(), self.seq);
         self.send(&request)?;
-        self.receive(transport, local_port, sink)
+        self.receive(transport, ports, sink)
+    }
+
+    /// The local ports of `transport` in `lo..=hi` that some socket of this namespace has
+    /// (any state, either family): one dump filtered by the range in the kernel.
+    pub(crate) fn ports_in_use(
+        &mut self,
+        transport: Transport,
+        lo: u16,
+        hi: u16,
+    ) -> Result<std::collections::BTreeSet<u16>, Error> {
+        let mut used = std::collections::BTreeSet::new();
+        let mut note = |s: Socket, _: SocketIds| {
+            used.insert(s.local_port);
+        };
+        let range = Some((lo, hi));
+        let compat = transport == Transport::Tcp && {
+            self.seq = self.seq.wrapping_add(1);
+            let request =
+                encode_compat_tcp_request(StateSet::ALL, range, self.extensions().bits(), self.seq);
+            self.send(&request).is_ok() && self.receive(Transport::Tcp, range, &mut note).is_ok()
+        };
+        if !compat {
+            for ipv6 in [false, true] {
+                self.dump_ports_with(transport, ipv6, StateSet::ALL, range, &mut note)?;
+            }
+        }
+        Ok(used)
     }
 
     /// Dumps TCP sockets of both address families in one pass over the kernel's tables, with
@@ -237,10 +271,24 @@ impl Diag {
         local_port: Option<u16>,
         out: &mut Vec<Socket>,
     ) -> Result<(), Error> {
+        self.dump_tcp_ports(states, local_port.map(|p| (p, p)), out)
+    }
+
+    /// [`Diag::dump_tcp_any_family`] for the local ports `lo..=hi`.
+    pub(crate) fn dump_tcp_ports(
+        &mut self,
+        states: StateSet,
+        ports: Option<(u16, u16)>,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), Error> {
         let mut devices = std::mem::take(&mut self.devices);
-        let result = self.dump_tcp_any_family_with(states, local_port, &mut |s, ids| {
-            note_device(&mut devices, out, ids);
-            out.push(s)
+        self.seq = self.seq.wrapping_add(1);
+        let request = encode_compat_tcp_request(states, ports, self.extensions().bits(), self.seq);
+        let result = self.send(&request).and_then(|()| {
+            self.receive(Transport::Tcp, ports, &mut |s, ids| {
+                note_device(&mut devices, out, ids);
+                out.push(s)
+            })
         });
         self.devices = devices;
         result
@@ -254,10 +302,10 @@ impl Diag {
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
         self.seq = self.seq.wrapping_add(1);
-        let request =
-            encode_compat_tcp_request(states, local_port, self.extensions().bits(), self.seq);
+        let ports = local_port.map(|p| (p, p));
+        let request = encode_compat_tcp_request(states, ports, self.extensions().bits(), self.seq);
         self.send(&request)?;
-        self.receive(Transport::Tcp, local_port, sink)
+        self.receive(Transport::Tcp, ports, sink)
     }
 
     /// The TCP sockets (both families) whose local port is `local_port` and whose peer is
@@ -344,7 +392,7 @@ impl Diag {
     fn receive(
         &mut self,
         transport: Transport,
-        local_port: Option<u16>,
+        ports: Option<(u16, u16)>,
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
         loop {
@@ -364,7 +412,7 @@ impl Diag {
                     ),
                 });
             }
-            if parse_batch(&self.buf[..n], transport, local_port, self.health, sink)? {
+            if parse_batch(&self.buf[..n], transport, ports, self.health, sink)? {
                 return Ok(());
             }
         }
@@ -492,12 +540,12 @@ const TCPDIAG_GETSOCK: u16 = 18;
 /// lengths, extensions, the 48-byte socket id, states, tables) (+ the bytecode attribute).
 fn encode_compat_tcp_request(
     states: StateSet,
-    local_port: Option<u16>,
+    ports: Option<(u16, u16)>,
     extensions: u8,
     seq: u32,
 ) -> Vec<u8> {
     const REQ_LEN: usize = 4 + 48 + 4 + 4;
-    let bc = local_port.map(port_filter_bytecode);
+    let bc = ports.map(port_filter_bytecode);
     let total = 16 + REQ_LEN + bc.map_or(0, |b| 4 + b.len());
     let mut buf = Vec::with_capacity(total);
     buf.extend_from_slice(&(total as u32).to_ne_bytes());
@@ -525,7 +573,7 @@ fn encode_request(
     transport: Transport,
     ipv6: bool,
     states: StateSet,
-    local_port: Option<u16>,
+    ports: Option<(u16, u16)>,
     extensions: ExtensionFlags,
     seq: u32,
 ) -> Vec<u8> {
@@ -558,8 +606,8 @@ fn encode_request(
     message.finalize();
     let mut buf = vec![0u8; message.buffer_len()];
     message.serialize(&mut buf);
-    if let Some(port) = local_port {
-        let bc = port_filter_bytecode(port);
+    if let Some(ports) = ports {
+        let bc = port_filter_bytecode(ports);
         let attr_len = 4 + bc.len();
         buf.extend_from_slice(&(attr_len as u16).to_ne_bytes());
         buf.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
@@ -619,7 +667,7 @@ fn encode_destroy(socket: &Socket, ids: SocketIds, seq: u32) -> Vec<u8> {
 fn parse_batch(
     mut batch: &[u8],
     transport: Transport,
-    local_port: Option<u16>,
+    ports: Option<(u16, u16)>,
     health: bool,
     sink: &mut dyn FnMut(Socket, SocketIds),
 ) -> Result<bool, Error> {
@@ -648,7 +696,7 @@ fn parse_batch(
                     .map_err(|e| malformed(format!("bad inet_diag_msg: {e}")))?;
                 let protocol = Protocol::new(transport, header.family == AF_INET6);
                 if let Some(mut socket) = to_socket(&header, protocol)
-                    && local_port.is_none_or(|p| p == socket.local_port)
+                    && ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&socket.local_port))
                 {
                     let attrs = msg.payload().get(INET_DIAG_MSG_LEN..).unwrap_or(&[]);
                     if health {
@@ -822,20 +870,28 @@ mod tests {
 
     #[test]
     fn bytecode_accepts_only_the_port() {
-        let bc = port_filter_bytecode(8080);
+        let bc = port_filter_bytecode((8080, 8080));
         assert!(run_bytecode(&bc, 8080));
         for other in [0, 1, 8079, 8081, 65535] {
             assert!(!run_bytecode(&bc, other), "port {other} must be rejected");
         }
-        let edge = port_filter_bytecode(65535);
+        let edge = port_filter_bytecode((65535, 65535));
         assert!(run_bytecode(&edge, 65535));
         assert!(!run_bytecode(&edge, 65534));
+        // A range (suggested ports): both ends in, the neighbours out.
+        let range = port_filter_bytecode((8080, 8143));
+        for inside in [8080, 8100, 8143] {
+            assert!(run_bytecode(&range, inside), "{inside}");
+        }
+        for outside in [8079, 8144, 1, 65535] {
+            assert!(!run_bytecode(&range, outside), "{outside}");
+        }
     }
 
     #[test]
     fn bytecode_jumps_stay_within_what_the_kernel_validator_allows() {
         // inet_diag_bc_audit: yes/no >= 8 for port ops, <= remaining + 4, 4-aligned.
-        let bc = port_filter_bytecode(1);
+        let bc = port_filter_bytecode((1, 1));
         for (offset, remaining) in [(0usize, 16usize), (8, 8)] {
             let yes = bc[offset + 1] as usize;
             let no = u16::from_ne_bytes([bc[offset + 2], bc[offset + 3]]) as usize;
@@ -862,7 +918,7 @@ mod tests {
             Transport::Tcp,
             false,
             StateSet::ALL,
-            Some(443),
+            Some((443, 443)),
             ExtensionFlags::empty(),
             1,
         );
