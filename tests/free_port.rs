@@ -595,6 +595,24 @@ fn the_cli_shows_the_dry_run_and_acts_only_when_told() {
     assert_eq!(code, 0);
     assert!(out.starts_with("Nothing to do"), "{out}");
 
+    // The local port of an outgoing connection is not "held": nothing is signalled.
+    let (server, server_port) = holder(&[]);
+    let client = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+    let client_port = client.local_addr().unwrap().port().to_string();
+    let (code, out, err) = cli(&[], &[&client_port, "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("Nothing to do"), "{out}");
+    assert!(!err.contains("action:"), "{err}");
+    assert!(!process_gone(server.pid));
+    drop(client);
+
+    // UDP: a bound socket's process is the target.
+    let udp = Holder::start(&[], &["--udp", "127.0.0.1:0"]);
+    let (code, out, err) = cli(&[], &[&udp.ports[0].to_string(), "--proto", "udp", "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("/UDP on local host is free now"), "{out}");
+    assert!(process_gone(udp.pid));
+
     // Still held after SIGTERM: exit 1.
     let (h, port) = holder(&["--on-term", "ignore"]);
     let (code, out, _) = cli(&[], &[&port.to_string(), "--yes", "--timeout-secs", "1"]);

@@ -522,13 +522,14 @@ fn targets_text(processes: &[SignalledProcess]) -> String {
 
 fn nothing_message(what: &str, time_wait: usize) -> String {
     let mut message = format!(
-        "Nothing to do: no process holds a listening or bound socket on {what}, so it is \
-         free; nothing was signalled"
+        "Nothing to do: no process holds a listening or bound socket on {what}, so there is \
+         nothing to stop; nothing was signalled. Connections that merely use it as their local \
+         port are never targets (check_port_occupation says whether a server can bind it)"
     );
     if time_wait > 0 {
         message.push_str(&format!(
-            " ({time_wait} TIME_WAIT socket(s) remain, which a server that sets SO_REUSEADDR \
-             binds past; check_port_occupation's bind says more)"
+            ". {time_wait} TIME_WAIT socket(s) remain, which a server that sets SO_REUSEADDR \
+             binds past"
         ));
     }
     message
