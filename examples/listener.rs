@@ -83,40 +83,15 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let mut child = None;
-    if share {
-        let first = sockets.first().ok_or("--share needs a socket")?;
-        let fd: OwnedFd = first
-            .try_clone()
-            .map_err(|e| format!("dup socket: {e}"))?
-            .into();
-        child = Some(
-            Command::new("sleep")
-                .arg(hold.as_secs().to_string())
-                .stdin(Stdio::from(fd))
-                // Never the test runner's output pipes: a leftover must not hold them open.
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("start sleep: {e}"))?,
-        );
-    }
+    let first = sockets.first();
+    let child = if share {
+        Some(sharer(first.ok_or("--share needs a socket")?, hold)?)
+    } else {
+        None
+    };
     let mut worker_children = Vec::new();
     for _ in 0..workers {
-        let first = sockets.first().ok_or("--workers needs a socket")?;
-        let fd: OwnedFd = first
-            .try_clone()
-            .map_err(|e| format!("dup socket: {e}"))?
-            .into();
-        worker_children.push(
-            Command::new("sleep")
-                .arg(hold.as_secs().to_string())
-                .stdin(Stdio::from(fd))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("start worker: {e}"))?,
-        );
+        worker_children.push(sharer(first.ok_or("--workers needs a socket")?, hold)?);
     }
     let (tx, rx) = mpsc::channel();
     if on_term != "exit" {
@@ -165,6 +140,22 @@ fn run() -> Result<(), String> {
     }
     drop(sockets);
     Ok(())
+}
+
+/// A `sleep` that holds `socket` as its stdin for `hold`.
+fn sharer(socket: &Socket, hold: Duration) -> Result<std::process::Child, String> {
+    let fd: OwnedFd = socket
+        .try_clone()
+        .map_err(|e| format!("dup socket: {e}"))?
+        .into();
+    Command::new("sleep")
+        .arg(hold.as_secs().to_string())
+        .stdin(Stdio::from(fd))
+        // Never the test runner's output pipes: a leftover must not hold them open.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start sleep: {e}"))
 }
 
 /// `ip:port`, `[v6]:port`, `[fe80::1%iface]:port`.

@@ -596,16 +596,7 @@ fn encode_request(
         },
         socket_id,
     };
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = seq;
-    let mut message = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(SockDiagMessage::InetRequest(request)),
-    );
-    message.finalize();
-    let mut buf = vec![0u8; message.buffer_len()];
-    message.serialize(&mut buf);
+    let mut buf = serialize_request(request, NLM_F_REQUEST | NLM_F_DUMP, seq);
     if let Some(ports) = ports {
         let bc = port_filter_bytecode(ports);
         let attr_len = 4 + bc.len();
@@ -647,8 +638,15 @@ fn encode_destroy(socket: &Socket, ids: SocketIds, seq: u32) -> Vec<u8> {
             cookie: ids.cookie.to_ne_bytes(),
         },
     };
+    let mut buf = serialize_request(request, NLM_F_REQUEST | NLM_F_ACK, seq);
+    NetlinkBuffer::new(&mut buf[..]).set_message_type(SOCK_DESTROY);
+    buf
+}
+
+/// `nlmsghdr` (with `flags` and `seq`) + an `inet_diag_req_v2`, as bytes.
+fn serialize_request(request: InetRequest, flags: u16, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.flags = flags;
     header.sequence_number = seq;
     let mut message = NetlinkMessage::new(
         header,
@@ -657,7 +655,6 @@ fn encode_destroy(socket: &Socket, ids: SocketIds, seq: u32) -> Vec<u8> {
     message.finalize();
     let mut buf = vec![0u8; message.buffer_len()];
     message.serialize(&mut buf);
-    NetlinkBuffer::new(&mut buf[..]).set_message_type(SOCK_DESTROY);
     buf
 }
 
