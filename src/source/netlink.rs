@@ -246,12 +246,10 @@ impl Diag {
             used.insert(s.local_port);
         };
         let range = Some((lo, hi));
-        let compat = transport == Transport::Tcp && {
-            self.seq = self.seq.wrapping_add(1);
-            let request =
-                encode_compat_tcp_request(StateSet::ALL, range, self.extensions().bits(), self.seq);
-            self.send(&request).is_ok() && self.receive(Transport::Tcp, range, &mut note).is_ok()
-        };
+        let compat = transport == Transport::Tcp
+            && self
+                .dump_tcp_ports_with(StateSet::ALL, range, &mut note)
+                .is_ok();
         if !compat {
             for ipv6 in [false, true] {
                 self.dump_ports_with(transport, ipv6, StateSet::ALL, range, &mut note)?;
@@ -282,13 +280,9 @@ impl Diag {
         out: &mut Vec<Socket>,
     ) -> Result<(), Error> {
         let mut devices = std::mem::take(&mut self.devices);
-        self.seq = self.seq.wrapping_add(1);
-        let request = encode_compat_tcp_request(states, ports, self.extensions().bits(), self.seq);
-        let result = self.send(&request).and_then(|()| {
-            self.receive(Transport::Tcp, ports, &mut |s, ids| {
-                note_device(&mut devices, out, ids);
-                out.push(s)
-            })
+        let result = self.dump_tcp_ports_with(states, ports, &mut |s, ids| {
+            note_device(&mut devices, out, ids);
+            out.push(s)
         });
         self.devices = devices;
         result
@@ -301,8 +295,17 @@ impl Diag {
         local_port: Option<u16>,
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
+        self.dump_tcp_ports_with(states, local_port.map(|p| (p, p)), sink)
+    }
+
+    /// The one `TCPDIAG_GETSOCK` dump, for the local ports in `ports` (`lo..=hi`) when given.
+    fn dump_tcp_ports_with(
+        &mut self,
+        states: StateSet,
+        ports: Option<(u16, u16)>,
+        sink: &mut dyn FnMut(Socket, SocketIds),
+    ) -> Result<(), Error> {
         self.seq = self.seq.wrapping_add(1);
-        let ports = local_port.map(|p| (p, p));
         let request = encode_compat_tcp_request(states, ports, self.extensions().bits(), self.seq);
         self.send(&request)?;
         self.receive(Transport::Tcp, ports, sink)
