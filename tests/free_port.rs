@@ -373,6 +373,37 @@ async fn a_prefork_family_is_freed_by_signalling_its_parent() {
     client.stop().await;
 }
 
+/// A prefork parent that ignores SIGTERM, with `force`: SIGKILL goes to the parent and to the
+/// workers still holding the port after it (each named as the listing named it).
+#[tokio::test]
+async fn force_also_kills_the_workers_left_holding_the_port() {
+    let client = Client::start(&["--allow-kill"], Some(true), &[]).await;
+    let (h, port) = holder(&["--workers", "2", "--on-term", "ignore"]);
+    let done = client
+        .free_port(json!({"port": port, "dry_run": false, "force": true, "timeout_secs": 1}))
+        .await;
+    assert_eq!(done["data"]["free"], true, "{done}");
+    let processes = done["data"]["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 3, "{done}");
+    assert_eq!(processes[0]["pid"], h.pid);
+    assert_eq!(processes[0]["signals"], json!(["SIGTERM", "SIGKILL"]));
+    let mut workers: Vec<u64> = Vec::new();
+    for w in &processes[1..] {
+        assert_eq!(w["program"], "sleep", "{done}");
+        assert_eq!(w["signals"], json!(["SIGKILL"]), "{done}");
+        assert_eq!(w["exited"], true, "{done}");
+        assert_eq!(w["uid"], rustix::process::getuid().as_raw(), "{done}");
+        workers.push(w["pid"].as_u64().unwrap());
+    }
+    workers.sort_unstable();
+    let mut expected: Vec<u64> = h.workers.iter().map(|&w| u64::from(w)).collect();
+    expected.sort_unstable();
+    assert_eq!(workers, expected);
+    assert!(process_gone(h.pid) && h.workers.iter().all(|&w| process_gone(w)));
+    assert!(!listening(port));
+    client.stop().await;
+}
+
 #[tokio::test]
 async fn the_servers_parent_is_refused() {
     // This test process starts the server: a port it holds is its parent's.

@@ -389,76 +389,78 @@ impl Service {
         let question = format!("Send SIGTERM to {names} to free {what}{then_kill}?");
         data.confirmed_by = Some(confirmed(confirm, &question, requester).await?.into());
 
-        // SIGTERM to each target, then wait for the port.
+        // SIGTERM to each target, then wait for the port. `sent` keeps, per signalled pid,
+        // the process (its start time tells "exited" from "pid reused") and its signals.
         let started = Instant::now();
-        let mut sent: HashMap<u32, Vec<&'static str>> = HashMap::new();
+        let mut sent: BTreeMap<u32, (Facts, Vec<&'static str>)> = BTreeMap::new();
         for (holder, _) in &plan.targets {
             if send(control.as_ref(), &holder.facts, Sig::Term, &what, requester).await? {
-                sent.entry(holder.facts.pid).or_default().push("SIGTERM");
+                sent.insert(holder.facts.pid, (holder.facts, vec!["SIGTERM"]));
             }
         }
         let mut state = wait_free(&target, query, started + query.timeout).await?;
+        // Workers a killed parent left behind, named as the port's listing named them.
+        let mut orphans: BTreeMap<u32, Arc<str>> = BTreeMap::new();
         if !state.free && query.force {
-            // SIGKILL to the targets still there and to whatever else holds the port now
-            // (workers a killed parent left behind), each checked as the targets were.
+            // SIGKILL to the targets still there and to whatever else holds the port now,
+            // each checked as the targets were.
             let mut pids: Vec<u32> = plan.targets.iter().map(|(h, _)| h.facts.pid).collect();
             pids.extend(state.holders.keys().copied());
             pids.sort_unstable();
             pids.dedup();
             let facts = control.facts(&pids).await?;
-            let starts: HashMap<u32, u64> = plan
-                .targets
-                .iter()
-                .map(|(h, _)| (h.facts.pid, h.facts.start))
-                .collect();
             for pid in pids {
                 let Some(f) = facts.get(&pid) else { continue };
                 // A target's pid now naming another process is not the target any more.
-                if starts.get(&pid).is_some_and(|&s| s != f.start) || f.exited {
-                    continue;
-                }
-                if refusal(f, &identity, "").is_some() {
+                let target = plan.targets.iter().find(|(h, _)| h.facts.pid == pid);
+                if target.is_some_and(|(h, _)| h.facts.start != f.start)
+                    || f.exited
+                    || refusal(f, &identity, "").is_some()
+                {
                     continue;
                 }
                 if send(control.as_ref(), f, Sig::Kill, &what, requester).await? {
-                    sent.entry(pid).or_default().push("SIGKILL");
+                    sent.entry(pid)
+                        .or_insert((*f, Vec::new()))
+                        .1
+                        .push("SIGKILL");
+                    if target.is_none() {
+                        orphans.insert(pid, state.holders[&pid].0.clone());
+                    }
                 }
             }
             state = wait_free(&target, query, Instant::now() + AFTER_KILL).await?;
         }
-        let pids: Vec<u32> = plan.targets.iter().map(|(h, _)| h.facts.pid).collect();
+        let pids: Vec<u32> = sent.keys().copied().collect();
         let after = control.facts(&pids).await?;
-        for (p, (holder, _)) in data.processes.iter_mut().zip(&plan.targets) {
-            p.signals = sent
-                .remove(&p.pid)
-                .unwrap_or_default()
-                .into_iter()
-                .map(String::from)
-                .collect();
-            p.exited = Some(
-                after
-                    .get(&p.pid)
-                    .is_none_or(|f| f.exited || f.start != holder.facts.start),
-            );
+        let exited = |f: &Facts| {
+            after
+                .get(&f.pid)
+                .is_none_or(|now| now.exited || now.start != f.start)
+        };
+        for p in &mut data.processes {
+            let Some((facts, signals)) = sent.get(&p.pid) else {
+                // Gone before its SIGTERM: nothing was sent.
+                p.signals.clear();
+                p.exited = Some(true);
+                continue;
+            };
+            p.signals = signals.iter().map(|s| s.to_string()).collect();
+            p.exited = Some(exited(facts));
         }
-        // Holders that were not targets but got SIGKILL (orphaned workers) are listed too.
-        for (pid, signals) in sent {
-            let program = state
-                .holders
-                .get(&pid)
-                .cloned()
-                .unwrap_or_else(|| "?".into());
+        for (pid, program) in orphans {
+            let (facts, signals) = &sent[&pid];
             data.processes.push(SignalledProcess {
                 pid,
                 program: program.to_string(),
                 user: None,
-                uid: 0,
+                uid: facts.uid,
                 command: None,
                 sockets: 0,
                 workers: Vec::new(),
                 worker_count: 0,
-                signals: signals.into_iter().map(String::from).collect(),
-                exited: Some(!after.contains_key(&pid)),
+                signals: signals.iter().map(|s| s.to_string()).collect(),
+                exited: Some(exited(facts)),
             });
         }
         data.free = state.free;
@@ -466,7 +468,7 @@ impl Service {
         data.remaining = state
             .holders
             .iter()
-            .map(|(&pid, program)| RemainingHolder {
+            .map(|(&pid, (program, _))| RemainingHolder {
                 pid,
                 program: program.to_string(),
             })
@@ -639,11 +641,11 @@ async fn send(
     sent
 }
 
-/// One line on stderr: every action is logged, whatever the log filter says. A closed stderr
+/// One line on stderr, written directly (not through `tracing`, whose filter could hide it,
+/// and whose stderr output would then say it twice): every action is logged. A closed stderr
 /// is ignored.
 pub(crate) fn log_action(line: &str) {
     use std::io::Write as _;
-    tracing::info!(target: "netstat_mcp::actions", "{line}");
     let _ = writeln!(std::io::stderr().lock(), "netstat-mcp: action: {line}");
 }
 
@@ -706,11 +708,12 @@ fn port_want(query: &FreePortQuery, owners: bool) -> Want {
     }
 }
 
-/// Who holds the port (pid → program) and how many TIME_WAIT sockets it has.
-fn holders_of(
-    snapshot: &Snapshot,
-    query: &FreePortQuery,
-) -> (BTreeMap<u32, Arc<str>>, usize, usize) {
+/// Processes holding LISTEN/bound sockets on a port: pid → program, sockets there.
+type Holders = BTreeMap<u32, (Arc<str>, usize)>;
+
+/// Who holds the port (pid → program and its LISTEN/bound sockets there), how many such
+/// sockets no process owns, and how many TIME_WAIT sockets it has.
+fn holders_of(snapshot: &Snapshot, query: &FreePortQuery) -> (Holders, usize, usize) {
     let mut holders = BTreeMap::new();
     let mut unowned = 0;
     let mut time_wait = 0;
@@ -725,7 +728,7 @@ fn holders_of(
                 unowned += 1;
             }
             for o in &s.owners {
-                holders.insert(o.pid, o.program.clone());
+                holders.entry(o.pid).or_insert((o.program.clone(), 0)).1 += 1;
             }
         }
     }
@@ -741,12 +744,6 @@ async fn plan(
 ) -> Result<Plan, Error> {
     let snapshot = target.source.collect(port_want(query, true)).await?;
     let (programs, unowned, time_wait) = holders_of(&snapshot, query);
-    let mut counts: HashMap<u32, usize> = HashMap::new();
-    for s in snapshot.sockets.iter().filter(|s| holds(s, query)) {
-        for o in &s.owners {
-            *counts.entry(o.pid).or_default() += 1;
-        }
-    }
     if programs.is_empty() && unowned > 0 {
         return Err(Error::Refused(format!(
             "{unowned} listening/bound socket(s) hold port {}/{} on {}, but the server cannot \
@@ -768,8 +765,8 @@ async fn plan(
                     *pid,
                     Holder {
                         facts: f,
-                        program: programs[pid].clone(),
-                        sockets: counts.get(pid).copied().unwrap_or(0),
+                        program: programs[pid].0.clone(),
+                        sockets: programs[pid].1,
                     },
                 )
             })
@@ -834,7 +831,7 @@ async fn plan(
 /// The port after signals: whether it is free, who holds it, its TIME_WAIT count.
 struct PortState {
     free: bool,
-    holders: BTreeMap<u32, Arc<str>>,
+    holders: Holders,
     time_wait: usize,
 }
 
@@ -880,7 +877,7 @@ async fn close_connection(
         target.label
     );
     let found = find_connection(query.port, peer).await?;
-    let Some((socket, _)) = found.first().cloned() else {
+    let Some((socket, ids)) = found.into_iter().next() else {
         return Err(Error::Input(InputError::new(
             "connection",
             format!(
@@ -953,7 +950,7 @@ async fn close_connection(
         "closing {what}{held_by} with SOCK_DESTROY; asked by {}",
         requester.who
     ));
-    destroy(query.port, peer).await?;
+    destroy(socket, ids).await?;
     let closed = find_connection(query.port, peer).await?.is_empty();
     row.closed = Some(closed);
     data.connection = Some(row);
@@ -967,10 +964,7 @@ async fn close_connection(
 }
 
 fn endpoint(ip: IpAddr, port: u16) -> String {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        v4 => format!("{v4}:{port}"),
-    }
+    super::health::endpoint(ip.to_canonical(), Some(port))
 }
 
 #[cfg(target_os = "linux")]
@@ -982,18 +976,11 @@ async fn find_connection(
 }
 
 #[cfg(target_os = "linux")]
-async fn destroy(port: u16, peer: (IpAddr, u16)) -> Result<(), Error> {
+async fn destroy(socket: Socket, ids: crate::source::netlink::SocketIds) -> Result<(), Error> {
     blocking(move || {
-        let mut diag = crate::source::netlink::Diag::open()?;
-        let found = diag.find_connections(port, peer)?;
-        let mut result = Ok(());
-        for (socket, ids) in &found {
-            if let Err(e) = diag.destroy(socket, *ids) {
-                result = Err(destroy_error(e));
-                break;
-            }
-        }
-        result
+        crate::source::netlink::Diag::open()?
+            .destroy(&socket, ids)
+            .map_err(destroy_error)
     })
     .await
 }
@@ -1044,7 +1031,7 @@ async fn find_connection(_port: u16, _peer: (IpAddr, u16)) -> Result<Vec<(Socket
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn destroy(_port: u16, _peer: (IpAddr, u16)) -> Result<(), Error> {
+async fn destroy(_socket: Socket, _ids: ()) -> Result<(), Error> {
     Err(Error::Refused(
         "closing a connection needs Linux's sock_diag SOCK_DESTROY".into(),
     ))
