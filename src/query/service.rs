@@ -158,6 +158,8 @@ impl Service {
         let mut probes = 0;
         let mut in_use: Option<std::collections::BTreeSet<u16>> = None;
         let mut window_end = 0u32;
+        // Once the source says it cannot narrow by range, it is asked port by port.
+        let mut ranges = true;
         let max_probes = if target.local {
             MAX_PROBES
         } else {
@@ -171,10 +173,11 @@ impl Service {
             }
             probes += 1;
             // A new window of the range dump when the port is past the last one.
-            if port > window_end || in_use.is_none() {
+            if ranges && port > window_end {
                 let hi = (port + WINDOW - 1).min(u32::from(u16::MAX)) as u16;
                 in_use = target.source.ports_in_use(query.transport, p, hi).await;
                 window_end = u32::from(hi);
+                ranges = in_use.is_some();
             }
             let free = match &in_use {
                 Some(used) => !used.contains(&p),
