@@ -82,16 +82,7 @@ impl Client {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn netstat-mcp");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = stderr {
-            let lines = lines.clone();
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
+        let lines = collect_lines(stderr.expect("stderr piped"), |_| {});
         let asked = Arc::new(Mutex::new(Vec::new()));
         let answerer = Answerer {
             accept,
@@ -130,6 +121,23 @@ impl Client {
     async fn stop(self) {
         let _ = within("close", self.service.cancel()).await;
     }
+}
+
+/// Collects a child's stderr lines as they come, each shown to `on_line` first.
+fn collect_lines(
+    stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            on_line(&line);
+            kept.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
 
 /// A listener process of the test's own on a fresh loopback port, with `extra` options.
@@ -440,24 +448,15 @@ async fn http_server(extra: &[&str]) -> (tokio::process::Child, String, Arc<Mute
         .kill_on_drop(true)
         .spawn()
         .expect("spawn netstat-mcp");
-    let stderr = child.stderr.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-    {
-        let lines = lines.clone();
-        tokio::spawn(async move {
-            let mut reader = tokio::io::BufReader::new(stderr).lines();
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = reader.next_line().await {
-                if let Some(rest) = line.split("serving MCP over streamable HTTP addr=").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
+    let mut tx = Some(tx);
+    let lines = collect_lines(child.stderr.take().unwrap(), move |line| {
+        if let Some(rest) = line.split("serving MCP over streamable HTTP addr=").nth(1)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+        }
+    });
     let addr = within("the server's address", rx).await.expect("started");
     (child, addr, lines)
 }
