@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub use crate::limits::Actions;
+
 /// The environment variable naming the configuration file.
 pub(crate) const CONFIG_ENV: &str = "NETSTAT_MCP_CONFIG";
 /// The largest config file read: 4 MiB (a TOML of 5,000 hosts is about 600 KiB).
@@ -250,29 +252,10 @@ pub struct NetstatConfig {
     /// The ssh_config file read for aliases (`[ssh] use_ssh_config` / `ssh_config`), if any.
     pub(crate) ssh_config: Option<Arc<ssh_config::SshConfigFile>>,
     /// What the server may do beyond reading (`[actions]`).
-    pub actions: ActionSettings,
+    pub actions: Actions,
     /// Things that are allowed but unwise (a password in a file others can read), unusable
     /// entries, an unreadable default config file; also logged.
     pub warnings: Vec<String>,
-}
-
-/// `[actions]`: what the MCP server may do beyond reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActionSettings {
-    /// Offer `free_port` (as `--allow-kill` does). Default false.
-    pub allow_kill: bool,
-    /// Act only after the user confirmed through MCP elicitation (default true); false trusts
-    /// the client's own per-call approval when it cannot ask.
-    pub require_elicitation: bool,
-}
-
-impl Default for ActionSettings {
-    fn default() -> Self {
-        ActionSettings {
-            allow_kill: false,
-            require_elicitation: true,
-        }
-    }
 }
 
 /// A `[[remote_hosts]]` entry that failed validation, kept so that a call naming it gets the
@@ -350,7 +333,7 @@ impl NetstatConfig {
             broken_hosts: Vec::new(),
             ssh_error: None,
             ssh_config: None,
-            actions: ActionSettings::default(),
+            actions: Actions::default(),
             warnings: Vec::new(),
         }
     }

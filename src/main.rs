@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
     let serve_allows_kill = matches!(&cli.command, Some(Command::Serve(args)) if args.allow_kill);
     let actions = mcp::Actions {
         allow_kill: cli.allow_kill || serve_allows_kill || config.actions.allow_kill,
-        require_elicitation: config.actions.require_elicitation,
+        ..config.actions
     };
     if actions.allow_kill
         && cli

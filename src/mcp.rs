@@ -382,24 +382,7 @@ fn tools(actions: &Actions) -> Vec<Tool> {
         .collect()
 }
 
-/// What the operator allows the server to do beyond reading (`--allow-kill`, `[actions]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Actions {
-    /// Offer `free_port` (signal processes, close connections). Off by default.
-    pub allow_kill: bool,
-    /// Act only after the user confirmed through MCP elicitation; when false, a client
-    /// without elicitation is trusted to have had the call approved (default true).
-    pub require_elicitation: bool,
-}
-
-impl Default for Actions {
-    fn default() -> Self {
-        Actions {
-            allow_kill: false,
-            require_elicitation: true,
-        }
-    }
-}
+pub use crate::limits::Actions;
 
 /// The MCP server: tools over a [`Service`].
 #[derive(Clone)]

@@ -65,7 +65,7 @@ pub(super) fn parse(
     // A bad [actions] table is an error of the whole file: guessing what an operator meant
     // about signalling processes is not ours to do.
     let actions = match actions_table {
-        None => super::ActionSettings::default(),
+        None => super::Actions::default(),
         Some(t) => parse_actions(t, &invalid)?,
     };
     let mut warnings = Vec::new();
@@ -146,8 +146,8 @@ pub(super) fn parse(
 fn parse_actions(
     table: toml::Table,
     invalid: &dyn Fn(&str, &str, String) -> ConfigError,
-) -> Result<super::ActionSettings, ConfigError> {
-    let mut actions = super::ActionSettings::default();
+) -> Result<super::Actions, ConfigError> {
+    let mut actions = super::Actions::default();
     for (key, value) in table {
         let Some(flag) = value.as_bool() else {
             return Err(invalid(
