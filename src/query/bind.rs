@@ -219,7 +219,7 @@ pub(crate) fn check(
     let group = with
         .iter()
         .find(|s| matches!(kind(s), Kind::Listener { group: true }));
-    let reason = if let Some(_g) = group {
+    let reason = if group.is_some() {
         "reuseport_group"
     } else if with.iter().any(|s| listening(s)) {
         "listener"
@@ -275,11 +275,10 @@ pub(crate) fn check(
             .min_by_key(|o| o.pid)
             .map(|o| format!(" ({} pid {})", o.program, o.pid))
             .unwrap_or_default();
-        let at = match canonical(s.local_ip) {
-            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-            v4 => format!("{v4}:{port}"),
-        };
-        format!("{at}{owner}")
+        format!(
+            "{}{owner}",
+            super::health::endpoint(canonical(s.local_ip), Some(port))
+        )
     };
     let detail = match reason {
         "free" => format!("Nothing holds {proto} port {port} on {address}: a server can bind it."),
