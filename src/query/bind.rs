@@ -275,10 +275,12 @@ pub(crate) fn check(
             .min_by_key(|o| o.pid)
             .map(|o| format!(" ({} pid {})", o.program, o.pid))
             .unwrap_or_default();
-        format!(
-            "{}{owner}",
-            super::health::endpoint(canonical(s.local_ip), Some(port))
-        )
+        // Formatted here: `health` (with its endpoint formatter) builds on this module.
+        let at = match canonical(s.local_ip) {
+            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            v4 => format!("{v4}:{port}"),
+        };
+        format!("{at}{owner}")
     };
     let detail = match reason {
         "free" => format!("Nothing holds {proto} port {port} on {address}: a server can bind it."),
