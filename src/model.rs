@@ -14,7 +14,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 pub mod health;
-pub use health::{Health, SkMem, TcpField, TcpInfo, fin_received};
+pub use health::{Bytes, Counters, Health, SkMem, TcpField, TcpInfo, fin_received};
 
 /// Socket protocol as netstat prints it in its first column: the family is part of the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

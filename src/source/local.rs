@@ -352,7 +352,7 @@ fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
     let mut diag = netlink::Diag::open()?.with_health(want.health);
     let mut out = Vec::new();
     if want.local_port.is_none() {
-        out.reserve(socket_count_estimate(net_root, want));
+        out.reserve(procfs::socket_count_estimate(net_root, want));
     }
     if want.tcp {
         let before = out.len();
@@ -381,40 +381,6 @@ fn netlink_sockets(net_root: &Path, want: &Want) -> Result<Listed, Error> {
         devices: diag.take_devices(),
         notes: Vec::new(),
     })
-}
-
-#[cfg(target_os = "linux")]
-/// How many sockets a full dump will return, from `/proc/net/sockstat{,6}` of the namespace
-/// being listed, so the vector is
-/// allocated once (growing it by doubling would hold two copies at the peak). 0 if unknown.
-fn socket_count_estimate(net_root: &Path, want: &Want) -> usize {
-    let mut total = 0usize;
-    for file in ["sockstat", "sockstat6"] {
-        let Ok(text) = std::fs::read_to_string(net_root.join("net").join(file)) else {
-            continue;
-        };
-        for line in text.lines() {
-            let Some((proto, fields)) = line.split_once(':') else {
-                continue;
-            };
-            let wanted = match proto {
-                "TCP" | "TCP6" => want.tcp,
-                "UDP" | "UDP6" => want.udp,
-                _ => false,
-            };
-            if !wanted {
-                continue;
-            }
-            let words: Vec<&str> = fields.split_whitespace().collect();
-            for pair in words.chunks(2) {
-                if let ["inuse" | "tw", n] = pair {
-                    total += n.parse::<usize>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    // Sockets come and go between the estimate and the dump.
-    total + total / 16 + 16
 }
 
 /// Last resort: run `ss`, `netstat` or `lsof` and parse their output.

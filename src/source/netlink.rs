@@ -29,7 +29,7 @@ use netlink_packet_sock_diag::inet::{
 use netlink_sys::{Socket as NlSocket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::error::Error;
-use crate::model::{Endpoint, Protocol, Socket, StateSet, TcpState, Transport};
+use crate::model::{Counters, Endpoint, Protocol, Socket, StateSet, TcpField, TcpState, Transport};
 
 /// Size of the receive buffer; the kernel fills at most 32 KiB per dump batch.
 const RECV_BUF: usize = 32 * 1024;
@@ -110,10 +110,22 @@ pub struct Diag {
     /// (position in the caller's vector, interface index) of every socket dumped so far that
     /// is bound to a device.
     devices: Vec<(usize, u32)>,
-    /// Whether dumps ask for and read each socket's health ([`Diag::with_health`]).
-    health: bool,
-    /// With `health`: whether memory (`INET_DIAG_SKMEMINFO`) comes too ([`Diag::set_memory`]).
-    memory: bool,
+    /// What dumps ask for and read of each socket beyond its header.
+    detail: Detail,
+}
+
+/// What a dump reads of each socket beyond its header ([`Diag::set_detail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// The header only: a plain listing.
+    Plain,
+    /// `tcp_info`, memory and the cgroup id, into [`Socket::health`]. Replies grow from about
+    /// 100 to about 450 bytes per TCP socket.
+    Health,
+    /// `tcp_info` and the cgroup id, kept only as each TCP socket's [`Counters`] in its
+    /// [`SocketIds`]: what a traffic count needs, with no [`Health`](crate::model::Health)
+    /// allocated per socket.
+    Counters,
 }
 
 /// What the kernel says about a dumped socket beyond the [`Socket`] itself.
@@ -124,6 +136,9 @@ pub(crate) struct SocketIds {
     pub(crate) cookie: u64,
     /// The bound device's interface index (the scope of a link-local address); 0 for none.
     pub(crate) interface: u32,
+    /// With [`Detail::Counters`]: a TCP socket's byte counters and cgroup, when its
+    /// `tcp_info` came.
+    pub(crate) counters: Option<Counters>,
 }
 
 /// Notes the next socket of `out` as bound to a device, when it is.
@@ -148,30 +163,25 @@ impl Diag {
             buf: vec![0; RECV_BUF],
             seq: 0,
             devices: Vec::new(),
-            health: false,
-            memory: true,
+            detail: Detail::Plain,
         })
     }
 
     /// Dumps from now on also ask for each socket's `tcp_info` and memory and read them (with
-    /// its cgroup id) into [`Socket::health`]. Replies grow from about 100 to about 450 bytes
-    /// per TCP socket, so plain listings do not ask.
+    /// its cgroup id) into [`Socket::health`] ([`Detail::Health`]); plain listings do not ask.
     pub(crate) fn with_health(mut self, health: bool) -> Diag {
-        self.set_health(health);
+        self.set_detail(if health {
+            Detail::Health
+        } else {
+            Detail::Plain
+        });
         self
     }
 
-    /// [`Diag::with_health`] on a connection kept across dumps (a watcher asks for health in
-    /// some listings only).
-    pub(crate) fn set_health(&mut self, health: bool) {
-        self.health = health;
-    }
-
-    /// Whether health dumps also ask for socket memory (default yes). A watcher that wants
-    /// only the byte counters of `tcp_info` turns it off: each reply is smaller, and
-    /// [`Health::mem`](crate::model::Health) stays `None`.
-    pub(crate) fn set_memory(&mut self, memory: bool) {
-        self.memory = memory;
+    /// What dumps from now on read of each socket, on a connection kept across dumps (a
+    /// watcher asks for counters in some listings only).
+    pub(crate) fn set_detail(&mut self, detail: Detail) {
+        self.detail = detail;
     }
 
     /// The sockets dumped so far that are bound to a device: (position in the vector the dumps
@@ -372,12 +382,10 @@ impl Diag {
 
     /// The attributes to ask the kernel for.
     fn extensions(&self) -> ExtensionFlags {
-        if self.health && self.memory {
-            ExtensionFlags::INFO | ExtensionFlags::SKMEMINFO
-        } else if self.health {
-            ExtensionFlags::INFO
-        } else {
-            ExtensionFlags::empty()
+        match self.detail {
+            Detail::Plain => ExtensionFlags::empty(),
+            Detail::Health => ExtensionFlags::INFO | ExtensionFlags::SKMEMINFO,
+            Detail::Counters => ExtensionFlags::INFO,
         }
     }
 
@@ -415,7 +423,7 @@ impl Diag {
                     ),
                 });
             }
-            if parse_batch(&self.buf[..n], transport, ports, self.health, sink)? {
+            if parse_batch(&self.buf[..n], transport, ports, self.detail, sink)? {
                 return Ok(());
             }
         }
@@ -520,10 +528,16 @@ impl DestroyMonitor {
         };
         let mut count = 0;
         // The kernel adds the closed socket's final tcp_info: a close's byte totals.
-        parse_batch(&self.buf[..n], transport, None, true, &mut |s, ids| {
-            count += 1;
-            sink(s, ids.cookie)
-        })?;
+        parse_batch(
+            &self.buf[..n],
+            transport,
+            None,
+            Detail::Health,
+            &mut |s, ids| {
+                count += 1;
+                sink(s, ids.cookie)
+            },
+        )?;
         Ok(Received::Sockets(count))
     }
 }
@@ -662,13 +676,13 @@ fn serialize_request(request: InetRequest, flags: u16, seq: u32) -> Vec<u8> {
 }
 
 /// Parses one received batch (of a dump, or one destroy notification): each socket goes to
-/// `sink` with its cookie; with `health`, its attributes are read into [`Socket::health`].
+/// `sink` with its cookie; its attributes are read as `detail` says.
 /// Returns true when the dump is complete.
 fn parse_batch(
     mut batch: &[u8],
     transport: Transport,
     ports: Option<(u16, u16)>,
-    health: bool,
+    detail: Detail,
     sink: &mut dyn FnMut(Socket, SocketIds),
 ) -> Result<bool, Error> {
     while !batch.is_empty() {
@@ -699,9 +713,17 @@ fn parse_batch(
                     && ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&socket.local_port))
                 {
                     let attrs = msg.payload().get(INET_DIAG_MSG_LEN..).unwrap_or(&[]);
-                    if health {
-                        socket.health = Some(Box::new(read_health(attrs, transport)));
-                    }
+                    let counters = match detail {
+                        Detail::Plain => None,
+                        Detail::Health => {
+                            let health = read_health(attrs, transport, &TcpField::ALL);
+                            socket.health = Some(Box::new(health));
+                            None
+                        }
+                        Detail::Counters => {
+                            read_health(attrs, transport, &TcpField::BYTES).counters(socket.state)
+                        }
+                    };
                     if header.family == AF_INET6 {
                         socket.v6only = read_v6only(attrs);
                     }
@@ -710,6 +732,7 @@ fn parse_batch(
                         SocketIds {
                             cookie: u64::from_ne_bytes(header.socket_id.cookie),
                             interface: header.socket_id.interface_id,
+                            counters,
                         },
                     );
                 }
@@ -757,7 +780,12 @@ fn read_v6only(mut attrs: &[u8]) -> Option<bool> {
 
 /// Reads the attributes of one reply that health needs. Attributes it does not know, or that
 /// are cut short, are skipped: a reply is never refused for them.
-fn read_health(mut attrs: &[u8], transport: Transport) -> crate::model::Health {
+/// Of `tcp_info`, only `fields` are read.
+fn read_health(
+    mut attrs: &[u8],
+    transport: Transport,
+    fields: &[TcpField],
+) -> crate::model::Health {
     let mut health = crate::model::Health::default();
     while attrs.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
@@ -769,7 +797,7 @@ fn read_health(mut attrs: &[u8], transport: Transport) -> crate::model::Health {
         let value = &attrs[4..len];
         match kind {
             INET_DIAG_INFO if transport == Transport::Tcp => {
-                health.tcp = Some(crate::model::TcpInfo::from_kernel(value));
+                health.tcp = Some(crate::model::TcpInfo::from_kernel_fields(value, fields));
             }
             INET_DIAG_SKMEMINFO => health.mem = crate::model::SkMem::from_kernel(value),
             INET_DIAG_CGROUP_ID => {
@@ -856,7 +884,7 @@ mod tests {
         body[24..28].copy_from_slice(&[127, 0, 0, 1]);
         body[44..52].copy_from_slice(&0x1d8u64.to_ne_bytes());
         let mut got = Vec::new();
-        let done = parse_batch(&msg, Transport::Tcp, None, false, &mut |s, ids| {
+        let done = parse_batch(&msg, Transport::Tcp, None, Detail::Plain, &mut |s, ids| {
             got.push((s, ids.cookie))
         })
         .unwrap();

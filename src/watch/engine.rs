@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
-use crate::model::{Endpoint, Health, Protocol, Socket, StateSet, TcpState, Transport};
+use crate::model::{Bytes, Counters, Endpoint, Protocol, Socket, StateSet, TcpState, Transport};
 #[cfg(target_os = "linux")]
 use crate::owners;
 #[cfg(target_os = "linux")]
-use crate::source::netlink::SocketIds;
+use crate::source::netlink::{Detail, SocketIds};
 use crate::source::{Backend, Want};
 #[cfg(target_os = "linux")]
 use crate::source::{netlink, procfs};
@@ -143,7 +143,7 @@ pub(crate) struct LocalWatch {
 }
 
 /// What a counted watch's first listing keeps of a socket with counters: its cookie, its
-/// tuple (a close names no cookie), its state and its counters — not a copy of the socket.
+/// tuple (a close names no cookie), its state and its bytes — not a copy of the socket.
 #[derive(Debug)]
 pub(crate) struct Start {
     pub(crate) key: u64,
@@ -152,11 +152,34 @@ pub(crate) struct Start {
     pub(crate) local_port: u16,
     pub(crate) foreign: Endpoint,
     pub(crate) state: Option<TcpState>,
-    pub(crate) health: Box<Health>,
+    pub(crate) bytes: Bytes,
 }
 
-/// The reply to a [`LocalWatch::counted_listing`]: sockets keyed by their cookie.
-type Counted = Result<Vec<(u64, Socket)>, Error>;
+/// One listing: every socket keyed by its cookie, and the counters of the TCP sockets whose
+/// `tcp_info` came (counted listings only), by their place in `rows`, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub(crate) rows: Vec<(u64, Socket)>,
+    pub(crate) counters: Vec<(usize, Counters)>,
+}
+
+impl Listing {
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.counters.clear();
+    }
+
+    #[cfg(target_os = "linux")]
+    fn push(&mut self, socket: Socket, ids: SocketIds) {
+        if let Some(c) = ids.counters {
+            self.counters.push((self.rows.len(), c));
+        }
+        self.rows.push((ids.cookie, socket));
+    }
+}
+
+/// The reply to a [`LocalWatch::counted_listing`].
+type Counted = Result<Listing, Error>;
 
 impl LocalWatch {
     /// The closing listing of a counted watch, taken by the engine now: every socket with
@@ -217,27 +240,21 @@ struct Destroyed {
 #[cfg(target_os = "linux")]
 /// Where listings come from.
 enum Lister {
-    Netlink(netlink::Diag),
+    /// Dumps, with the `/proc` whose `net/sockstat` sizes each listing's vector.
+    Netlink(netlink::Diag, PathBuf),
     Procfs(PathBuf),
 }
 
 #[cfg(target_os = "linux")]
 impl Lister {
     fn open(backend: Backend, proc_root: &std::path::Path) -> Result<Lister, Error> {
-        // The engine's health is the byte counters of `tcp_info` (counted listings), never
-        // socket memory.
-        let open = || {
-            netlink::Diag::open().map(|mut d| {
-                d.set_memory(false);
-                d
-            })
-        };
+        let root = proc_root.to_path_buf();
         match backend {
-            Backend::Procfs => Ok(Lister::Procfs(proc_root.to_path_buf())),
-            Backend::Netlink => Ok(Lister::Netlink(open()?)),
+            Backend::Procfs => Ok(Lister::Procfs(root)),
+            Backend::Netlink => Ok(Lister::Netlink(netlink::Diag::open()?, root)),
             // The external tools cannot be watched; a watch lists with netlink or /proc/net.
-            Backend::Auto | Backend::External => match open() {
-                Ok(d) => Ok(Lister::Netlink(d)),
+            Backend::Auto | Backend::External => match netlink::Diag::open() {
+                Ok(d) => Ok(Lister::Netlink(d, root)),
                 Err(e) => {
                     tracing::warn!(cause = %e, "netlink sock_diag unavailable; watching /proc/net");
                     Ok(Lister::Procfs(proc_root.to_path_buf()))
@@ -246,28 +263,38 @@ impl Lister {
         }
     }
 
-    /// Every socket the want covers, in every state, keyed.
-    fn list(&mut self, want: &Want, out: &mut Vec<(u64, Socket)>) -> Result<(), Error> {
+    /// Every socket the want covers, in every state, keyed. With `want.health`, each TCP
+    /// socket's counters come too: the engine's health is the byte counters of `tcp_info`,
+    /// never socket memory, and no [`Health`](crate::model::Health) is kept per socket.
+    fn list(&mut self, want: &Want, out: &mut Listing) -> Result<(), Error> {
         out.clear();
         match self {
-            Lister::Netlink(diag) => {
-                diag.set_health(want.health);
-                if want.tcp {
-                    let mut collect = |s: Socket, ids: SocketIds| out.push((ids.cookie, s));
-                    if diag
-                        .dump_tcp_any_family_with(StateSet::ALL, want.local_port, &mut collect)
+            Lister::Netlink(diag, root) => {
+                // Sized once: growing by doubling copies every row into fresh pages.
+                if want.local_port.is_none() {
+                    out.rows.reserve(procfs::socket_count_estimate(root, want));
+                }
+                diag.set_detail(if want.health {
+                    Detail::Counters
+                } else {
+                    Detail::Plain
+                });
+                if want.tcp
+                    && diag
+                        .dump_tcp_any_family_with(StateSet::ALL, want.local_port, &mut |s, ids| {
+                            out.push(s, ids)
+                        })
                         .is_err()
-                    {
-                        out.clear();
-                        for ipv6 in [false, true] {
-                            diag.dump_with(
-                                Transport::Tcp,
-                                ipv6,
-                                StateSet::ALL,
-                                want.local_port,
-                                &mut |s, ids| out.push((ids.cookie, s)),
-                            )?;
-                        }
+                {
+                    out.clear();
+                    for ipv6 in [false, true] {
+                        diag.dump_with(
+                            Transport::Tcp,
+                            ipv6,
+                            StateSet::ALL,
+                            want.local_port,
+                            &mut |s, ids| out.push(s, ids),
+                        )?;
                     }
                 }
                 if want.udp {
@@ -277,7 +304,7 @@ impl Lister {
                             ipv6,
                             StateSet::ALL,
                             want.local_port,
-                            &mut |s, ids| out.push((ids.cookie, s)),
+                            &mut |s, ids| out.push(s, ids),
                         )?;
                     }
                 }
@@ -290,7 +317,8 @@ impl Lister {
                     ..*want
                 };
                 let (sockets, _remarks) = procfs::sockets(root, &want)?;
-                out.extend(sockets.into_iter().map(|s| (tuple_key(&s), s)));
+                out.rows
+                    .extend(sockets.into_iter().map(|s| (tuple_key(&s), s)));
                 Ok(())
             }
         }
@@ -324,7 +352,7 @@ pub(crate) fn start(
     let queue = tx.clone();
     let destroy = if !options.destroy {
         DestroyStatus::Disabled
-    } else if !matches!(lister, Lister::Netlink(_)) {
+    } else if !matches!(lister, Lister::Netlink(..)) {
         DestroyStatus::Unavailable {
             reason:
                 "netlink sock_diag dumps are refused, so notifications cannot be matched to sockets"
@@ -354,7 +382,7 @@ pub(crate) fn start(
     };
     let grace = u32::from(destroy.is_on());
     let mut differ = Differ::new(grace, filter);
-    let mut buf = Vec::new();
+    let mut buf = Listing::default();
     let proc_root = options.proc_root.clone();
     let mut attach = move |fresh: &mut [Socket]| {
         owners::attach(&proc_root, fresh);
@@ -364,12 +392,12 @@ pub(crate) fn start(
         health: true,
         ..options.want
     };
-    let counts = matches!(lister, Lister::Netlink(_));
+    let counts = matches!(lister, Lister::Netlink(..));
     let mut rows = Vec::new();
     let dump_started = Instant::now();
     if options.counted.is_some() {
         lister.list(&counted, &mut buf)?;
-        rows = take_counted(&mut buf);
+        rows = starts(&buf);
     } else {
         lister.list(&options.want, &mut buf)?;
     }
@@ -380,7 +408,7 @@ pub(crate) fn start(
     differ.listing(
         SystemTime::now(),
         Instant::now(),
-        std::mem::take(&mut buf),
+        std::mem::take(&mut buf.rows),
         &mut attach,
         true,
         &mut *sink,
@@ -427,23 +455,25 @@ pub(crate) fn start(
     })
 }
 
-/// Moves the counters out of a listing: the sockets that have them, each as a [`Start`],
-/// while the listing keeps every socket without them (the differ keeps none).
+/// The sockets of a counted listing that came with counters, each as a [`Start`].
 #[cfg(target_os = "linux")]
-fn take_counted(buf: &mut [(u64, Socket)]) -> Vec<Start> {
-    let mut rows = Vec::with_capacity(buf.len());
-    rows.extend(buf.iter_mut().filter_map(|(key, s)| {
-        Some(Start {
-            key: *key,
-            health: s.health.take()?,
-            protocol: s.protocol,
-            local_ip: s.local_ip,
-            local_port: s.local_port,
-            foreign: s.foreign,
-            state: s.state,
+fn starts(listing: &Listing) -> Vec<Start> {
+    listing
+        .counters
+        .iter()
+        .map(|&(i, c)| {
+            let (key, s) = &listing.rows[i];
+            Start {
+                key: *key,
+                bytes: c.bytes,
+                protocol: s.protocol,
+                local_ip: s.local_ip,
+                local_port: s.local_port,
+                foreign: s.foreign,
+                state: s.state,
+            }
         })
-    }));
-    rows
+        .collect()
 }
 
 /// The destroy-notification thread: receive, stamp, queue; never wait for the engine.
@@ -517,7 +547,7 @@ struct Engine {
 #[cfg(target_os = "linux")]
 impl Engine {
     fn run(mut self) {
-        let mut buf = Vec::new();
+        let mut buf = Listing::default();
         let mut next = self.next_listing(self.first_cost);
         while !self.stop.load(Ordering::Relaxed) {
             let wait = next
@@ -564,15 +594,15 @@ impl Engine {
         }
     }
 
-    /// The closing listing of a counted watch: every socket with counters, with the owners
-    /// the differ remembers; only sockets it has not seen are looked up (the differ is not
+    /// The closing listing of a counted watch: every socket, TCP ones with their counters,
+    /// with the owners the differ remembers; only sockets it has not seen are looked up (the differ is not
     /// updated: nothing is reported after this).
-    fn closing_listing(&mut self, buf: &mut Vec<(u64, Socket)>) -> Counted {
+    fn closing_listing(&mut self, buf: &mut Listing) -> Counted {
         let started = Instant::now();
         self.lister.list(&self.counted, buf)?;
-        // The listing's own vector is the answer (100,000 sockets are 14 MB: not copied).
-        let mut rows = std::mem::take(buf);
-        rows.retain(|(_, s)| s.health.is_some());
+        // The listing itself is the answer (100,000 sockets are 14 MB: not copied).
+        let mut listing = std::mem::take(buf);
+        let rows = &mut listing.rows;
         let mut fresh = Vec::new();
         for (i, (key, s)) in rows.iter_mut().enumerate() {
             match self.differ.owners(*key) {
@@ -596,11 +626,11 @@ impl Engine {
             ms = started.elapsed().as_millis() as u64,
             "closing listing"
         );
-        Ok(rows)
+        Ok(listing)
     }
 
     /// One listing applied to the differ (a failed one is counted and kept as the last error).
-    fn listing(&mut self, buf: &mut Vec<(u64, Socket)>) {
+    fn listing(&mut self, buf: &mut Listing) {
         let started = Instant::now();
         let at = SystemTime::now();
         match self.lister.list(&self.want, buf) {
@@ -617,7 +647,7 @@ impl Engine {
                 differ.listing(
                     at,
                     started,
-                    std::mem::take(buf),
+                    std::mem::take(&mut buf.rows),
                     &mut **attach,
                     false,
                     &mut **sink,

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::window::{WatchQuery, WatchService, Watcher, channel};
 use super::{Event, EventKind, Tuple, event_tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
-use crate::model::{Health, Socket, StateSet, TcpState, fin_received};
+use crate::model::{Bytes, Socket, StateSet, TcpState};
 use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
 use crate::query::input::{ConnectionsArgs, input, quoted};
@@ -255,13 +255,6 @@ impl TrafficArgs {
     }
 }
 
-/// Bytes sent and received.
-#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Default)]
-pub(crate) struct Bytes {
-    pub(crate) sent: u64,
-    pub(crate) received: u64,
-}
-
 /// One group's traffic over the window.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub(crate) struct TrafficGroup {
@@ -304,17 +297,10 @@ pub struct TrafficData {
 const UDP_NOTE: &str =
     "UDP traffic is not measured: sock_diag has no byte counters for UDP sockets";
 
-/// Counters of a listed TCP socket: (sent, received), FIN taken out by its state.
+/// Counters of a TCP socket listed with its health (a remote `ss -ti`): FIN taken out by its
+/// state.
 fn counters(s: &Socket) -> Option<Bytes> {
-    counters_of(s.health.as_deref()?, s.state)
-}
-
-fn counters_of(health: &Health, state: Option<TcpState>) -> Option<Bytes> {
-    let tcp = health.tcp.as_ref()?;
-    Some(Bytes {
-        sent: tcp.sent()?,
-        received: tcp.received(fin_received(state)).unwrap_or(0),
-    })
+    s.health.as_deref()?.tcp.as_ref()?.bytes(s.state)
 }
 
 /// Whether a listed socket is a connection whose counters mean traffic.
@@ -326,6 +312,24 @@ fn is_connection(s: &Socket) -> bool {
 struct Measured<'a> {
     socket: &'a Socket,
     bytes: Bytes,
+    /// The cgroup it was created in, where the listing said.
+    cgroup_id: Option<u64>,
+}
+
+impl<'a> Measured<'a> {
+    /// A connection whose counters were `before` (none: opened since) and are `now`.
+    fn new(socket: &'a Socket, now: Bytes, before: Option<Bytes>, cgroup_id: Option<u64>) -> Self {
+        Measured {
+            socket,
+            bytes: now.since(before.unwrap_or_default()),
+            cgroup_id,
+        }
+    }
+}
+
+/// What every measured connection moved, added up.
+fn sum(measured: &[Measured<'_>]) -> Bytes {
+    measured.iter().fold(Bytes::default(), |t, m| t + m.bytes)
 }
 
 /// Adds the measured connections up into groups.
@@ -339,15 +343,12 @@ fn group(
     let cgroups = if matches!(by, GroupBy::Unit | GroupBy::Container)
         && let Some(p) = processes
     {
-        let ids = measured
-            .iter()
-            .filter_map(|m| m.socket.health.as_deref().and_then(|h| h.cgroup_id))
-            .collect();
+        let ids = measured.iter().filter_map(|m| m.cgroup_id).collect();
         p.cgroups(&ids)
     } else {
         HashMap::new()
     };
-    let mut groups: HashMap<String, (Bytes, u64, BTreeSet<u32>)> = HashMap::new();
+    let mut groups: HashMap<String, (Bytes, u64, BTreeSet<u32>), FastHash> = HashMap::default();
     for m in measured {
         let s = m.socket;
         let owner = s.owners.iter().min_by_key(|o| o.pid);
@@ -355,11 +356,7 @@ fn group(
         let info = owner
             .filter(|_| matches!(by, GroupBy::Unit | GroupBy::Container))
             .and_then(|o| processes.and_then(|p| p.process(o.pid)));
-        let names = s
-            .health
-            .as_deref()
-            .and_then(|h| h.cgroup_id)
-            .and_then(|id| cgroups.get(&id));
+        let names = m.cgroup_id.and_then(|id| cgroups.get(&id));
         let key: Option<Cow<'_, str>> = match by {
             GroupBy::Program => owner.map(|o| Cow::Borrowed(&*o.program)),
             GroupBy::Unit => info
@@ -498,31 +495,12 @@ impl WatchService {
                 detail: "traffic on this machine needs the local watch engine".into(),
             });
         };
-        // The start counters by socket cookie, and by tuple for the closes (which name no
-        // cookie); the start listing itself is let go now, before the closing one comes.
-        let start_rows = std::mem::take(&mut engine.baseline);
-        let mut base: HashMap<u64, Bytes, FastHash> =
-            HashMap::with_capacity_and_hasher(start_rows.len(), FastHash::default());
-        let mut start_tuples: Vec<(Tuple, Bytes)> = Vec::with_capacity(start_rows.len());
-        for r in start_rows {
-            if !is_connection_of(r.protocol, r.state) {
-                continue;
-            }
-            let Some(bytes) = counters_of(&r.health, r.state) else {
-                continue;
-            };
-            base.insert(r.key, bytes);
-            start_tuples.push((
-                (
-                    r.protocol,
-                    r.local_ip,
-                    r.local_port,
-                    r.foreign.ip,
-                    r.foreign.port,
-                ),
-                bytes,
-            ));
-        }
+        // The start counters by socket cookie; the start rows themselves stay for the closes
+        // (which name no cookie, only a tuple).
+        let mut start_rows = std::mem::take(&mut engine.baseline);
+        start_rows.retain(|r| is_connection_of(r.protocol, r.state));
+        let base: HashMap<u64, Bytes, FastHash> =
+            start_rows.iter().map(|r| (r.key, r.bytes)).collect();
         let total = q.window.as_secs();
         let mut events: Vec<Event> = Vec::new();
         let deadline = tokio::time::Instant::now() + q.window;
@@ -550,7 +528,7 @@ impl WatchService {
         }
         // The closing listing is the engine's: owners come from its table (only sockets new
         // since its last listing are looked up).
-        let sockets = engine.counted_listing().await?;
+        let listing = engine.counted_listing().await?;
         let end_ms = unix_ms(SystemTime::now());
         let window = started.elapsed().as_secs_f64();
         let destroy = engine.destroy.clone();
@@ -572,7 +550,8 @@ impl WatchService {
             notes.push(NO_COUNTERS.to_string());
         }
         // Listeners' owners, for connections no listing saw.
-        let listeners: HashMap<u16, &Socket> = sockets
+        let listeners: HashMap<u16, &Socket> = listing
+            .rows
             .iter()
             .map(|(_, s)| s)
             .filter(|s| s.state == Some(TcpState::Listen) && !s.owners.is_empty())
@@ -586,37 +565,35 @@ impl WatchService {
             .map(|e| (event_tuple(e), (false, None)))
             .collect();
         if !close_live.is_empty() {
-            for (key, bytes) in &start_tuples {
-                if let Some(entry) = close_live.get_mut(key) {
-                    entry.1 = Some(*bytes);
+            for r in &start_rows {
+                let key = (
+                    r.protocol,
+                    r.local_ip,
+                    r.local_port,
+                    r.foreign.ip,
+                    r.foreign.port,
+                );
+                if let Some(entry) = close_live.get_mut(&key) {
+                    entry.1 = Some(r.bytes);
                 }
             }
         }
-        drop(start_tuples);
+        drop(start_rows);
         let (mut opened, mut closed) = (0u64, 0u64);
-        let mut live = Vec::with_capacity(sockets.len());
-        for (key, s) in &sockets {
+        let mut live = Vec::with_capacity(listing.counters.len());
+        for &(i, now) in &listing.counters {
+            let (key, s) = &listing.rows[i];
             if !is_connection(s) || !q.filter.matches(s) {
                 continue;
             }
-            let Some(now) = counters(s) else { continue };
             if !close_live.is_empty()
                 && let Some(entry) = close_live.get_mut(&tuple(s))
             {
                 entry.0 = true;
             }
             let before = base.get(key).copied();
-            if before.is_none() {
-                opened += 1;
-            }
-            let before = before.unwrap_or_default();
-            live.push(Measured {
-                bytes: Bytes {
-                    sent: now.sent.saturating_sub(before.sent),
-                    received: now.received.saturating_sub(before.received),
-                },
-                socket: s,
-            });
+            opened += u64::from(before.is_none());
+            live.push(Measured::new(s, now.bytes, before, now.cgroup_id));
         }
         let mut unmeasured = 0u64;
         let mut gone = Vec::new();
@@ -633,32 +610,26 @@ impl WatchService {
                 continue;
             };
             closed += 1;
-            if before.is_none() {
-                opened += 1;
-            }
-            let before = before.unwrap_or_default();
+            opened += u64::from(before.is_none());
             let mut socket = e.socket();
             if socket.owners.is_empty()
                 && let Some(l) = listeners.get(&socket.local_port)
             {
                 socket.owners = l.owners.clone();
             }
-            let bytes = Bytes {
-                sent: totals.sent.saturating_sub(before.sent),
-                received: totals.received.saturating_sub(before.received),
+            let now = Bytes {
+                sent: totals.sent,
+                received: totals.received,
             };
-            gone.push((socket, bytes));
+            gone.push((socket, now, before));
         }
         let mut measured = live;
-        measured.extend(gone.iter().map(|(socket, bytes)| Measured {
-            socket,
-            bytes: *bytes,
-        }));
+        measured.extend(
+            gone.iter()
+                .map(|(socket, now, before)| Measured::new(socket, *now, *before, None)),
+        );
         let connection_count = measured.len() as u64;
-        let totals = measured.iter().fold(Bytes::default(), |t, m| Bytes {
-            sent: t.sent + m.bytes.sent,
-            received: t.received + m.bytes.received,
-        });
+        let totals = sum(&measured);
         let groups = group(measured, q.by, Some(&processes), window);
         let mut extra = notes;
         if !destroy.is_on() {
@@ -737,20 +708,11 @@ impl WatchService {
             let Some(now) = counters(s) else { continue };
             let before = base.get(&tuple(s)).copied();
             opened += u64::from(before.is_none());
-            let before = before.unwrap_or_default();
-            measured.push(Measured {
-                bytes: Bytes {
-                    sent: now.sent.saturating_sub(before.sent),
-                    received: now.received.saturating_sub(before.received),
-                },
-                socket: s,
-            });
+            let cgroup_id = s.health.as_deref().and_then(|h| h.cgroup_id);
+            measured.push(Measured::new(s, now, before, cgroup_id));
         }
         let connection_count = measured.len() as u64;
-        let totals = measured.iter().fold(Bytes::default(), |t, m| Bytes {
-            sent: t.sent + m.bytes.sent,
-            received: t.received + m.bytes.received,
-        });
+        let totals = sum(&measured);
         let groups = group(measured, q.by, processes.as_deref(), window);
         let mut extra = notes;
         extra.push(
