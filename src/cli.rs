@@ -183,29 +183,9 @@ impl ServeArgs {
     }
 }
 
+/// The flags of every command that lists sockets: where to look and how to print.
 #[derive(Debug, Args)]
-pub struct ConnectionsOpts {
-    #[command(flatten)]
-    pub(crate) args: ConnectionsArgs,
-    /// Skip the owner (pid/program) lookup: faster, and needs no privileges.
-    #[arg(long)]
-    pub(crate) no_owners: bool,
-    /// List every network namespace on the machine (containers' too), each from inside it
-    /// (needs root); rows show their namespace.
-    #[arg(long)]
-    pub(crate) all_netns: bool,
-    /// Print the JSON answer the MCP tool returns instead of a table.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct PortOpts {
-    /// The port to check (1-65535).
-    #[arg(value_name = "PORT", allow_hyphen_values = true)]
-    pub(crate) port: String,
-    #[command(flatten)]
-    pub(crate) args: PortArgs,
+pub struct Listed {
     /// List every network namespace on the machine (containers' too), each from inside it
     /// (needs root); rows show their namespace.
     #[arg(long)]
@@ -216,16 +196,33 @@ pub struct PortOpts {
 }
 
 #[derive(Debug, Args)]
+pub struct ConnectionsOpts {
+    #[command(flatten)]
+    pub(crate) args: ConnectionsArgs,
+    /// Skip the owner (pid/program) lookup: faster, and needs no privileges.
+    #[arg(long)]
+    pub(crate) no_owners: bool,
+    #[command(flatten)]
+    pub(crate) listed: Listed,
+}
+
+#[derive(Debug, Args)]
+pub struct PortOpts {
+    /// The port to check (1-65535).
+    #[arg(value_name = "PORT", allow_hyphen_values = true)]
+    pub(crate) port: String,
+    #[command(flatten)]
+    pub(crate) args: PortArgs,
+    #[command(flatten)]
+    pub(crate) listed: Listed,
+}
+
+#[derive(Debug, Args)]
 pub struct SummaryOpts {
     #[command(flatten)]
     pub(crate) args: ConnectionsArgs,
-    /// List every network namespace on the machine (containers' too), each from inside it
-    /// (needs root); rows show their namespace.
-    #[arg(long)]
-    pub(crate) all_netns: bool,
-    /// Print the JSON summary instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) listed: Listed,
 }
 
 /// The listing's arguments with `scope` set by `--all-netns`.
@@ -247,7 +244,7 @@ pub(crate) fn success_or_2(success: bool) -> ExitCode {
 
 /// Runs `connections`. Exit 0 on success, 2 on error.
 pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode {
-    let result = match with_scope(&opts.args, opts.all_netns).validate(None) {
+    let result = match with_scope(&opts.args, opts.listed.all_netns).validate(None) {
         Ok(mut query) => {
             query.owners = !opts.no_owners;
             service
@@ -256,23 +253,15 @@ pub async fn connections(service: &Service, opts: &ConnectionsOpts) -> ExitCode 
         }
         Err(e) => Err(Error::Input(e)),
     };
-    match result {
-        Ok(envelope) => {
-            let written = if opts.json {
-                print_json(&envelope)
-            } else {
-                print_text(&connections_answer_text(&envelope))
-            };
-            delivered(written, success_or_2(envelope.success))
-        }
-        Err(e) => fail::<ConnectionsData>(&e, opts.json),
-    }
+    show(result, opts.listed.json, connections_answer_text, |e| {
+        success_or_2(e.success)
+    })
 }
 
 /// Runs `summary`: what a host (or several: a list, glob or group) is doing, for a person (or
 /// `--json`: the summary, merged over the hosts). Exit 0, 2 on error.
 pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
-    let result = match with_scope(&opts.args, opts.all_netns).validate(Some(0)) {
+    let result = match with_scope(&opts.args, opts.listed.all_netns).validate(Some(0)) {
         Ok(query) => {
             service
                 .connections_any(&query, &crate::query::no_progress)
@@ -282,7 +271,7 @@ pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
     };
     match result {
         Ok(envelope) => {
-            let written = if opts.json {
+            let written = if opts.listed.json {
                 let summary = match &envelope.data {
                     Some(ConnectionsAnswer::One(d)) => serde_json::to_value(&d.summary).ok(),
                     // Several hosts: the merged summary and each host's outcome (what the
@@ -314,7 +303,7 @@ pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
             };
             delivered(written, success_or_2(envelope.success))
         }
-        Err(e) => fail::<ConnectionsData>(&e, opts.json),
+        Err(e) => fail::<ConnectionsData>(&e, opts.listed.json),
     }
 }
 
@@ -328,43 +317,32 @@ pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
                 given: format!("'{}'", crate::query::shorten(&opts.port)),
                 allowed: "must be an integer between 1 and 65535".into(),
             };
-            return fail::<PortData>(&Error::Input(e), opts.json);
+            return fail::<PortData>(&Error::Input(e), opts.listed.json);
         }
     };
     let args = PortArgs {
         port,
-        scope: opts.all_netns.then(|| "all".to_string()),
+        scope: opts.listed.all_netns.then(|| "all".to_string()),
         ..opts.args.clone()
     };
     let result = match args.validate(None) {
         Ok(query) => service.port_any(&query, &crate::query::no_progress).await,
         Err(e) => Err(Error::Input(e)),
     };
-    match result {
-        Ok(envelope) => {
-            let written = if opts.json {
-                print_json(&envelope)
-            } else {
-                print_text(&port_answer_text(&envelope))
-            };
-            let occupied = match &envelope.data {
-                Some(PortAnswer::One(d)) => d.is_occupied,
-                Some(PortAnswer::Many(d)) => !d.summary.occupied_on.is_empty(),
-                None => false,
-            };
-            delivered(
-                written,
-                if !envelope.success {
-                    ExitCode::from(2)
-                } else if occupied {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                },
-            )
+    show(result, opts.listed.json, port_answer_text, |envelope| {
+        let occupied = match &envelope.data {
+            Some(PortAnswer::One(d)) => d.is_occupied,
+            Some(PortAnswer::Many(d)) => !d.summary.occupied_on.is_empty(),
+            None => false,
+        };
+        if !envelope.success {
+            ExitCode::from(2)
+        } else if occupied {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
         }
-        Err(e) => fail::<PortData>(&e, opts.json),
-    }
+    })
 }
 
 /// Runs `hosts`: the configured remote hosts. `--json` prints exactly what the `list_hosts`
@@ -379,6 +357,27 @@ pub fn hosts(service: &Service, opts: &HostsOpts) -> ExitCode {
         Ok(())
     };
     delivered(written, ExitCode::SUCCESS)
+}
+
+/// Prints a command's answer (`--json`: the envelope the MCP tool returns; else `text` of it)
+/// or its error, and exits with `code` of the answer, or 2 for the error.
+pub(crate) fn show<T: Serialize>(
+    result: Result<Envelope<T>, Error>,
+    json: bool,
+    text: impl FnOnce(&Envelope<T>) -> String,
+    code: impl FnOnce(&Envelope<T>) -> ExitCode,
+) -> ExitCode {
+    match result {
+        Ok(envelope) => {
+            let written = if json {
+                print_json(&envelope)
+            } else {
+                print_text(&text(&envelope))
+            };
+            delivered(written, code(&envelope))
+        }
+        Err(e) => fail::<T>(&e, json),
+    }
 }
 
 pub(crate) fn fail<T: Serialize>(err: &Error, json: bool) -> ExitCode {

@@ -18,18 +18,14 @@ pub struct HealthOpts {
     /// Skip the owner (pid/program) lookup of the rows shown.
     #[arg(long)]
     pub(crate) no_owners: bool,
-    /// Look at every network namespace on the machine (containers' too; needs root).
-    #[arg(long)]
-    pub(crate) all_netns: bool,
-    /// Print the JSON answer the MCP tool returns instead of a table.
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) listed: super::Listed,
 }
 
 /// Runs `health`. Exit 0 on success, 2 on error.
 pub async fn health(service: &Service, opts: &HealthOpts) -> ExitCode {
     let args = HealthArgs {
-        scope: opts.all_netns.then(|| "all".to_string()),
+        scope: opts.listed.all_netns.then(|| "all".to_string()),
         ..opts.args.clone()
     };
     let result = match args.validate(Some(DEFAULT_HEALTH_ROWS)) {
@@ -41,17 +37,9 @@ pub async fn health(service: &Service, opts: &HealthOpts) -> ExitCode {
         }
         Err(e) => Err(Error::Input(e)),
     };
-    match result {
-        Ok(envelope) => {
-            let written = if opts.json {
-                print_json(&envelope)
-            } else {
-                print_text(&health_text(&envelope))
-            };
-            delivered(written, success_or_2(envelope.success))
-        }
-        Err(e) => fail::<HealthData>(&e, opts.json),
-    }
+    super::show(result, opts.listed.json, health_text, |e| {
+        success_or_2(e.success)
+    })
 }
 
 /// A millisecond value as ss prints it (at most 3 decimals).

@@ -353,7 +353,7 @@ pub struct Counters {
 }
 
 /// Socket memory (`INET_DIAG_SKMEMINFO`, as `ss -m` prints `skmem:(r…,rb…,t…,tb…,…,d…)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, schemars::JsonSchema)]
 pub struct SkMem {
     /// Bytes queued for the application to read (`r`).
     pub rmem_alloc: u32,

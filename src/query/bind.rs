@@ -400,29 +400,18 @@ mod tests {
             ("listener", false, false)
         );
         assert_eq!(b.assumes, None, "a listener blocks whatever its options");
+        // A [::] listener blocks an IPv4 address unless it is IPv6-only.
         let mut dual = sock(Protocol::Tcp6, "::", 8080, Some(TcpState::Listen));
-        dual.v6only = Some(false);
-        assert_eq!(
-            check(
+        for (v6only, reason) in [(false, "listener"), (true, "free")] {
+            dual.v6only = Some(v6only);
+            let b = check(
                 tcp(Some("10.0.0.5")),
                 std::slice::from_ref(&dual),
                 Some(0),
-                &none
-            )
-            .reason,
-            "listener"
-        );
-        dual.v6only = Some(true);
-        assert_eq!(
-            check(
-                tcp(Some("10.0.0.5")),
-                std::slice::from_ref(&dual),
-                Some(0),
-                &none
-            )
-            .reason,
-            "free"
-        );
+                &none,
+            );
+            assert_eq!(b.reason, reason, "v6only {v6only}");
+        }
         let tw = sock(Protocol::Tcp, "127.0.0.1", 8080, Some(TcpState::TimeWait));
         let b = check(tcp(None), std::slice::from_ref(&tw), Some(0), &none);
         assert_eq!(

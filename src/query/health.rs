@@ -47,28 +47,9 @@ pub struct HealthArgs {
     )]
     pub state: Option<String>,
 
-    /// A configured remote host (name or address, see list_hosts; a Linux host with ss).
-    /// Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
-    #[arg(
-        long,
-        help = "A configured remote Linux host (name or address, see `hosts`); default the local machine"
-    )]
-    pub host: Option<String>,
-
-    /// SSH port of the remote host, overriding the configured one (ssh_port means the same).
-    /// NOT a socket port: refused for the local machine.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(skip)]
-    pub port: Option<i64>,
-
-    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(
-        long,
-        value_name = "PORT",
-        help = "SSH port for --host, overriding the configured one"
-    )]
-    pub ssh_port: Option<i64>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub remote: crate::query::Remote,
 
     #[serde(flatten)]
     #[command(flatten)]
@@ -196,9 +177,7 @@ impl HealthArgs {
         let filters = ConnectionsArgs {
             proto: Some(self.proto.clone().unwrap_or_else(|| "tcp".into())),
             state: self.state.clone(),
-            host: self.host.clone(),
-            port: self.port,
-            ssh_port: self.ssh_port,
+            remote: self.remote.clone(),
             filters: self.filters.clone(),
             limit: self.limit,
             cursor: None,
@@ -644,33 +623,6 @@ impl TcpJson {
     }
 }
 
-/// Socket memory, as `ss -m` prints it.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
-pub(crate) struct MemJson {
-    /// Bytes waiting for the application to read.
-    pub(crate) rmem_alloc: u32,
-    /// Receive buffer size.
-    pub(crate) rcvbuf: u32,
-    /// Bytes queued to send (with headers).
-    pub(crate) wmem_queued: u32,
-    /// Send buffer size.
-    pub(crate) sndbuf: u32,
-    /// Packets dropped before the application read them (a full UDP receive buffer).
-    pub(crate) drops: u32,
-}
-
-impl MemJson {
-    fn of(m: &SkMem) -> MemJson {
-        MemJson {
-            rmem_alloc: m.rmem_alloc,
-            rcvbuf: m.rcvbuf,
-            wmem_queued: m.wmem_queued,
-            sndbuf: m.sndbuf,
-            drops: m.drops,
-        }
-    }
-}
-
 /// One socket of `connection_health`: the connection row, its counters and its verdict.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub(crate) struct HealthRow {
@@ -690,7 +642,7 @@ pub(crate) struct HealthRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tcp: Option<TcpJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) mem: Option<MemJson>,
+    pub(crate) mem: Option<SkMem>,
 }
 
 /// `data` of `connection_health`.
@@ -1021,7 +973,7 @@ fn health_row(
         container,
         verdict,
         tcp: health.tcp.as_ref().map(TcpJson::of),
-        mem: health.mem.as_ref().map(MemJson::of),
+        mem: health.mem,
     }
 }
 

@@ -58,31 +58,9 @@ pub struct ConnectionsArgs {
     )]
     pub state: Option<String>,
 
-    /// A configured remote host, by its name or address (see list_hosts); or several at once: a
-    /// comma-separated list of names, globs over names (web-*) and groups (@prod), queried
-    /// concurrently with one result per host. Omitted, localhost, 127.0.0.1 or ::1 mean this
-    /// machine.
-    #[arg(
-        long,
-        help = "A configured remote host (name or address, see `hosts`), or several: 'web-1,web-2', 'web-*', '@prod'; default the local machine"
-    )]
-    pub host: Option<String>,
-
-    /// SSH port of the remote host, overriding the configured one (kept under this name for
-    /// compatibility; ssh_port means the same). NOT a socket port: refused for the local
-    /// machine; filter sockets with local_port or remote_port.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(skip)]
-    pub port: Option<i64>,
-
-    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(
-        long,
-        value_name = "PORT",
-        help = "SSH port for --host, overriding the configured one"
-    )]
-    pub ssh_port: Option<i64>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub remote: Remote,
 
     #[serde(flatten)]
     #[command(flatten)]
@@ -139,6 +117,48 @@ pub struct Filters {
     /// Only sockets held by a program whose name contains this text (case-insensitive).
     #[arg(long, value_name = "NAME")]
     pub program: Option<String>,
+}
+
+/// Which machine a listing asks and over which SSH port, shared by `query_network_connections`,
+/// `connection_health` and `traffic`: declared and validated once.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, clap::Args)]
+pub struct Remote {
+    /// A configured remote host, by its name or address (see list_hosts).
+    /// query_network_connections also takes several at once: a comma-separated list of names,
+    /// globs over names (web-*) and groups (@prod), queried concurrently with one result per
+    /// host. connection_health and traffic need a Linux host (they read ss -ti there).
+    /// Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
+    #[arg(
+        long,
+        help = "A configured remote host (name or address, see `hosts`); `connections` and `summary` take several: 'web-1,web-2', 'web-*', '@prod'; default the local machine"
+    )]
+    pub host: Option<String>,
+
+    /// SSH port of the remote host, overriding the configured one (kept under this name for
+    /// compatibility; ssh_port means the same). NOT a socket port: refused for the local
+    /// machine; filter sockets with local_port or remote_port.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(skip)]
+    pub port: Option<i64>,
+
+    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
+    #[schemars(range(min = 1, max = 65535))]
+    #[arg(
+        long,
+        value_name = "PORT",
+        help = "SSH port for --host, overriding the configured one"
+    )]
+    pub ssh_port: Option<i64>,
+}
+
+impl Remote {
+    /// The host(s) named and the SSH port override (`port` and `ssh_port` are one setting, and
+    /// only for a remote host).
+    pub(crate) fn validate(&self) -> Result<(HostSpec, Option<u16>), InputError> {
+        let host = HostSpec::from_arg(self.host.as_deref())?;
+        let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
+        Ok((host, ssh_port))
+    }
 }
 
 /// [`Filters`], validated.
@@ -309,8 +329,7 @@ impl ConnectionsArgs {
             pid,
             program,
         } = self.filters.validate()?;
-        let host = HostSpec::from_arg(self.host.as_deref())?;
-        let ssh_port = ssh_port(&host, self.port, self.ssh_port)?;
+        let (host, ssh_port) = self.remote.validate()?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
         Ok(ConnectionsQuery {
             proto,
@@ -652,8 +671,11 @@ impl WatchArgs {
         ConnectionsArgs {
             proto: self.proto.clone(),
             state: self.state.clone(),
-            host: self.host.clone(),
-            ssh_port: self.ssh_port,
+            remote: Remote {
+                host: self.host.clone(),
+                port: None,
+                ssh_port: self.ssh_port,
+            },
             filters: self.filters.clone(),
             ..ConnectionsArgs::default()
         }

@@ -29,7 +29,7 @@ pub(crate) mod summary;
 pub(crate) use answer::{ANSWER_BUDGET, OWNER_HINT};
 pub use free_port::{Confirm, Confirmation, FreePortArgs, FreePortData, FreePortQuery, Requester};
 pub use health::{HealthArgs, HealthData, HealthQuery};
-pub use input::{ConnectionsArgs, Filters, PortArgs};
+pub use input::{ConnectionsArgs, Filters, PortArgs, Remote};
 pub(crate) use input::{
     ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs, RecentArgs, WatchArgs,
 };

@@ -156,12 +156,7 @@ impl Service {
         progress: Progress<'_>,
     ) -> Result<Envelope<ConnectionsAnswer>, Error> {
         let HostSpec::Many(patterns) = &query.host else {
-            let envelope = self.connections(query).await?;
-            return Ok(Envelope {
-                success: envelope.success,
-                message: envelope.message,
-                data: envelope.data.map(ConnectionsAnswer::One),
-            });
+            return Ok(self.connections(query).await?.map(ConnectionsAnswer::One));
         };
         if query.cursor.is_some() {
             return Err(Error::Input(input(
@@ -237,12 +232,7 @@ impl Service {
         progress: Progress<'_>,
     ) -> Result<Envelope<PortAnswer>, Error> {
         let HostSpec::Many(patterns) = &query.host else {
-            let envelope = self.port(query).await?;
-            return Ok(Envelope {
-                success: envelope.success,
-                message: envelope.message,
-                data: envelope.data.map(PortAnswer::One),
-            });
+            return Ok(self.port(query).await?.map(PortAnswer::One));
         };
         let names = self.selection(patterns)?;
         let per_host = PortQuery {

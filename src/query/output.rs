@@ -65,6 +65,15 @@ impl<T> Envelope<T> {
             data: None,
         }
     }
+
+    /// The same answer with its data turned into another type.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Envelope<U> {
+        Envelope {
+            success: self.success,
+            message: self.message,
+            data: self.data.map(f),
+        }
+    }
 }
 
 /// `data` of `query_network_connections`.

@@ -366,43 +366,29 @@ impl Tally {
 
     /// The top programs by events (opened + closed), ties by name.
     pub(crate) fn top_programs(&self) -> Vec<ProgramEvents> {
-        let mut v: Vec<ProgramEvents> = self
-            .programs
-            .iter()
-            .map(|(p, &(opened, closed))| ProgramEvents {
-                program: p.clone(),
-                opened,
-                closed,
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            (b.opened + b.closed)
-                .cmp(&(a.opened + a.closed))
-                .then_with(|| a.program.cmp(&b.program))
-        });
-        v.truncate(TOP);
-        v
+        top(&self.programs, |program, opened, closed| ProgramEvents {
+            program: program.clone(),
+            opened,
+            closed,
+        })
     }
 
     /// The top remote hosts by events, ties by address.
     pub(crate) fn top_hosts(&self) -> Vec<HostCount> {
-        let mut v: Vec<HostCount> = self
-            .hosts
-            .iter()
-            .map(|(ip, &(opened, closed))| HostCount {
-                foreign_ip: *ip,
-                opened,
-                closed,
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            (b.opened + b.closed)
-                .cmp(&(a.opened + a.closed))
-                .then_with(|| a.foreign_ip.cmp(&b.foreign_ip))
-        });
-        v.truncate(TOP);
-        v
+        top(&self.hosts, |ip, opened, closed| HostCount {
+            foreign_ip: *ip,
+            opened,
+            closed,
+        })
     }
+}
+
+/// The [`TOP`] keys of `counts` by events (opened + closed), ties by key.
+fn top<K: Ord, T>(counts: &HashMap<K, (u64, u64)>, make: impl Fn(&K, u64, u64) -> T) -> Vec<T> {
+    let mut v: Vec<(&K, u64, u64)> = counts.iter().map(|(k, &(o, c))| (k, o, c)).collect();
+    v.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then_with(|| a.0.cmp(b.0)));
+    v.truncate(TOP);
+    v.into_iter().map(|(k, o, c)| make(k, o, c)).collect()
 }
 
 /// Counters an engine keeps while it runs, readable from any thread.

@@ -85,24 +85,9 @@ pub struct TrafficArgs {
     )]
     pub state: Option<String>,
 
-    /// A configured remote Linux host (name or address, see list_hosts), sampled twice with
-    /// ss. Omitted, localhost, 127.0.0.1 or ::1 mean this machine.
-    #[arg(
-        long,
-        help = "A configured remote Linux host; default the local machine"
-    )]
-    pub host: Option<String>,
-
-    /// SSH port of the remote host, overriding the configured one (ssh_port means the same).
-    /// NOT a socket port: refused for the local machine.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(skip)]
-    pub port: Option<i64>,
-
-    /// SSH port of the remote host, overriding the configured one. Only for a remote host.
-    #[schemars(range(min = 1, max = 65535))]
-    #[arg(long, value_name = "PORT", help = "SSH port for --host")]
-    pub ssh_port: Option<i64>,
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub remote: crate::query::Remote,
 
     #[serde(flatten)]
     #[command(flatten)]
@@ -209,9 +194,7 @@ impl TrafficArgs {
         let filters = ConnectionsArgs {
             proto: Some(self.proto.clone().unwrap_or_else(|| "tcp".into())),
             state: self.state.clone(),
-            host: self.host.clone(),
-            port: self.port,
-            ssh_port: self.ssh_port,
+            remote: self.remote.clone(),
             filters: self.filters.clone(),
             ..ConnectionsArgs::default()
         };
@@ -325,6 +308,14 @@ impl<'a> Measured<'a> {
             cgroup_id,
         }
     }
+}
+
+/// What a window measured: its connections, how many opened and closed in it, its length (s).
+struct Window<'a> {
+    measured: Vec<Measured<'a>>,
+    opened: u64,
+    closed: u64,
+    secs: f64,
 }
 
 /// What every measured connection moved, added up.
@@ -628,9 +619,6 @@ impl WatchService {
             gone.iter()
                 .map(|(socket, now, before)| Measured::new(socket, *now, *before, None)),
         );
-        let connection_count = measured.len() as u64;
-        let totals = sum(&measured);
-        let groups = group(measured, q.by, Some(&processes), window);
         let mut extra = notes;
         if !destroy.is_on() {
             extra.push(format!(
@@ -648,24 +636,13 @@ impl WatchService {
                 "{lost} close notification(s) were lost (queue overrun): totals are lower bounds"
             ));
         }
-        Ok(self.traffic_answer(
-            q,
-            target,
-            TrafficData {
-                host: target.host.clone(),
-                window_secs: (window * 1000.0).round() / 1000.0,
-                by: q.by.as_str(),
-                totals,
-                connection_count,
-                opened,
-                closed,
-                group_count: groups.len(),
-                truncated: false,
-                groups,
-                udp_note: UDP_NOTE,
-            },
-            &extra,
-        ))
+        let window = Window {
+            measured,
+            opened,
+            closed,
+            secs: window,
+        };
+        Ok(self.traffic_answer(q, target, window, Some(&processes), &extra))
     }
 
     /// A remote host: two listings `window` apart; connections closed in between are missed.
@@ -711,41 +688,45 @@ impl WatchService {
             let cgroup_id = s.health.as_deref().and_then(|h| h.cgroup_id);
             measured.push(Measured::new(s, now, before, cgroup_id));
         }
-        let connection_count = measured.len() as u64;
-        let totals = sum(&measured);
-        let groups = group(measured, q.by, processes.as_deref(), window);
         let mut extra = notes;
         extra.push(
             "a remote host is measured from two ss listings, so connections that closed between them are not counted"
                 .to_string(),
         );
-        Ok(self.traffic_answer(
-            q,
-            target,
-            TrafficData {
-                host: target.host.clone(),
-                window_secs: (window * 1000.0).round() / 1000.0,
-                by: q.by.as_str(),
-                totals,
-                connection_count,
-                opened,
-                closed: 0,
-                group_count: groups.len(),
-                truncated: false,
-                groups,
-                udp_note: UDP_NOTE,
-            },
-            &extra,
-        ))
+        let window = Window {
+            measured,
+            opened,
+            closed: 0,
+            secs: window,
+        };
+        Ok(self.traffic_answer(q, target, window, processes.as_deref(), &extra))
     }
 
+    /// The answer of a window: its connections added up into groups, fitted to the budget.
     fn traffic_answer(
         &self,
         q: &TrafficQuery,
         target: &Target,
-        mut data: TrafficData,
+        window: Window<'_>,
+        processes: Option<&dyn ProcessLookup>,
         notes: &[String],
     ) -> Envelope<TrafficData> {
+        let connection_count = window.measured.len() as u64;
+        let totals = sum(&window.measured);
+        let groups = group(window.measured, q.by, processes, window.secs);
+        let mut data = TrafficData {
+            host: target.host.clone(),
+            window_secs: (window.secs * 1000.0).round() / 1000.0,
+            by: q.by.as_str(),
+            totals,
+            connection_count,
+            opened: window.opened,
+            closed: window.closed,
+            group_count: groups.len(),
+            truncated: false,
+            groups,
+            udp_note: UDP_NOTE,
+        };
         if let Some(limit) = q.limit {
             data.groups.truncate(limit);
         }

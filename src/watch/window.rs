@@ -12,6 +12,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, InputError};
+use crate::query::answer::shrink_step;
+use crate::query::output::Rows;
 use crate::query::{
     ANSWER_BUDGET, ConnectionsQuery, Envelope, HostSpec, RecentArgs, Service, WatchArgs,
 };
@@ -272,18 +274,8 @@ pub(crate) struct WatchData {
     /// True when closes came from the kernel's destroy notifications (every close seen);
     /// false when only listings were compared (connections shorter than the interval missed).
     pub(crate) destroy_notifications: bool,
-    pub(crate) opened: u64,
-    pub(crate) closed: u64,
-    /// Opens and closes by program (top 10).
-    pub(crate) by_program: Vec<ProgramEvents>,
-    /// Opens and closes by remote address (top 10).
-    pub(crate) by_remote_host: Vec<HostCount>,
-    /// Events that matched (opened + closed).
-    pub(crate) event_count: u64,
-    /// True when `events` holds fewer than `event_count`.
-    pub(crate) truncated: bool,
-    /// The newest events (at most `limit`), oldest first.
-    pub(crate) events: Vec<EventJson>,
+    #[serde(flatten)]
+    pub(crate) activity: Activity,
     /// Events the watcher could not deliver (notifications lost by the kernel, or a full
     /// queue); non-zero means the counts are lower bounds.
     pub(crate) lost_events: u64,
@@ -302,14 +294,8 @@ pub(crate) struct RecentData {
     /// True when the recorder covers the whole look-back: it ran for all of it and dropped
     /// nothing from it.
     pub(crate) window_complete: bool,
-    pub(crate) opened: u64,
-    pub(crate) closed: u64,
-    pub(crate) by_program: Vec<ProgramEvents>,
-    pub(crate) by_remote_host: Vec<HostCount>,
-    pub(crate) event_count: u64,
-    pub(crate) truncated: bool,
-    /// The newest matching events (at most `limit`), oldest first.
-    pub(crate) events: Vec<EventJson>,
+    #[serde(flatten)]
+    pub(crate) activity: Activity,
     /// Events the ring holds now, and at most.
     pub(crate) stored_events: usize,
     pub(crate) capacity: usize,
@@ -319,34 +305,44 @@ pub(crate) struct RecentData {
     pub(crate) destroy_notifications: bool,
 }
 
-/// Shapes a list of newest events to the answer budget: drops the oldest until the
-/// serialized answer fits (only a larger explicit `limit` may exceed the budget).
-fn fit<T: Serialize>(
-    envelope: &mut Envelope<T>,
-    events: impl Fn(&mut T) -> &mut Vec<EventJson>,
-    truncated: impl Fn(&mut T) -> &mut bool,
-    explicit_limit: bool,
-) {
-    if explicit_limit {
-        return;
+/// What a watch window or the recorder's look-back saw: the counts, the busiest programs and
+/// remote hosts, and the newest events (the rows an answer is cut to fit its budget).
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub(crate) struct Activity {
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
+    /// Opens and closes by program (top 10).
+    pub(crate) by_program: Vec<ProgramEvents>,
+    /// Opens and closes by remote address (top 10).
+    pub(crate) by_remote_host: Vec<HostCount>,
+    /// Events that matched (opened + closed).
+    pub(crate) event_count: u64,
+    /// True when `events` holds fewer than `event_count`.
+    pub(crate) truncated: bool,
+    /// The newest matching events (at most `limit`), oldest first.
+    pub(crate) events: Vec<EventJson>,
+}
+
+impl Activity {
+    /// The tally's counts and tops, with the events kept of `event_count`.
+    fn new(tally: &Tally, event_count: u64, events: Vec<EventJson>) -> Activity {
+        Activity {
+            opened: tally.opened,
+            closed: tally.closed,
+            by_program: tally.top_programs(),
+            by_remote_host: tally.top_hosts(),
+            event_count,
+            truncated: (events.len() as u64) < event_count,
+            events,
+        }
     }
-    loop {
-        let size = crate::query::answer::json_len(&*envelope);
-        let Some(data) = envelope.data.as_mut() else {
-            return;
-        };
-        if size <= ANSWER_BUDGET {
-            return;
-        }
-        let list = events(data);
-        if list.is_empty() {
-            return;
-        }
-        // Remove roughly the excess at once (events are a few hundred bytes each).
-        let per = size / (list.len() + 8);
-        let cut = ((size - ANSWER_BUDGET) / per.max(1)).clamp(1, list.len());
-        list.drain(..cut);
-        *truncated(data) = true;
+}
+
+/// Cuts an answer's events (the oldest first) until it fits the answer budget, unless the
+/// caller gave a `limit` (only a larger explicit one may exceed the budget).
+fn fit<T: Serialize + Rows>(envelope: &mut Envelope<T>, explicit_limit: bool) {
+    if !explicit_limit {
+        while shrink_step(envelope, ANSWER_BUDGET) {}
     }
 }
 
@@ -546,25 +542,14 @@ impl WatchService {
                 recording_since: rfc3339_ms(st.started_ms),
                 oldest_event: st.oldest_ms.map(rfc3339_ms),
                 window_complete,
-                opened: tally.opened,
-                closed: tally.closed,
-                by_program: tally.top_programs(),
-                by_remote_host: tally.top_hosts(),
-                event_count,
-                truncated: (events.len() as u64) < event_count,
-                events,
+                activity: Activity::new(&tally, event_count, events),
                 stored_events: st.stored,
                 capacity: st.capacity,
                 dropped_events: st.dropped,
                 destroy_notifications: st.destroy.is_on(),
             },
         );
-        fit(
-            &mut envelope,
-            |d| &mut d.events,
-            |d| &mut d.truncated,
-            !q.default_limit,
-        );
+        fit(&mut envelope, !q.default_limit);
         Ok(envelope)
     }
 }
@@ -576,7 +561,7 @@ fn keep_newest(events: &mut Vec<EventJson>, truncated: &mut bool, n: usize) {
     *truncated = true;
 }
 
-impl crate::query::output::Rows for WatchData {
+impl Rows for Activity {
     fn row_count(&self) -> usize {
         self.events.len()
     }
@@ -585,12 +570,21 @@ impl crate::query::output::Rows for WatchData {
     }
 }
 
-impl crate::query::output::Rows for RecentData {
+impl Rows for WatchData {
     fn row_count(&self) -> usize {
-        self.events.len()
+        self.activity.row_count()
     }
     fn keep_rows(&mut self, n: usize) {
-        keep_newest(&mut self.events, &mut self.truncated, n);
+        self.activity.keep_rows(n);
+    }
+}
+
+impl Rows for RecentData {
+    fn row_count(&self) -> usize {
+        self.activity.row_count()
+    }
+    fn keep_rows(&mut self, n: usize) {
+        self.activity.keep_rows(n);
     }
 }
 
@@ -651,22 +645,11 @@ fn watch_answer(
             duration_secs: (seen.secs * 1000.0).round() / 1000.0,
             interval_ms: seen.interval.as_millis() as u64,
             destroy_notifications: seen.destroy.is_on(),
-            opened: tally.opened,
-            closed: tally.closed,
-            by_program: tally.top_programs(),
-            by_remote_host: tally.top_hosts(),
-            event_count,
-            truncated: (events.len() as u64) < event_count,
-            events,
+            activity: Activity::new(&tally, event_count, events),
             lost_events: seen.lost,
         },
     );
-    fit(
-        &mut envelope,
-        |d| &mut d.events,
-        |d| &mut d.truncated,
-        !q.default_limit,
-    );
+    fit(&mut envelope, !q.default_limit);
     envelope
 }
 
@@ -723,13 +706,15 @@ mod tests {
                 duration_secs: 60.0,
                 interval_ms: 60_000,
                 destroy_notifications: false,
-                opened: u64::MAX,
-                closed: u64::MAX,
-                by_program: tally.top_programs(),
-                by_remote_host: tally.top_hosts(),
-                event_count: u64::MAX,
-                truncated: true,
-                events: list,
+                activity: Activity {
+                    opened: u64::MAX,
+                    closed: u64::MAX,
+                    by_program: tally.top_programs(),
+                    by_remote_host: tally.top_hosts(),
+                    event_count: u64::MAX,
+                    truncated: true,
+                    events: list,
+                },
                 lost_events: u64::MAX,
             },
         )
@@ -739,28 +724,26 @@ mod tests {
     fn default_answers_fit_the_budget_even_with_the_largest_events() {
         let mut envelope = worst_watch_answer(DEFAULT_EVENT_LIMIT);
         let before = crate::query::answer::json_len(&envelope);
-        fit(
-            &mut envelope,
-            |d| &mut d.events,
-            |d| &mut d.truncated,
-            false,
-        );
+        fit(&mut envelope, false);
         let after = crate::query::answer::json_len(&envelope);
         assert!(after <= ANSWER_BUDGET, "{before} -> {after} bytes");
         let data = envelope.data.as_ref().unwrap();
-        assert!(data.truncated);
+        assert!(data.activity.truncated);
         assert!(
-            !data.events.is_empty(),
+            !data.activity.events.is_empty(),
             "only as many events as needed are left out"
         );
-        assert_eq!(data.by_program.len(), crate::watch::TOP);
+        assert_eq!(data.activity.by_program.len(), crate::watch::TOP);
         // The newest events are the ones kept.
-        assert_eq!(data.events.last().unwrap().local_port, 65535 - 49);
+        assert_eq!(data.activity.events.last().unwrap().local_port, 65535 - 49);
 
         // An explicit limit is honoured even past the budget.
         let mut explicit = worst_watch_answer(DEFAULT_EVENT_LIMIT);
-        fit(&mut explicit, |d| &mut d.events, |d| &mut d.truncated, true);
-        assert_eq!(explicit.data.unwrap().events.len(), DEFAULT_EVENT_LIMIT);
+        fit(&mut explicit, true);
+        assert_eq!(
+            explicit.data.unwrap().activity.events.len(),
+            DEFAULT_EVENT_LIMIT
+        );
     }
 
     /// Typical events (IPv4, short program names): 50 of them fit without cutting.
@@ -768,19 +751,17 @@ mod tests {
     fn fifty_ordinary_events_fit_whole() {
         let mut envelope = worst_watch_answer(DEFAULT_EVENT_LIMIT);
         if let Some(d) = envelope.data.as_mut() {
-            for e in &mut d.events {
+            for e in &mut d.activity.events {
                 e.local_ip = "10.0.0.1".parse().unwrap();
                 e.foreign_ip = "192.168.100.200".parse().unwrap();
                 e.program = Some(Arc::from("postgres"));
             }
         }
-        fit(
-            &mut envelope,
-            |d| &mut d.events,
-            |d| &mut d.truncated,
-            false,
+        fit(&mut envelope, false);
+        assert_eq!(
+            envelope.data.unwrap().activity.events.len(),
+            DEFAULT_EVENT_LIMIT
         );
-        assert_eq!(envelope.data.unwrap().events.len(), DEFAULT_EVENT_LIMIT);
     }
 
     fn watch(args: serde_json::Value) -> Result<WatchQuery, String> {
@@ -800,72 +781,50 @@ mod tests {
     #[test]
     fn bad_inputs_name_the_parameter_and_the_allowed_values() {
         use serde_json::json;
+        let w = |args| watch(args).err();
+        let r = |args| recent(args).err();
         let cases = [
             (
-                watch(json!({"duration_secs": 0})).err(),
+                w(json!({"duration_secs": 0})),
                 "'duration_secs'",
                 "between 1 and 50",
             ),
             (
-                watch(json!({"duration_secs": 51})).err(),
+                w(json!({"duration_secs": 51})),
                 "'duration_secs'",
                 "between 1 and 50",
             ),
+            (w(json!({"duration_secs": "5"})), "'duration_secs'", "1"),
             (
-                watch(json!({"duration_secs": "5"})).err(),
-                "'duration_secs'",
-                "1",
-            ),
-            (
-                watch(json!({"interval_ms": 5})).err(),
+                w(json!({"interval_ms": 5})),
                 "'interval_ms'",
                 "between 20 and 60000",
             ),
             (
-                watch(json!({"interval_ms": 100, "host": "web-1"})).err(),
+                w(json!({"interval_ms": 100, "host": "web-1"})),
                 "'interval_ms'",
                 "500 or more",
             ),
+            (w(json!({"limit": -1})), "'limit'", "0 means no limit"),
+            (w(json!({"proto": "icmp"})), "'proto'", "tcp, udp, all"),
             (
-                watch(json!({"limit": -1})).err(),
-                "'limit'",
-                "0 means no limit",
-            ),
-            (
-                watch(json!({"proto": "icmp"})).err(),
-                "'proto'",
-                "tcp, udp, all",
-            ),
-            (
-                watch(json!({"state": "ESTAB", "proto": "udp"})).err(),
+                w(json!({"state": "ESTAB", "proto": "udp"})),
                 "'state'",
                 "TCP only",
             ),
+            (w(json!({"ssh_port": 22})), "'ssh_port'", "remote host"),
             (
-                watch(json!({"ssh_port": 22})).err(),
-                "'ssh_port'",
-                "remote host",
-            ),
-            (
-                watch(json!({"port": 22})).err(),
+                w(json!({"port": 22})),
                 "unknown parameter 'port'",
                 "duration_secs",
             ),
+            (r(json!({"since_secs": 0})), "'since_secs'", "604800"),
             (
-                recent(json!({"since_secs": 0})).err(),
-                "'since_secs'",
-                "604800",
-            ),
-            (
-                recent(json!({"host": "web-1"})).err(),
+                r(json!({"host": "web-1"})),
                 "unknown parameter 'host'",
                 "since_secs",
             ),
-            (
-                recent(json!({"local_port": 70000})).err(),
-                "'local_port'",
-                "65535",
-            ),
+            (r(json!({"local_port": 70000})), "'local_port'", "65535"),
         ];
         for (i, (err, needle1, needle2)) in cases.into_iter().enumerate() {
             let msg = err.unwrap_or_else(|| panic!("case {i} must be refused"));
