@@ -240,7 +240,7 @@ struct Destroyed {
 #[cfg(target_os = "linux")]
 /// Where listings come from.
 enum Lister {
-    /// Dumps, with the `/proc` whose `net/sockstat` sizes each listing's vector.
+    /// Dumps, with the `/proc` whose `net/sockstat` sizes a counted listing's vector.
     Netlink(netlink::Diag, PathBuf),
     Procfs(PathBuf),
 }
@@ -270,8 +270,11 @@ impl Lister {
         out.clear();
         match self {
             Lister::Netlink(diag, root) => {
-                // Sized once: growing by doubling copies every row into fresh pages.
-                if want.local_port.is_none() {
+                // A counted listing (a traffic window's first and closing ones) is handed out
+                // whole: sized once from sockstat, as a one-off listing is. Periodic listings
+                // are not: measured at 100,000 sockets, sizing them made a watch touch 13 MB
+                // more (3,300 page faults), the closing listing 13 MB less.
+                if want.health && want.local_port.is_none() {
                     out.rows.reserve(procfs::socket_count_estimate(root, want));
                 }
                 diag.set_detail(if want.health {
