@@ -298,7 +298,7 @@ struct MessageParts<'a> {
 }
 
 /// The size of a value's compact JSON, without building the text.
-pub(crate) fn json_len<T: Serialize>(value: &T) -> usize {
+pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -203,26 +203,17 @@ impl Service {
             hosts.push(answer);
         }
         let summary = merge_summaries(&hosts, remote_totals);
-        let failed_hosts = hosts.iter().filter(|h| !h.success).count();
-        let mut data = FleetData {
-            host_count: hosts.len(),
-            failed_hosts,
-            summary,
+        Ok(fleet_answer(
             hosts,
-            hosts_truncated: false,
-        };
-        let message = connections_message(&data);
-        let success = data.failed_hosts < data.host_count;
-        let mut envelope = Envelope {
-            success,
-            message,
-            data: None,
-        };
-        if query.default_limit {
-            fit_connections(&mut data, &envelope, query.budget);
-        }
-        envelope.data = Some(ConnectionsAnswer::Many(data));
-        Ok(envelope)
+            summary,
+            connections_message,
+            |data, message| {
+                if query.default_limit {
+                    fit_connections(data, message, query.budget);
+                }
+            },
+            ConnectionsAnswer::Many,
+        ))
     }
 
     /// `check_port_occupation` for one host or several.
@@ -261,25 +252,43 @@ impl Service {
             )
             .await;
         let summary = port_summary(&hosts);
-        let failed_hosts = summary.failed.len();
-        let mut data = FleetData {
-            host_count: hosts.len(),
-            failed_hosts,
-            summary,
+        Ok(fleet_answer(
             hosts,
-            hosts_truncated: false,
-        };
-        let message = port_message(query, &data);
-        let mut envelope = Envelope {
-            success: failed_hosts < data.host_count,
-            message,
-            data: None,
-        };
-        if query.default_limit {
-            fit_ports(&mut data, &envelope, query.budget);
-        }
-        envelope.data = Some(PortAnswer::Many(data));
-        Ok(envelope)
+            summary,
+            |data| port_message(query, data),
+            |data, message| {
+                if query.default_limit {
+                    fit_ports(data, message, query.budget);
+                }
+            },
+            PortAnswer::Many,
+        ))
+    }
+}
+
+/// The answer over several hosts: their answers and `summary` of them, its `message`, then
+/// `fit` to the budget (given that message), as `wrap` of the data.
+fn fleet_answer<S, T, A>(
+    hosts: Vec<HostAnswer<T>>,
+    summary: S,
+    message: impl FnOnce(&FleetData<S, T>) -> String,
+    fit: impl FnOnce(&mut FleetData<S, T>, &str),
+    wrap: impl FnOnce(FleetData<S, T>) -> A,
+) -> Envelope<A> {
+    let failed_hosts = hosts.iter().filter(|h| !h.success).count();
+    let mut data = FleetData {
+        host_count: hosts.len(),
+        failed_hosts,
+        summary,
+        hosts,
+        hosts_truncated: false,
+    };
+    let message = message(&data);
+    fit(&mut data, &message);
+    Envelope {
+        success: failed_hosts < data.host_count,
+        message,
+        data: Some(wrap(data)),
     }
 }
 
@@ -499,12 +508,10 @@ const LEFT_OUT: &str = " (details left out to fit the answer; ask this host alon
 /// Shrinks a connections answer until it fits `budget` (see the module doc for the order).
 fn fit_connections(
     data: &mut FleetData<FleetSummary, ConnectionsData>,
-    envelope: &Envelope<ConnectionsAnswer>,
+    message: &str,
     budget: usize,
 ) {
-    let size = |d: &FleetData<FleetSummary, ConnectionsData>| {
-        json_len(&envelope.message) + json_len(d) + 64
-    };
+    let size = |d: &FleetData<FleetSummary, ConnectionsData>| json_len(message) + json_len(d) + 64;
     if size(data) <= budget {
         return;
     }
@@ -521,14 +528,7 @@ fn fit_connections(
         h.summary.top_programs.clear();
         h.summary.top_remote_hosts.clear();
     }
-    let mut i = data.hosts.len();
-    while size(data) > budget && i > 0 {
-        i -= 1;
-        let h = &mut data.hosts[i];
-        if h.data.take().is_some() {
-            h.message.push_str(LEFT_OUT);
-        }
-    }
+    leave_out_details(data, &size, budget);
     if size(data) > budget {
         data.summary.listeners.clear();
         data.summary.listeners_truncated = data.summary.listener_count > 0;
@@ -537,13 +537,8 @@ fn fit_connections(
 }
 
 /// Shrinks a port answer until it fits `budget`.
-fn fit_ports(
-    data: &mut FleetData<PortFleetSummary, PortData>,
-    envelope: &Envelope<PortAnswer>,
-    budget: usize,
-) {
-    let size =
-        |d: &FleetData<PortFleetSummary, PortData>| json_len(&envelope.message) + json_len(d) + 64;
+fn fit_ports(data: &mut FleetData<PortFleetSummary, PortData>, message: &str, budget: usize) {
+    let size = |d: &FleetData<PortFleetSummary, PortData>| json_len(message) + json_len(d) + 64;
     if size(data) <= budget {
         return;
     }
@@ -553,14 +548,7 @@ fn fit_ports(
             d.owners_truncated = true;
         }
     }
-    let mut i = data.hosts.len();
-    while size(data) > budget && i > 0 {
-        i -= 1;
-        let h = &mut data.hosts[i];
-        if h.data.take().is_some() {
-            h.message.push_str(LEFT_OUT);
-        }
-    }
+    leave_out_details(data, &size, budget);
     if size(data) > budget && data.summary.owners.len() > 20 {
         data.summary.owners.truncate(20);
         data.summary.owners_truncated = true;
@@ -585,6 +573,22 @@ fn fit_ports(
         }
     }
     shorten_entries(data, &size, budget);
+}
+
+/// Leaves out the hosts' data, from the last host back, until the answer fits (each says so).
+fn leave_out_details<S, T>(
+    data: &mut FleetData<S, T>,
+    size: &dyn Fn(&FleetData<S, T>) -> usize,
+    budget: usize,
+) {
+    let mut i = data.hosts.len();
+    while size(data) > budget && i > 0 {
+        i -= 1;
+        let h = &mut data.hosts[i];
+        if h.data.take().is_some() {
+            h.message.push_str(LEFT_OUT);
+        }
+    }
 }
 
 /// The last resort for answers over many hosts, in this order until the answer fits: each
