@@ -20,9 +20,10 @@ use rmcp::service::{RequestContext, RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ErrorData as McpError, ServiceExt};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
-use crate::support::mcp_client::{Server, bin, eventually, process_gone, within};
+use crate::support::mcp_client::{
+    HttpServer, Server, bin, collect_lines, eventually, process_gone, within,
+};
 use crate::support::world::Holder;
 
 /// How a test client answers the server's confirmation request; `None`: it does not declare
@@ -121,23 +122,6 @@ impl Client {
     async fn stop(self) {
         let _ = within("close", self.service.cancel()).await;
     }
-}
-
-/// Collects a child's stderr lines as they come, each shown to `on_line` first.
-fn collect_lines(
-    stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    mut on_line: impl FnMut(&str) + Send + 'static,
-) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let kept = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            on_line(&line);
-            kept.lock().unwrap().push(line);
-        }
-    });
-    lines
 }
 
 /// A listener process of the test's own on a fresh loopback port, with `extra` options.
@@ -435,32 +419,6 @@ async fn the_servers_parent_is_refused() {
     client.stop().await;
 }
 
-/// `serve --http 127.0.0.1:0 --allow-kill [extra]`, its address and stderr.
-async fn http_server(extra: &[&str]) -> (tokio::process::Child, String, Arc<Mutex<Vec<String>>>) {
-    let mut child = tokio::process::Command::new(bin())
-        .args(["serve", "--http", "127.0.0.1:0", "--allow-kill"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn netstat-mcp");
-    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-    let mut tx = Some(tx);
-    let lines = collect_lines(child.stderr.take().unwrap(), move |line| {
-        if let Some(rest) = line.split("serving MCP over streamable HTTP addr=").nth(1)
-            && let Some(tx) = tx.take()
-        {
-            let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-        }
-    });
-    let addr = within("the server's address", rx).await.expect("started");
-    (child, addr, lines)
-}
-
 async fn http_client(addr: &str, accept: Option<bool>) -> RunningService<RoleClient, Answerer> {
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -488,7 +446,11 @@ async fn call(service: &RunningService<RoleClient, Answerer>, args: Value) -> Va
 
 #[tokio::test]
 async fn over_http_the_server_refuses_itself_and_logs_the_peer_that_asked() {
-    let (mut server, addr, log) = http_server(&[]).await;
+    let HttpServer {
+        child: mut server,
+        addr,
+        stderr: log,
+    } = HttpServer::start(&["--allow-kill"], &[]).await;
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     let client = http_client(&addr, Some(true)).await;
     let answer = call(&client, json!({"port": port, "dry_run": false})).await;

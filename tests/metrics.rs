@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
+use crate::support::mcp_client::HttpServer;
 use crate::support::net::{our_program, tcp_listener};
 
 const TOKEN_ENV: &str = "NETSTAT_MCP_METRICS_TEST_TOKEN";
@@ -38,44 +37,13 @@ struct Served {
 
 impl Served {
     async fn start(extra: &[&str]) -> Served {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_netstat-mcp"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--token-env",
-                TOKEN_ENV,
-                "--metrics",
-            ])
-            .args(extra)
-            .env(TOKEN_ENV, TOKEN)
-            .env_remove("RUST_LOG")
-            .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn netstat-mcp");
-        let lines = child.stderr.take().expect("stderr");
-        let (tx, rx) = oneshot::channel::<String>();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(lines).lines();
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("serving MCP over streamable HTTP addr=").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("the server reported its address within 60 s")
-            .expect("the server started");
-        Served { child, addr }
+        let mut args = vec!["--token-env", TOKEN_ENV, "--metrics"];
+        args.extend_from_slice(extra);
+        let server = HttpServer::start(&args, &[(TOKEN_ENV, TOKEN)]).await;
+        Served {
+            child: server.child,
+            addr: server.addr,
+        }
     }
 
     async fn scrape(&self, accept: Option<&str>, token: &str) -> (u16, String, String) {

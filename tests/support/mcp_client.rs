@@ -8,6 +8,7 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::ServiceExt;
@@ -35,6 +36,68 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 }
 
 pub use super::net::our_program as own_comm;
+
+/// Keeps a child's stderr lines as they come (a task reads them), calling `on_line` with each
+/// first.
+pub fn collect_lines(
+    stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            on_line(&line);
+            kept.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// `netstat-mcp serve --http 127.0.0.1:0 [args]` of the test's own (no config file, `RUST_LOG`
+/// unset, killed on drop): the address it reported and its stderr lines.
+pub struct HttpServer {
+    pub child: Child,
+    pub addr: String,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpServer {
+    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> HttpServer {
+        let mut child = Command::new(bin())
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .env("NETSTAT_MCP_CONFIG", "/nonexistent/netstat-mcp-test.toml")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn netstat-mcp");
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let mut tx = Some(tx);
+        let stderr = collect_lines(child.stderr.take().expect("stderr"), move |line| {
+            if let Some(rest) = line.split("serving MCP over streamable HTTP addr=").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        });
+        // A loaded machine (the metrics tests' first scrape) may take longer than one step.
+        let addr = tokio::time::timeout(2 * STEP, rx)
+            .await
+            .expect("the server reported its address in time")
+            .expect("the server started (see its stderr)");
+        HttpServer {
+            child,
+            addr,
+            stderr,
+        }
+    }
+}
 
 /// A `netstat-mcp` child process with an rmcp client on its stdio.
 pub struct Server {
