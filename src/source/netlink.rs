@@ -207,7 +207,7 @@ impl Diag {
         out: &mut Vec<Socket>,
     ) -> Result<(), Error> {
         let mut devices = std::mem::take(&mut self.devices);
-        let result = self.dump_ports_with(transport, ipv6, states, ports, &mut |s, ids| {
+        let result = self.dump_with(transport, ipv6, states, ports, &mut |s, ids| {
             note_device(&mut devices, out, ids);
             out.push(s)
         });
@@ -218,18 +218,6 @@ impl Diag {
     /// [`Diag::dump`], handing each socket to `sink` with its [`SocketIds`] (its cookie is the
     /// key watchers match destroy notifications with). Devices are not noted.
     pub(crate) fn dump_with(
-        &mut self,
-        transport: Transport,
-        ipv6: bool,
-        states: StateSet,
-        local_port: Option<u16>,
-        sink: &mut dyn FnMut(Socket, SocketIds),
-    ) -> Result<(), Error> {
-        self.dump_ports_with(transport, ipv6, states, local_port.map(|p| (p, p)), sink)
-    }
-
-    /// [`Diag::dump_with`] for the sockets whose local port is in `ports` (`lo..=hi`).
-    fn dump_ports_with(
         &mut self,
         transport: Transport,
         ipv6: bool,
@@ -262,7 +250,7 @@ impl Diag {
                 .is_ok();
         if !compat {
             for ipv6 in [false, true] {
-                self.dump_ports_with(transport, ipv6, StateSet::ALL, range, &mut note)?;
+                self.dump_with(transport, ipv6, StateSet::ALL, range, &mut note)?;
             }
         }
         Ok(used)
@@ -298,18 +286,9 @@ impl Diag {
         result
     }
 
-    /// [`Diag::dump_tcp_any_family`], handing each socket to `sink` with its cookie.
-    pub(crate) fn dump_tcp_any_family_with(
-        &mut self,
-        states: StateSet,
-        local_port: Option<u16>,
-        sink: &mut dyn FnMut(Socket, SocketIds),
-    ) -> Result<(), Error> {
-        self.dump_tcp_ports_with(states, local_port.map(|p| (p, p)), sink)
-    }
-
-    /// The one `TCPDIAG_GETSOCK` dump, for the local ports in `ports` (`lo..=hi`) when given.
-    fn dump_tcp_ports_with(
+    /// The one `TCPDIAG_GETSOCK` dump, for the local ports in `ports` (`lo..=hi`) when given,
+    /// handing each socket to `sink` with its [`SocketIds`].
+    pub(crate) fn dump_tcp_ports_with(
         &mut self,
         states: StateSet,
         ports: Option<(u16, u16)>,
@@ -342,7 +321,7 @@ impl Diag {
                 Transport::Tcp,
                 ipv6,
                 StateSet::ALL,
-                Some(local_port),
+                Some((local_port, local_port)),
                 &mut sink,
             )?;
         }

@@ -284,7 +284,7 @@ impl Lister {
                 });
                 if want.tcp
                     && diag
-                        .dump_tcp_any_family_with(StateSet::ALL, want.local_port, &mut |s, ids| {
+                        .dump_tcp_ports_with(StateSet::ALL, want.ports(), &mut |s, ids| {
                             out.push(s, ids)
                         })
                         .is_err()
@@ -295,7 +295,7 @@ impl Lister {
                             Transport::Tcp,
                             ipv6,
                             StateSet::ALL,
-                            want.local_port,
+                            want.ports(),
                             &mut |s, ids| out.push(s, ids),
                         )?;
                     }
@@ -306,7 +306,7 @@ impl Lister {
                             Transport::Udp,
                             ipv6,
                             StateSet::ALL,
-                            want.local_port,
+                            want.ports(),
                             &mut |s, ids| out.push(s, ids),
                         )?;
                     }
