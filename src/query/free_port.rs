@@ -330,7 +330,8 @@ impl Service {
                     "closes a connection of this machine only: leave host out",
                 )));
             }
-            return close_connection(&target, query, peer, confirm, requester).await;
+            return close_connection(&target, control.as_ref(), query, peer, confirm, requester)
+                .await;
         }
         let identity = control.identity().await?;
         let plan = plan(&target, control.as_ref(), query, &identity).await?;
@@ -865,6 +866,7 @@ async fn wait_free(
 /// `connection`: closes one TCP connection of the port with `SOCK_DESTROY`.
 async fn close_connection(
     target: &Target,
+    control: &dyn Control,
     query: &FreePortQuery,
     peer: (IpAddr, u16),
     confirm: &dyn Confirm,
@@ -876,8 +878,8 @@ async fn close_connection(
         endpoint(peer.0, peer.1),
         target.label
     );
-    let found = find_connection(query.port, peer).await?;
-    let Some((socket, ids)) = found.into_iter().next() else {
+    let found = control.connections(query.port, peer).await?;
+    let Some(connection) = found.into_iter().next() else {
         return Err(Error::Input(InputError::new(
             "connection",
             format!(
@@ -907,11 +909,14 @@ async fn close_connection(
                 .and_then(|s| s.owners.first().cloned())
         });
     let mut row = ClosedConnection {
-        local_ip: socket.local_ip.to_canonical().to_string(),
-        local_port: socket.local_port,
+        local_ip: connection.socket.local_ip.to_canonical().to_string(),
+        local_port: connection.socket.local_port,
         remote_ip: peer.0.to_canonical().to_string(),
         remote_port: peer.1,
-        state: socket.state.map(|s| s.netstat_name().to_string()),
+        state: connection
+            .socket
+            .state
+            .map(|s| s.netstat_name().to_string()),
         pid: owners.as_ref().map(|o| o.pid),
         program: owners.as_ref().map(|o| o.program.to_string()),
         closed: None,
@@ -950,8 +955,8 @@ async fn close_connection(
         "closing {what}{held_by} with SOCK_DESTROY; asked by {}",
         requester.who
     ));
-    destroy(socket, ids).await?;
-    let closed = find_connection(query.port, peer).await?.is_empty();
+    control.close(&connection).await?;
+    let closed = control.connections(query.port, peer).await?.is_empty();
     row.closed = Some(closed);
     data.connection = Some(row);
     data.free = closed;
@@ -965,76 +970,6 @@ async fn close_connection(
 
 fn endpoint(ip: IpAddr, port: u16) -> String {
     super::health::endpoint(ip.to_canonical(), Some(port))
-}
-
-#[cfg(target_os = "linux")]
-async fn find_connection(
-    port: u16,
-    peer: (IpAddr, u16),
-) -> Result<Vec<(Socket, crate::source::netlink::SocketIds)>, Error> {
-    blocking(move || crate::source::netlink::Diag::open()?.find_connections(port, peer)).await
-}
-
-#[cfg(target_os = "linux")]
-async fn destroy(socket: Socket, ids: crate::source::netlink::SocketIds) -> Result<(), Error> {
-    blocking(move || {
-        crate::source::netlink::Diag::open()?
-            .destroy(&socket, ids)
-            .map_err(destroy_error)
-    })
-    .await
-}
-
-#[cfg(target_os = "linux")]
-fn destroy_error(e: std::io::Error) -> Error {
-    let errno = e.raw_os_error();
-    if errno == Some(rustix::io::Errno::PERM.raw_os_error())
-        || errno == Some(rustix::io::Errno::ACCESS.raw_os_error())
-    {
-        Error::Refused(
-            "closing a connection needs CAP_NET_ADMIN (run the server as root, or grant it \
-             with setcap cap_net_admin+ep); nothing was closed"
-                .into(),
-        )
-    } else if errno == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) {
-        Error::Refused(
-            "this kernel cannot close sockets from outside (it lacks CONFIG_INET_DIAG_DESTROY); \
-             nothing was closed"
-                .into(),
-        )
-    } else if errno == Some(rustix::io::Errno::NOENT.raw_os_error()) {
-        Error::Refused("the connection closed before it could be closed".into())
-    } else {
-        Error::Netlink {
-            stage: "SOCK_DESTROY",
-            source: e,
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::NoLocalSource {
-            detail: format!("netlink task failed: {e}"),
-        })?
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn find_connection(_port: u16, _peer: (IpAddr, u16)) -> Result<Vec<(Socket, ())>, Error> {
-    Err(Error::Refused(
-        "closing a connection needs Linux's sock_diag SOCK_DESTROY".into(),
-    ))
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn destroy(_socket: Socket, _ids: ()) -> Result<(), Error> {
-    Err(Error::Refused(
-        "closing a connection needs Linux's sock_diag SOCK_DESTROY".into(),
-    ))
 }
 
 #[cfg(test)]

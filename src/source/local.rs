@@ -480,29 +480,56 @@ impl super::Control for LocalControl {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             use crate::process::signal::Handle;
+            let failed = |source| Error::Signal {
+                pid: process.pid,
+                signal: sig.name(),
+                source,
+            };
             let handle = match Handle::open(process.pid, process.start) {
                 Ok(h) => h,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(source) => {
-                    return Err(Error::Signal {
-                        pid: process.pid,
-                        signal: sig.name(),
-                        source,
-                    });
-                }
+                Err(e) => return Err(failed(e)),
             };
             match handle.signal(sig) {
                 Ok(()) => Ok(true),
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {
                     Ok(false)
                 }
-                Err(source) => Err(Error::Signal {
-                    pid: process.pid,
-                    signal: sig.name(),
-                    source,
-                }),
+                Err(e) => Err(failed(e)),
             }
         })
+    }
+
+    fn connections(
+        &self,
+        port: u16,
+        peer: (std::net::IpAddr, u16),
+    ) -> BoxFuture<'_, Result<Vec<super::Connection>, Error>> {
+        Box::pin(blocking(move || {
+            Ok(netlink::Diag::open()?
+                .find_connections(port, peer)?
+                .into_iter()
+                .map(|(socket, ids)| super::Connection {
+                    socket,
+                    cookie: ids.cookie,
+                    interface: ids.interface,
+                })
+                .collect())
+        }))
+    }
+
+    fn close<'a>(&'a self, connection: &'a super::Connection) -> BoxFuture<'a, Result<(), Error>> {
+        let connection = connection.clone();
+        Box::pin(blocking(move || {
+            let ids = netlink::SocketIds {
+                cookie: connection.cookie,
+                interface: connection.interface,
+                counters: None,
+            };
+            netlink::Diag::open()?
+                .destroy(&connection.socket, ids)
+                .map_err(destroy_error)
+        }))
     }
 
     fn identity(&self) -> BoxFuture<'_, Result<super::Identity, Error>> {
@@ -517,4 +544,44 @@ impl super::Control for LocalControl {
             })
         })
     }
+}
+
+/// A refused `SOCK_DESTROY`, said as what the operator can do about it.
+#[cfg(target_os = "linux")]
+fn destroy_error(e: std::io::Error) -> Error {
+    let errno = e.raw_os_error();
+    if errno == Some(rustix::io::Errno::PERM.raw_os_error())
+        || errno == Some(rustix::io::Errno::ACCESS.raw_os_error())
+    {
+        Error::Refused(
+            "closing a connection needs CAP_NET_ADMIN (run the server as root, or grant it \
+             with setcap cap_net_admin+ep); nothing was closed"
+                .into(),
+        )
+    } else if errno == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) {
+        Error::Refused(
+            "this kernel cannot close sockets from outside (it lacks CONFIG_INET_DIAG_DESTROY); \
+             nothing was closed"
+                .into(),
+        )
+    } else if errno == Some(rustix::io::Errno::NOENT.raw_os_error()) {
+        Error::Refused("the connection closed before it could be closed".into())
+    } else {
+        Error::Netlink {
+            stage: "SOCK_DESTROY",
+            source: e,
+        }
+    }
+}
+
+/// Runs a netlink call off the async runtime.
+#[cfg(target_os = "linux")]
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::NoLocalSource {
+            detail: format!("netlink task failed: {e}"),
+        })?
 }

@@ -200,6 +200,36 @@ pub trait Control: Send + Sync {
     /// Who is asking there: the pids never to signal (the server itself and its parent, on
     /// this machine) and the user signals are sent as.
     fn identity(&self) -> BoxFuture<'_, Result<Identity, Error>>;
+
+    /// The TCP connections of local port `port` whose peer is `peer`, each as
+    /// [`Control::close`] names it. By default a host's connections cannot be closed.
+    fn connections(
+        &self,
+        _port: u16,
+        _peer: (std::net::IpAddr, u16),
+    ) -> BoxFuture<'_, Result<Vec<Connection>, Error>> {
+        Box::pin(async { Err(Error::Refused(CANNOT_CLOSE.into())) })
+    }
+
+    /// Closes exactly that connection (its full id, cookie included), as `ss -K` does: the
+    /// kernel resets it and its owner sees it aborted.
+    fn close<'a>(&'a self, _connection: &'a Connection) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Err(Error::Refused(CANNOT_CLOSE.into())) })
+    }
+}
+
+const CANNOT_CLOSE: &str =
+    "closing a connection needs Linux's sock_diag SOCK_DESTROY on this machine; nothing was closed";
+
+/// A TCP connection a [`Control`] can close: the socket as listed, and the kernel's id of it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub socket: Socket,
+    /// The kernel's socket cookie: a close names it, so no later socket on the same tuple
+    /// can be hit.
+    pub(crate) cookie: u64,
+    /// The bound device's interface index (0: none).
+    pub(crate) interface: u32,
 }
 
 /// Who signals on a host (see [`Control::identity`]).
