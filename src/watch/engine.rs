@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
-use crate::model::{Bytes, Counters, Endpoint, Protocol, Socket, StateSet, TcpState, Transport};
+use crate::model::{Bytes, Counters, Socket, StateSet, TcpState, Transport};
 #[cfg(target_os = "linux")]
 use crate::owners;
 #[cfg(target_os = "linux")]
@@ -38,7 +38,7 @@ use crate::source::{Backend, Want};
 use crate::source::{netlink, procfs};
 
 use super::diff::{Differ, tracked_state, tuple_key};
-use super::{EngineStats, Matcher, Sink};
+use super::{EngineStats, Matcher, Sink, Tuple, tuple};
 
 /// Destroy notifications queued for the engine at most; past it they are counted as lost.
 const QUEUE: usize = 16_384;
@@ -147,10 +147,7 @@ pub(crate) struct LocalWatch {
 #[derive(Debug)]
 pub(crate) struct Start {
     pub(crate) key: u64,
-    pub(crate) protocol: Protocol,
-    pub(crate) local_ip: std::net::IpAddr,
-    pub(crate) local_port: u16,
-    pub(crate) foreign: Endpoint,
+    pub(crate) tuple: Tuple,
     pub(crate) state: Option<TcpState>,
     pub(crate) bytes: Bytes,
 }
@@ -468,12 +465,9 @@ fn starts(listing: &Listing) -> Vec<Start> {
             let (key, s) = &listing.rows[i];
             Start {
                 key: *key,
-                bytes: c.bytes,
-                protocol: s.protocol,
-                local_ip: s.local_ip,
-                local_port: s.local_port,
-                foreign: s.foreign,
+                tuple: tuple(s),
                 state: s.state,
+                bytes: c.bytes,
             }
         })
         .collect()

@@ -489,7 +489,7 @@ impl WatchService {
         // The start counters by socket cookie; the start rows themselves stay for the closes
         // (which name no cookie, only a tuple).
         let mut start_rows = std::mem::take(&mut engine.baseline);
-        start_rows.retain(|r| is_connection_of(r.protocol, r.state));
+        start_rows.retain(|r| is_connection_of(r.tuple.0, r.state));
         let base: HashMap<u64, Bytes, FastHash> =
             start_rows.iter().map(|r| (r.key, r.bytes)).collect();
         let total = q.window.as_secs();
@@ -557,14 +557,7 @@ impl WatchService {
             .collect();
         if !close_live.is_empty() {
             for r in &start_rows {
-                let key = (
-                    r.protocol,
-                    r.local_ip,
-                    r.local_port,
-                    r.foreign.ip,
-                    r.foreign.port,
-                );
-                if let Some(entry) = close_live.get_mut(&key) {
+                if let Some(entry) = close_live.get_mut(&r.tuple) {
                     entry.1 = Some(r.bytes);
                 }
             }
