@@ -270,7 +270,7 @@ impl Lister {
                 // A counted listing (a traffic window's first and closing ones) is handed out
                 // whole: sized once from sockstat, as a one-off listing is. Periodic listings
                 // are not: measured at 100,000 sockets, sizing them made a watch touch 13 MB
-                // more (3,300 page faults), the closing listing 13 MB less.
+                // more (3,300 page faults); sizing the counted ones keeps `top`'s peak 9 MB lower.
                 if want.health && want.local_port.is_none() {
                     out.rows.reserve(procfs::socket_count_estimate(root, want));
                 }

@@ -95,10 +95,11 @@ impl Totals {
     /// The totals of a destroyed socket, when its notification carried `tcp_info`.
     pub(crate) fn of(socket: &Socket) -> Option<Totals> {
         let tcp = socket.health.as_deref()?.tcp.as_ref()?;
+        // Destroyed: the peer's FIN (normally) came in, as in CLOSE.
+        let bytes = tcp.bytes(Some(TcpState::Close))?;
         Some(Totals {
-            sent: tcp.sent()?,
-            // Destroyed: the peer's FIN (normally) came in.
-            received: tcp.received(true).unwrap_or(0),
+            sent: bytes.sent,
+            received: bytes.received,
             total_retrans: u32::try_from(tcp.or_zero(crate::model::TcpField::TotalRetrans))
                 .unwrap_or(u32::MAX),
             rtt_us: u32::try_from(tcp.or_zero(crate::model::TcpField::Rtt)).unwrap_or(u32::MAX),
