@@ -307,18 +307,19 @@ pub async fn summary(service: &Service, opts: &SummaryOpts) -> ExitCode {
     }
 }
 
+/// A PORT argument: any integer here (the query checks the range and says so); text that is
+/// not a number is refused the same way.
+fn port_number(text: &str) -> Result<i64, InputError> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| InputError::new("port", crate::query::quoted(text), crate::query::PORT_RANGE))
+}
+
 /// Runs `port`. Exit 0 occupied, 1 free, 2 error.
 pub async fn port(service: &Service, opts: &PortOpts) -> ExitCode {
-    let port = match opts.port.trim().parse::<i64>() {
+    let port = match port_number(&opts.port) {
         Ok(p) => Some(p),
-        Err(_) => {
-            let e = InputError {
-                param: "port".into(),
-                given: format!("'{}'", crate::query::shorten(&opts.port)),
-                allowed: "must be an integer between 1 and 65535".into(),
-            };
-            return fail::<PortData>(&Error::Input(e), opts.listed.json);
-        }
+        Err(e) => return fail::<PortData>(&Error::Input(e), opts.listed.json),
     };
     let args = PortArgs {
         port,

@@ -19,11 +19,17 @@ pub struct InputError {
 }
 
 impl InputError {
-    pub(crate) fn new(param: &str, given: String, allowed: &str) -> InputError {
+    /// `given` is rendered by the caller (strings quoted, see `query::quoted`); `allowed` ends
+    /// the sentence.
+    pub(crate) fn new(
+        param: &str,
+        given: impl Into<String>,
+        allowed: impl Into<String>,
+    ) -> InputError {
         InputError {
             param: param.to_string(),
-            given,
-            allowed: allowed.to_string(),
+            given: given.into(),
+            allowed: allowed.into(),
         }
     }
 }

@@ -91,11 +91,7 @@ pub(crate) fn parse_patterns<'a>(
 }
 
 fn host_error(given: &str, allowed: &str) -> InputError {
-    InputError {
-        param: "host".into(),
-        given: format!("\"{}\"", given.escape_debug()),
-        allowed: allowed.into(),
-    }
+    InputError::new("host", format!("\"{}\"", given.escape_debug()), allowed)
 }
 
 /// The names a list of patterns selects, in order of first mention. Explicit names are kept

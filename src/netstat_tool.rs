@@ -83,34 +83,30 @@ impl NetstatArgs {
     /// Checks every argument against the allow-list.
     pub(crate) fn parse(args: &[String]) -> Result<NetstatArgs, InputError> {
         if args.len() > MAX_ARGS {
-            return Err(InputError {
-                param: "args".into(),
-                given: format!("{} arguments", args.len()),
-                allowed: format!("may hold at most {MAX_ARGS} arguments and {ARGS_ALLOWED}"),
-            });
+            return Err(InputError::new(
+                "args",
+                format!("{} arguments", args.len()),
+                format!("may hold at most {MAX_ARGS} arguments and {ARGS_ALLOWED}"),
+            ));
         }
         let mut out = NetstatArgs {
             argv: args.to_vec(),
             ..NetstatArgs::default()
         };
         for arg in args {
-            let refuse = || InputError {
-                param: "args".into(),
-                given: format!("'{}'", crate::query::shorten(arg)),
-                allowed: ARGS_ALLOWED.into(),
-            };
+            let refuse = || InputError::new("args", crate::query::quoted(arg), ARGS_ALLOWED);
             if arg.chars().count() > MAX_ARG_CHARS {
-                return Err(InputError {
-                    param: "args".into(),
-                    given: format!(
+                return Err(InputError::new(
+                    "args",
+                    format!(
                         "an argument of {} characters ('{}')",
                         arg.chars().count(),
                         crate::query::shorten(arg)
                     ),
-                    allowed: format!(
+                    format!(
                         "may hold arguments of at most {MAX_ARG_CHARS} characters and {ARGS_ALLOWED}"
                     ),
-                });
+                ));
             }
             if arg == "--help" {
                 out.help = true;

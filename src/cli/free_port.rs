@@ -87,22 +87,16 @@ impl Confirm for Terminal {
 
 /// The input the options make (`dry_run` set by the caller).
 fn args(opts: &FreePortOpts, dry_run: bool) -> Result<FreePortArgs, Error> {
-    let port = opts.port.trim().parse::<i64>().map_err(|_| {
-        Error::Input(InputError {
-            param: "port".into(),
-            given: format!("'{}'", crate::query::shorten(&opts.port)),
-            allowed: "must be an integer between 1 and 65535".into(),
-        })
-    })?;
+    let port = super::port_number(&opts.port)?;
     let connection = match opts.connection.as_deref() {
         None => None,
         Some(text) => {
             let (ip, port) = text.trim().rsplit_once(':').ok_or_else(|| {
-                Error::Input(InputError {
-                    param: "connection".into(),
-                    given: format!("'{}'", crate::query::shorten(text)),
-                    allowed: "must be the peer as IP:PORT or [IPv6]:PORT".into(),
-                })
+                Error::Input(InputError::new(
+                    "connection",
+                    crate::query::quoted(text),
+                    "must be the peer as IP:PORT or [IPv6]:PORT",
+                ))
             })?;
             Some(ConnectionArg {
                 remote_ip: Some(ip.to_string()),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::input::{HostSpec, input, port_and_proto, port_arg, quoted};
+use super::input::{HostSpec, port_and_proto, port_arg, quoted};
 use super::output::Envelope;
 use super::service::Service;
 use crate::error::{Error, InputError};
@@ -113,7 +113,7 @@ impl FreePortArgs {
         let (port, transport) = port_and_proto(self.port, self.proto.as_deref())?;
         let host = match HostSpec::from_arg(self.host.as_deref())? {
             HostSpec::Many(_) => {
-                return Err(input(
+                return Err(InputError::new(
                     "host",
                     quoted(self.host.as_deref().unwrap_or("")),
                     "must name one host: free_port never acts on several hosts at once",
@@ -125,7 +125,7 @@ impl FreePortArgs {
             None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             Some(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => Duration::from_secs(n as u64),
             Some(n) => {
-                return Err(input(
+                return Err(InputError::new(
                     "timeout_secs",
                     n.to_string(),
                     "must be an integer between 1 and 60 (seconds to wait after SIGTERM)",
@@ -136,9 +136,9 @@ impl FreePortArgs {
             None => None,
             Some(c) => {
                 if transport != Transport::Tcp {
-                    return Err(input(
+                    return Err(InputError::new(
                         "connection",
-                        "given with proto udp".into(),
+                        "given with proto udp",
                         "closes one TCP connection: leave proto out or set it to tcp",
                     ));
                 }
@@ -148,7 +148,7 @@ impl FreePortArgs {
                     .trim_end_matches(']')
                     .parse::<IpAddr>()
                     .map_err(|_| {
-                        input(
+                        InputError::new(
                             "connection.remote_ip",
                             quoted(text),
                             "must be the peer's IP address, e.g. 10.0.0.7 or 2001:db8::7",
@@ -156,9 +156,9 @@ impl FreePortArgs {
                     })?;
                 let remote_port =
                     port_arg("connection.remote_port", c.remote_port)?.ok_or_else(|| {
-                        input(
+                        InputError::new(
                             "connection.remote_port",
-                            "missing".into(),
+                            "missing",
                             "is required and must be an integer between 1 and 65535",
                         )
                     })?;

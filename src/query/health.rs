@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::answer::{HolderCache, connection_row, thousands};
-use super::input::{ConnectionsArgs, ConnectionsQuery, Filters, ProtoFilter, input, quoted};
+use super::input::{Choices, ConnectionsArgs, ConnectionsQuery, Filters, ProtoFilter};
 use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
 use super::page::{RowKey, row_order};
 use crate::error::InputError;
@@ -95,35 +95,20 @@ pub(crate) enum HealthSort {
 }
 
 impl HealthSort {
-    const NAMES: [(&'static str, HealthSort); 6] = [
-        ("retrans", HealthSort::Retrans),
-        ("rtt", HealthSort::Rtt),
-        ("send_queue", HealthSort::SendQueue),
-        ("recv_queue", HealthSort::RecvQueue),
-        ("bytes", HealthSort::Bytes),
-        ("lost", HealthSort::Lost),
-    ];
+    const CHOICES: Choices<HealthSort> = Choices::new(
+        "sort",
+        &[
+            ("retrans", HealthSort::Retrans),
+            ("rtt", HealthSort::Rtt),
+            ("send_queue", HealthSort::SendQueue),
+            ("recv_queue", HealthSort::RecvQueue),
+            ("bytes", HealthSort::Bytes),
+            ("lost", HealthSort::Lost),
+        ],
+    );
 
     pub(crate) fn as_str(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("retrans", |(n, _)| n)
-    }
-
-    fn parse(text: &str) -> Result<HealthSort, InputError> {
-        let key = text.trim().to_ascii_lowercase().replace('-', "_");
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| *n == key)
-            .map(|(_, s)| *s)
-            .ok_or_else(|| {
-                input(
-                    "sort",
-                    quoted(text),
-                    "must be one of: retrans, rtt, send_queue, recv_queue, bytes, lost",
-                )
-            })
+        Self::CHOICES.name(self)
     }
 
     /// The key a socket is ordered by (larger first).
@@ -187,7 +172,7 @@ impl HealthArgs {
         let sort = match self.sort.as_deref() {
             None => HealthSort::Retrans,
             Some(s) if s.trim().is_empty() => HealthSort::Retrans,
-            Some(s) => HealthSort::parse(s)?,
+            Some(s) => HealthSort::CHOICES.parse(s)?,
         };
         let (states, state_given) = match filter.state {
             Some(s) => (StateSet::only(s), true),
@@ -1098,10 +1083,10 @@ mod tests {
     #[test]
     fn sort_names_and_errors() {
         assert_eq!(
-            HealthSort::parse("send-queue").unwrap(),
+            HealthSort::CHOICES.parse("send-queue").unwrap(),
             HealthSort::SendQueue
         );
-        let e = HealthSort::parse("speed").unwrap_err();
+        let e = HealthSort::CHOICES.parse("speed").unwrap_err();
         assert_eq!(e.param, "sort");
         assert!(e.allowed.contains("retrans, rtt"), "{}", e.allowed);
     }

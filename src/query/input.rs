@@ -194,25 +194,17 @@ pub(crate) enum ProtoFilter {
 }
 
 impl ProtoFilter {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ProtoFilter::Tcp => "tcp",
-            ProtoFilter::Udp => "udp",
-            ProtoFilter::All => "all",
-        }
-    }
+    const CHOICES: Choices<ProtoFilter> = Choices::new(
+        "proto",
+        &[
+            ("tcp", ProtoFilter::Tcp),
+            ("udp", ProtoFilter::Udp),
+            ("all", ProtoFilter::All),
+        ],
+    );
 
-    fn parse(text: &str) -> Result<ProtoFilter, InputError> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "tcp" => Ok(ProtoFilter::Tcp),
-            "udp" => Ok(ProtoFilter::Udp),
-            "all" => Ok(ProtoFilter::All),
-            _ => Err(input(
-                "proto",
-                quoted(text),
-                "must be one of: tcp, udp, all",
-            )),
-        }
+    pub(crate) fn as_str(self) -> &'static str {
+        Self::CHOICES.name(self)
     }
 }
 
@@ -297,18 +289,19 @@ impl ConnectionsArgs {
     pub fn validate(&self, default_limit: Option<usize>) -> Result<ConnectionsQuery, InputError> {
         let proto = match &self.proto {
             None => ProtoFilter::All,
-            Some(p) => ProtoFilter::parse(p)?,
+            Some(p) => ProtoFilter::CHOICES.parse(p)?,
         };
         let state = match self.state.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(s) => {
-                Some(TcpState::parse(s).ok_or_else(|| input("state", quoted(s), STATE_ALLOWED))?)
-            }
+            Some(s) => Some(
+                TcpState::parse(s)
+                    .ok_or_else(|| InputError::new("state", quoted(s), STATE_ALLOWED))?,
+            ),
         };
         if let (Some(s), ProtoFilter::Udp) = (state, proto)
             && s != TcpState::Listen
         {
-            return Err(input(
+            return Err(InputError::new(
                 "state",
                 format!(
                     "{} with proto 'udp'",
@@ -321,7 +314,7 @@ impl ConnectionsArgs {
             None => (default_limit, default_limit.is_some()),
             Some(0) => (None, false),
             Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
-            Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
+            Some(n) => return Err(InputError::new("limit", n.to_string(), LIMIT_ALLOWED)),
         };
         let Matching {
             local_port,
@@ -364,7 +357,7 @@ fn ssh_port(
     if let (Some(a), Some(b)) = (port_given, ssh_given)
         && a != b
     {
-        return Err(input(
+        return Err(InputError::new(
             "ssh_port",
             format!("{b} with port {a}"),
             "is the same setting as 'port' (the SSH port of a remote host): give one of them",
@@ -379,7 +372,7 @@ fn ssh_port(
         } else {
             "port"
         };
-        return Err(input(
+        return Err(InputError::new(
             param,
             format!("{p} for the local machine"),
             "is the SSH port of a remote host (with 'host'), not a socket port: to filter sockets by port use local_port (or remote_port)",
@@ -457,22 +450,17 @@ pub(crate) fn port_and_proto(
     proto: Option<&str>,
 ) -> Result<(u16, Transport), InputError> {
     let port = port_arg("port", port)?.ok_or_else(|| {
-        input(
+        InputError::new(
             "port",
-            "missing".into(),
+            "missing",
             "is required and must be an integer between 1 and 65535",
         )
     })?;
-    let transport = match proto.map(|p| p.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("tcp") => Transport::Tcp,
-        Some("udp") => Transport::Udp,
-        Some(_) => {
-            return Err(input(
-                "proto",
-                quoted(proto.unwrap_or("")),
-                "must be one of: tcp, udp",
-            ));
-        }
+    const TRANSPORTS: Choices<Transport> =
+        Choices::new("proto", &[("tcp", Transport::Tcp), ("udp", Transport::Udp)]);
+    let transport = match proto {
+        None => Transport::Tcp,
+        Some(p) => TRANSPORTS.parse(p)?,
     };
     Ok((port, transport))
 }
@@ -507,7 +495,7 @@ impl PortArgs {
             None => (default_limit, default_limit.is_some()),
             Some(0) => (None, false),
             Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
-            Some(n) => return Err(input("limit", n.to_string(), LIMIT_ALLOWED)),
+            Some(n) => return Err(InputError::new("limit", n.to_string(), LIMIT_ALLOWED)),
         };
         let host = HostSpec::from_arg(self.host.as_deref())?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
@@ -517,7 +505,7 @@ impl PortArgs {
                 text.trim_start_matches('[')
                     .trim_end_matches(']')
                     .parse::<std::net::IpAddr>()
-                    .map_err(|_| input("address", quoted(text), ADDRESS_ALLOWED))?,
+                    .map_err(|_| InputError::new("address", quoted(text), ADDRESS_ALLOWED))?,
             ),
         };
         Ok(PortQuery {
@@ -540,8 +528,41 @@ impl PortArgs {
 #[schemars(deny_unknown_fields)]
 pub(crate) struct NoArgs {}
 
-pub(crate) fn input(param: &str, given: String, allowed: &str) -> InputError {
-    InputError::new(param, given, allowed)
+/// A closed set of names an input takes (`proto`, `scope`, `sort`, `by`): one table gives the
+/// parse (any case, `-` read as `_`), the name echoed back, and the error listing every name.
+pub(crate) struct Choices<T: 'static> {
+    param: &'static str,
+    names: &'static [(&'static str, T)],
+}
+
+impl<T: Copy + PartialEq> Choices<T> {
+    pub(crate) const fn new(param: &'static str, names: &'static [(&'static str, T)]) -> Self {
+        Choices { param, names }
+    }
+
+    /// The value's name (every value the tool uses is in the table).
+    pub(crate) fn name(&self, value: T) -> &'static str {
+        self.names
+            .iter()
+            .find(|(_, v)| *v == value)
+            .map_or("", |(n, _)| n)
+    }
+
+    pub(crate) fn parse(&self, text: &str) -> Result<T, InputError> {
+        let key = text.trim().to_ascii_lowercase().replace('-', "_");
+        self.names
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.names.iter().map(|(n, _)| *n).collect();
+                InputError::new(
+                    self.param,
+                    quoted(text),
+                    format!("must be one of: {}", names.join(", ")),
+                )
+            })
+    }
 }
 
 /// A caller's text, quoted and shortened for a message.
@@ -556,25 +577,20 @@ pub(crate) fn port_arg(param: &str, value: Option<i64>) -> Result<Option<u16>, I
             .ok()
             .filter(|p| *p > 0)
             .map(Some)
-            .ok_or_else(|| input(param, v.to_string(), PORT_RANGE)),
+            .ok_or_else(|| InputError::new(param, v.to_string(), PORT_RANGE)),
     }
 }
 
 /// `scope`: host or all, any case; all only for the local machine.
 fn scope_arg(value: Option<&str>, host: &HostSpec) -> Result<Scope, InputError> {
-    let scope = match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("host") => Scope::Host,
-        Some("all") => Scope::All,
-        Some(_) => {
-            return Err(input(
-                "scope",
-                quoted(value.unwrap_or_default()),
-                "must be one of: host, all",
-            ));
-        }
+    const SCOPES: Choices<Scope> =
+        Choices::new("scope", &[("host", Scope::Host), ("all", Scope::All)]);
+    let scope = match value {
+        Some(v) if !v.trim().is_empty() => SCOPES.parse(v)?,
+        _ => Scope::Host,
     };
     if scope == Scope::All && *host != HostSpec::Local {
-        return Err(input(
+        return Err(InputError::new(
             "scope",
             "'all' with a remote host".to_string(),
             "lists every network namespace of the machine the server runs on: leave it out (or 'host') for a remote host",
@@ -590,7 +606,7 @@ fn pid_arg(value: Option<i64>) -> Result<Option<u32>, InputError> {
             .ok()
             .filter(|p| *p > 0)
             .map(Some)
-            .ok_or_else(|| input("pid", p.to_string(), PID_ALLOWED)),
+            .ok_or_else(|| InputError::new("pid", p.to_string(), PID_ALLOWED)),
     }
 }
 

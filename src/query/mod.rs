@@ -31,7 +31,8 @@ pub use free_port::{Confirm, Confirmation, FreePortArgs, FreePortData, FreePortQ
 pub use health::{HealthArgs, HealthData, HealthQuery};
 pub use input::{ConnectionsArgs, Filters, PortArgs, Remote};
 pub(crate) use input::{
-    ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs, RecentArgs, WatchArgs,
+    ConnectionsQuery, DEFAULT_OCCUPATIONS, DEFAULT_ROWS, HostSpec, NoArgs, PORT_RANGE, RecentArgs,
+    WatchArgs, quoted,
 };
 pub use multi::no_progress;
 pub(crate) use multi::{Progress, ProgressEvent};

@@ -15,14 +15,14 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::answer::json_len;
-use super::input::{ConnectionsQuery, HostSpec, PortQuery, input};
+use super::input::{ConnectionsQuery, HostSpec, PortQuery};
 use super::output::{
     ConnectionsAnswer, ConnectionsData, Envelope, FleetData, FleetListener, FleetPortOwner,
     FleetProgramCount, FleetSummary, HostAnswer, PortAnswer, PortData, PortFleetSummary,
 };
 use super::service::Service;
 use super::summary::{MAX_LISTENERS, RemoteHostCount, TOP, is_listener};
-use crate::error::Error;
+use crate::error::{Error, InputError};
 use crate::fleet::{Candidate, HostPattern, fan_out, select};
 use crate::source::Snapshot;
 
@@ -159,9 +159,9 @@ impl Service {
             return Ok(self.connections(query).await?.map(ConnectionsAnswer::One));
         };
         if query.cursor.is_some() {
-            return Err(Error::Input(input(
+            return Err(Error::Input(InputError::new(
                 "cursor",
-                "with several hosts".into(),
+                "with several hosts",
                 "pages through one host at a time: pass that host alone as 'host' with its next_cursor",
             )));
         }

@@ -282,14 +282,6 @@ pub(crate) fn describe(value: &Value) -> String {
     }
 }
 
-fn input_error(param: &str, given: String, allowed: String) -> InputError {
-    InputError {
-        param: param.to_string(),
-        given,
-        allowed,
-    }
-}
-
 /// Checks `args` against `schema` (made by [`input_schema`]) and decodes them into `T`.
 pub(crate) fn decode<T: DeserializeOwned>(
     schema: &Map<String, Value>,
@@ -304,7 +296,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     for (name, value) in args {
         let Some(property) = properties.get(name) else {
             let known: Vec<&str> = properties.keys().map(String::as_str).collect();
-            return Err(input_error(
+            return Err(InputError::new(
                 "arguments",
                 format!("unknown parameter '{}'", crate::query::shorten(name)),
                 if known.is_empty() {
@@ -317,7 +309,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         if value.is_null() {
             continue;
         }
-        let wrong = || input_error(name, describe(value), allowed(property));
+        let wrong = || InputError::new(name, describe(value), allowed(property));
         let kind = property.get("type").and_then(Value::as_str).unwrap_or("");
         let value = match (kind, value) {
             ("integer", Value::Number(n)) => Value::from(integer(n).ok_or_else(wrong)?),
@@ -344,7 +336,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
                     .iter()
                     .find(|item| item_kind == Some("string") && !item.is_string())
                 {
-                    return Err(input_error(
+                    return Err(InputError::new(
                         name,
                         format!("an element {}", describe(bad)),
                         allowed(property),
@@ -360,18 +352,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
     for name in required.into_iter().flatten().filter_map(Value::as_str) {
         if args.get(name).is_none_or(Value::is_null) {
             let property = properties.get(name).unwrap_or(&Value::Null);
-            return Err(input_error(
+            return Err(InputError::new(
                 name,
-                "missing".into(),
+                "missing",
                 format!("is required and {}", allowed(property)),
             ));
         }
     }
     serde_json::from_value(Value::Object(checked)).map_err(|e| {
         // The checks above make this unreachable for the structs we derive schemas from.
-        input_error(
+        InputError::new(
             "arguments",
-            "not decodable".into(),
+            "not decodable",
             format!("must match the tool's input schema ({e})"),
         )
     })

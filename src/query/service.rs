@@ -71,9 +71,9 @@ impl Service {
                 }),
                 other => other,
             },
-            HostSpec::Many(_) => Err(Error::Input(super::input::input(
+            HostSpec::Many(_) => Err(Error::Input(InputError::new(
                 "host",
-                "a list, glob or group".into(),
+                "a list, glob or group",
                 "names one host here (this operation does not take several)",
             ))),
         }

@@ -597,3 +597,34 @@ fn flattened_filters_stay_in_the_schema_and_unknown_names_are_still_refused() {
     assert_eq!(args.filters.local_port, Some(80));
     assert_eq!(args.filters.program.as_deref(), Some("nginx"));
 }
+
+/// The named choices (`proto`, `scope`, the port tools' `proto`) read any case and say every
+/// name, in the table's order, when refused: the sentences clients have always seen.
+#[test]
+fn choices_parse_any_case_and_list_every_name() {
+    let full = |r: Result<(), InputError>| r.unwrap_err().to_string();
+    assert_eq!(
+        full(conn(json!({"proto": "icmp"})).map(|_| ())),
+        "Invalid proto: 'icmp'. Parameter 'proto' must be one of: tcp, udp, all."
+    );
+    assert_eq!(
+        full(port(json!({"port": 80, "proto": "all"})).map(|_| ())),
+        "Invalid proto: 'all'. Parameter 'proto' must be one of: tcp, udp."
+    );
+    assert_eq!(
+        full(conn(json!({"scope": " Every "})).map(|_| ())),
+        "Invalid scope: ' Every '. Parameter 'scope' must be one of: host, all."
+    );
+    assert_eq!(
+        conn(json!({"proto": " TCP "})).unwrap().proto.as_str(),
+        "tcp"
+    );
+    assert!(
+        conn(json!({"scope": "  "})).is_ok(),
+        "blank scope is the host's"
+    );
+    assert_eq!(
+        port(json!({"port": 53, "proto": "Udp"})).unwrap().transport,
+        Transport::Udp
+    );
+}

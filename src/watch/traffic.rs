@@ -32,7 +32,7 @@ use crate::error::{Error, InputError};
 use crate::model::{Bytes, Socket, StateSet, TcpState};
 use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
-use crate::query::input::{ConnectionsArgs, input, quoted};
+use crate::query::input::{Choices, ConnectionsArgs, quoted};
 use crate::query::{ConnectionsQuery, Envelope, HostSpec, Progress, ProgressEvent};
 use crate::source::{ProcessLookup, Scope, Snapshot, Target, Want};
 
@@ -122,35 +122,20 @@ pub(crate) enum GroupBy {
 }
 
 impl GroupBy {
-    const NAMES: [(&'static str, GroupBy); 6] = [
-        ("program", GroupBy::Program),
-        ("unit", GroupBy::Unit),
-        ("container", GroupBy::Container),
-        ("remote_host", GroupBy::RemoteHost),
-        ("local_port", GroupBy::LocalPort),
-        ("connection", GroupBy::Connection),
-    ];
+    const CHOICES: Choices<GroupBy> = Choices::new(
+        "by",
+        &[
+            ("program", GroupBy::Program),
+            ("unit", GroupBy::Unit),
+            ("container", GroupBy::Container),
+            ("remote_host", GroupBy::RemoteHost),
+            ("local_port", GroupBy::LocalPort),
+            ("connection", GroupBy::Connection),
+        ],
+    );
 
     pub(crate) fn as_str(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, g)| *g == self)
-            .map_or("program", |(n, _)| n)
-    }
-
-    fn parse(text: &str) -> Result<GroupBy, InputError> {
-        let key = text.trim().to_ascii_lowercase().replace('-', "_");
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| *n == key)
-            .map(|(_, g)| *g)
-            .ok_or_else(|| {
-                input(
-                    "by",
-                    quoted(text),
-                    "must be one of: program, unit, container, remote_host, local_port, connection",
-                )
-            })
+        Self::CHOICES.name(self)
     }
 }
 
@@ -174,7 +159,7 @@ impl TrafficArgs {
                 .ok()
                 .filter(|s| (1..=MAX_TRAFFIC_SECS).contains(s))
                 .ok_or_else(|| {
-                    input(
+                    InputError::new(
                         "duration_secs",
                         s.to_string(),
                         "must be an integer number of seconds between 1 and 50",
@@ -185,7 +170,7 @@ impl TrafficArgs {
             && !scope.trim().eq_ignore_ascii_case("host")
             && !scope.trim().is_empty()
         {
-            return Err(input(
+            return Err(InputError::new(
                 "scope",
                 quoted(scope),
                 "must be host: traffic measures the network namespace the server runs in (the destroy notifications it needs are per namespace); run a server inside a container's namespace to measure it",
@@ -200,9 +185,9 @@ impl TrafficArgs {
         };
         let filter = filters.validate(None)?;
         if matches!(filter.host, HostSpec::Many(_)) {
-            return Err(input(
+            return Err(InputError::new(
                 "host",
-                "a list, glob or group".into(),
+                "a list, glob or group",
                 "names one host here (traffic measures one host at a time)",
             ));
         }
@@ -211,7 +196,7 @@ impl TrafficArgs {
             Some(0) => (None, false),
             Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
             Some(n) => {
-                return Err(input(
+                return Err(InputError::new(
                     "limit",
                     n.to_string(),
                     "must be an integer >= 0 (0 means no limit)",
@@ -224,7 +209,7 @@ impl TrafficArgs {
             by: match self.by.as_deref() {
                 None => GroupBy::Program,
                 Some(b) if b.trim().is_empty() => GroupBy::Program,
-                Some(b) => GroupBy::parse(b)?,
+                Some(b) => GroupBy::CHOICES.parse(b)?,
             },
             limit,
             default_limit,

@@ -64,14 +64,6 @@ pub(crate) struct RecentQuery {
     pub(crate) default_limit: bool,
 }
 
-fn input(param: &str, given: String, allowed: &str) -> InputError {
-    InputError {
-        param: param.into(),
-        given,
-        allowed: allowed.into(),
-    }
-}
-
 const WINDOW_ALLOWED: &str = "must be an integer number of seconds between 1 and 50 (a call must end inside the 60 s request timeout MCP client SDKs default to)";
 const INTERVAL_ALLOWED: &str = "must be an integer number of milliseconds between 20 and 60000 (500 or more for a remote host)";
 const SINCE_ALLOWED: &str = "must be an integer number of seconds between 1 and 604800 (7 days)";
@@ -87,7 +79,11 @@ fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, Input
         Ok(v) if u128::from(v) >= min.as_millis() && v <= 60_000 => {
             Ok(Some(Duration::from_millis(v)))
         }
-        _ => Err(input("interval_ms", ms.to_string(), INTERVAL_ALLOWED)),
+        _ => Err(InputError::new(
+            "interval_ms",
+            ms.to_string(),
+            INTERVAL_ALLOWED,
+        )),
     }
 }
 
@@ -98,7 +94,7 @@ fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
         // No limit but the answer's own: never more rows than an answer can carry.
         Some(0) => Ok((crate::query::output::MAX_ANSWER_ROWS, false)),
         Some(n) if n > 0 => Ok((usize::try_from(n).unwrap_or(usize::MAX), false)),
-        Some(n) => Err(input(
+        Some(n) => Err(InputError::new(
             "limit",
             n.to_string(),
             "must be an integer >= 0 (0 means no limit)",
@@ -115,7 +111,7 @@ impl WatchArgs {
             Some(s) => u64::try_from(s)
                 .ok()
                 .filter(|s| (1..=MAX_WINDOW_SECS).contains(s))
-                .ok_or_else(|| input("duration_secs", s.to_string(), WINDOW_ALLOWED))?,
+                .ok_or_else(|| InputError::new("duration_secs", s.to_string(), WINDOW_ALLOWED))?,
         };
         let mut q = self.validate(Some(Duration::from_secs(secs)))?;
         (q.limit, q.default_limit) = limit_arg(self.limit)?;
@@ -128,7 +124,7 @@ impl WatchArgs {
             None => None,
             Some(s) => Some(Duration::from_secs(
                 u64::try_from(s).ok().filter(|s| *s >= 1).ok_or_else(|| {
-                    input(
+                    InputError::new(
                         "duration",
                         s.to_string(),
                         "must be a whole number of seconds, at least 1",
@@ -160,7 +156,7 @@ impl RecentArgs {
             Some(s) => u64::try_from(s)
                 .ok()
                 .filter(|s| (1..=MAX_SINCE_SECS).contains(s))
-                .ok_or_else(|| input("since_secs", s.to_string(), SINCE_ALLOWED))?,
+                .ok_or_else(|| InputError::new("since_secs", s.to_string(), SINCE_ALLOWED))?,
         };
         let (limit, default_limit) = limit_arg(self.limit)?;
         Ok(RecentQuery {
