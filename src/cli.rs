@@ -25,7 +25,7 @@ pub mod watch;
 use text::{
     connections_answer_text, fleet_text, hosts_table, one_host, port_answer_text, summary_text,
 };
-pub(crate) use text::{endpoint, owners_cell, table};
+pub(crate) use text::{endpoint, owners_cell, socket_columns, table};
 
 /// Network connections and port owners, local (netlink) or remote (SSH); an MCP server.
 ///

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{delivered, endpoint, fail, owners_cell, print_json, print_text, success_or_2, table};
+use super::{
+    delivered, endpoint, fail, owners_cell, print_json, print_text, socket_columns, success_or_2,
+    table,
+};
 use crate::error::Error;
 use crate::query::health::{DEFAULT_HEALTH_ROWS, HealthRow};
 use crate::query::{Envelope, HealthArgs, HealthData, Service};
@@ -124,27 +127,16 @@ pub(crate) fn health_text(envelope: &Envelope<HealthData>) -> String {
         let _ = writeln!(out, "Verdicts: {}", verdicts.join(", "));
         let _ = writeln!(out);
         let rows: Vec<Vec<String>> = data.connections.iter().map(row_cells).collect();
-        out.push_str(&table(
-            &[
-                "Proto",
-                "Recv-Q",
-                "Send-Q",
-                "Local Address",
-                "Foreign Address",
-                "State",
-                "Verdict",
-                "RTT ms",
-                "Retrans",
-                "Cwnd",
-                "Snd-Wnd",
-                "Drops",
-                "PID/Program",
-            ],
-            &[
-                false, true, true, false, false, false, false, true, true, true, true, true, false,
-            ],
-            &rows,
-        ));
+        let (headers, right) = socket_columns(&[
+            ("Verdict", false),
+            ("RTT ms", true),
+            ("Retrans", true),
+            ("Cwnd", true),
+            ("Snd-Wnd", true),
+            ("Drops", true),
+            ("PID/Program", false),
+        ]);
+        out.push_str(&table(&headers, &right, &rows));
     }
     let _ = writeln!(out, "{}", envelope.message);
     out

@@ -229,6 +229,22 @@ pub(crate) fn fleet_text<A, S, T: Clone>(
     out
 }
 
+/// The columns a table of sockets starts with, as netstat prints them: the name and whether
+/// it is right-aligned (the queues).
+const SOCKET_COLUMNS: [(&str, bool); 6] = [
+    ("Proto", false),
+    ("Recv-Q", true),
+    ("Send-Q", true),
+    ("Local Address", false),
+    ("Foreign Address", false),
+    ("State", false),
+];
+
+/// The headers and alignment of a table of sockets: the socket columns, then `more`.
+pub(crate) fn socket_columns(more: &[(&'static str, bool)]) -> (Vec<&'static str>, Vec<bool>) {
+    SOCKET_COLUMNS.iter().chain(more).copied().unzip()
+}
+
 /// The listing as an aligned table with the message as a footer.
 pub(crate) fn connections_table(envelope: &Envelope<ConnectionsData>) -> String {
     let mut out = String::new();
@@ -251,16 +267,7 @@ pub(crate) fn connections_table(envelope: &Envelope<ConnectionsData>) -> String 
                 row
             })
             .collect();
-        let mut headers = vec![
-            "Proto",
-            "Recv-Q",
-            "Send-Q",
-            "Local Address",
-            "Foreign Address",
-            "State",
-            "PID/Program",
-        ];
-        let mut right = vec![false, true, true, false, false, false, false];
+        let (mut headers, mut right) = socket_columns(&[("PID/Program", false)]);
         extra.headers(&mut headers, &mut right);
         out.push_str(&table(&headers, &right, &rows));
     }

@@ -8,8 +8,8 @@
 //! (UNIX domain sockets, kernel control modules, …) are reported as skipped.
 //! BSD `netstat` prints no owners; use `lsof` where owners are wanted.
 
-use super::{Parsed, clip, host, in_family, numbered, unspecified};
-use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
+use super::{Parsed, clip, host, line_socket, numbered};
+use crate::model::{Socket, TcpState, Transport};
 
 /// Parses BSD/macOS `netstat -an` output.
 pub(crate) fn parse(text: &str) -> Parsed {
@@ -86,18 +86,9 @@ fn parse_line(line: &str) -> Result<Socket, String> {
             "too few columns: expected Proto, Recv-Q, Send-Q, Local and Foreign Address".into(),
         );
     }
-    let recv_queue = word(1)
-        .parse::<u64>()
-        .map_err(|_| format!("Recv-Q `{}` is not a number", clip(word(1), 30)))?;
-    let send_queue = word(2)
-        .parse::<u64>()
-        .map_err(|_| format!("Send-Q `{}` is not a number", clip(word(2), 30)))?;
+    let (recv_queue, send_queue) = super::queues(word(1), word(2))?;
     let (local_ip, local_port) = address(word(3), "local")?;
-    let (foreign_ip, foreign_port) = address(word(4), "foreign")?;
-    let ipv6 = family.unwrap_or(false)
-        || local_ip.is_some_and(|ip| ip.is_ipv6())
-        || foreign_ip.is_some_and(|ip| ip.is_ipv6());
-    let local_port = local_port.unwrap_or(0);
+    let foreign = address(word(4), "foreign")?;
     let state = match (word(5), transport) {
         ("", Transport::Tcp) => return Err("TCP line has no state".into()),
         ("", Transport::Udp) => None,
@@ -120,18 +111,10 @@ fn parse_line(line: &str) -> Result<Socket, String> {
             clip(extra, 30)
         ));
     }
-    let mut socket = Socket::new(
-        Protocol::new(transport, ipv6),
-        in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6),
-        local_port,
-        Endpoint {
-            ip: in_family(foreign_ip.unwrap_or(unspecified(ipv6)), ipv6),
-            port: foreign_port,
-        },
-    );
+    let local = (local_ip, local_port.unwrap_or(0));
+    let mut socket = line_socket(transport, family.unwrap_or(false), local, foreign);
     socket.state = state;
-    socket.recv_queue = super::queue(recv_queue);
-    socket.send_queue = super::queue(send_queue);
+    (socket.recv_queue, socket.send_queue) = (recv_queue, send_queue);
     Ok(socket)
 }
 
@@ -158,6 +141,7 @@ fn address(word: &str, which: &str) -> Result<(Option<std::net::IpAddr>, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Protocol;
     use std::net::IpAddr;
 
     #[test]

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspecified};
+use super::{Parsed, clip, host, line_socket, numbered, owner, port_or_star};
 use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Parses `lsof -nP -iTCP -iUDP` output.
@@ -110,15 +110,8 @@ fn parse_line(line: &str) -> Result<(String, Socket), String> {
         (Transport::Tcp, None) => return Err("TCP line has no (STATE)".into()),
         (Transport::Udp, _) => foreign.map(|_| TcpState::Established),
     };
-    let mut socket = Socket::new(
-        Protocol::new(transport, ipv6),
-        in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6),
-        local_port.unwrap_or(0),
-        Endpoint {
-            ip: in_family(foreign_ip.unwrap_or(unspecified(ipv6)), ipv6),
-            port: foreign_port,
-        },
-    );
+    let local = (local_ip, local_port.unwrap_or(0));
+    let mut socket = line_socket(transport, ipv6, local, (foreign_ip, foreign_port));
     socket.state = state;
     // On Linux DEVICE is the socket's inode number; elsewhere a kernel address (0x…).
     socket.inode = device.parse::<u64>().ok().filter(|&i| i != 0);

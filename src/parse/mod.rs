@@ -27,7 +27,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{Owner, Socket};
+use crate::model::{Endpoint, Owner, Protocol, Socket, Transport};
 
 pub(crate) mod bsd;
 pub mod external;
@@ -320,6 +320,41 @@ pub(crate) fn clip(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or("")
 }
 
+/// The Recv-Q and Send-Q columns of a listing line (netstat, ss, BSD netstat), as queue
+/// lengths.
+pub(crate) fn queues(recv_q: &str, send_q: &str) -> Result<(u32, u32), String> {
+    let length = |column: &str, text: &str| {
+        text.parse::<u64>()
+            .map(queue)
+            .map_err(|_| format!("{column} `{}` is not a number", clip(text, 30)))
+    };
+    Ok((length("Recv-Q", recv_q)?, length("Send-Q", send_q)?))
+}
+
+/// The socket a listing line names, from its addresses as printed (`None`: `*`). It is IPv6
+/// when the line says so (`v6_line`) or either address is; then a wildcard is `::` and an
+/// IPv4 address is v4-mapped, as the kernel shows a dual-stack socket.
+pub(crate) fn line_socket(
+    transport: Transport,
+    v6_line: bool,
+    (local_ip, local_port): (Option<IpAddr>, u16),
+    (foreign_ip, foreign_port): (Option<IpAddr>, Option<u16>),
+) -> Socket {
+    let ipv6 = v6_line
+        || local_ip.is_some_and(|ip| ip.is_ipv6())
+        || foreign_ip.is_some_and(|ip| ip.is_ipv6());
+    let in_socket = |ip: Option<IpAddr>| in_family(ip.unwrap_or(unspecified(ipv6)), ipv6);
+    Socket::new(
+        Protocol::new(transport, ipv6),
+        in_socket(local_ip),
+        local_port,
+        Endpoint {
+            ip: in_socket(foreign_ip),
+            port: foreign_port,
+        },
+    )
+}
+
 /// The unspecified address of a family.
 pub(crate) fn unspecified(ipv6: bool) -> IpAddr {
     if ipv6 {
@@ -367,7 +402,6 @@ pub(crate) fn in_family(ip: IpAddr, ipv6: bool) -> IpAddr {
     }
 }
 
-/// Builds the protocol from a transport and whether any address is IPv6.
 /// An owner from a pid and a program name as printed.
 pub(crate) fn owner(pid: u32, program: &str) -> Owner {
     Owner {

@@ -18,8 +18,8 @@
 
 use std::net::IpAddr;
 
-use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspecified};
-use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
+use super::{Parsed, clip, host, line_socket, numbered, owner, port_or_star};
+use crate::model::{Socket, TcpState, Transport};
 
 /// Width of net-tools' address columns without `-W`.
 const SHORT_COLUMN: usize = 23;
@@ -85,23 +85,12 @@ fn parse_line(line: &str) -> Result<(Socket, bool), String> {
             "too few columns: expected Proto, Recv-Q, Send-Q, Local and Foreign Address".into(),
         );
     }
-    let recv_queue = recv_q
-        .parse::<u64>()
-        .map_err(|_| format!("Recv-Q `{}` is not a number", clip(recv_q, 30)))?;
-    let send_queue = send_q
-        .parse::<u64>()
-        .map_err(|_| format!("Send-Q `{}` is not a number", clip(send_q, 30)))?;
+    let (recv_queue, send_queue) = super::queues(recv_q, send_q)?;
 
     let (local_ip, local_port, local_cut) = address(local, "local")?;
     let (foreign_ip, foreign_port, foreign_cut) = address(foreign, "foreign")?;
     let local_port =
         local_port.ok_or_else(|| format!("local port of `{}` is `*`", clip(local, 60)))?;
-
-    let ipv6 = proto_v6
-        || local_ip.is_some_and(|ip| ip.is_ipv6())
-        || foreign_ip.is_some_and(|ip| ip.is_ipv6());
-    let local_ip = in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6);
-    let foreign_ip = in_family(foreign_ip.unwrap_or(unspecified(ipv6)), ipv6);
 
     // What is left: [State] [User Inode] [PID/Program name]; each may be absent.
     let mut tail = rest.trim();
@@ -144,18 +133,10 @@ fn parse_line(line: &str) -> Result<(Socket, bool), String> {
         return Err(format!("UDP state `{s}` is not ESTABLISHED or empty"));
     }
 
-    let mut socket = Socket::new(
-        Protocol::new(transport, ipv6),
-        local_ip,
-        local_port,
-        Endpoint {
-            ip: foreign_ip,
-            port: foreign_port,
-        },
-    );
+    let local = (local_ip, local_port);
+    let mut socket = line_socket(transport, proto_v6, local, (foreign_ip, foreign_port));
     socket.state = state;
-    socket.recv_queue = super::queue(recv_queue);
-    socket.send_queue = super::queue(send_queue);
+    (socket.recv_queue, socket.send_queue) = (recv_queue, send_queue);
     socket.uid = uid;
     socket.inode = inode;
     if !tail.is_empty() && tail != "-" {

@@ -14,8 +14,8 @@
 //! Ports must be numeric (`ss -n`). Owners: `users:(("nginx",pid=812,fd=6),("nginx",pid=813,fd=6))`, and the old
 //! `users:(("sshd",812,3))`.
 
-use super::{Parsed, clip, host, in_family, numbered, owner, port_or_star, unspecified};
-use crate::model::{Endpoint, Owners, Protocol, Socket, TcpState, Transport};
+use super::{Parsed, clip, host, line_socket, numbered, owner, port_or_star};
+use crate::model::{Owners, Socket, TcpState, Transport};
 
 /// Parses `ss` output; the transport of lines without a `Netid` column is told from the text.
 pub(crate) fn parse(text: &str) -> Parsed {
@@ -176,30 +176,16 @@ pub(crate) fn parse_line(line: &str, default: Transport, star_v4: bool) -> Resul
             None => return Err(format!("`{}` is not an ss state", clip(w, 30))),
         },
     };
-    let recv_queue = recv_q
-        .parse::<u64>()
-        .map_err(|_| format!("Recv-Q `{}` is not a number", clip(recv_q, 30)))?;
-    let send_queue = send_q
-        .parse::<u64>()
-        .map_err(|_| format!("Send-Q `{}` is not a number", clip(send_q, 30)))?;
+    let (recv_queue, send_queue) = super::queues(recv_q, send_q)?;
     let (local_ip, local_port) = address(local, "local")?;
     let local_port =
         local_port.ok_or_else(|| format!("local port of `{}` is `*`", clip(local, 60)))?;
-    let (peer_ip, peer_port) = address(peer, "peer")?;
-    let ipv6 =
-        local_ip.map_or(!star_v4, |ip| ip.is_ipv6()) || peer_ip.is_some_and(|ip| ip.is_ipv6());
-    let mut socket = Socket::new(
-        Protocol::new(transport, ipv6),
-        in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6),
-        local_port,
-        Endpoint {
-            ip: in_family(peer_ip.unwrap_or(unspecified(ipv6)), ipv6),
-            port: peer_port,
-        },
-    );
+    let peer_addr = address(peer, "peer")?;
+    // A `*` local address is IPv6's wildcard unless ss printed it `0.0.0.0`-style (`star_v4`).
+    let v6_wildcard = local_ip.is_none() && !star_v4;
+    let mut socket = line_socket(transport, v6_wildcard, (local_ip, local_port), peer_addr);
     socket.state = state;
-    socket.recv_queue = super::queue(recv_queue);
-    socket.send_queue = super::queue(send_queue);
+    (socket.recv_queue, socket.send_queue) = (recv_queue, send_queue);
     if let Some(iface) = interface_of(local) {
         socket.place = Some(std::sync::Arc::new(crate::model::Place {
             netns: None,

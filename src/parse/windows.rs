@@ -11,8 +11,8 @@
 //! recognised and not read. Windows localises state names: run `netstat` under an English UI
 //! culture, or unknown states are reported as skipped.
 
-use super::{Parsed, clip, host, in_family, numbered, owner, unspecified};
-use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
+use super::{Parsed, clip, host, line_socket, numbered, owner};
+use crate::model::{Socket, TcpState, Transport};
 
 /// Parses Windows `netstat -ano` / `-anob` output.
 pub(crate) fn parse(text: &str) -> Parsed {
@@ -86,19 +86,17 @@ fn parse_line(line: &str) -> Result<Socket, String> {
     if let Some(w) = words.get(extra) {
         return Err(format!("unexpected column `{}` after the PID", clip(w, 30)));
     }
-    let ipv6 = local_ip.is_some_and(|ip| ip.is_ipv6()) || foreign_ip.is_some_and(|ip| ip.is_ipv6());
-    let foreign_ip = in_family(foreign_ip.unwrap_or(unspecified(ipv6)), ipv6);
-    // Windows prints port 0 for "no foreign end".
-    let foreign_port = foreign_port.filter(|&p| !(p == 0 && foreign_ip.is_unspecified()));
-    let mut socket = Socket::new(
-        Protocol::new(transport, ipv6),
-        in_family(local_ip.unwrap_or(unspecified(ipv6)), ipv6),
-        local_port,
-        Endpoint {
-            ip: foreign_ip,
-            port: foreign_port,
-        },
+    let mut socket = line_socket(
+        transport,
+        false,
+        (local_ip, local_port),
+        (foreign_ip, foreign_port),
     );
+    // Windows prints port 0 for "no foreign end".
+    let foreign = &mut socket.foreign;
+    foreign.port = foreign
+        .port
+        .filter(|&p| !(p == 0 && foreign.ip.is_unspecified()));
     socket.state = state;
     if !pid_word.is_empty() {
         let pid = pid_word.parse::<u32>().map_err(|_| {
@@ -127,6 +125,7 @@ fn address(word: &str, which: &str) -> Result<(Option<std::net::IpAddr>, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Protocol;
     use std::net::IpAddr;
 
     #[test]

@@ -11,9 +11,7 @@ use super::answer::json_len;
 use super::input::PortQuery;
 use super::schema::output_schema;
 use super::*;
-use crate::model::{
-    Container, Endpoint, Netns, Owner, Place, ProcessInfo, Protocol, Runtime, Socket, TcpState,
-};
+use crate::model::{Container, Netns, Place, ProcessInfo, Protocol, Runtime, Socket, TcpState};
 use crate::source::{OwnerCoverage, ProcessLookup, Snapshot, Target};
 
 /// A process table that knows a few pids and counts what it is asked.
@@ -51,18 +49,10 @@ fn table(entries: &[(u32, Arc<ProcessInfo>)]) -> Arc<FakeTable> {
     })
 }
 
+/// A TCP socket on 127.0.0.1 (the query tests' `sock`), its inode unique for every port pair.
 fn sock(lport: u16, fport: Option<u16>, state: TcpState, owners: &[(u32, &str)]) -> Socket {
-    let ip = "127.0.0.1".parse().unwrap();
-    let mut s = Socket::new(Protocol::Tcp, ip, lport, Endpoint { ip, port: fport });
-    s.state = Some(state);
+    let mut s = super::tests::sock(Protocol::Tcp, lport, fport, Some(state), owners);
     s.inode = Some(u64::from(lport) * 100_000 + u64::from(fport.unwrap_or(0)));
-    s.owners = owners
-        .iter()
-        .map(|(pid, p)| Owner {
-            pid: *pid,
-            program: Arc::from(*p),
-        })
-        .collect();
     s
 }
 

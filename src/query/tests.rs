@@ -240,7 +240,7 @@ fn ip(protocol: Protocol, v4: &str, v6: &str) -> std::net::IpAddr {
     }
 }
 
-fn sock(
+pub(super) fn sock(
     proto: Protocol,
     lport: u16,
     fport: Option<u16>,
