@@ -1001,62 +1001,51 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_documented_rules_and_priority() {
-        assert_eq!(
-            verdict(&tcp(&[(TcpField::Rtt, 300), (TcpField::SegsOut, 100)])),
-            Verdict::Ok
-        );
-        let lossy = [(TcpField::SegsOut, 1000), (TcpField::TotalRetrans, 20)];
-        assert_eq!(verdict(&tcp(&lossy)), Verdict::Loss);
-        // 0.5% of the segments retransmitted, none outstanding: not loss.
-        assert_eq!(
-            verdict(&tcp(&[
-                (TcpField::SegsOut, 1000),
-                (TcpField::TotalRetrans, 5)
-            ])),
-            Verdict::Ok
-        );
-        assert_eq!(verdict(&tcp(&[(TcpField::Retrans, 1)])), Verdict::Loss);
-        // A zero window with data waiting wins over the loss it causes.
-        let stalled = [
-            (TcpField::SndWnd, 0),
-            (TcpField::NotsentBytes, 4096),
-            (TcpField::SegsOut, 10),
-            (TcpField::TotalRetrans, 5),
+        use TcpField::*;
+        let cases: &[(&[(TcpField, u64)], Verdict)] = &[
+            (&[(Rtt, 300), (SegsOut, 100)], Verdict::Ok),
+            (&[(SegsOut, 1000), (TotalRetrans, 20)], Verdict::Loss),
+            // 0.5% of the segments retransmitted, none outstanding: not loss.
+            (&[(SegsOut, 1000), (TotalRetrans, 5)], Verdict::Ok),
+            (&[(Retrans, 1)], Verdict::Loss),
+            // A zero window with data waiting wins over the loss it causes.
+            (
+                &[
+                    (SndWnd, 0),
+                    (NotsentBytes, 4096),
+                    (SegsOut, 10),
+                    (TotalRetrans, 5),
+                ],
+                Verdict::ZeroWindow,
+            ),
+            // A zero window with nothing to send is not a stall.
+            (&[(SndWnd, 0)], Verdict::Ok),
+            (
+                &[(BusyTime, 1_000_000), (RwndLimited, 400_000)],
+                Verdict::ReceiverLimited,
+            ),
+            (
+                &[(BusyTime, 1_000_000), (SndbufLimited, 300_000)],
+                Verdict::SendBufferLimited,
+            ),
+            // Too little busy time to judge.
+            (&[(BusyTime, 50_000), (RwndLimited, 50_000)], Verdict::Ok),
+            (&[(Rtt, 250_000)], Verdict::HighRtt),
+            // Queueing: the smoothed RTT far above the path's minimum.
+            (&[(Rtt, 80_000), (MinRtt, 10_000)], Verdict::HighRtt),
+            (
+                &[(AppLimited, 1), (LastDataSent, 20), (BytesAcked, 5000)],
+                Verdict::ApplicationLimited,
+            ),
+            // Application-limited but idle for a minute: nothing to say.
+            (
+                &[(AppLimited, 1), (LastDataSent, 60_000), (BytesAcked, 5000)],
+                Verdict::Ok,
+            ),
         ];
-        assert_eq!(verdict(&tcp(&stalled)), Verdict::ZeroWindow);
-        // A zero window with nothing to send is not a stall.
-        assert_eq!(verdict(&tcp(&[(TcpField::SndWnd, 0)])), Verdict::Ok);
-        let rwnd = [
-            (TcpField::BusyTime, 1_000_000),
-            (TcpField::RwndLimited, 400_000),
-        ];
-        assert_eq!(verdict(&tcp(&rwnd)), Verdict::ReceiverLimited);
-        let sndbuf = [
-            (TcpField::BusyTime, 1_000_000),
-            (TcpField::SndbufLimited, 300_000),
-        ];
-        assert_eq!(verdict(&tcp(&sndbuf)), Verdict::SendBufferLimited);
-        // Too little busy time to judge.
-        let short = [
-            (TcpField::BusyTime, 50_000),
-            (TcpField::RwndLimited, 50_000),
-        ];
-        assert_eq!(verdict(&tcp(&short)), Verdict::Ok);
-        assert_eq!(verdict(&tcp(&[(TcpField::Rtt, 250_000)])), Verdict::HighRtt);
-        let queueing = [(TcpField::Rtt, 80_000), (TcpField::MinRtt, 10_000)];
-        assert_eq!(verdict(&tcp(&queueing)), Verdict::HighRtt);
-        let app = [
-            (TcpField::AppLimited, 1),
-            (TcpField::LastDataSent, 20),
-            (TcpField::BytesAcked, 5000),
-        ];
-        assert_eq!(verdict(&tcp(&app)), Verdict::ApplicationLimited);
-        let idle = [
-            (TcpField::AppLimited, 1),
-            (TcpField::LastDataSent, 60_000),
-            (TcpField::BytesAcked, 5000),
-        ];
-        assert_eq!(verdict(&tcp(&idle)), Verdict::Ok);
+        for &(counters, expected) in cases {
+            assert_eq!(verdict(&tcp(counters)), expected, "{counters:?}");
+        }
     }
 
     #[test]
