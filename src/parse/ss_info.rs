@@ -213,6 +213,27 @@ fn bps(text: &str) -> Option<u64> {
     (v.is_finite() && v >= 0.0).then(|| (v * factor).round() as u64)
 }
 
+/// A pair ss prints as `a/b` (`rtt:RTT/RTTVAR`, `retrans:NOW/TOTAL`) into two fields, each
+/// read by `read`; false when either half does not read.
+fn set_pair(
+    tcp: &mut TcpInfo,
+    value: &str,
+    read: fn(&str) -> Option<u64>,
+    (first, second): (TcpField, TcpField),
+) -> bool {
+    let Some((a, b)) = value.split_once('/') else {
+        return false;
+    };
+    match (read(a), read(b)) {
+        (Some(a), Some(b)) => {
+            tcp.set(first, a);
+            tcp.set(second, b);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Reads one detail line's words into the socket's counters.
 fn read_details(line: &str, tcp: &mut TcpInfo, mem: &mut Option<SkMem>) -> Result<(), String> {
     let mut words = line.split_whitespace().peekable();
@@ -232,17 +253,7 @@ fn read_details(line: &str, tcp: &mut TcpInfo, mem: &mut Option<SkMem>) -> Resul
                 None => false,
             },
             "rto" => ms_to_us(value).map(|v| tcp.set(TcpField::Rto, v)).is_some(),
-            "rtt" => match value.split_once('/') {
-                Some((rtt, var)) => match (ms_to_us(rtt), ms_to_us(var)) {
-                    (Some(r), Some(v)) => {
-                        tcp.set(TcpField::Rtt, r);
-                        tcp.set(TcpField::RttVar, v);
-                        true
-                    }
-                    _ => false,
-                },
-                None => false,
-            },
+            "rtt" => set_pair(tcp, value, ms_to_us, (TcpField::Rtt, TcpField::RttVar)),
             "minrtt" => ms_to_us(value)
                 .map(|v| tcp.set(TcpField::MinRtt, v))
                 .is_some(),
@@ -255,17 +266,12 @@ fn read_details(line: &str, tcp: &mut TcpInfo, mem: &mut Option<SkMem>) -> Resul
             "ssthresh" => number(value)
                 .map(|v| tcp.set(TcpField::SndSsthresh, v))
                 .is_some(),
-            "retrans" => match value.split_once('/') {
-                Some((now, total)) => match (number(now), number(total)) {
-                    (Some(n), Some(t)) => {
-                        tcp.set(TcpField::Retrans, n);
-                        tcp.set(TcpField::TotalRetrans, t);
-                        true
-                    }
-                    _ => false,
-                },
-                None => false,
-            },
+            "retrans" => set_pair(
+                tcp,
+                value,
+                |v| v.parse().ok(),
+                (TcpField::Retrans, TcpField::TotalRetrans),
+            ),
             "lost" => number(value).map(|v| tcp.set(TcpField::Lost, v)).is_some(),
             "unacked" => number(value)
                 .map(|v| tcp.set(TcpField::Unacked, v))

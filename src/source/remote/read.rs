@@ -106,6 +106,18 @@ fn require_rows(
     })
 }
 
+/// Refuses output that reads as another listing format than the command's (`what` names the
+/// expected one, "an ss listing"); output no format claims is left to the parser.
+fn expect_format(format: Format, what: &str, out: &CommandOutput) -> Result<(), NotAListing> {
+    match parse::detect(&out.stdout) {
+        Some(f) if f != format => Err(format!(
+            "{}, but the output is not {what}",
+            status_text(out)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads the output of a listing command.
 pub fn interpret(
     listing: Listing,
@@ -153,12 +165,7 @@ pub fn interpret(
             Ok(reading(parsed, owners, &out.stderr))
         }
         Listing::Ss => {
-            if parse::detect(text).is_some_and(|f| f != Format::Ss) {
-                return Err(format!(
-                    "{}, but the output is not an ss listing",
-                    status_text(out)
-                ));
-            }
+            expect_format(Format::Ss, "an ss listing", out)?;
             let parsed = require_rows(parse::parse(Format::Ss, text), false, false, out)?;
             Ok(reading(parsed, OwnerColumn::Shown, &out.stderr))
         }
@@ -209,12 +216,7 @@ pub fn interpret(
             })
         }
         Listing::BsdNetstat => {
-            if parse::detect(text).is_some_and(|f| f != Format::Bsd) {
-                return Err(format!(
-                    "{}, but the output is not a BSD/macOS netstat listing",
-                    status_text(out)
-                ));
-            }
+            expect_format(Format::Bsd, "a BSD/macOS netstat listing", out)?;
             let header = has_header(Format::Bsd, text);
             let parsed = require_rows(parse::parse(Format::Bsd, text), filtered, header, out)?;
             Ok(reading(
@@ -226,12 +228,7 @@ pub fn interpret(
             ))
         }
         Listing::WindowsNetstat => {
-            if parse::detect(text).is_some_and(|f| f != Format::Windows) {
-                return Err(format!(
-                    "{}, but the output is not a Windows netstat -ano listing",
-                    status_text(out)
-                ));
-            }
+            expect_format(Format::Windows, "a Windows netstat -ano listing", out)?;
             let parsed = require_rows(parse::parse(Format::Windows, text), false, false, out)?;
             Ok(reading(parsed, OwnerColumn::Shown, ""))
         }
