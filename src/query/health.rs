@@ -294,24 +294,20 @@ impl Findings {
         f
     }
 
+    /// The first finding in priority order (the order docs/tools.md gives), else ok.
     pub(crate) fn verdict(&self) -> Verdict {
-        if self.drops {
-            Verdict::Drops
-        } else if self.zero_window {
-            Verdict::ZeroWindow
-        } else if self.loss {
-            Verdict::Loss
-        } else if self.receiver_limited {
-            Verdict::ReceiverLimited
-        } else if self.send_buffer_limited {
-            Verdict::SendBufferLimited
-        } else if self.high_rtt {
-            Verdict::HighRtt
-        } else if self.application_limited {
-            Verdict::ApplicationLimited
-        } else {
-            Verdict::Ok
-        }
+        [
+            (self.drops, Verdict::Drops),
+            (self.zero_window, Verdict::ZeroWindow),
+            (self.loss, Verdict::Loss),
+            (self.receiver_limited, Verdict::ReceiverLimited),
+            (self.send_buffer_limited, Verdict::SendBufferLimited),
+            (self.high_rtt, Verdict::HighRtt),
+            (self.application_limited, Verdict::ApplicationLimited),
+        ]
+        .into_iter()
+        .find_map(|(found, verdict)| found.then_some(verdict))
+        .unwrap_or(Verdict::Ok)
     }
 }
 
