@@ -383,6 +383,27 @@ impl Socket {
     }
 }
 
+/// For unit tests: a socket from its addresses as text.
+#[cfg(test)]
+impl Socket {
+    pub(crate) fn between(
+        protocol: Protocol,
+        (local_ip, local_port): (&str, u16),
+        (foreign_ip, foreign_port): (&str, Option<u16>),
+    ) -> Socket {
+        let ip = |text: &str| text.parse().expect("a test address");
+        Socket::new(
+            protocol,
+            ip(local_ip),
+            local_port,
+            Endpoint {
+                ip: ip(foreign_ip),
+                port: foreign_port,
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

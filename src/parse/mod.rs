@@ -62,6 +62,14 @@ pub(crate) fn queue(n: u64) -> u32 {
 }
 
 impl Parsed {
+    /// For tests: the listing, every line of which must have read (a skipped line fails the
+    /// test, with its reason).
+    #[cfg(test)]
+    pub(crate) fn clean(self) -> Parsed {
+        assert!(self.skipped.is_empty(), "{:?}", self.skipped);
+        self
+    }
+
     pub(crate) fn skip(&mut self, line_no: usize, line: &str, reason: impl Into<String>) {
         self.skipped.push(Skipped {
             line_no,

@@ -191,8 +191,7 @@ mod tests {
     use crate::model::Protocol;
 
     fn one(line: &str) -> Socket {
-        let p = parse(line);
-        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let p = parse(line).clean();
         assert_eq!(p.sockets.len(), 1);
         p.sockets.into_iter().next().unwrap()
     }

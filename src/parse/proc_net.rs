@@ -334,8 +334,7 @@ mod tests {
 
     #[test]
     fn loopback_listener_little_endian() {
-        let p = parse(TCP_LE, None);
-        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let p = parse(TCP_LE, None).clean();
         let s = &p.sockets[0];
         assert_eq!(s.local_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(s.local_port, 18080);

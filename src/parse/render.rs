@@ -196,18 +196,10 @@ fn family_addr(ip: IpAddr, v6: bool) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Owner};
+    use crate::model::Owner;
 
     fn listener() -> Socket {
-        let mut s = Socket::new(
-            Protocol::Tcp,
-            "127.0.0.1".parse().unwrap(),
-            18080,
-            Endpoint {
-                ip: "0.0.0.0".parse().unwrap(),
-                port: None,
-            },
-        );
+        let mut s = Socket::between(Protocol::Tcp, ("127.0.0.1", 18080), ("0.0.0.0", None));
         s.state = Some(TcpState::Listen);
         s.owners.push(Owner {
             pid: 9054,

@@ -971,18 +971,10 @@ impl crate::query::output::Rows for HealthData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Protocol};
+    use crate::model::Protocol;
 
     fn tcp(fields: &[(TcpField, u64)]) -> Socket {
-        let mut s = Socket::new(
-            Protocol::Tcp,
-            "10.0.0.5".parse().unwrap(),
-            41522,
-            Endpoint {
-                ip: "10.0.0.9".parse().unwrap(),
-                port: Some(5432),
-            },
-        );
+        let mut s = Socket::between(Protocol::Tcp, ("10.0.0.5", 41522), ("10.0.0.9", Some(5432)));
         s.state = Some(TcpState::Established);
         let mut info = TcpInfo::default();
         for (f, v) in fields {
@@ -1046,15 +1038,7 @@ mod tests {
 
     #[test]
     fn udp_drops() {
-        let mut s = Socket::new(
-            Protocol::Udp,
-            "127.0.0.1".parse().unwrap(),
-            5353,
-            Endpoint {
-                ip: "0.0.0.0".parse().unwrap(),
-                port: None,
-            },
-        );
+        let mut s = Socket::between(Protocol::Udp, ("127.0.0.1", 5353), ("0.0.0.0", None));
         s.health = Some(Box::new(Health {
             mem: Some(SkMem {
                 drops: 3,

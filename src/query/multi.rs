@@ -662,15 +662,8 @@ mod tests {
                     program: "server".into(),
                 };
                 for port in [22, 80, 443] {
-                    let mut s = Socket::new(
-                        Protocol::Tcp,
-                        Ipv4Addr::UNSPECIFIED.into(),
-                        port,
-                        Endpoint {
-                            ip: Ipv4Addr::UNSPECIFIED.into(),
-                            port: None,
-                        },
-                    );
+                    let mut s =
+                        Socket::between(Protocol::Tcp, ("0.0.0.0", port), ("0.0.0.0", None));
                     s.state = Some(TcpState::Listen);
                     s.owners.push(owner.clone());
                     sockets.push(s);

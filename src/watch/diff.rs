@@ -251,20 +251,12 @@ impl Differ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Owner, Protocol};
+    use crate::model::{Owner, Protocol};
     use crate::watch::no_filter;
     use std::sync::Arc;
 
     fn sock(lport: u16, state: TcpState) -> Socket {
-        let mut s = Socket::new(
-            Protocol::Tcp,
-            "127.0.0.1".parse().unwrap(),
-            lport,
-            Endpoint {
-                ip: "127.0.0.1".parse().unwrap(),
-                port: Some(80),
-            },
-        );
+        let mut s = Socket::between(Protocol::Tcp, ("127.0.0.1", lport), ("127.0.0.1", Some(80)));
         s.state = Some(state);
         s.inode = Some(u64::from(lport));
         s

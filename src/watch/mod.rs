@@ -470,15 +470,7 @@ mod tests {
     }
 
     fn event(kind: EventKind, program: Option<&str>, foreign: &str) -> Event {
-        let mut s = Socket::new(
-            Protocol::Tcp,
-            "127.0.0.1".parse().unwrap(),
-            80,
-            Endpoint {
-                ip: foreign.parse().unwrap(),
-                port: Some(5000),
-            },
-        );
+        let mut s = Socket::between(Protocol::Tcp, ("127.0.0.1", 80), (foreign, Some(5000)));
         if let Some(p) = program {
             s.owners.push(Owner {
                 pid: 7,

@@ -182,20 +182,12 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Protocol};
+    use crate::model::Protocol;
     use crate::watch::{EventKind, Origin};
     use std::time::{Duration, UNIX_EPOCH};
 
     fn ev(ms: u64, port: u16) -> Event {
-        let s = Socket::new(
-            Protocol::Tcp,
-            "127.0.0.1".parse().unwrap(),
-            port,
-            Endpoint {
-                ip: "127.0.0.1".parse().unwrap(),
-                port: Some(1),
-            },
-        );
+        let s = Socket::between(Protocol::Tcp, ("127.0.0.1", port), ("127.0.0.1", Some(1)));
         Event::new(
             EventKind::Open,
             Origin::Dump,
