@@ -8,7 +8,7 @@
 //! (UNIX domain sockets, kernel control modules, …) are reported as skipped.
 //! BSD `netstat` prints no owners; use `lsof` where owners are wanted.
 
-use super::{Parsed, clip, host, line_socket, numbered};
+use super::{Parsed, clip, content_lines, host, line_socket};
 use crate::model::{Socket, TcpState, Transport};
 
 /// Parses BSD/macOS `netstat -an` output.
@@ -16,11 +16,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     // Name of the section a line is in, when it is not the Internet one.
     let mut other_section: Option<String> = None;
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
+    for (no, line, trimmed) in content_lines(text) {
         if trimmed.starts_with("Active ") || trimmed.starts_with("Registered ") {
             other_section =
                 (!trimmed.starts_with("Active Internet")).then(|| clip(trimmed, 60).to_owned());

@@ -2,7 +2,7 @@
 //! `pid inode comm` line per socket descriptor found under `/proc/<pid>/fd` (see
 //! `source::remote::commands`). `comm` is the rest of the line and may hold spaces.
 
-use super::{Parsed, clip, numbered, owner};
+use super::{Parsed, clip, content_lines, owner};
 use crate::model::Owner;
 
 /// Owners read from the scan, as (socket inode, owner), and the lines that were not readable.
@@ -16,11 +16,7 @@ pub(crate) struct OwnerLines {
 /// Parses `pid inode comm` lines.
 pub(crate) fn parse(text: &str) -> OwnerLines {
     let mut out = OwnerLines::default();
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
+    for (no, line, trimmed) in content_lines(text) {
         let mut words = trimmed.splitn(3, ' ');
         let pid = words.next().and_then(|w| w.parse::<u32>().ok());
         let inode = words.next().and_then(|w| w.parse::<u64>().ok());

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{Parsed, clip, host, line_socket, numbered, owner, port_or_star};
+use super::{Parsed, clip, content_lines, host, line_socket, owner, port_or_star};
 use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Parses `lsof -nP -iTCP -iUDP` output.
@@ -22,9 +22,8 @@ pub(crate) fn parse(text: &str) -> Parsed {
     // (DEVICE, protocol, local, foreign, state) -> index in out.sockets
     type Key = (String, Protocol, IpAddr, u16, Endpoint, Option<TcpState>);
     let mut seen: HashMap<Key, usize> = HashMap::new();
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with("COMMAND ") || trimmed == "COMMAND" {
+    for (no, line, trimmed) in content_lines(text) {
+        if trimmed.starts_with("COMMAND ") || trimmed == "COMMAND" {
             continue;
         }
         match parse_line(trimmed) {

@@ -316,6 +316,14 @@ pub(crate) fn numbered(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
 }
 
+/// The lines of a listing that are not blank: the line number (from 1), the line as printed
+/// (without its `\r`, for a skip report) and the line trimmed (to parse).
+pub(crate) fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str, &str)> {
+    numbered(text)
+        .map(|(no, line)| (no, line, line.trim()))
+        .filter(|(_, _, trimmed)| !trimmed.is_empty())
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
 pub(crate) fn clip(s: &str, max: usize) -> &str {
     if s.len() <= max {

@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use super::{Parsed, clip, host, line_socket, numbered, owner, port_or_star};
+use super::{Parsed, clip, content_lines, host, line_socket, owner, port_or_star};
 use crate::model::{Socket, TcpState, Transport};
 
 /// Width of net-tools' address columns without `-W`.
@@ -27,9 +27,8 @@ const SHORT_COLUMN: usize = 23;
 /// Parses net-tools or busybox `netstat` output.
 pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || is_banner(trimmed) {
+    for (no, line, trimmed) in content_lines(text) {
+        if is_banner(trimmed) {
             continue;
         }
         if trimmed.starts_with('(') {

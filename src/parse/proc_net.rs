@@ -17,7 +17,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Parsed, clip, numbered};
+use super::{Parsed, clip, content_lines};
 use crate::model::{Endpoint, Protocol, Socket, TcpState, Transport};
 
 /// Prefix of a marker line that names the table after it: `== tcp`, `== tcp6`, `== udp`,
@@ -57,11 +57,7 @@ pub fn parse(text: &str, order: Option<ByteOrder>) -> Parsed {
     let mut protocol: Option<Protocol> = None;
     // A marker names the table; the header right after it must not override it.
     let mut marker_pending = false;
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
+    for (no, line, trimmed) in content_lines(text) {
         if let Some(name) = trimmed.strip_prefix(PROC_NET_MARKER) {
             marker_pending = true;
             match protocol_of_name(name.trim()) {
@@ -107,9 +103,8 @@ pub fn parse(text: &str, order: Option<ByteOrder>) -> Parsed {
 /// Parses one table of a known protocol (header optional).
 pub fn parse_table(text: &str, protocol: Protocol, order: ByteOrder) -> Parsed {
     let mut out = Parsed::default();
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || header_protocol(trimmed).is_some() {
+    for (no, line, trimmed) in content_lines(text) {
+        if header_protocol(trimmed).is_some() {
             continue;
         }
         match parse_row(trimmed, protocol, order) {

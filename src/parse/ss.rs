@@ -14,7 +14,7 @@
 //! Ports must be numeric (`ss -n`). Owners: `users:(("nginx",pid=812,fd=6),("nginx",pid=813,fd=6))`, and the old
 //! `users:(("sshd",812,3))`.
 
-use super::{Parsed, clip, host, line_socket, numbered, owner, port_or_star};
+use super::{Parsed, clip, content_lines, host, line_socket, owner, port_or_star};
 use crate::model::{Owners, Socket, TcpState, Transport};
 
 /// Parses `ss` output; the transport of lines without a `Netid` column is told from the text.
@@ -28,9 +28,8 @@ pub fn parse_as(text: &str, transport: Option<Transport>) -> Parsed {
     let mut out = Parsed::default();
     let mut guessed = None;
     let star_v4 = !text.contains("0.0.0.0");
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || is_header(trimmed) {
+    for (no, line, trimmed) in content_lines(text) {
+        if is_header(trimmed) {
             continue;
         }
         if line.starts_with(char::is_whitespace) && !starts_with_known_word(trimmed) {

@@ -19,7 +19,7 @@
 //! Every line is a socket, a socket's detail, a header or section marker, or a skipped line
 //! with its reason; a parser failure never loses the rest.
 
-use super::{Parsed, numbered};
+use super::{Parsed, content_lines};
 use crate::model::{Health, SkMem, TcpField, TcpInfo, Transport};
 
 /// A version as `(major, minor)`.
@@ -134,8 +134,7 @@ pub fn parse(text: &str) -> Parsed {
             out.sockets.push(socket);
         }
     };
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
+    for (no, line, trimmed) in content_lines(text) {
         if let Some(name) = trimmed.strip_prefix("== ") {
             finish(&mut current, &mut out, &knows);
             section = match name.trim() {
@@ -148,9 +147,6 @@ pub fn parse(text: &str) -> Parsed {
                     ""
                 }
             };
-            continue;
-        }
-        if trimmed.is_empty() {
             continue;
         }
         match section {

@@ -2,7 +2,7 @@
 //! per line, quoted CSV (a doubled quote is a quote). Only the image name and the pid are read;
 //! they name the programs of Windows `netstat -ano`, which prints pids only.
 
-use super::{Parsed, clip, numbered};
+use super::{Parsed, clip, content_lines};
 
 /// (pid, image name) pairs, and the lines that were not readable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,11 +14,7 @@ pub(crate) struct Tasks {
 /// Parses `tasklist /fo csv /nh` output (a header line, if present, is recognised and skipped).
 pub(crate) fn parse(text: &str) -> Tasks {
     let mut out = Tasks::default();
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
+    for (no, line, trimmed) in content_lines(text) {
         let fields = csv_fields(trimmed);
         match fields.as_deref() {
             Some([name, pid, ..]) if name == "Image Name" && pid == "PID" => {}

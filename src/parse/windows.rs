@@ -11,7 +11,7 @@
 //! recognised and not read. Windows localises state names: run `netstat` under an English UI
 //! culture, or unknown states are reported as skipped.
 
-use super::{Parsed, clip, host, line_socket, numbered, owner};
+use super::{Parsed, clip, content_lines, host, line_socket, owner};
 use crate::model::{Socket, TcpState, Transport};
 
 /// Parses Windows `netstat -ano` / `-anob` output.
@@ -19,9 +19,8 @@ pub(crate) fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     // Whether the previous line was a socket (so `-b` detail lines may follow).
     let mut after_socket = false;
-    for (no, line) in numbered(text) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed == "Active Connections" || trimmed.starts_with("Proto ") {
+    for (no, line, trimmed) in content_lines(text) {
+        if trimmed == "Active Connections" || trimmed.starts_with("Proto ") {
             continue;
         }
         let first = trimmed.split_whitespace().next().unwrap_or("");
