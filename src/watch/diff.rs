@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::model::{Owner, Socket, TcpState, Transport};
 
-use super::{Event, EventKind, Interner, Matcher, Origin, Sink};
+use super::{Event, EventKind, FastHash, Interner, Matcher, Origin, Sink};
 
 /// How long a closed key is remembered.
 const CLOSED_MEMORY: Duration = Duration::from_secs(30);
@@ -42,8 +42,8 @@ struct Tracked {
 
 /// Live sockets and the events their changes make.
 pub(crate) struct Differ {
-    live: HashMap<u64, Tracked>,
-    closed: HashSet<u64>,
+    live: HashMap<u64, Tracked, FastHash>,
+    closed: HashSet<u64, FastHash>,
     closed_order: VecDeque<(Instant, u64)>,
     grace: u32,
     generation: u64,
@@ -74,8 +74,8 @@ impl Differ {
     /// listings are the only source of closes).
     pub(crate) fn new(grace: u32, filter: Matcher) -> Differ {
         Differ {
-            live: HashMap::new(),
-            closed: HashSet::new(),
+            live: HashMap::default(),
+            closed: HashSet::default(),
             closed_order: VecDeque::new(),
             grace,
             generation: 0,
@@ -113,6 +113,11 @@ impl Differ {
         let generation = self.generation;
         let mut fresh_keys = Vec::new();
         let mut fresh = Vec::new();
+        // The first listing sizes the table once (grown from empty, 100,000 sockets went
+        // through every power of two, each a fresh table and a rehash).
+        if self.live.is_empty() {
+            self.live.reserve(sockets.len());
+        }
         for (key, s) in sockets {
             if !tracked_state(&s) || self.closed.contains(&key) {
                 continue;

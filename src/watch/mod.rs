@@ -29,6 +29,11 @@ use serde::Serialize;
 
 use crate::model::{Endpoint, Owner, Owners, Protocol, Socket, TcpState, Transport};
 
+/// The hasher of the per-socket maps (the differ's live sockets, a traffic window's
+/// connections): keys are kernel socket cookies and tuples, 100,000 of them hashed on every
+/// listing, none chosen by a remote party in a way that could matter (seeded per map).
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 /// What happened to a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

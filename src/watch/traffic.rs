@@ -27,7 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::window::{WatchQuery, WatchService, Watcher, channel};
-use super::{Event, EventKind, Tuple, event_tuple, is_connection_of, tuple, unix_ms};
+use super::{Event, EventKind, FastHash, Tuple, event_tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Bytes, Socket, StateSet, TcpState};
 use crate::query::answer::{shrink_step, thousands};
@@ -416,10 +416,6 @@ fn sample_want(q: &ConnectionsQuery, owners: bool) -> Want {
 
 /// Said when the engine lists from `/proc/net`, which has no byte counters.
 const NO_COUNTERS: &str = "byte counters (tcp_info) come from netlink sock_diag, which could not be used here (the engine reads /proc/net): no traffic is measured";
-
-/// The hasher of the per-connection maps: 100,000 tuples hashed twice per window, none of them
-/// chosen by a remote party in a way that could matter for a 5 s map.
-type FastHash = foldhash::fast::RandomState;
 
 /// The start counters by connection.
 fn baseline(sockets: &[Socket]) -> HashMap<Tuple, Bytes, FastHash> {
