@@ -310,12 +310,7 @@ impl ConnectionsArgs {
                 "applies to TCP only (except LISTEN, which lists bound UDP sockets): use it with proto 'tcp' or 'all', or leave it out for UDP",
             ));
         }
-        let (limit, default_limit) = match self.limit {
-            None => (default_limit, default_limit.is_some()),
-            Some(0) => (None, false),
-            Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
-            Some(n) => return Err(InputError::new("limit", n.to_string(), LIMIT_ALLOWED)),
-        };
+        let (limit, default_limit) = limit_arg(self.limit, default_limit)?;
         let Matching {
             local_port,
             remote_port,
@@ -491,12 +486,7 @@ impl PortArgs {
     /// Validates the arguments. `default_limit` applies when `limit` is absent.
     pub fn validate(&self, default_limit: Option<usize>) -> Result<PortQuery, InputError> {
         let (port, transport) = port_and_proto(self.port, self.proto.as_deref())?;
-        let (limit, default_limit) = match self.limit {
-            None => (default_limit, default_limit.is_some()),
-            Some(0) => (None, false),
-            Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
-            Some(n) => return Err(InputError::new("limit", n.to_string(), LIMIT_ALLOWED)),
-        };
+        let (limit, default_limit) = limit_arg(self.limit, default_limit)?;
         let host = HostSpec::from_arg(self.host.as_deref())?;
         let scope = scope_arg(self.scope.as_deref(), &host)?;
         let address = match self.address.as_deref().map(str::trim) {
@@ -527,6 +517,20 @@ impl PortArgs {
 #[serde(deny_unknown_fields)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct NoArgs {}
+
+/// `limit`: absent, the tool's `default` (and whether that default applies: the answer may then
+/// shrink to fit its byte budget); 0, no limit; a negative number is refused.
+pub(crate) fn limit_arg(
+    value: Option<i64>,
+    default: Option<usize>,
+) -> Result<(Option<usize>, bool), InputError> {
+    match value {
+        None => Ok((default, default.is_some())),
+        Some(0) => Ok((None, false)),
+        Some(n) if n > 0 => Ok((Some(usize::try_from(n).unwrap_or(usize::MAX)), false)),
+        Some(n) => Err(InputError::new("limit", n.to_string(), LIMIT_ALLOWED)),
+    }
+}
 
 /// A closed set of names an input takes (`proto`, `scope`, `sort`, `by`): one table gives the
 /// parse (any case, `-` read as `_`), the name echoed back, and the error listing every name.

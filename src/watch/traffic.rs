@@ -32,7 +32,7 @@ use crate::error::{Error, InputError};
 use crate::model::{Bytes, Socket, StateSet, TcpState};
 use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
-use crate::query::input::{Choices, ConnectionsArgs, quoted};
+use crate::query::input::{Choices, ConnectionsArgs, limit_arg, quoted};
 use crate::query::{ConnectionsQuery, Envelope, HostSpec, Progress, ProgressEvent};
 use crate::source::{ProcessLookup, Scope, Snapshot, Target, Want};
 
@@ -191,18 +191,7 @@ impl TrafficArgs {
                 "names one host here (traffic measures one host at a time)",
             ));
         }
-        let (limit, default_limit) = match self.limit {
-            None => (Some(DEFAULT_GROUPS), true),
-            Some(0) => (None, false),
-            Some(n) if n > 0 => (Some(usize::try_from(n).unwrap_or(usize::MAX)), false),
-            Some(n) => {
-                return Err(InputError::new(
-                    "limit",
-                    n.to_string(),
-                    "must be an integer >= 0 (0 means no limit)",
-                ));
-            }
-        };
+        let (limit, default_limit) = limit_arg(self.limit, Some(DEFAULT_GROUPS))?;
         Ok(TrafficQuery {
             filter,
             window: Duration::from_secs(secs),

@@ -87,19 +87,14 @@ fn interval_arg(ms: Option<i64>, remote: bool) -> Result<Option<Duration>, Input
     }
 }
 
-/// `limit` of an answer with events: (limit, whether it was the default).
-fn limit_arg(limit: Option<i64>) -> Result<(usize, bool), InputError> {
-    match limit {
-        None => Ok((DEFAULT_EVENT_LIMIT, true)),
-        // No limit but the answer's own: never more rows than an answer can carry.
-        Some(0) => Ok((crate::query::output::MAX_ANSWER_ROWS, false)),
-        Some(n) if n > 0 => Ok((usize::try_from(n).unwrap_or(usize::MAX), false)),
-        Some(n) => Err(InputError::new(
-            "limit",
-            n.to_string(),
-            "must be an integer >= 0 (0 means no limit)",
-        )),
-    }
+/// `limit` of an answer with events: (limit, whether it was the default). No limit (0) is
+/// still the answer's own: never more rows than an answer can carry.
+fn event_limit(limit: Option<i64>) -> Result<(usize, bool), InputError> {
+    let (limit, default) = crate::query::input::limit_arg(limit, Some(DEFAULT_EVENT_LIMIT))?;
+    Ok((
+        limit.unwrap_or(crate::query::output::MAX_ANSWER_ROWS),
+        default,
+    ))
 }
 
 impl WatchArgs {
@@ -114,7 +109,7 @@ impl WatchArgs {
                 .ok_or_else(|| InputError::new("duration_secs", s.to_string(), WINDOW_ALLOWED))?,
         };
         let mut q = self.validate(Some(Duration::from_secs(secs)))?;
-        (q.limit, q.default_limit) = limit_arg(self.limit)?;
+        (q.limit, q.default_limit) = event_limit(self.limit)?;
         Ok(q)
     }
 
@@ -158,7 +153,7 @@ impl RecentArgs {
                 .filter(|s| (1..=MAX_SINCE_SECS).contains(s))
                 .ok_or_else(|| InputError::new("since_secs", s.to_string(), SINCE_ALLOWED))?,
         };
-        let (limit, default_limit) = limit_arg(self.limit)?;
+        let (limit, default_limit) = event_limit(self.limit)?;
         Ok(RecentQuery {
             filter: self.filters().validate(None)?,
             since: Duration::from_secs(since),
