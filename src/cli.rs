@@ -190,7 +190,8 @@ pub struct Listed {
     /// (needs root); rows show their namespace.
     #[arg(long)]
     pub(crate) all_netns: bool,
-    /// Print the JSON answer the MCP tool returns instead of text.
+    /// Print JSON instead of text: the answer the MCP tool returns (for `summary`, its
+    /// summary).
     #[arg(long)]
     pub(crate) json: bool,
 }
