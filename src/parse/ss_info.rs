@@ -265,7 +265,7 @@ fn read_details(line: &str, tcp: &mut TcpInfo, mem: &mut Option<SkMem>) -> Resul
             "retrans" => set_pair(
                 tcp,
                 value,
-                |v| v.parse().ok(),
+                number,
                 (TcpField::Retrans, TcpField::TotalRetrans),
             ),
             "lost" => number(value).map(|v| tcp.set(TcpField::Lost, v)).is_some(),

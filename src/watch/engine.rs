@@ -592,8 +592,8 @@ impl Engine {
     }
 
     /// The closing listing of a counted watch: every socket, TCP ones with their counters,
-    /// with the owners the differ remembers; only sockets it has not seen are looked up (the differ is not
-    /// updated: nothing is reported after this).
+    /// with the owners the differ remembers; only sockets it has not seen are looked up (the
+    /// differ is not updated: nothing is reported after this).
     fn closing_listing(&mut self, buf: &mut Listing) -> Counted {
         let started = Instant::now();
         self.lister.list(&self.counted, buf)?;
