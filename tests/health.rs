@@ -26,7 +26,10 @@ def out(*words):
     print(*words, flush=True)
 def drain(s):
     while True:
-        d = s.recv(1 << 20)
+        try:
+            d = s.recv(1 << 20)
+        except OSError:
+            d = b""
         if not d:
             s.close()
             return
@@ -67,6 +70,36 @@ elif mode == "short":
     s.shutdown(socket.SHUT_WR)
     s.recv(1)
     s.close()
+    out("SENT")
+elif mode == "reuse":
+    # A server and its client, connected now. On a line: the client sends N bytes, the server
+    # reads them and closes first (the TIME_WAIT is the server side's), the client closes,
+    # then connects again from the same port (the same four-tuple: Linux lets a new SYN take
+    # over a TIME_WAIT), sends M bytes and holds that connection.
+    def connect(local):
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", local)); s.connect(("127.0.0.1", int(args[0])))
+        return s
+    def read_then_close(s, n):
+        while n > 0:
+            n -= len(s.recv(min(n, 1 << 20)))
+        s.close()
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("127.0.0.1", int(args[0]))); l.listen(4)
+    c = connect(0); a, _ = l.accept()
+    local = c.getsockname()[1]
+    out("READY", local)
+    sys.stdin.readline()
+    reader = threading.Thread(target=read_then_close, args=(a, int(args[1])))
+    reader.start()
+    send_all(c, int(args[1]))
+    reader.join()
+    assert c.recv(1) == b""
+    c.close()
+    time.sleep(0.8)
+    again = connect(local); b, _ = l.accept()
+    threading.Thread(target=drain, args=(b,), daemon=True).start()
+    send_all(again, int(args[2]))
     out("SENT")
 elif mode == "idle":
     s = socket.create_connection(("127.0.0.1", int(args[0])))
@@ -759,6 +792,51 @@ async fn traffic_by_connection_as_nobody_counts_bytes_without_owners() {
         "{answer}"
     );
     assert_eq!(group(&answer, &key(idle))["sent"], 0, "{answer}");
+}
+
+/// A four-tuple used twice in one window: a connection alive at its start sends 2 MiB and
+/// closes, and a new one from the same port to the same server sends 1 MiB and stays. Closes
+/// are matched to listings by socket cookie, so the first one's bytes count although its
+/// tuple is live again at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_counts_both_connections_of_a_reused_four_tuple() {
+    let ns = NetNs::new("htrafr");
+    let mut raw = Raw::start_command(ns.tokio_command(bin())).await;
+    let (first, second) = (2u64 << 20, 1u64 << 20);
+    let mut reuse = peer(
+        &ns,
+        "nm-reuse",
+        "reuse",
+        &["7311", &first.to_string(), &second.to_string()],
+    );
+    raw.send(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "traffic",
+                   "arguments": {"duration_secs": 5, "by": "connection"},
+                   "_meta": {"progressToken": "t1"}}
+    }))
+    .await;
+    loop {
+        let m = raw.next_message().await.expect("server closed stdout");
+        assert!(
+            m.get("id") != Some(&json!(1)),
+            "answered before any progress: {m}"
+        );
+        if m["method"] == "notifications/progress" {
+            break;
+        }
+    }
+    reuse.poke();
+    reuse.line("SENT");
+    let answer = raw.response(1).await["result"]["structuredContent"].clone();
+    assert_eq!(answer["success"], true, "{answer}");
+    let port = reuse.port;
+    let out = group(&answer, &format!("tcp 127.0.0.1:{port} -> 127.0.0.1:7311"));
+    assert!(close_to(&out["sent"], first + second), "{answer}");
+    assert_eq!(out["connections"], 2, "{answer}");
+    let back = group(&answer, &format!("tcp 127.0.0.1:7311 -> 127.0.0.1:{port}"));
+    assert!(close_to(&back["received"], first + second), "{answer}");
+    assert!(answer["data"]["closed"].as_u64().unwrap() >= 2, "{answer}");
 }
 
 /// The tools are listed, answer within their schemas (checked by `Server::call`), and bad

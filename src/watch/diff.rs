@@ -164,7 +164,7 @@ impl Differ {
         for key in gone {
             if let Some(t) = self.live.remove(&key) {
                 self.remember_closed(key, now);
-                self.close(t, at, now, None, sink);
+                self.close(key, t, at, now, None, sink);
             }
         }
     }
@@ -184,7 +184,7 @@ impl Differ {
         self.remember_closed(key, now);
         let totals = super::Totals::of(&socket);
         match self.live.remove(&key) {
-            Some(t) => self.close(t, at, now, Some(totals), sink),
+            Some(t) => self.close(key, t, at, now, Some(totals), sink),
             None => {
                 // Queues at destroy time are leftovers (UDP reports a wrapped-around count).
                 let mut socket = socket;
@@ -195,7 +195,7 @@ impl Differ {
                     sink.event(Event::new(EventKind::Open, Origin::Destroy, &socket, at));
                     let mut close = Event::new(EventKind::Close, Origin::Destroy, &socket, at);
                     close.totals = totals;
-                    sink.event(close);
+                    sink.closed(key, close);
                 }
             }
         }
@@ -205,6 +205,7 @@ impl Differ {
     /// the notification had them) for a close the kernel notified.
     fn close(
         &mut self,
+        key: u64,
         t: Tracked,
         at: SystemTime,
         now: Instant,
@@ -228,7 +229,7 @@ impl Differ {
         if t.socket.state != Some(TcpState::Listen) {
             e.totals = destroyed.flatten();
         }
-        sink.event(e);
+        sink.closed(key, e);
     }
 
     fn remember_closed(&mut self, key: u64, now: Instant) {
@@ -370,6 +371,44 @@ mod tests {
         assert_eq!(r.events[1].duration_ms, None);
         r.destroy(11, 9, sock(3000, TcpState::Close));
         assert_eq!(r.events.len(), 2, "a repeated notification is ignored");
+    }
+
+    /// What a sink was handed: closes with their key, opens without.
+    #[derive(Default)]
+    struct Keyed(Vec<(EventKind, Option<u64>)>);
+
+    impl Sink for Keyed {
+        fn event(&mut self, e: Event) {
+            self.0.push((e.kind, None));
+        }
+        fn closed(&mut self, key: u64, e: Event) {
+            self.0.push((e.kind, Some(key)));
+        }
+    }
+
+    #[test]
+    fn every_close_names_its_key() {
+        let mut d = Differ::new(0, no_filter());
+        let mut sink = Keyed::default();
+        let (t, now) = (SystemTime::UNIX_EPOCH, Instant::now());
+        let listed = vec![
+            (2, sock(2000, TcpState::Established)),
+            (5, sock(5000, TcpState::Established)),
+        ];
+        d.listing(t, now, listed, &mut owner, true, &mut sink);
+        // Notified, tracked; notified, never listed; gone from a listing.
+        d.destroyed(2, sock(2000, TcpState::Close), t, now, &mut sink);
+        d.destroyed(9, sock(9000, TcpState::Close), t, now, &mut sink);
+        d.listing(t, now, Vec::new(), &mut owner, false, &mut sink);
+        assert_eq!(
+            sink.0,
+            vec![
+                (Close, Some(2)),
+                (Open, None),
+                (Close, Some(9)),
+                (Close, Some(5))
+            ]
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 // The engine is Linux's (netlink sock_diag, /proc); elsewhere `start` says so.
 #![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
-use crate::model::{Bytes, Counters, Socket, StateSet, TcpState, Transport};
+use crate::model::{Bytes, Counters, Socket, StateSet, Transport};
 #[cfg(target_os = "linux")]
 use crate::owners;
 #[cfg(target_os = "linux")]
@@ -38,7 +39,7 @@ use crate::source::{Backend, Want};
 use crate::source::{netlink, procfs};
 
 use super::diff::{Differ, tracked_state, tuple_key};
-use super::{EngineStats, Matcher, Sink, Tuple, tuple};
+use super::{EngineStats, FastHash, Matcher, Sink, is_connection_of};
 
 /// Destroy notifications queued for the engine at most; past it they are counted as lost.
 const QUEUE: usize = 16_384;
@@ -129,10 +130,9 @@ pub(crate) struct LocalWatch {
     /// The listing interval asked for.
     pub(crate) interval: Duration,
     last_error: Arc<Mutex<Option<String>>>,
-    /// With [`LocalOptions::counted`]: the sockets of the first listing that came with
-    /// counters, keyed by their cookie, for the caller to take (their owners are in the
-    /// engine's table).
-    pub(crate) baseline: Vec<Start>,
+    /// With [`LocalOptions::counted`]: the byte counters of the first listing's connections,
+    /// by socket cookie, for the caller to take (their owners are in the engine's table).
+    pub(crate) baseline: HashMap<u64, Bytes, FastHash>,
     /// Whether listings carry counters at all (netlink; `/proc/net` has none).
     pub(crate) counts: bool,
     /// Where the engine's processes are read (`/proc`).
@@ -140,16 +140,6 @@ pub(crate) struct LocalWatch {
     /// The engine's queue: requests go in beside the destroy notifications, so one wakes it.
     #[cfg(target_os = "linux")]
     queue: SyncSender<Queued>,
-}
-
-/// What a counted watch's first listing keeps of a socket with counters: its cookie, its
-/// tuple (a close names no cookie), its state and its bytes — not a copy of the socket.
-#[derive(Debug)]
-pub(crate) struct Start {
-    pub(crate) key: u64,
-    pub(crate) tuple: Tuple,
-    pub(crate) state: Option<TcpState>,
-    pub(crate) bytes: Bytes,
 }
 
 /// One listing: every socket keyed by its cookie, and the counters of the TCP sockets whose
@@ -272,7 +262,9 @@ impl Lister {
                 // are not: measured at 100,000 sockets, sizing them made a watch touch 13 MB
                 // more (3,300 page faults); sizing the counted ones keeps `top`'s peak 9 MB lower.
                 if want.health && want.local_port.is_none() {
-                    out.rows.reserve(procfs::socket_count_estimate(root, want));
+                    let sockets = procfs::socket_count_estimate(root, want);
+                    out.rows.reserve(sockets);
+                    out.counters.reserve(sockets);
                 }
                 diag.set_detail(if want.health {
                     Detail::Counters
@@ -393,11 +385,11 @@ pub(crate) fn start(
         ..options.want
     };
     let counts = matches!(lister, Lister::Netlink(..));
-    let mut rows = Vec::new();
+    let mut baseline = HashMap::default();
     let dump_started = Instant::now();
     if options.counted.is_some() {
         lister.list(&counted, &mut buf)?;
-        rows = starts(&buf);
+        baseline = starts(&buf);
     } else {
         lister.list(&options.want, &mut buf)?;
     }
@@ -414,8 +406,6 @@ pub(crate) fn start(
         &mut *sink,
     );
     stats.dumps.fetch_add(1, Ordering::Relaxed);
-    // The baseline's rows are counters only: their owners are the differ's business.
-    let baseline = rows;
     let last_error = Arc::new(Mutex::new(None));
     let engine = Engine {
         lister,
@@ -455,22 +445,18 @@ pub(crate) fn start(
     })
 }
 
-/// The sockets of a counted listing that came with counters, each as a [`Start`].
+/// The counters of a counted listing's connections, by cookie (their owners are the
+/// differ's business).
 #[cfg(target_os = "linux")]
-fn starts(listing: &Listing) -> Vec<Start> {
-    listing
-        .counters
-        .iter()
-        .map(|&(i, c)| {
-            let (key, s) = &listing.rows[i];
-            Start {
-                key: *key,
-                tuple: tuple(s),
-                state: s.state,
-                bytes: c.bytes,
-            }
-        })
-        .collect()
+fn starts(listing: &Listing) -> HashMap<u64, Bytes, FastHash> {
+    let mut out = HashMap::with_capacity_and_hasher(listing.counters.len(), FastHash::default());
+    for &(i, c) in &listing.counters {
+        let (key, s) = &listing.rows[i];
+        if is_connection_of(s.protocol, s.state) {
+            out.insert(*key, c.bytes);
+        }
+    }
+    out
 }
 
 /// The destroy-notification thread: receive, stamp, queue; never wait for the engine.

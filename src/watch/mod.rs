@@ -233,6 +233,13 @@ pub(crate) struct EventJson {
 /// Where an engine puts its events. Called on the engine's thread; must not block.
 pub(crate) trait Sink: Send {
     fn event(&mut self, event: Event);
+
+    /// A close, with the key of the socket that closed (on this machine the kernel's socket
+    /// cookie, unique for the namespace's lifetime; a four-tuple can be reused). `traffic`
+    /// matches closes to its listings by it; every other sink takes the event alone.
+    fn closed(&mut self, _key: u64, event: Event) {
+        self.event(event)
+    }
 }
 
 impl<F: FnMut(Event) + Send> Sink for F {

@@ -21,13 +21,17 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::window::{WatchQuery, WatchService, Watcher, channel};
-use super::{Event, EventKind, FastHash, Tuple, event_tuple, is_connection_of, tuple, unix_ms};
+use tokio::sync::mpsc;
+
+use super::window::{CHANNEL, WatchQuery, WatchService, Watcher};
+use super::{Event, FastHash, Sink, Tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Bytes, Socket, StateSet, TcpState};
 use crate::query::answer::{shrink_step, thousands};
@@ -403,6 +407,25 @@ fn sample_want(q: &ConnectionsQuery, owners: bool) -> Want {
     }
 }
 
+/// Where the engine's closes go: each with its socket's cookie, into a bounded channel (a
+/// full one drops the close and counts it, as every sink's channel does). Opens are not
+/// needed: a connection that opened in the window is one the closing listing or its close
+/// shows.
+struct CloseSink {
+    tx: mpsc::Sender<(u64, Event)>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Sink for CloseSink {
+    fn event(&mut self, _open: Event) {}
+
+    fn closed(&mut self, key: u64, event: Event) {
+        if self.tx.try_send((key, event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Said when the engine lists from `/proc/net`, which has no byte counters.
 const NO_COUNTERS: &str = "byte counters (tcp_info) come from netlink sock_diag, which could not be used here (the engine reads /proc/net): no traffic is measured";
 
@@ -437,7 +460,12 @@ impl WatchService {
         target: &Target,
         progress: Progress<'_>,
     ) -> Result<Envelope<TrafficData>, Error> {
-        let (sink, mut rx, dropped) = channel();
+        let (tx, mut rx) = mpsc::channel(CHANNEL);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sink = CloseSink {
+            tx,
+            dropped: dropped.clone(),
+        };
         let watch = WatchQuery {
             filter: q.filter.clone(),
             duration: Some(q.window),
@@ -456,14 +484,10 @@ impl WatchService {
                 detail: "traffic on this machine needs the local watch engine".into(),
             });
         };
-        // The start counters by socket cookie; the start rows themselves stay for the closes
-        // (which name no cookie, only a tuple).
-        let mut start_rows = std::mem::take(&mut engine.baseline);
-        start_rows.retain(|r| is_connection_of(r.tuple.0, r.state));
-        let base: HashMap<u64, Bytes, FastHash> =
-            start_rows.iter().map(|r| (r.key, r.bytes)).collect();
+        // The start counters by socket cookie (closes name their cookie too).
+        let base = std::mem::take(&mut engine.baseline);
         let total = q.window.as_secs();
-        let mut events: Vec<Event> = Vec::new();
+        let mut closes: Vec<(u64, Event)> = Vec::new();
         let deadline = tokio::time::Instant::now() + q.window;
         let mut ticker = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(1),
@@ -476,12 +500,12 @@ impl WatchService {
                     let elapsed = started.elapsed().as_secs().min(total);
                     progress(ProgressEvent::step(elapsed as usize, total as usize, format!(
                         "{elapsed} of {total} s: {} connection(s) closed so far",
-                        events.iter().filter(|e| e.kind == EventKind::Close).count()
+                        closes.len()
                     )));
                 }
                 e = rx.recv() => match e {
-                    Some(e) => if e.kind == EventKind::Close && events.len() < MAX_CLOSES {
-                        events.push(e);
+                    Some(e) => if closes.len() < MAX_CLOSES {
+                        closes.push(e);
                     },
                     None => break,
                 },
@@ -502,8 +526,8 @@ impl WatchService {
         let processes = crate::process::ProcessTable::new(&engine.proc_root);
         drop(engine);
         while let Ok(e) = rx.try_recv() {
-            if e.kind == EventKind::Close && events.len() < MAX_CLOSES {
-                events.push(e);
+            if closes.len() < MAX_CLOSES {
+                closes.push(e);
             }
         }
         let mut notes = Vec::new();
@@ -518,32 +542,22 @@ impl WatchService {
             .filter(|s| s.state == Some(TcpState::Listen) && !s.owners.is_empty())
             .map(|s| (s.local_port, s))
             .collect();
-        // Closes of connections whose tuple is live at the end are a reused tuple's earlier
-        // connection or a close the last listing beat; the (few) closes' tuples are marked
-        // as the live sockets go by, and their start counters found the same way.
-        let mut close_live: HashMap<Tuple, (bool, Option<Bytes>), FastHash> = events
-            .iter()
-            .map(|e| (event_tuple(e), (false, None)))
-            .collect();
-        if !close_live.is_empty() {
-            for r in &start_rows {
-                if let Some(entry) = close_live.get_mut(&r.tuple) {
-                    entry.1 = Some(r.bytes);
-                }
-            }
-        }
-        drop(start_rows);
+        // A closed socket the closing listing still shows closed after that listing (its
+        // notification beat the listing's reply): the listing counts it. The (few) closes'
+        // cookies are marked as the live sockets go by.
+        let mut close_live: HashMap<u64, bool, FastHash> =
+            closes.iter().map(|(key, _)| (*key, false)).collect();
         let (mut opened, mut closed) = (0u64, 0u64);
-        let mut live = Vec::with_capacity(listing.counters.len());
+        let mut live = Vec::with_capacity(listing.counters.len() + closes.len());
         for &(i, now) in &listing.counters {
             let (key, s) = &listing.rows[i];
+            if !close_live.is_empty()
+                && let Some(seen) = close_live.get_mut(key)
+            {
+                *seen = true;
+            }
             if !is_connection(s) || !q.filter.matches(s) {
                 continue;
-            }
-            if !close_live.is_empty()
-                && let Some(entry) = close_live.get_mut(&tuple(s))
-            {
-                entry.0 = true;
             }
             let before = base.get(key).copied();
             opened += u64::from(before.is_none());
@@ -551,12 +565,9 @@ impl WatchService {
         }
         let mut unmeasured = 0u64;
         let mut gone = Vec::new();
-        for e in events {
-            let (live_at_end, before) = close_live
-                .get(&event_tuple(&e))
-                .copied()
-                .unwrap_or((false, None));
-            if e.time_ms < start_ms || e.time_ms > end_ms || live_at_end {
+        for (key, e) in closes {
+            let before = base.get(&key).copied();
+            if e.time_ms < start_ms || e.time_ms > end_ms || close_live.get(&key) == Some(&true) {
                 continue;
             }
             let Some(totals) = e.totals else {

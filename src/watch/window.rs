@@ -37,7 +37,7 @@ pub(crate) const DEFAULT_SINCE_SECS: u64 = 600;
 pub(crate) const MAX_SINCE_SECS: u64 = 7 * 24 * 3600;
 /// Events queued between an engine and a consumer at most; past it they are dropped and
 /// counted (the engine never waits).
-const CHANNEL: usize = 8192;
+pub(crate) const CHANNEL: usize = 8192;
 
 /// A validated watch.
 #[derive(Debug, Clone)]
