@@ -14,7 +14,7 @@ use super::output::{
 };
 use super::page::{RowKey, row_order, take_page};
 use super::summary::{SummaryBuilder, is_listener, state_name};
-use crate::model::{Owners, Socket, StateSet, TcpState, Transport};
+use crate::model::{Owner, Owners, Socket, StateSet, TcpState, Transport};
 use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want};
 
 /// The largest text block a default answer may have: a client hands it to a model whose
@@ -99,7 +99,7 @@ impl ConnectionsQuery {
     /// Whether a socket passes every filter: what a source was asked for ([`Want::admits`]),
     /// then the owner filters only we apply.
     pub(crate) fn matches(&self, s: &Socket) -> bool {
-        self.want().admits(s) && self.matches_owner(s)
+        self.want().admits(s) && self.matches_owners(&s.owners)
     }
 
     pub(crate) fn filter_echo(&self) -> FilterEcho {
@@ -128,7 +128,7 @@ impl ConnectionsQuery {
         let mut summary = SummaryBuilder::default();
         let mut ownerless = 0usize;
         sockets.retain(|s| {
-            let keep = want.admits(s) && self.matches_owner(s);
+            let keep = want.admits(s) && self.matches_owners(&s.owners);
             if keep {
                 summary.add(s);
                 if s.owners.is_empty() && !kernel_held(s) {
@@ -204,11 +204,12 @@ impl ConnectionsQuery {
         envelope
     }
 
-    pub(crate) fn matches_owner(&self, s: &Socket) -> bool {
+    /// Whether the owner filters (`pid`, `program`) pass a socket held by `owners`.
+    pub(crate) fn matches_owners(&self, owners: &[Owner]) -> bool {
         self.pid
-            .is_none_or(|pid| s.owners.iter().any(|o| o.pid == pid))
+            .is_none_or(|pid| owners.iter().any(|o| o.pid == pid))
             && self.program.as_deref().is_none_or(|program| {
-                s.owners
+                owners
                     .iter()
                     .any(|o| contains_case_insensitive(&o.program, program))
             })

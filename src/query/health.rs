@@ -679,7 +679,7 @@ impl HealthQuery {
         let want = self.want(false);
         let mut builder = HealthTally::default();
         sockets.retain(|s| {
-            let keep = want.admits(s) && self.filter.matches_owner(s);
+            let keep = want.admits(s) && self.filter.matches_owners(&s.owners);
             if keep {
                 let findings = Findings::of(s);
                 builder.add(s, &findings, findings.verdict(), self.sort);

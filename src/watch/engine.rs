@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
-use crate::model::{Bytes, Counters, Socket, StateSet, Transport};
+use crate::model::{Bytes, Counters, Owner, Socket, StateSet, Transport};
 #[cfg(target_os = "linux")]
 use crate::owners;
 #[cfg(target_os = "linux")]
@@ -142,6 +142,13 @@ pub(crate) struct LocalWatch {
     queue: SyncSender<Queued>,
 }
 
+/// What a counted watch's closing listing is handed to, in the engine's thread: every TCP
+/// socket that came with counters, with the owners the engine's table has for it (looked up
+/// for one it never saw). The listing is never kept whole: 100,000 sockets are 14 MB.
+pub(crate) trait Tally: std::any::Any + Send {
+    fn socket(&mut self, key: u64, socket: &Socket, owners: &[Owner], counters: Counters);
+}
+
 /// One listing: every socket keyed by its cookie, and the counters of the TCP sockets whose
 /// `tcp_info` came (counted listings only), by their place in `rows`, in order.
 #[derive(Debug, Default)]
@@ -165,14 +172,14 @@ impl Listing {
     }
 }
 
-/// The reply to a [`LocalWatch::counted_listing`].
-type Counted = Result<Listing, Error>;
+/// The reply to a [`LocalWatch::counted_listing`]: the tally handed back.
+type Counted = Result<Box<dyn Tally>, Error>;
 
 impl LocalWatch {
-    /// The closing listing of a counted watch, taken by the engine now: every socket with
-    /// counters, with the owners the engine remembers for it; only sockets it has not seen
+    /// The closing listing of a counted watch, taken by the engine now and handed to `tally`
+    /// socket by socket, with the owners the engine remembers; only sockets it has not seen
     /// are looked up (no owner scan of every process). The engine lists no more after it.
-    pub(crate) async fn counted_listing(&self) -> Counted {
+    pub(crate) async fn counted_listing<T: Tally>(&self, tally: T) -> Result<T, Error> {
         #[cfg(target_os = "linux")]
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -180,14 +187,16 @@ impl LocalWatch {
             let stopped = || Error::NoLocalSource {
                 detail: "the watch engine stopped before its closing listing".into(),
             };
+            let request = Queued::Counted(Box::new(tally), tx);
             // The queue is bounded: a full one (a close storm) is waited out off the runtime.
-            let sent = tokio::task::spawn_blocking(move || queue.send(Queued::Counted(tx)).is_ok())
+            let sent = tokio::task::spawn_blocking(move || queue.send(request).is_ok())
                 .await
                 .unwrap_or(false);
             if !sent {
                 return Err(stopped());
             }
-            rx.await.map_err(|_| stopped())?
+            let tally: Box<dyn std::any::Any> = rx.await.map_err(|_| stopped())??;
+            tally.downcast::<T>().map(|t| *t).map_err(|_| stopped())
         }
         #[cfg(not(target_os = "linux"))]
         Err(Error::NoLocalSource {
@@ -211,8 +220,8 @@ impl Drop for LocalWatch {
 /// What the engine's queue carries.
 enum Queued {
     Destroyed(Destroyed),
-    /// A request for a listing with counters ([`LocalWatch::counted_listing`]).
-    Counted(tokio::sync::oneshot::Sender<Counted>),
+    /// A request for the closing listing ([`LocalWatch::counted_listing`]).
+    Counted(Box<dyn Tally>, tokio::sync::oneshot::Sender<Counted>),
 }
 
 #[cfg(target_os = "linux")]
@@ -255,49 +264,61 @@ impl Lister {
     /// never socket memory, and no [`Health`](crate::model::Health) is kept per socket.
     fn list(&mut self, want: &Want, out: &mut Listing) -> Result<(), Error> {
         out.clear();
+        // A counted first listing is handed out whole: sized once from sockstat, as a
+        // one-off listing is. Periodic listings are not: measured at 100,000 sockets, sizing
+        // them made a watch touch 13 MB more (3,300 page faults).
+        if let Lister::Netlink(_, root) = self
+            && want.health
+            && want.local_port.is_none()
+        {
+            let sockets = procfs::socket_count_estimate(root, want);
+            out.rows.reserve(sockets);
+            out.counters.reserve(sockets);
+        }
+        self.list_with(want, &mut |s, ids| out.push(s, ids))
+    }
+
+    /// [`Lister::list`], each socket handed to `sink` as it is read.
+    fn list_with(
+        &mut self,
+        want: &Want,
+        sink: &mut dyn FnMut(Socket, SocketIds),
+    ) -> Result<(), Error> {
         match self {
-            Lister::Netlink(diag, root) => {
-                // A counted listing (a traffic window's first and closing ones) is handed out
-                // whole: sized once from sockstat, as a one-off listing is. Periodic listings
-                // are not: measured at 100,000 sockets, sizing them made a watch touch 13 MB
-                // more (3,300 page faults); sizing the counted ones keeps `top`'s peak 9 MB lower.
-                if want.health && want.local_port.is_none() {
-                    let sockets = procfs::socket_count_estimate(root, want);
-                    out.rows.reserve(sockets);
-                    out.counters.reserve(sockets);
-                }
+            Lister::Netlink(diag, _) => {
                 diag.set_detail(if want.health {
                     Detail::Counters
                 } else {
                     Detail::Plain
                 });
-                if want.tcp
-                    && diag
-                        .dump_tcp_ports_with(StateSet::ALL, want.ports(), &mut |s, ids| {
-                            out.push(s, ids)
-                        })
-                        .is_err()
-                {
-                    out.clear();
-                    for ipv6 in [false, true] {
-                        diag.dump_with(
-                            Transport::Tcp,
-                            ipv6,
-                            StateSet::ALL,
-                            want.ports(),
-                            &mut |s, ids| out.push(s, ids),
-                        )?;
+                if want.tcp {
+                    // The one-request dump of both families; a kernel that refuses it is
+                    // asked family by family, unless some sockets were handed over already.
+                    let mut handed = 0usize;
+                    let one =
+                        diag.dump_tcp_ports_with(StateSet::ALL, want.ports(), &mut |s, ids| {
+                            handed += 1;
+                            sink(s, ids)
+                        });
+                    match one {
+                        Ok(()) => {}
+                        Err(e) if handed > 0 => return Err(e),
+                        Err(_) => {
+                            for ipv6 in [false, true] {
+                                diag.dump_with(
+                                    Transport::Tcp,
+                                    ipv6,
+                                    StateSet::ALL,
+                                    want.ports(),
+                                    sink,
+                                )?;
+                            }
+                        }
                     }
                 }
                 if want.udp {
                     for ipv6 in [false, true] {
-                        diag.dump_with(
-                            Transport::Udp,
-                            ipv6,
-                            StateSet::ALL,
-                            want.ports(),
-                            &mut |s, ids| out.push(s, ids),
-                        )?;
+                        diag.dump_with(Transport::Udp, ipv6, StateSet::ALL, want.ports(), sink)?;
                     }
                 }
                 Ok(())
@@ -309,8 +330,14 @@ impl Lister {
                     ..*want
                 };
                 let (sockets, _remarks) = procfs::sockets(root, &want)?;
-                out.rows
-                    .extend(sockets.into_iter().map(|s| (tuple_key(&s), s)));
+                for s in sockets {
+                    let ids = SocketIds {
+                        cookie: tuple_key(&s),
+                        interface: 0,
+                        counters: None,
+                    };
+                    sink(s, ids);
+                }
                 Ok(())
             }
         }
@@ -516,7 +543,7 @@ struct Engine {
     /// `want` with counters (`LocalWatch::counted_listing`).
     counted: Want,
     /// A counted listing asked for and not yet taken.
-    pending: Option<tokio::sync::oneshot::Sender<Counted>>,
+    pending: Option<(Box<dyn Tally>, tokio::sync::oneshot::Sender<Counted>)>,
     /// When the closing counted listing is due ([`LocalOptions::counted`]).
     closing: Option<Instant>,
     interval: Duration,
@@ -547,8 +574,8 @@ impl Engine {
                     std::thread::sleep(wait);
                 }
             }
-            if let Some(reply) = self.pending.take() {
-                let result = self.closing_listing(&mut buf);
+            if let Some((mut tally, reply)) = self.pending.take() {
+                let result = self.closing_listing(&mut *tally).map(|()| tally);
                 // The caller may have gone (cancelled): nobody to tell.
                 let _ = reply.send(result);
                 // The counted watch ends with its closing listing.
@@ -577,39 +604,49 @@ impl Engine {
         }
     }
 
-    /// The closing listing of a counted watch: every socket, TCP ones with their counters,
-    /// with the owners the differ remembers; only sockets it has not seen are looked up (the
-    /// differ is not updated: nothing is reported after this).
-    fn closing_listing(&mut self, buf: &mut Listing) -> Counted {
+    /// The closing listing of a counted watch, handed to `tally` as the dump goes (TCP
+    /// sockets with counters, with the owners the differ remembers); only sockets it has not
+    /// seen are kept for a lookup, then handed over. The differ is not updated: nothing is
+    /// reported after this.
+    fn closing_listing(&mut self, tally: &mut dyn Tally) -> Result<(), Error> {
         let started = Instant::now();
-        self.lister.list(&self.counted, buf)?;
-        // The listing itself is the answer (100,000 sockets are 14 MB: not copied).
-        let mut listing = std::mem::take(buf);
-        let rows = &mut listing.rows;
-        let mut fresh = Vec::new();
-        for (i, (key, s)) in rows.iter_mut().enumerate() {
-            match self.differ.owners(*key) {
-                Some(owners) => s.owners = owners.iter().cloned().collect(),
+        let Engine {
+            lister,
+            differ,
+            attach,
+            counted,
+            ..
+        } = self;
+        let (mut rows, mut fresh_ids, mut fresh) = (0usize, Vec::new(), Vec::new());
+        lister.list_with(counted, &mut |socket, ids| {
+            rows += 1;
+            let Some(counters) = ids.counters else {
+                return;
+            };
+            match differ.owners(ids.cookie) {
+                Some(owners) => tally.socket(ids.cookie, &socket, owners, counters),
                 // TIME_WAIT and request sockets have no owner to look up.
-                None if !tracked_state(s) => {}
-                None => fresh.push(i),
+                None if !tracked_state(&socket) => tally.socket(ids.cookie, &socket, &[], counters),
+                None => {
+                    fresh_ids.push((ids.cookie, counters));
+                    fresh.push(socket);
+                }
             }
-        }
+        })?;
         if !fresh.is_empty() {
-            let mut sockets: Vec<Socket> = fresh.iter().map(|&i| rows[i].1.clone()).collect();
-            (self.attach)(&mut sockets);
-            for (&i, s) in fresh.iter().zip(sockets) {
-                rows[i].1 = s;
-            }
+            attach(&mut fresh);
+        }
+        for (&(key, counters), socket) in fresh_ids.iter().zip(&fresh) {
+            tally.socket(key, socket, &socket.owners, counters);
         }
         self.stats.dumps.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            rows = rows.len(),
+            rows,
             looked_up = fresh.len(),
             ms = started.elapsed().as_millis() as u64,
             "closing listing"
         );
-        Ok(listing)
+        Ok(())
     }
 
     /// One listing applied to the differ (a failed one is counted and kept as the last error).
@@ -654,7 +691,7 @@ impl Engine {
     fn queued(&mut self, queued: Queued) {
         match queued {
             Queued::Destroyed(d) => self.destroyed(d),
-            Queued::Counted(reply) => self.pending = Some(reply),
+            Queued::Counted(tally, reply) => self.pending = Some((tally, reply)),
         }
     }
 

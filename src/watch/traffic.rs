@@ -3,9 +3,11 @@
 //!
 //! Locally the watch engine does the listing, in counted mode: its first listing carries
 //! `tcp_info` (the baseline), its close events carry each closed connection's final counters
-//! (the destroy notification's `tcp_info`), and at the end of the window it takes a closing
-//! listing with counters in place of its last periodic one. A connection's bytes in the
-//! window are then
+//! (the destroy notification's `tcp_info`, with the socket's cookie), and at the end of the
+//! window it takes a closing listing with counters in place of its last periodic one, handed
+//! socket by socket to a [`Tally`] that adds it up in the engine's thread (the listing is
+//! never kept whole). Starts, closes and the closing listing are matched by cookie. A
+//! connection's bytes in the window are then
 //! - alive at both ends: end counters less start counters;
 //! - opened during the window: its counters at the end (it started from 0);
 //! - closed during the window: its final counters less its start counters (or all of them,
@@ -30,10 +32,12 @@ use serde::{Deserialize, Serialize};
 
 use tokio::sync::mpsc;
 
+use super::engine::Tally;
 use super::window::{CHANNEL, WatchQuery, WatchService, Watcher};
 use super::{Event, FastHash, Sink, Tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
-use crate::model::{Bytes, Socket, StateSet, TcpState};
+use crate::model::{Bytes, Counters, Owner, Owners, Socket, StateSet, TcpState};
+use crate::process::ProcessTable;
 use crate::query::answer::{shrink_step, thousands};
 use crate::query::health::endpoint;
 use crate::query::input::{Choices, ConnectionsArgs, limit_arg, quoted};
@@ -269,75 +273,77 @@ fn is_connection(s: &Socket) -> bool {
     is_connection_of(s.protocol, s.state)
 }
 
-/// One measured connection.
-struct Measured<'a> {
-    socket: &'a Socket,
+/// One group's bytes, connections and (by program) processes.
+#[derive(Debug, Default)]
+struct Group {
     bytes: Bytes,
-    /// The cgroup it was created in, where the listing said.
-    cgroup_id: Option<u64>,
+    connections: u64,
+    pids: BTreeSet<u32>,
 }
 
-impl<'a> Measured<'a> {
-    /// A connection whose counters were `before` (none: opened since) and are `now`.
-    fn new(socket: &'a Socket, now: Bytes, before: Option<Bytes>, cgroup_id: Option<u64>) -> Self {
-        Measured {
-            socket,
-            bytes: now.since(before.unwrap_or_default()),
-            cgroup_id,
-        }
+impl Group {
+    fn merge(&mut self, other: Group) {
+        self.bytes = self.bytes + other.bytes;
+        self.connections += other.connections;
+        self.pids.extend(other.pids);
     }
 }
 
-/// What a window measured: its connections, how many opened and closed in it, its length (s).
-struct Window<'a> {
-    measured: Vec<Measured<'a>>,
-    opened: u64,
-    closed: u64,
-    secs: f64,
-}
-
-/// What every measured connection moved, added up.
-fn sum(measured: &[Measured<'_>]) -> Bytes {
-    measured.iter().fold(Bytes::default(), |t, m| t + m.bytes)
-}
-
-/// Adds the measured connections up into groups.
-fn group(
-    measured: Vec<Measured<'_>>,
+/// Measured connections added up into groups one at a time (the closing listing is never
+/// kept whole).
+struct Groups {
     by: GroupBy,
-    processes: Option<&dyn ProcessLookup>,
-    window: f64,
-) -> Vec<TrafficGroup> {
-    // cgroups of sockets whose owner names no unit/container.
-    let cgroups = if matches!(by, GroupBy::Unit | GroupBy::Container)
-        && let Some(p) = processes
-    {
-        let ids = measured.iter().filter_map(|m| m.cgroup_id).collect();
-        p.cgroups(&ids)
-    } else {
-        HashMap::new()
-    };
-    let mut groups: HashMap<String, (Bytes, u64, BTreeSet<u32>), FastHash> = HashMap::default();
-    for m in measured {
-        let s = m.socket;
-        let owner = s.owners.iter().min_by_key(|o| o.pid);
+    groups: HashMap<String, Group, FastHash>,
+    /// By unit or container: connections whose owner names neither, by the cgroup they were
+    /// created in, named in one batch at the end.
+    by_cgroup: HashMap<u64, Group, FastHash>,
+    totals: Bytes,
+    connections: u64,
+    opened: u64,
+}
+
+impl Groups {
+    fn new(by: GroupBy) -> Groups {
+        Groups {
+            by,
+            groups: HashMap::default(),
+            by_cgroup: HashMap::default(),
+            totals: Bytes::default(),
+            connections: 0,
+            opened: 0,
+        }
+    }
+
+    /// A connection held by `owners` (created in `cgroup_id`, where known) whose counters
+    /// were `before` (none: it opened in the window) and are `now`.
+    fn add(
+        &mut self,
+        s: &Socket,
+        owners: &[Owner],
+        (before, now): (Option<Bytes>, Bytes),
+        cgroup_id: Option<u64>,
+        processes: Option<&dyn ProcessLookup>,
+    ) {
+        let bytes = now.since(before.unwrap_or_default());
+        self.totals = self.totals + bytes;
+        self.connections += 1;
+        self.opened += u64::from(before.is_none());
+        let by = self.by;
+        let owner = owners.iter().min_by_key(|o| o.pid);
         // Process details only where the key is one of them.
         let info = owner
             .filter(|_| matches!(by, GroupBy::Unit | GroupBy::Container))
             .and_then(|o| processes.and_then(|p| p.process(o.pid)));
-        let names = m.cgroup_id.and_then(|id| cgroups.get(&id));
         let key: Option<Cow<'_, str>> = match by {
             GroupBy::Program => owner.map(|o| Cow::Borrowed(&*o.program)),
             GroupBy::Unit => info
                 .as_ref()
-                .and_then(|i| i.unit.as_deref().map(str::to_string))
-                .or_else(|| names.and_then(|n| n.unit.as_deref().map(str::to_string)))
-                .map(Cow::Owned),
+                .and_then(|i| i.unit.as_deref())
+                .map(|u| Cow::Owned(u.to_string())),
             GroupBy::Container => info
                 .as_ref()
-                .and_then(|i| i.container.clone())
-                .or_else(|| names.and_then(|n| n.container.clone()))
-                .map(|c| Cow::Owned(format!("{}:{}", c.runtime, c.id))),
+                .and_then(|i| i.container.as_ref())
+                .map(|c| Cow::Owned(container_key(c))),
             GroupBy::RemoteHost => Some(Cow::Owned(s.foreign.ip.to_string())),
             GroupBy::LocalPort => Some(Cow::Owned(s.local_port.to_string())),
             GroupBy::Connection => Some(Cow::Owned(format!(
@@ -347,48 +353,118 @@ fn group(
                 endpoint(s.foreign.ip, s.foreign.port)
             ))),
         };
-        let key = key.unwrap_or(Cow::Borrowed("unknown"));
-        let add = |entry: &mut (Bytes, u64, BTreeSet<u32>)| {
-            entry.0.sent += m.bytes.sent;
-            entry.0.received += m.bytes.received;
-            entry.1 += 1;
-            if by == GroupBy::Program
-                && let Some(o) = owner
-            {
-                entry.2.insert(o.pid);
+        let group = match (key, cgroup_id) {
+            // Most connections add to a group that exists: one lookup, no key allocated.
+            (Some(key), _) => match self.groups.get_mut(key.as_ref()) {
+                Some(group) => group,
+                None => self.groups.entry(key.into_owned()).or_default(),
+            },
+            (None, Some(id)) if matches!(by, GroupBy::Unit | GroupBy::Container) => {
+                self.by_cgroup.entry(id).or_default()
             }
+            (None, _) => self.groups.entry(UNKNOWN.to_string()).or_default(),
         };
-        // Most connections add to a group that exists: one lookup, no key allocated.
-        match groups.get_mut(key.as_ref()) {
-            Some(entry) => add(entry),
-            None => add(groups.entry(key.into_owned()).or_default()),
+        group.bytes = group.bytes + bytes;
+        group.connections += 1;
+        if by == GroupBy::Program
+            && let Some(o) = owner
+        {
+            group.pids.insert(o.pid);
         }
     }
-    let per_sec = |b: u64| {
-        if window > 0.0 {
-            (b as f64 / window).round()
-        } else {
-            0.0
+
+    /// The groups, busiest first, with rates over a window of `window` seconds.
+    fn finish(mut self, processes: Option<&dyn ProcessLookup>, window: f64) -> Vec<TrafficGroup> {
+        let by_cgroup = std::mem::take(&mut self.by_cgroup);
+        let names = match processes {
+            Some(p) if !by_cgroup.is_empty() => p.cgroups(&by_cgroup.keys().copied().collect()),
+            _ => HashMap::new(),
+        };
+        for (id, group) in by_cgroup {
+            let key = names.get(&id).and_then(|n| match self.by {
+                GroupBy::Unit => n.unit.as_deref().map(str::to_string),
+                _ => n.container.as_ref().map(container_key),
+            });
+            let key = key.unwrap_or_else(|| UNKNOWN.to_string());
+            self.groups.entry(key).or_default().merge(group);
         }
-    };
-    let mut out: Vec<TrafficGroup> = groups
-        .into_iter()
-        .map(|(key, (bytes, connections, pids))| TrafficGroup {
-            key,
-            pids: pids.into_iter().take(10).collect(),
-            sent: bytes.sent,
-            received: bytes.received,
-            sent_per_sec: per_sec(bytes.sent),
-            received_per_sec: per_sec(bytes.received),
-            connections,
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        (b.sent + b.received)
-            .cmp(&(a.sent + a.received))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    out
+        let per_sec = |b: u64| {
+            if window > 0.0 {
+                (b as f64 / window).round()
+            } else {
+                0.0
+            }
+        };
+        let mut out: Vec<TrafficGroup> = self
+            .groups
+            .into_iter()
+            .map(|(key, g)| TrafficGroup {
+                key,
+                pids: g.pids.into_iter().take(10).collect(),
+                sent: g.bytes.sent,
+                received: g.bytes.received,
+                sent_per_sec: per_sec(g.bytes.sent),
+                received_per_sec: per_sec(g.bytes.received),
+                connections: g.connections,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.sent + b.received)
+                .cmp(&(a.sent + a.received))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        out
+    }
+}
+
+/// The key of a connection no owner or cgroup names.
+const UNKNOWN: &str = "unknown";
+
+/// A container's group key: `docker:3f2a…`.
+fn container_key(c: &crate::model::Container) -> String {
+    format!("{}:{}", c.runtime, c.id)
+}
+
+/// What a window measured: its groups and how many connections closed in it, its length (s).
+struct Window {
+    groups: Groups,
+    closed: u64,
+    secs: f64,
+}
+
+/// The closing listing's side of a local window, run in the engine's thread as the dump goes.
+struct Closing {
+    want: Want,
+    filter: ConnectionsQuery,
+    /// Start counters by cookie.
+    base: HashMap<u64, Bytes, FastHash>,
+    /// The cookies the closing listing showed (a close of one came after the listing).
+    listed: Vec<u64>,
+    /// Listeners' owners by port, for connections no listing saw.
+    listeners: HashMap<u16, Owners>,
+    groups: Groups,
+    processes: ProcessTable,
+}
+
+impl Tally for Closing {
+    fn socket(&mut self, key: u64, s: &Socket, owners: &[Owner], counters: Counters) {
+        self.listed.push(key);
+        if s.state == Some(TcpState::Listen) && !owners.is_empty() {
+            self.listeners
+                .insert(s.local_port, owners.iter().cloned().collect());
+        }
+        if !is_connection(s) || !self.want.admits(s) || !self.filter.matches_owners(owners) {
+            return;
+        }
+        let before = self.base.get(&key).copied();
+        self.groups.add(
+            s,
+            owners,
+            (before, counters.bytes),
+            counters.cgroup_id,
+            Some(&self.processes),
+        );
+    }
 }
 
 /// What the two listings of a window ask for: TCP with counters, every state (listeners name
@@ -511,9 +587,25 @@ impl WatchService {
                 },
             }
         }
-        // The closing listing is the engine's: owners come from its table (only sockets new
-        // since its last listing are looked up).
-        let listing = engine.counted_listing().await?;
+        // The closing listing is the engine's, added up in its thread as the dump goes:
+        // owners come from its table (only sockets new since its last listing are looked up).
+        let closing = Closing {
+            want: q.filter.want(),
+            filter: q.filter.clone(),
+            base,
+            listed: Vec::new(),
+            listeners: HashMap::new(),
+            groups: Groups::new(q.by),
+            processes: ProcessTable::new(&engine.proc_root),
+        };
+        let Closing {
+            base,
+            mut listed,
+            listeners,
+            mut groups,
+            processes,
+            ..
+        } = engine.counted_listing(closing).await?;
         let end_ms = unix_ms(SystemTime::now());
         let window = started.elapsed().as_secs_f64();
         let destroy = engine.destroy.clone();
@@ -523,7 +615,6 @@ impl WatchService {
             .load(std::sync::atomic::Ordering::Relaxed)
             + dropped.load(std::sync::atomic::Ordering::Relaxed);
         let counts = engine.counts;
-        let processes = crate::process::ProcessTable::new(&engine.proc_root);
         drop(engine);
         while let Ok(e) = rx.try_recv() {
             if closes.len() < MAX_CLOSES {
@@ -534,40 +625,14 @@ impl WatchService {
         if !counts {
             notes.push(NO_COUNTERS.to_string());
         }
-        // Listeners' owners, for connections no listing saw.
-        let listeners: HashMap<u16, &Socket> = listing
-            .rows
-            .iter()
-            .map(|(_, s)| s)
-            .filter(|s| s.state == Some(TcpState::Listen) && !s.owners.is_empty())
-            .map(|s| (s.local_port, s))
-            .collect();
-        // A closed socket the closing listing still shows closed after that listing (its
-        // notification beat the listing's reply): the listing counts it. The (few) closes'
-        // cookies are marked as the live sockets go by.
-        let mut close_live: HashMap<u64, bool, FastHash> =
-            closes.iter().map(|(key, _)| (*key, false)).collect();
-        let (mut opened, mut closed) = (0u64, 0u64);
-        let mut live = Vec::with_capacity(listing.counters.len() + closes.len());
-        for &(i, now) in &listing.counters {
-            let (key, s) = &listing.rows[i];
-            if !close_live.is_empty()
-                && let Some(seen) = close_live.get_mut(key)
-            {
-                *seen = true;
-            }
-            if !is_connection(s) || !q.filter.matches(s) {
-                continue;
-            }
-            let before = base.get(key).copied();
-            opened += u64::from(before.is_none());
-            live.push(Measured::new(s, now.bytes, before, now.cgroup_id));
+        // A close of a socket the closing listing showed came after the listing read it: the
+        // listing counted it. Sorted only when there are closes to look up.
+        if !closes.is_empty() {
+            listed.sort_unstable();
         }
-        let mut unmeasured = 0u64;
-        let mut gone = Vec::new();
+        let (mut closed, mut unmeasured) = (0u64, 0u64);
         for (key, e) in closes {
-            let before = base.get(&key).copied();
-            if e.time_ms < start_ms || e.time_ms > end_ms || close_live.get(&key) == Some(&true) {
+            if e.time_ms < start_ms || e.time_ms > end_ms || listed.binary_search(&key).is_ok() {
                 continue;
             }
             let Some(totals) = e.totals else {
@@ -575,24 +640,25 @@ impl WatchService {
                 continue;
             };
             closed += 1;
-            opened += u64::from(before.is_none());
             let mut socket = e.socket();
             if socket.owners.is_empty()
-                && let Some(l) = listeners.get(&socket.local_port)
+                && let Some(owners) = listeners.get(&socket.local_port)
             {
-                socket.owners = l.owners.clone();
+                socket.owners = owners.clone();
             }
             let now = Bytes {
                 sent: totals.sent,
                 received: totals.received,
             };
-            gone.push((socket, now, before));
+            let before = base.get(&key).copied();
+            groups.add(
+                &socket,
+                &socket.owners,
+                (before, now),
+                None,
+                Some(&processes),
+            );
         }
-        let mut measured = live;
-        measured.extend(
-            gone.iter()
-                .map(|(socket, now, before)| Measured::new(socket, *now, *before, None)),
-        );
         let mut extra = notes;
         if !destroy.is_on() {
             extra.push(format!(
@@ -611,8 +677,7 @@ impl WatchService {
             ));
         }
         let window = Window {
-            measured,
-            opened,
+            groups,
             closed,
             secs: window,
         };
@@ -650,17 +715,15 @@ impl WatchService {
             processes,
             ..
         } = end;
-        let mut measured = Vec::new();
-        let mut opened = 0u64;
+        let mut groups = Groups::new(q.by);
         for s in &sockets {
             if !is_connection(s) || !q.filter.matches(s) {
                 continue;
             }
             let Some(now) = counters(s) else { continue };
             let before = base.get(&tuple(s)).copied();
-            opened += u64::from(before.is_none());
             let cgroup_id = s.health.as_deref().and_then(|h| h.cgroup_id);
-            measured.push(Measured::new(s, now, before, cgroup_id));
+            groups.add(s, &s.owners, (before, now), cgroup_id, processes.as_deref());
         }
         let mut extra = notes;
         extra.push(
@@ -668,8 +731,7 @@ impl WatchService {
                 .to_string(),
         );
         let window = Window {
-            measured,
-            opened,
+            groups,
             closed: 0,
             secs: window,
         };
@@ -681,21 +743,25 @@ impl WatchService {
         &self,
         q: &TrafficQuery,
         target: &Target,
-        window: Window<'_>,
+        window: Window,
         processes: Option<&dyn ProcessLookup>,
         notes: &[String],
     ) -> Envelope<TrafficData> {
-        let connection_count = window.measured.len() as u64;
-        let totals = sum(&window.measured);
-        let groups = group(window.measured, q.by, processes, window.secs);
+        let Window {
+            groups,
+            closed,
+            secs,
+        } = window;
+        let (connection_count, totals, opened) = (groups.connections, groups.totals, groups.opened);
+        let groups = groups.finish(processes, secs);
         let mut data = TrafficData {
             host: target.host.clone(),
-            window_secs: (window.secs * 1000.0).round() / 1000.0,
+            window_secs: (secs * 1000.0).round() / 1000.0,
             by: q.by.as_str(),
             totals,
             connection_count,
-            opened: window.opened,
-            closed: window.closed,
+            opened,
+            closed,
             group_count: groups.len(),
             truncated: false,
             groups,
@@ -838,6 +904,100 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(e.param, "scope");
+    }
+
+    /// Knows one process (in `nginx.service`) and one cgroup id (`db.service`).
+    #[derive(Debug)]
+    struct Table;
+
+    impl ProcessLookup for Table {
+        fn process(&self, pid: u32) -> Option<Arc<crate::model::ProcessInfo>> {
+            (pid == 10).then(|| {
+                Arc::new(crate::model::ProcessInfo {
+                    unit: Some(Arc::from("nginx.service")),
+                    ..Default::default()
+                })
+            })
+        }
+        fn cgroups(
+            &self,
+            ids: &std::collections::HashSet<u64>,
+        ) -> HashMap<u64, crate::process::cgroup::CgroupNames> {
+            ids.iter()
+                .filter(|&&id| id == 77)
+                .map(|&id| {
+                    let names =
+                        crate::process::cgroup::CgroupNames::of_path("/system.slice/db.service");
+                    (id, names)
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn groups_add_up_by_owner_unit_then_socket_cgroup() {
+        let socket = Socket::between(
+            crate::model::Protocol::Tcp,
+            ("127.0.0.1", 40000),
+            ("127.0.0.1", Some(80)),
+        );
+        let owner = |pid| {
+            [Owner {
+                pid,
+                program: Arc::from("srv"),
+            }]
+        };
+        let moved = |sent| (Some(Bytes::default()), Bytes { sent, received: 1 });
+        let mut by_unit = Groups::new(GroupBy::Unit);
+        // The owner's unit; a socket whose owner is unknown but whose cgroup is named (twice,
+        // one group); one named by neither.
+        by_unit.add(&socket, &owner(10), moved(100), Some(5), Some(&Table));
+        by_unit.add(&socket, &[], moved(20), Some(77), Some(&Table));
+        by_unit.add(&socket, &owner(11), moved(3), Some(77), Some(&Table));
+        by_unit.add(
+            &socket,
+            &[],
+            (
+                None,
+                Bytes {
+                    sent: 4,
+                    received: 0,
+                },
+            ),
+            None,
+            Some(&Table),
+        );
+        assert_eq!((by_unit.connections, by_unit.opened), (4, 1));
+        assert_eq!(
+            by_unit.totals,
+            Bytes {
+                sent: 127,
+                received: 3
+            }
+        );
+        let groups = by_unit.finish(Some(&Table), 2.0);
+        let got: Vec<(&str, u64, u64)> = groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.sent, g.connections))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("nginx.service", 100, 1),
+                ("db.service", 23, 2),
+                ("unknown", 4, 1)
+            ]
+        );
+        assert_eq!(groups[0].sent_per_sec, 50.0);
+
+        let mut by_program = Groups::new(GroupBy::Program);
+        by_program.add(&socket, &owner(11), moved(1), None, None);
+        by_program.add(&socket, &owner(10), moved(1), None, None);
+        let groups = by_program.finish(None, 1.0);
+        assert_eq!(
+            (groups[0].key.as_str(), &groups[0].pids[..]),
+            ("srv", &[10, 11][..])
+        );
     }
 
     #[test]
