@@ -275,13 +275,25 @@ impl Lister {
             out.rows.reserve(sockets);
             out.counters.reserve(sockets);
         }
-        self.list_with(want, &mut |s, ids| out.push(s, ids))
+        match self.list_with(want, true, &mut |s, ids| out.push(s, ids)) {
+            // The one-request dump failed part way (see `list_with`): a listing kept whole
+            // can start over, family by family.
+            Err(_) if want.tcp && !out.rows.is_empty() => {
+                out.clear();
+                self.list_with(want, false, &mut |s, ids| out.push(s, ids))
+            }
+            listed => listed,
+        }
     }
 
-    /// [`Lister::list`], each socket handed to `sink` as it is read.
+    /// [`Lister::list`], each socket handed to `sink` as it is read. TCP comes from one
+    /// request for both families when `combined` (a kernel that refuses it is then asked
+    /// family by family, unless it failed after handing some sockets over: those cannot be
+    /// taken back), else from one request per family.
     fn list_with(
         &mut self,
         want: &Want,
+        combined: bool,
         sink: &mut dyn FnMut(Socket, SocketIds),
     ) -> Result<(), Error> {
         match self {
@@ -292,27 +304,29 @@ impl Lister {
                     Detail::Plain
                 });
                 if want.tcp {
-                    // The one-request dump of both families; a kernel that refuses it is
-                    // asked family by family, unless some sockets were handed over already.
                     let mut handed = 0usize;
-                    let one =
-                        diag.dump_tcp_ports_with(StateSet::ALL, want.ports(), &mut |s, ids| {
-                            handed += 1;
-                            sink(s, ids)
-                        });
-                    match one {
-                        Ok(()) => {}
-                        Err(e) if handed > 0 => return Err(e),
-                        Err(_) => {
-                            for ipv6 in [false, true] {
-                                diag.dump_with(
-                                    Transport::Tcp,
-                                    ipv6,
-                                    StateSet::ALL,
-                                    want.ports(),
-                                    sink,
-                                )?;
-                            }
+                    let whole = combined
+                        && match diag.dump_tcp_ports_with(
+                            StateSet::ALL,
+                            want.ports(),
+                            &mut |s, ids| {
+                                handed += 1;
+                                sink(s, ids)
+                            },
+                        ) {
+                            Ok(()) => true,
+                            Err(e) if handed > 0 => return Err(e),
+                            Err(_) => false,
+                        };
+                    if !whole {
+                        for ipv6 in [false, true] {
+                            diag.dump_with(
+                                Transport::Tcp,
+                                ipv6,
+                                StateSet::ALL,
+                                want.ports(),
+                                sink,
+                            )?;
                         }
                     }
                 }
@@ -618,7 +632,7 @@ impl Engine {
             ..
         } = self;
         let (mut rows, mut fresh_ids, mut fresh) = (0usize, Vec::new(), Vec::new());
-        lister.list_with(counted, &mut |socket, ids| {
+        lister.list_with(counted, true, &mut |socket, ids| {
             rows += 1;
             let Some(counters) = ids.counters else {
                 return;
@@ -710,6 +724,37 @@ impl Engine {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The one-request TCP dump and the one-per-family fallback list the same sockets (the
+    /// fallback is what a kernel refusing the first gets).
+    #[test]
+    fn both_ways_of_listing_tcp_see_both_families() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let v6 = std::net::TcpListener::bind("[::1]:0").expect("bind ::1");
+        let ports = [
+            v4.local_addr().unwrap().port(),
+            v6.local_addr().unwrap().port(),
+        ];
+        let mut lister = Lister::open(Backend::Netlink, std::path::Path::new("/proc")).unwrap();
+        let want = Want {
+            udp: false,
+            ..Want::all()
+        };
+        for combined in [true, false] {
+            let mut seen = Vec::new();
+            lister
+                .list_with(&want, combined, &mut |s, ids| {
+                    if ports.contains(&s.local_port) {
+                        seen.push((s.local_port, s.local_ip.is_ipv6(), ids.cookie != 0));
+                    }
+                })
+                .unwrap();
+            seen.sort();
+            let mut expected = vec![(ports[0], false, true), (ports[1], true, true)];
+            expected.sort();
+            assert_eq!(seen, expected, "combined: {combined}");
+        }
+    }
 
     #[test]
     fn a_refused_subscription_says_what_is_missed_and_what_is_needed() {
