@@ -3,7 +3,8 @@
 //! per socket and a summary over every matching one.
 //!
 //! The verdict rules (thresholds and why) are documented in docs/tools.md; they are the
-//! functions [`verdict`] and [`Findings::of`] here, the only place they are written.
+//! functions [`Findings::of`] and [`Findings::verdict`] here, the only place they are
+//! written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -311,9 +312,40 @@ impl Findings {
     }
 }
 
-/// A socket's verdict.
-pub(crate) fn verdict(s: &Socket) -> Verdict {
-    Findings::of(s).verdict()
+/// A kept socket's place in the order: its sort key, its verdict, where it is in the listing.
+struct Ranked {
+    key: (u64, u64),
+    verdict: Verdict,
+    at: usize,
+}
+
+/// Leaves `v` holding only the elements at `order`, in that order, moving each element at
+/// most once (no copy of the listing).
+fn take_in_order<T>(v: &mut Vec<T>, order: impl Iterator<Item = usize>) {
+    // Where each position's element comes from: the ordered ones first, then the rest.
+    let mut from: Vec<usize> = order.collect();
+    let kept = from.len();
+    let mut chosen = vec![false; v.len()];
+    for &i in &from {
+        chosen[i] = true;
+    }
+    from.extend((0..v.len()).filter(|&i| !chosen[i]));
+    // Follow each cycle of the permutation, swapping every element into place.
+    let mut done = chosen;
+    done.iter_mut().for_each(|d| *d = false);
+    for start in 0..from.len() {
+        let mut at = start;
+        while !done[at] {
+            done[at] = true;
+            let next = from[at];
+            if next == start {
+                break;
+            }
+            v.swap(at, next);
+            at = next;
+        }
+    }
+    v.truncate(kept);
 }
 
 fn tcp_of(s: &Socket) -> Option<&TcpInfo> {
@@ -646,6 +678,8 @@ pub struct HealthData {
 pub(crate) struct Selected {
     /// The page: the worst sockets by sort, in order.
     pub(crate) rows: Vec<Socket>,
+    /// Their verdicts, in the same order.
+    verdicts: Vec<Verdict>,
     pub(crate) count: usize,
     summary: HealthSummary,
     worst: Option<Worst>,
@@ -678,33 +712,43 @@ impl HealthQuery {
         } = snapshot;
         let want = self.want(false);
         let mut builder = HealthTally::default();
+        // Each kept socket's sort key and verdict, worked out once: sorting 100,000 rows
+        // compares each about 17 times, and the rows show their verdict.
+        let mut ranked: Vec<Ranked> = Vec::new();
         sockets.retain(|s| {
             let keep = want.admits(s) && self.filter.matches_owners(&s.owners);
             if keep {
                 let findings = Findings::of(s);
-                builder.add(s, &findings, findings.verdict(), self.sort);
+                let verdict = findings.verdict();
+                builder.add(s, &findings, verdict, self.sort);
+                ranked.push(Ranked {
+                    key: self.sort.key(s),
+                    verdict,
+                    at: ranked.len(),
+                });
             }
             keep
         });
         let count = sockets.len();
-        let order = |a: &Socket, b: &Socket| {
-            self.sort
-                .key(b)
-                .cmp(&self.sort.key(a))
-                .then_with(|| row_order(a, b))
+        let order = |a: &Ranked, b: &Ranked| {
+            b.key
+                .cmp(&a.key)
+                .then_with(|| row_order(&sockets[a.at], &sockets[b.at]))
         };
         if let Some(limit) = self.filter.limit
-            && limit < sockets.len()
+            && limit < ranked.len()
         {
             if limit > 0 {
-                sockets.select_nth_unstable_by(limit - 1, order);
+                ranked.select_nth_unstable_by(limit - 1, order);
             }
-            sockets.truncate(limit);
+            ranked.truncate(limit);
         }
-        sockets.sort_unstable_by(order);
+        ranked.sort_unstable_by(order);
+        take_in_order(&mut sockets, ranked.iter().map(|r| r.at));
         let (summary, worst) = builder.finish();
         Selected {
             rows: sockets,
+            verdicts: ranked.iter().map(|r| r.verdict).collect(),
             count,
             summary,
             worst,
@@ -718,6 +762,7 @@ impl HealthQuery {
     pub(crate) fn answer(&self, target: &Target, selected: Selected) -> Envelope<HealthData> {
         let Selected {
             rows,
+            verdicts,
             count,
             summary,
             worst,
@@ -741,7 +786,8 @@ impl HealthQuery {
         let mut holders = HolderCache::new(processes.as_deref());
         let connections: Vec<HealthRow> = rows
             .into_iter()
-            .map(|s| health_row(s, &mut holders, &cgroups))
+            .zip(verdicts)
+            .map(|(s, verdict)| health_row(s, verdict, &mut holders, &cgroups))
             .collect();
         let mut envelope = Envelope::ok(
             String::new(),
@@ -929,10 +975,10 @@ fn cgroup_names(
 
 fn health_row(
     mut s: Socket,
+    verdict: Verdict,
     holders: &mut HolderCache<'_>,
     cgroups: &HashMap<u64, crate::process::cgroup::CgroupNames>,
 ) -> HealthRow {
-    let verdict = verdict(&s);
     let health: Health = s.health.take().map(|b| *b).unwrap_or_default();
     let row = connection_row(s, holders);
     let details = row.owners.details().cloned().unwrap_or_default();
@@ -972,6 +1018,29 @@ impl crate::query::output::Rows for HealthData {
 mod tests {
     use super::*;
     use crate::model::Protocol;
+
+    #[test]
+    fn take_in_order_keeps_the_ordered_elements_only() {
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[3, 0, 4, 1, 2], &[3, 0, 4, 1, 2]),
+            (&[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4]),
+            (&[4, 3, 2, 1, 0], &[4, 3, 2, 1, 0]),
+            (&[2, 4], &[2, 4]),
+            (&[], &[]),
+        ];
+        for (order, expected) in cases {
+            let mut v: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+            take_in_order(&mut v, order.iter().copied());
+            let got: Vec<usize> = v.iter().map(|s| s.parse().unwrap()).collect();
+            assert_eq!(got, expected, "{order:?}");
+        }
+        // A long cycle and a larger shuffle.
+        let n = 1000;
+        let order: Vec<usize> = (0..n).map(|i| (i * 7 + 3) % n).collect();
+        let mut v: Vec<usize> = (0..n).collect();
+        take_in_order(&mut v, order.iter().copied());
+        assert_eq!(v, order);
+    }
 
     fn tcp(fields: &[(TcpField, u64)]) -> Socket {
         let mut s = Socket::between(Protocol::Tcp, ("10.0.0.5", 41522), ("10.0.0.9", Some(5432)));
@@ -1032,7 +1101,11 @@ mod tests {
             ),
         ];
         for &(counters, expected) in cases {
-            assert_eq!(verdict(&tcp(counters)), expected, "{counters:?}");
+            assert_eq!(
+                Findings::of(&tcp(counters)).verdict(),
+                expected,
+                "{counters:?}"
+            );
         }
     }
 
@@ -1046,7 +1119,7 @@ mod tests {
             }),
             ..Health::default()
         }));
-        assert_eq!(verdict(&s), Verdict::Drops);
+        assert_eq!(Findings::of(&s).verdict(), Verdict::Drops);
     }
 
     #[test]
