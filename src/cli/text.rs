@@ -450,27 +450,44 @@ pub(crate) fn summary_text(envelope: &Envelope<ConnectionsData>) -> String {
 
 /// Renders an aligned text table; `right` marks right-aligned (numeric) columns.
 pub(crate) fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    // Characters, not bytes; most cells are ASCII, where the two agree.
+    let chars = |s: &str| {
+        if s.is_ascii() {
+            s.len()
+        } else {
+            s.chars().count()
+        }
+    };
+    let mut widths: Vec<usize> = headers.iter().map(|h| chars(h)).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(chars(cell));
         }
     }
+    // Every line written straight into the output (100,000 rows are 100,000 lines).
     let mut out = String::new();
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
+        let start = out.len();
         for (i, cell) in cells.enumerate() {
-            let w = widths.get(i).copied().unwrap_or(0);
             if i > 0 {
-                text.push(' ');
+                out.push(' ');
             }
-            if right.get(i).copied().unwrap_or(false) {
-                let _ = write!(text, "{cell:>w$}");
-            } else {
-                let _ = write!(text, "{cell:<w$}");
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(chars(cell));
+            let right = right.get(i).copied().unwrap_or(false);
+            if right {
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+            out.push_str(cell);
+            if !right {
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        out.push_str(text.trim_end());
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
         out.push('\n');
     };
     line(&mut headers.iter().copied());
@@ -478,4 +495,22 @@ pub(crate) fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> S
         line(&mut row.iter().map(String::as_str));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_by_characters_aligns_and_trims_line_ends() {
+        let rows = vec![
+            vec!["nginx".to_string(), "80".to_string(), "".to_string()],
+            vec!["señal".to_string(), "8080".to_string(), "x".to_string()],
+        ];
+        let text = table(&["Program", "Port", "N"], &[false, true, false], &rows);
+        assert_eq!(
+            text, "Program Port N\nnginx     80\nseñal   8080 x\n",
+            "{text}"
+        );
+    }
 }
