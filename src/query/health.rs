@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::answer::{HolderCache, connection_row, thousands};
 use super::input::{Choices, ConnectionsArgs, ConnectionsQuery, Filters, ProtoFilter};
 use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
-use super::page::{RowKey, row_order};
+use super::page::{RowKey, row_order, take_in_order};
 use crate::error::InputError;
 use crate::model::{Health, SkMem, Socket, StateSet, TcpField, TcpInfo, TcpState, Transport};
 use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want};
@@ -317,35 +317,6 @@ struct Ranked {
     key: (u64, u64),
     verdict: Verdict,
     at: usize,
-}
-
-/// Leaves `v` holding only the elements at `order`, in that order, moving each element at
-/// most once (no copy of the listing).
-fn take_in_order<T>(v: &mut Vec<T>, order: impl Iterator<Item = usize>) {
-    // Where each position's element comes from: the ordered ones first, then the rest.
-    let mut from: Vec<usize> = order.collect();
-    let kept = from.len();
-    let mut chosen = vec![false; v.len()];
-    for &i in &from {
-        chosen[i] = true;
-    }
-    from.extend((0..v.len()).filter(|&i| !chosen[i]));
-    // Follow each cycle of the permutation, swapping every element into place.
-    let mut done = chosen;
-    done.iter_mut().for_each(|d| *d = false);
-    for start in 0..from.len() {
-        let mut at = start;
-        while !done[at] {
-            done[at] = true;
-            let next = from[at];
-            if next == start {
-                break;
-            }
-            v.swap(at, next);
-            at = next;
-        }
-    }
-    v.truncate(kept);
 }
 
 fn tcp_of(s: &Socket) -> Option<&TcpInfo> {
@@ -1018,29 +989,6 @@ impl crate::query::output::Rows for HealthData {
 mod tests {
     use super::*;
     use crate::model::Protocol;
-
-    #[test]
-    fn take_in_order_keeps_the_ordered_elements_only() {
-        let cases: [(&[usize], &[usize]); 5] = [
-            (&[3, 0, 4, 1, 2], &[3, 0, 4, 1, 2]),
-            (&[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4]),
-            (&[4, 3, 2, 1, 0], &[4, 3, 2, 1, 0]),
-            (&[2, 4], &[2, 4]),
-            (&[], &[]),
-        ];
-        for (order, expected) in cases {
-            let mut v: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-            take_in_order(&mut v, order.iter().copied());
-            let got: Vec<usize> = v.iter().map(|s| s.parse().unwrap()).collect();
-            assert_eq!(got, expected, "{order:?}");
-        }
-        // A long cycle and a larger shuffle.
-        let n = 1000;
-        let order: Vec<usize> = (0..n).map(|i| (i * 7 + 3) % n).collect();
-        let mut v: Vec<usize> = (0..n).collect();
-        take_in_order(&mut v, order.iter().copied());
-        assert_eq!(v, order);
-    }
 
     fn tcp(fields: &[(TcpField, u64)]) -> Socket {
         let mut s = Socket::between(Protocol::Tcp, ("10.0.0.5", 41522), ("10.0.0.9", Some(5432)));

@@ -134,7 +134,8 @@ pub(crate) fn row_order(a: &Socket, b: &Socket) -> Ordering {
 }
 
 /// Sorts `sockets` into row order and keeps one page of them: those after `cursor`, at most
-/// `limit`. Returns whether rows after the page remain.
+/// `limit`. Returns whether rows after the page remain. The sort is over the sockets' keys
+/// (100,000 sockets are 20 MB to move at every swap); each kept socket then moves once.
 pub(crate) fn take_page(
     sockets: &mut Vec<Socket>,
     cursor: Option<&RowKey>,
@@ -143,25 +144,81 @@ pub(crate) fn take_page(
     if let Some(after) = cursor {
         sockets.retain(|s| RowKey::of(s) > *after);
     }
-    match limit {
-        Some(limit) if limit < sockets.len() => {
+    let mut keys: Vec<(RowKey, usize)> = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (RowKey::of(s), i))
+        .collect();
+    let more = match limit {
+        Some(limit) if limit < keys.len() => {
             if limit > 0 {
-                sockets.select_nth_unstable_by(limit - 1, row_order);
+                keys.select_nth_unstable(limit - 1);
             }
-            sockets.truncate(limit);
-            sockets.sort_unstable_by(row_order);
+            keys.truncate(limit);
             true
         }
-        _ => {
-            sockets.sort_unstable_by(row_order);
-            false
+        _ => false,
+    };
+    keys.sort_unstable();
+    take_in_order(sockets, keys.iter().map(|&(_, i)| i));
+    more
+}
+
+/// Leaves `v` holding only the elements at `order`, in that order, moving each element at
+/// most once (no copy of the listing).
+pub(crate) fn take_in_order<T>(v: &mut Vec<T>, order: impl Iterator<Item = usize>) {
+    // Where each position's element comes from: the ordered ones first, then the rest.
+    let mut from: Vec<usize> = order.collect();
+    let kept = from.len();
+    let mut chosen = vec![false; v.len()];
+    for &i in &from {
+        chosen[i] = true;
+    }
+    from.extend((0..v.len()).filter(|&i| !chosen[i]));
+    // Follow each cycle of the permutation, swapping every element into place.
+    let mut done = chosen;
+    done.iter_mut().for_each(|d| *d = false);
+    for start in 0..from.len() {
+        let mut at = start;
+        while !done[at] {
+            done[at] = true;
+            let next = from[at];
+            if next == start {
+                break;
+            }
+            v.swap(at, next);
+            at = next;
         }
     }
+    v.truncate(kept);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_in_order_keeps_the_ordered_elements_only() {
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[3, 0, 4, 1, 2], &[3, 0, 4, 1, 2]),
+            (&[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4]),
+            (&[4, 3, 2, 1, 0], &[4, 3, 2, 1, 0]),
+            (&[2, 4], &[2, 4]),
+            (&[], &[]),
+        ];
+        for (order, expected) in cases {
+            let mut v: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+            take_in_order(&mut v, order.iter().copied());
+            let got: Vec<usize> = v.iter().map(|s| s.parse().unwrap()).collect();
+            assert_eq!(got, expected, "{order:?}");
+        }
+        // A long cycle and a larger shuffle.
+        let n = 1000;
+        let order: Vec<usize> = (0..n).map(|i| (i * 7 + 3) % n).collect();
+        let mut v: Vec<usize> = (0..n).collect();
+        take_in_order(&mut v, order.iter().copied());
+        assert_eq!(v, order);
+    }
     use crate::model::{Endpoint, TcpState};
 
     fn sock(protocol: Protocol, lport: u16, fport: Option<u16>, inode: u64) -> Socket {
