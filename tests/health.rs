@@ -678,6 +678,28 @@ fn the_socket_cgroup_names_unit_and_container_without_privilege() {
     drop(holder);
 }
 
+/// Calls `traffic` (id 1) for a window of `secs` grouped `by`, and returns once the window
+/// runs: its first progress notification comes a second after the window's first listing.
+async fn start_traffic(raw: &mut Raw, secs: u64, by: &str) {
+    raw.send(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "traffic",
+                   "arguments": {"duration_secs": secs, "by": by},
+                   "_meta": {"progressToken": "t1"}}
+    }))
+    .await;
+    loop {
+        let m = raw.next_message().await.expect("server closed stdout");
+        assert!(
+            m.get("id") != Some(&json!(1)),
+            "answered before any progress: {m}"
+        );
+        if m["method"] == "notifications/progress" {
+            break;
+        }
+    }
+}
+
 /// Bytes per program over a window: one connection alive across it sends exactly 8 MiB, one
 /// opened and closed inside it 3 MiB, one idle nothing; by program and by connection.
 async fn traffic_of_three_connections(server: Raw, ns: &NetNs, by: &str) -> (Value, u16, u16, u16) {
@@ -697,24 +719,7 @@ async fn traffic_of_three_connections(server: Raw, ns: &NetNs, by: &str) -> (Val
         &[&sink_port, &(3u64 << 20).to_string()],
     );
     let idle = peer(ns, "nm-idle", "idle", &[&sink_port]);
-    raw.send(json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "traffic",
-                   "arguments": {"duration_secs": 6, "by": by},
-                   "_meta": {"progressToken": "t1"}}
-    }))
-    .await;
-    // The first progress notification comes a second after the window's first listing.
-    loop {
-        let m = raw.next_message().await.expect("server closed stdout");
-        assert!(
-            m.get("id") != Some(&json!(1)),
-            "answered before any progress: {m}"
-        );
-        if m["method"] == "notifications/progress" {
-            break;
-        }
-    }
+    start_traffic(&mut raw, 6, by).await;
     bulk.poke();
     short.poke();
     let short_port: u16 = short
@@ -809,23 +814,7 @@ async fn traffic_counts_both_connections_of_a_reused_four_tuple() {
         "reuse",
         &["7311", &first.to_string(), &second.to_string()],
     );
-    raw.send(json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "traffic",
-                   "arguments": {"duration_secs": 5, "by": "connection"},
-                   "_meta": {"progressToken": "t1"}}
-    }))
-    .await;
-    loop {
-        let m = raw.next_message().await.expect("server closed stdout");
-        assert!(
-            m.get("id") != Some(&json!(1)),
-            "answered before any progress: {m}"
-        );
-        if m["method"] == "notifications/progress" {
-            break;
-        }
-    }
+    start_traffic(&mut raw, 5, "connection").await;
     reuse.poke();
     reuse.line("SENT");
     let answer = raw.response(1).await["result"]["structuredContent"].clone();
