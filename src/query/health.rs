@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::answer::{HolderCache, connection_row, thousands};
 use super::input::{Choices, ConnectionsArgs, ConnectionsQuery, Filters, ProtoFilter};
 use super::output::{ConnectionRow, ContainerRef, Envelope, FilterEcho};
-use super::page::{RowKey, row_order, take_in_order};
+use super::page::{RowKey, first_in_order, row_order, take_in_order};
 use crate::error::InputError;
 use crate::model::{Health, SkMem, Socket, StateSet, TcpField, TcpInfo, TcpState, Transport};
 use crate::source::{OwnerCoverage, ProcessLookup, Scope, Snapshot, Target, Want};
@@ -706,15 +706,7 @@ impl HealthQuery {
                 .cmp(&a.key)
                 .then_with(|| row_order(&sockets[a.at], &sockets[b.at]))
         };
-        if let Some(limit) = self.filter.limit
-            && limit < ranked.len()
-        {
-            if limit > 0 {
-                ranked.select_nth_unstable_by(limit - 1, order);
-            }
-            ranked.truncate(limit);
-        }
-        ranked.sort_unstable_by(order);
+        first_in_order(&mut ranked, self.filter.limit, order);
         take_in_order(&mut sockets, ranked.iter().map(|r| r.at));
         let (summary, worst) = builder.finish();
         Selected {

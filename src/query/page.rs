@@ -149,19 +149,30 @@ pub(crate) fn take_page(
         .enumerate()
         .map(|(i, s)| (RowKey::of(s), i))
         .collect();
-    let more = match limit {
+    let more = first_in_order(&mut keys, limit, Ord::cmp);
+    take_in_order(sockets, keys.iter().map(|&(_, i)| i));
+    more
+}
+
+/// Puts `keys` in `order`, keeping the first `limit` of them (all when `None`): selected
+/// first, so only the kept ones are sorted. Returns whether any were left out.
+pub(crate) fn first_in_order<K>(
+    keys: &mut Vec<K>,
+    limit: Option<usize>,
+    mut order: impl FnMut(&K, &K) -> Ordering,
+) -> bool {
+    let cut = match limit {
         Some(limit) if limit < keys.len() => {
             if limit > 0 {
-                keys.select_nth_unstable(limit - 1);
+                keys.select_nth_unstable_by(limit - 1, &mut order);
             }
             keys.truncate(limit);
             true
         }
         _ => false,
     };
-    keys.sort_unstable();
-    take_in_order(sockets, keys.iter().map(|&(_, i)| i));
-    more
+    keys.sort_unstable_by(order);
+    cut
 }
 
 /// Leaves `v` holding only the elements at `order`, in that order, moving each element at
@@ -176,8 +187,7 @@ pub(crate) fn take_in_order<T>(v: &mut Vec<T>, order: impl Iterator<Item = usize
     }
     from.extend((0..v.len()).filter(|&i| !chosen[i]));
     // Follow each cycle of the permutation, swapping every element into place.
-    let mut done = chosen;
-    done.iter_mut().for_each(|d| *d = false);
+    let mut done = vec![false; from.len()];
     for start in 0..from.len() {
         let mut at = start;
         while !done[at] {
