@@ -23,17 +23,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use tokio::sync::mpsc;
-
 use super::engine::Tally;
-use super::window::{CHANNEL, WatchQuery, WatchService, Watcher};
+use super::window::{ChannelSink, WatchQuery, WatchService, Watcher, channel};
 use super::{Event, FastHash, Sink, Tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
 use crate::model::{Bytes, Counters, Owner, Owners, Socket, StateSet, TcpState};
@@ -483,22 +479,13 @@ fn sample_want(q: &ConnectionsQuery, owners: bool) -> Want {
     }
 }
 
-/// Where the engine's closes go: each with its socket's cookie, into a bounded channel (a
-/// full one drops the close and counts it, as every sink's channel does). Opens are not
-/// needed: a connection that opened in the window is one the closing listing or its close
-/// shows.
-struct CloseSink {
-    tx: mpsc::Sender<(u64, Event)>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl Sink for CloseSink {
+/// A window's sink: the engine's closes, each with its socket's cookie. Opens are not needed:
+/// a connection that opened in the window is one the closing listing or its close shows.
+impl Sink for ChannelSink<(u64, Event)> {
     fn event(&mut self, _open: Event) {}
 
     fn closed(&mut self, key: u64, event: Event) {
-        if self.tx.try_send((key, event)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.send((key, event));
     }
 }
 
@@ -536,12 +523,7 @@ impl WatchService {
         target: &Target,
         progress: Progress<'_>,
     ) -> Result<Envelope<TrafficData>, Error> {
-        let (tx, mut rx) = mpsc::channel(CHANNEL);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let sink = CloseSink {
-            tx,
-            dropped: dropped.clone(),
-        };
+        let (sink, mut rx, dropped) = channel::<(u64, Event)>();
         let watch = WatchQuery {
             filter: q.filter.clone(),
             duration: Some(q.window),
@@ -873,6 +855,8 @@ impl crate::query::output::Rows for TrafficData {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]

@@ -37,7 +37,7 @@ pub(crate) const DEFAULT_SINCE_SECS: u64 = 600;
 pub(crate) const MAX_SINCE_SECS: u64 = 7 * 24 * 3600;
 /// Events queued between an engine and a consumer at most; past it they are dropped and
 /// counted (the engine never waits).
-pub(crate) const CHANNEL: usize = 8192;
+const CHANNEL: usize = 8192;
 
 /// A validated watch.
 #[derive(Debug, Clone)]
@@ -224,23 +224,30 @@ impl Watcher {
     }
 }
 
-/// A sink into a bounded channel: a full channel drops the event and counts it.
-pub(crate) struct ChannelSink {
-    tx: mpsc::Sender<Event>,
+/// A sink into a bounded channel: a full channel drops the item and counts it. It carries
+/// events (`watch`), or closes with their socket's key (`traffic`).
+pub(crate) struct ChannelSink<T = Event> {
+    tx: mpsc::Sender<T>,
     dropped: Arc<AtomicU64>,
 }
 
-impl Sink for ChannelSink {
-    fn event(&mut self, event: Event) {
-        if self.tx.try_send(event).is_err() {
+impl<T> ChannelSink<T> {
+    pub(crate) fn send(&self, item: T) {
+        if self.tx.try_send(item).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
+impl Sink for ChannelSink {
+    fn event(&mut self, event: Event) {
+        self.send(event);
+    }
+}
+
 /// A channel for a consumer of events: the sink to give an engine, the receiver, and the
-/// count of events dropped because the consumer fell behind.
-pub(crate) fn channel() -> (ChannelSink, mpsc::Receiver<Event>, Arc<AtomicU64>) {
+/// count of items dropped because the consumer fell behind.
+pub(crate) fn channel<T>() -> (ChannelSink<T>, mpsc::Receiver<T>, Arc<AtomicU64>) {
     let (tx, rx) = mpsc::channel(CHANNEL);
     let dropped = Arc::new(AtomicU64::new(0));
     (
