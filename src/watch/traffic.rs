@@ -22,7 +22,7 @@
 //! between are not seen (the message says so).
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use schemars::JsonSchema;
@@ -350,15 +350,17 @@ impl Groups {
             ))),
         };
         let group = match (key, cgroup_id) {
-            // Most connections add to a group that exists: one lookup, no key allocated.
-            (Some(key), _) => match self.groups.get_mut(key.as_ref()) {
-                Some(group) => group,
-                None => self.groups.entry(key.into_owned()).or_default(),
-            },
             (None, Some(id)) if matches!(by, GroupBy::Unit | GroupBy::Container) => {
                 self.by_cgroup.entry(id).or_default()
             }
-            (None, _) => self.groups.entry(UNKNOWN.to_string()).or_default(),
+            // Most connections add to a group that exists: one lookup, no key allocated.
+            (key, _) => {
+                let key = key.unwrap_or(Cow::Borrowed(UNKNOWN));
+                match self.groups.get_mut(key.as_ref()) {
+                    Some(group) => group,
+                    None => self.groups.entry(key.into_owned()).or_default(),
+                }
+            }
         };
         group.bytes = group.bytes + bytes;
         group.connections += 1;
@@ -582,7 +584,7 @@ impl WatchService {
         };
         let Closing {
             base,
-            mut listed,
+            listed,
             listeners,
             mut groups,
             processes,
@@ -608,13 +610,20 @@ impl WatchService {
             notes.push(NO_COUNTERS.to_string());
         }
         // A close of a socket the closing listing showed came after the listing read it: the
-        // listing counted it. Sorted only when there are closes to look up.
-        if !closes.is_empty() {
-            listed.sort_unstable();
-        }
+        // listing counted it. One pass over the listed cookies finds the (few) closes among
+        // them.
+        let closed_keys: HashSet<u64, FastHash> = closes.iter().map(|(key, _)| *key).collect();
+        let counted_live: HashSet<u64, FastHash> = if closed_keys.is_empty() {
+            HashSet::default()
+        } else {
+            listed
+                .into_iter()
+                .filter(|key| closed_keys.contains(key))
+                .collect()
+        };
         let (mut closed, mut unmeasured) = (0u64, 0u64);
         for (key, e) in closes {
-            if e.time_ms < start_ms || e.time_ms > end_ms || listed.binary_search(&key).is_ok() {
+            if e.time_ms < start_ms || e.time_ms > end_ms || counted_live.contains(&key) {
                 continue;
             }
             let Some(totals) = e.totals else {
