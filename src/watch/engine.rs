@@ -145,7 +145,7 @@ pub(crate) struct LocalWatch {
 /// What a counted watch's closing listing is handed to, in the engine's thread: every TCP
 /// socket that came with counters, with the owners the engine's table has for it (looked up
 /// for one it never saw). The listing is never kept whole: 100,000 sockets are 14 MB.
-pub(crate) trait Tally: std::any::Any + Send {
+pub(crate) trait CountedSink: std::any::Any + Send {
     fn socket(&mut self, key: u64, socket: &Socket, owners: &[Owner], counters: Counters);
 }
 
@@ -172,14 +172,14 @@ impl Listing {
     }
 }
 
-/// The reply to a [`LocalWatch::counted_listing`]: the tally handed back.
-type Counted = Result<Box<dyn Tally>, Error>;
+/// The reply to a [`LocalWatch::counted_listing`]: its sink handed back.
+type CountedReply = Result<Box<dyn CountedSink>, Error>;
 
 impl LocalWatch {
-    /// The closing listing of a counted watch, taken by the engine now and handed to `tally`
+    /// The closing listing of a counted watch, taken by the engine now and handed to `sink`
     /// socket by socket, with the owners the engine remembers; only sockets it has not seen
     /// are looked up (no owner scan of every process). The engine lists no more after it.
-    pub(crate) async fn counted_listing<T: Tally>(&self, tally: T) -> Result<T, Error> {
+    pub(crate) async fn counted_listing<T: CountedSink>(&self, sink: T) -> Result<T, Error> {
         #[cfg(target_os = "linux")]
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -187,7 +187,7 @@ impl LocalWatch {
             let stopped = || Error::NoLocalSource {
                 detail: "the watch engine stopped before its closing listing".into(),
             };
-            let request = Queued::Counted(Box::new(tally), tx);
+            let request = Queued::Counted(Box::new(sink), tx);
             // The queue is bounded: a full one (a close storm) is waited out off the runtime.
             let sent = tokio::task::spawn_blocking(move || queue.send(request).is_ok())
                 .await
@@ -195,8 +195,8 @@ impl LocalWatch {
             if !sent {
                 return Err(stopped());
             }
-            let tally: Box<dyn std::any::Any> = rx.await.map_err(|_| stopped())??;
-            tally.downcast::<T>().map(|t| *t).map_err(|_| stopped())
+            let sink: Box<dyn std::any::Any> = rx.await.map_err(|_| stopped())??;
+            sink.downcast::<T>().map(|t| *t).map_err(|_| stopped())
         }
         #[cfg(not(target_os = "linux"))]
         Err(Error::NoLocalSource {
@@ -221,7 +221,10 @@ impl Drop for LocalWatch {
 enum Queued {
     Destroyed(Destroyed),
     /// A request for the closing listing ([`LocalWatch::counted_listing`]).
-    Counted(Box<dyn Tally>, tokio::sync::oneshot::Sender<Counted>),
+    Counted(
+        Box<dyn CountedSink>,
+        tokio::sync::oneshot::Sender<CountedReply>,
+    ),
 }
 
 #[cfg(target_os = "linux")]
@@ -557,7 +560,10 @@ struct Engine {
     /// `want` with counters (`LocalWatch::counted_listing`).
     counted: Want,
     /// A counted listing asked for and not yet taken.
-    pending: Option<(Box<dyn Tally>, tokio::sync::oneshot::Sender<Counted>)>,
+    pending: Option<(
+        Box<dyn CountedSink>,
+        tokio::sync::oneshot::Sender<CountedReply>,
+    )>,
     /// When the closing counted listing is due ([`LocalOptions::counted`]).
     closing: Option<Instant>,
     interval: Duration,
@@ -588,8 +594,8 @@ impl Engine {
                     std::thread::sleep(wait);
                 }
             }
-            if let Some((mut tally, reply)) = self.pending.take() {
-                let result = self.closing_listing(&mut *tally).map(|()| tally);
+            if let Some((mut sink, reply)) = self.pending.take() {
+                let result = self.closing_listing(&mut *sink).map(|()| sink);
                 // The caller may have gone (cancelled): nobody to tell.
                 let _ = reply.send(result);
                 // The counted watch ends with its closing listing.
@@ -618,11 +624,11 @@ impl Engine {
         }
     }
 
-    /// The closing listing of a counted watch, handed to `tally` as the dump goes (TCP
+    /// The closing listing of a counted watch, handed to `sink` as the dump goes (TCP
     /// sockets with counters, with the owners the differ remembers); only sockets it has not
     /// seen are kept for a lookup, then handed over. The differ is not updated: nothing is
     /// reported after this.
-    fn closing_listing(&mut self, tally: &mut dyn Tally) -> Result<(), Error> {
+    fn closing_listing(&mut self, sink: &mut dyn CountedSink) -> Result<(), Error> {
         let started = Instant::now();
         let Engine {
             lister,
@@ -638,9 +644,9 @@ impl Engine {
                 return;
             };
             match differ.owners(ids.cookie) {
-                Some(owners) => tally.socket(ids.cookie, &socket, owners, counters),
+                Some(owners) => sink.socket(ids.cookie, &socket, owners, counters),
                 // TIME_WAIT and request sockets have no owner to look up.
-                None if !tracked_state(&socket) => tally.socket(ids.cookie, &socket, &[], counters),
+                None if !tracked_state(&socket) => sink.socket(ids.cookie, &socket, &[], counters),
                 None => {
                     fresh_ids.push((ids.cookie, counters));
                     fresh.push(socket);
@@ -651,7 +657,7 @@ impl Engine {
             attach(&mut fresh);
         }
         for (&(key, counters), socket) in fresh_ids.iter().zip(&fresh) {
-            tally.socket(key, socket, &socket.owners, counters);
+            sink.socket(key, socket, &socket.owners, counters);
         }
         self.stats.dumps.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
@@ -705,7 +711,7 @@ impl Engine {
     fn queued(&mut self, queued: Queued) {
         match queued {
             Queued::Destroyed(d) => self.destroyed(d),
-            Queued::Counted(tally, reply) => self.pending = Some((tally, reply)),
+            Queued::Counted(sink, reply) => self.pending = Some((sink, reply)),
         }
     }
 

@@ -5,7 +5,7 @@
 //! `tcp_info` (the baseline), its close events carry each closed connection's final counters
 //! (the destroy notification's `tcp_info`, with the socket's cookie), and at the end of the
 //! window it takes a closing listing with counters in place of its last periodic one, handed
-//! socket by socket to a [`Tally`] that adds it up in the engine's thread (the listing is
+//! socket by socket to a [`CountedSink`] that adds it up in the engine's thread (the listing is
 //! never kept whole). Starts, closes and the closing listing are matched by cookie. A
 //! connection's bytes in the window are then
 //! - alive at both ends: end counters less start counters;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::engine::Tally;
+use super::engine::CountedSink;
 use super::window::{ChannelSink, WatchQuery, WatchService, Watcher, channel};
 use super::{Event, FastHash, Sink, Tuple, is_connection_of, tuple, unix_ms};
 use crate::error::{Error, InputError};
@@ -444,7 +444,7 @@ struct Closing {
     processes: ProcessTable,
 }
 
-impl Tally for Closing {
+impl CountedSink for Closing {
     fn socket(&mut self, key: u64, s: &Socket, owners: &[Owner], counters: Counters) {
         self.listed.push(key);
         if s.state == Some(TcpState::Listen) && !owners.is_empty() {
