@@ -71,6 +71,19 @@ elif mode == "short":
     s.recv(1)
     s.close()
     out("SENT")
+elif mode == "stream":
+    # On a line: connect, send K pieces of N bytes, GAP seconds apart, close.
+    out("READY", 0)
+    sys.stdin.readline()
+    s = socket.create_connection(("127.0.0.1", int(args[0])))
+    for i in range(int(args[1])):
+        if i:
+            time.sleep(float(args[3]))
+        send_all(s, int(args[2]))
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+    s.close()
+    out("SENT")
 elif mode == "reuse":
     # A server and its client, connected now. On a line: the client sends N bytes, the server
     # reads them and closes first (the TIME_WAIT is the server side's), the client closes,
@@ -914,6 +927,104 @@ fn top_refreshes_and_survives_a_closed_pipe() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `top --interval` views follow one another without a gap: a connection that opens in one
+/// view, sends 64 KiB every 10 ms across several views and closes in a later one adds up to
+/// exactly what it sent over the views (no byte lost between two views, none counted twice),
+/// and a short connection inside them to its 3 MiB.
+#[test]
+fn top_views_add_up_without_a_gap() {
+    let ns = NetNs::new("htop");
+    let _sink = peer(&ns, "nm-sink", "sink", &["7312"]);
+    let (pieces, piece) = (300u64, 64u64 << 10);
+    let mut stream = peer(
+        &ns,
+        "nm-stream",
+        "stream",
+        &["7312", &pieces.to_string(), &piece.to_string(), "0.01"],
+    );
+    let mut short = peer(
+        &ns,
+        "nm-short",
+        "short",
+        &["7312", &(3u64 << 20).to_string()],
+    );
+    let mut top = ns
+        .command(bin())
+        .args(["top", "--interval", "1", "--json", "--by", "program"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn top");
+    // Each view with when it arrived.
+    let (tx, views) = std::sync::mpsc::channel::<(std::time::Instant, String)>();
+    let stdout = top.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((std::time::Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let next_view = || -> (std::time::Instant, Value) {
+        let (at, line) = views
+            .recv_timeout(Duration::from_secs(30))
+            .expect("top prints a view a second");
+        let view = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        (at, view)
+    };
+    // The first view ends before either connection opens.
+    let mut seen = vec![next_view().1];
+    stream.poke();
+    short.poke();
+    stream.line("SENT");
+    short.line("SENT");
+    let done = std::time::Instant::now();
+    // Every view until two have ended since both closed: the one running then holds their
+    // last bytes (or the next, for a close that came after its closing listing).
+    let mut after = 0;
+    while after < 2 {
+        let (at, view) = next_view();
+        seen.push(view);
+        if at > done {
+            after += 1;
+        }
+    }
+    let _ = top.kill();
+    let _ = top.wait();
+    let sent = |program: &str| -> u64 {
+        seen.iter()
+            .flat_map(|v| v["data"]["groups"].as_array().cloned().unwrap_or_default())
+            .filter(|g| g["key"] == program)
+            .map(|g| g["sent"].as_u64().unwrap())
+            .sum()
+    };
+    let all = Value::Array(seen.clone());
+    assert!(seen.len() >= 4, "{all}");
+    assert!(
+        seen.iter().all(|v| v["success"] == true),
+        "every view succeeds: {all}"
+    );
+    for (program, want) in [("nm-stream", pieces * piece), ("nm-short", 3 << 20)] {
+        let got = sent(program);
+        assert!(
+            got.abs_diff(want) <= want / 1000 + 4,
+            "{program}: {got} bytes over the views, want {want}: {all}"
+        );
+    }
+    // The stream spans several views (its bytes are not all in one).
+    let holding = seen
+        .iter()
+        .filter(|v| {
+            v["data"]["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["key"] == "nm-stream" && g["sent"] != 0))
+        })
+        .count();
+    assert!(holding >= 2, "{all}");
 }
 
 /// A remote Linux host through a real sshd: `ss -tinm` there gives the same fields, with the

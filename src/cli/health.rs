@@ -180,36 +180,48 @@ pub async fn top(watch: &crate::watch::window::WatchService, opts: &TopOpts) -> 
             return fail::<TrafficData>(&Error::Input(e), opts.json);
         }
     };
-    let refreshing = opts.interval.is_some();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let stop = super::watch::stop_signal();
-    tokio::pin!(stop);
-    loop {
-        let result = tokio::select! {
-            _ = &mut stop => return ExitCode::SUCCESS,
-            r = watch.traffic(&query, &crate::query::no_progress) => r,
-        };
-        let envelope = match result {
-            Ok(envelope) => envelope,
-            Err(e) => return fail::<TrafficData>(&e, opts.json),
-        };
-        let written = if opts.json {
-            print_json(&envelope)
+    let show = |envelope: &Envelope<TrafficData>, refreshing: bool| {
+        if opts.json {
+            print_json(envelope)
         } else {
             let mut text = String::new();
             if refreshing && terminal {
                 // Clear the screen and go home, as top does.
                 text.push_str("\x1b[2J\x1b[H");
             }
-            text.push_str(&traffic_text(&envelope));
+            text.push_str(&traffic_text(envelope));
             if refreshing {
                 text.push('\n');
             }
             print_text(&text)
-        };
-        if !refreshing || written.is_err() {
-            return delivered(written, success_or_2(envelope.success));
         }
+    };
+    let stop = super::watch::stop_signal();
+    tokio::pin!(stop);
+    if opts.interval.is_none() {
+        let result = tokio::select! {
+            _ = &mut stop => return ExitCode::SUCCESS,
+            r = watch.traffic(&query, &crate::query::no_progress) => r,
+        };
+        return match result {
+            Ok(envelope) => delivered(show(&envelope, false), success_or_2(envelope.success)),
+            Err(e) => fail::<TrafficData>(&e, opts.json),
+        };
+    }
+    // Views one after another until Ctrl-C or a closed output.
+    let mut written = Ok(());
+    let mut view = |envelope: &Envelope<TrafficData>| {
+        written = show(envelope, true);
+        written.is_ok()
+    };
+    let result = tokio::select! {
+        _ = &mut stop => return ExitCode::SUCCESS,
+        r = watch.traffic_views(&query, &mut view) => r,
+    };
+    match result {
+        Ok(envelope) => delivered(written, success_or_2(envelope.success)),
+        Err(e) => fail::<TrafficData>(&e, opts.json),
     }
 }
 

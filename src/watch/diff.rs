@@ -95,6 +95,11 @@ impl Differ {
         self.live.get(&key).map(|t| t.socket.owners.as_slice())
     }
 
+    /// A live socket as the differ keeps it (with its owners).
+    pub(crate) fn socket(&self, key: u64) -> Option<&Socket> {
+        self.live.get(&key).map(|t| &t.socket)
+    }
+
     /// Applies a listing taken at `at` (`now` on the monotonic clock). `attach` looks up the
     /// owners of the sockets seen for the first time (only those). With `quiet`, nothing is
     /// reported (the first listing: what exists when a watch starts did not just open).

@@ -178,8 +178,16 @@ type CountedReply = Result<Box<dyn CountedSink>, Error>;
 impl LocalWatch {
     /// The closing listing of a counted watch, taken by the engine now and handed to `sink`
     /// socket by socket, with the owners the engine remembers; only sockets it has not seen
-    /// are looked up (no owner scan of every process). The engine lists no more after it.
-    pub(crate) async fn counted_listing<T: CountedSink>(&self, sink: T) -> Result<T, Error> {
+    /// are looked up (no owner scan of every process).
+    ///
+    /// With `then`, the watch goes on (views of `top --interval` follow one another): the
+    /// listing is applied as a periodic one is (opens, closes, owners of new sockets), and
+    /// the next closing listing is due `then` after it. Without, the engine lists no more.
+    pub(crate) async fn counted_listing<T: CountedSink>(
+        &self,
+        sink: T,
+        then: Option<Duration>,
+    ) -> Result<T, Error> {
         #[cfg(target_os = "linux")]
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -187,7 +195,11 @@ impl LocalWatch {
             let stopped = || Error::NoLocalSource {
                 detail: "the watch engine stopped before its closing listing".into(),
             };
-            let request = Queued::Counted(Box::new(sink), tx);
+            let request = Queued::Counted(CountedRequest {
+                sink: Box::new(sink),
+                reply: tx,
+                then,
+            });
             // The queue is bounded: a full one (a close storm) is waited out off the runtime.
             let sent = tokio::task::spawn_blocking(move || queue.send(request).is_ok())
                 .await
@@ -221,10 +233,16 @@ impl Drop for LocalWatch {
 enum Queued {
     Destroyed(Destroyed),
     /// A request for the closing listing ([`LocalWatch::counted_listing`]).
-    Counted(
-        Box<dyn CountedSink>,
-        tokio::sync::oneshot::Sender<CountedReply>,
-    ),
+    Counted(CountedRequest),
+}
+
+#[cfg(target_os = "linux")]
+/// A closing listing asked for: where its sockets go, where the sink goes back, and with
+/// `then` when the next one is due (the watch goes on).
+struct CountedRequest {
+    sink: Box<dyn CountedSink>,
+    reply: tokio::sync::oneshot::Sender<CountedReply>,
+    then: Option<Duration>,
 }
 
 #[cfg(target_os = "linux")]
@@ -560,10 +578,7 @@ struct Engine {
     /// `want` with counters (`LocalWatch::counted_listing`).
     counted: Want,
     /// A counted listing asked for and not yet taken.
-    pending: Option<(
-        Box<dyn CountedSink>,
-        tokio::sync::oneshot::Sender<CountedReply>,
-    )>,
+    pending: Option<CountedRequest>,
     /// When the closing counted listing is due ([`LocalOptions::counted`]).
     closing: Option<Instant>,
     interval: Duration,
@@ -594,12 +609,28 @@ impl Engine {
                     std::thread::sleep(wait);
                 }
             }
-            if let Some((mut sink, reply)) = self.pending.take() {
-                let result = self.closing_listing(&mut *sink).map(|()| sink);
-                // The caller may have gone (cancelled): nobody to tell.
-                let _ = reply.send(result);
-                // The counted watch ends with its closing listing.
-                next = Instant::now() + Duration::from_secs(3600);
+            if let Some(CountedRequest {
+                mut sink,
+                reply,
+                then,
+            }) = self.pending.take()
+            {
+                let started = Instant::now();
+                match then {
+                    None => {
+                        let result = self.closing_listing(&mut *sink).map(|()| sink);
+                        // The caller may have gone (cancelled): nobody to tell.
+                        let _ = reply.send(result);
+                        // The counted watch ends with its closing listing.
+                        next = Instant::now() + Duration::from_secs(3600);
+                    }
+                    Some(window) => {
+                        let result = self.chained_listing(&mut buf, &mut *sink).map(|()| sink);
+                        let _ = reply.send(result);
+                        self.closing = Instant::now().checked_add(window);
+                        next = self.next_listing(started.elapsed());
+                    }
+                }
                 continue;
             }
             if Instant::now() < next {
@@ -669,6 +700,52 @@ impl Engine {
         Ok(())
     }
 
+    /// A closing listing after which the watch goes on: taken with counters and applied to
+    /// the differ as a periodic listing is, then each socket the differ keeps is handed to
+    /// `sink` with its owners and counters. A socket destroyed while the listing ran is not
+    /// handed over: its close (with its final counters) went to the engine's sink.
+    fn chained_listing(
+        &mut self,
+        buf: &mut Listing,
+        sink: &mut dyn CountedSink,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        self.lister.list(&self.counted, buf)?;
+        self.drain();
+        let counted: Vec<(u64, Counters)> = buf
+            .counters
+            .iter()
+            .map(|&(i, c)| (buf.rows[i].0, c))
+            .collect();
+        let Engine {
+            differ,
+            attach,
+            sink: events,
+            ..
+        } = self;
+        differ.listing(
+            at,
+            started,
+            std::mem::take(&mut buf.rows),
+            &mut **attach,
+            false,
+            &mut **events,
+        );
+        buf.clear();
+        for (key, counters) in counted {
+            if let Some(socket) = differ.socket(key) {
+                sink.socket(key, socket, &socket.owners, counters);
+            }
+        }
+        self.stats.dumps.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "chained closing listing"
+        );
+        Ok(())
+    }
+
     /// One listing applied to the differ (a failed one is counted and kept as the last error).
     fn listing(&mut self, buf: &mut Listing) {
         let started = Instant::now();
@@ -711,7 +788,7 @@ impl Engine {
     fn queued(&mut self, queued: Queued) {
         match queued {
             Queued::Destroyed(d) => self.destroyed(d),
-            Queued::Counted(sink, reply) => self.pending = Some((sink, reply)),
+            Queued::Counted(request) => self.pending = Some(request),
         }
     }
 

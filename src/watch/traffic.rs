@@ -436,6 +436,9 @@ struct Closing {
     filter: ConnectionsQuery,
     /// Start counters by cookie.
     base: HashMap<u64, Bytes, FastHash>,
+    /// With windows one after another: the counters this listing shows, the next window's
+    /// start.
+    next_base: Option<HashMap<u64, Bytes, FastHash>>,
     /// The cookies the closing listing showed (a close of one came after the listing).
     listed: Vec<u64>,
     /// Listeners' owners by port, for connections no listing saw.
@@ -447,6 +450,11 @@ struct Closing {
 impl CountedSink for Closing {
     fn socket(&mut self, key: u64, s: &Socket, owners: &[Owner], counters: Counters) {
         self.listed.push(key);
+        if let Some(next) = &mut self.next_base
+            && is_connection(s)
+        {
+            next.insert(key, counters.bytes);
+        }
         if s.state == Some(TcpState::Listen) && !owners.is_empty() {
             self.listeners
                 .insert(s.local_port, owners.iter().cloned().collect());
@@ -503,6 +511,9 @@ fn baseline(sockets: &[Socket]) -> HashMap<Tuple, Bytes, FastHash> {
         .collect()
 }
 
+/// What `top --interval` hands each view to; it returns false to stop.
+pub(crate) type Views<'a> = dyn FnMut(&Envelope<TrafficData>) -> bool + Send + 'a;
+
 impl WatchService {
     /// `traffic`: measures for the query's window, reporting progress about once a second.
     /// Dropping the future stops the engine (cancellation).
@@ -513,17 +524,46 @@ impl WatchService {
     ) -> Result<Envelope<TrafficData>, Error> {
         let target = self.service().target(&q.filter.host, q.filter.ssh_port)?;
         if target.local {
-            self.traffic_local(q, &target, progress).await
+            self.traffic_local(q, &target, progress, None).await
         } else {
             self.traffic_remote(q, &target, progress).await
         }
     }
 
+    /// `top --interval`: one window after another, each handed to `view` as it ends, until
+    /// `view` returns false (that last one is returned). Locally the windows follow one
+    /// another without a gap, from one engine: a window's closing listing is the next one's
+    /// baseline, and one owner scan serves them all. A remote host: one two-sample window
+    /// after another.
+    pub(crate) async fn traffic_views(
+        &self,
+        q: &TrafficQuery,
+        view: &mut Views<'_>,
+    ) -> Result<Envelope<TrafficData>, Error> {
+        let target = self.service().target(&q.filter.host, q.filter.ssh_port)?;
+        if target.local {
+            return self
+                .traffic_local(q, &target, &crate::query::no_progress, Some(view))
+                .await;
+        }
+        loop {
+            let envelope = self
+                .traffic_remote(q, &target, &crate::query::no_progress)
+                .await?;
+            if !view(&envelope) {
+                return Ok(envelope);
+            }
+        }
+    }
+
+    /// This machine's windows: one, or with `views` one after another (see
+    /// [`WatchService::traffic_views`]).
     async fn traffic_local(
         &self,
         q: &TrafficQuery,
         target: &Target,
         progress: Progress<'_>,
+        mut views: Option<&mut Views<'_>>,
     ) -> Result<Envelope<TrafficData>, Error> {
         let (sink, mut rx, dropped) = channel::<(u64, Event)>();
         let watch = WatchQuery {
@@ -537,142 +577,170 @@ impl WatchService {
         // The engine subscribes to destroy notifications before its first listing, which
         // carries the counters: that listing is the baseline.
         let (watcher, _) = self.start(&watch, Box::new(sink)).await?;
-        let start_ms = unix_ms(SystemTime::now());
-        let started = Instant::now();
+        // Closes stamped before the first window began are not its own.
+        let mut start_ms = Some(unix_ms(SystemTime::now()));
+        let mut started = Instant::now();
         let Watcher::Local(mut engine) = watcher else {
             return Err(Error::NoLocalSource {
                 detail: "traffic on this machine needs the local watch engine".into(),
             });
         };
+        let chained = views.is_some();
         // The start counters by socket cookie (closes name their cookie too).
-        let base = std::mem::take(&mut engine.baseline);
+        let mut base = std::mem::take(&mut engine.baseline);
+        // Closes that belong to the next window (they came after this one's closing listing).
+        let mut carried: Vec<(u64, Event)> = Vec::new();
+        let mut lost_before = 0;
         let total = q.window.as_secs();
-        let mut closes: Vec<(u64, Event)> = Vec::new();
-        let deadline = tokio::time::Instant::now() + q.window;
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = ticker.tick() => {
-                    let elapsed = started.elapsed().as_secs().min(total);
-                    progress(ProgressEvent::step(elapsed as usize, total as usize, format!(
-                        "{elapsed} of {total} s: {} connection(s) closed so far",
-                        closes.len()
-                    )));
-                }
-                e = rx.recv() => match e {
-                    Some(e) => if closes.len() < MAX_CLOSES {
-                        closes.push(e);
-                    },
-                    None => break,
-                },
-            }
-        }
-        // The closing listing is the engine's, added up in its thread as the dump goes:
-        // owners come from its table (only sockets new since its last listing are looked up).
-        let closing = Closing {
-            want: q.filter.want(),
-            filter: q.filter.clone(),
-            base,
-            listed: Vec::new(),
-            listeners: HashMap::new(),
-            groups: Groups::new(q.by),
-            processes: ProcessTable::new(&engine.proc_root),
-        };
-        let Closing {
-            base,
-            listed,
-            listeners,
-            mut groups,
-            processes,
-            ..
-        } = engine.counted_listing(closing).await?;
-        let end_ms = unix_ms(SystemTime::now());
-        let window = started.elapsed().as_secs_f64();
-        let destroy = engine.destroy.clone();
-        let lost = engine
-            .stats
-            .lost_notifications
-            .load(std::sync::atomic::Ordering::Relaxed)
-            + dropped.load(std::sync::atomic::Ordering::Relaxed);
-        let counts = engine.counts;
-        drop(engine);
-        while let Ok(e) = rx.try_recv() {
-            if closes.len() < MAX_CLOSES {
-                closes.push(e);
-            }
-        }
-        let mut notes = Vec::new();
-        if !counts {
-            notes.push(NO_COUNTERS.to_string());
-        }
-        // A close of a socket the closing listing showed came after the listing read it: the
-        // listing counted it. One pass over the listed cookies finds the (few) closes among
-        // them.
-        let closed_keys: HashSet<u64, FastHash> = closes.iter().map(|(key, _)| *key).collect();
-        let counted_live: HashSet<u64, FastHash> = if closed_keys.is_empty() {
-            HashSet::default()
-        } else {
-            listed
-                .into_iter()
-                .filter(|key| closed_keys.contains(key))
-                .collect()
-        };
-        let (mut closed, mut unmeasured) = (0u64, 0u64);
-        for (key, e) in closes {
-            if e.time_ms < start_ms || e.time_ms > end_ms || counted_live.contains(&key) {
-                continue;
-            }
-            let Some(totals) = e.totals else {
-                unmeasured += 1;
-                continue;
-            };
-            closed += 1;
-            let mut socket = e.socket();
-            if socket.owners.is_empty()
-                && let Some(owners) = listeners.get(&socket.local_port)
-            {
-                socket.owners = owners.clone();
-            }
-            let now = Bytes {
-                sent: totals.sent,
-                received: totals.received,
-            };
-            let before = base.get(&key).copied();
-            groups.add(
-                &socket,
-                &socket.owners,
-                (before, now),
-                None,
-                Some(&processes),
+            let mut closes = std::mem::take(&mut carried);
+            let deadline = tokio::time::Instant::from_std(started) + q.window;
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::from_std(started) + Duration::from_secs(1),
+                Duration::from_secs(1),
             );
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = ticker.tick() => {
+                        let elapsed = started.elapsed().as_secs().min(total);
+                        progress(ProgressEvent::step(elapsed as usize, total as usize, format!(
+                            "{elapsed} of {total} s: {} connection(s) closed so far",
+                            closes.len()
+                        )));
+                    }
+                    e = rx.recv() => match e {
+                        Some(e) => if closes.len() < MAX_CLOSES {
+                            closes.push(e);
+                        },
+                        None => break,
+                    },
+                }
+            }
+            // The closing listing is the engine's, added up in its thread as the dump goes:
+            // owners come from its table (only sockets new since its last listing are
+            // looked up).
+            let closing = Closing {
+                want: q.filter.want(),
+                filter: q.filter.clone(),
+                base,
+                next_base: chained.then(HashMap::default),
+                listed: Vec::new(),
+                listeners: HashMap::new(),
+                groups: Groups::new(q.by),
+                processes: ProcessTable::new(&engine.proc_root),
+            };
+            let Closing {
+                base: this_base,
+                next_base,
+                listed,
+                listeners,
+                mut groups,
+                processes,
+                ..
+            } = engine
+                .counted_listing(closing, chained.then_some(q.window))
+                .await?;
+            let end_ms = unix_ms(SystemTime::now());
+            let window = started.elapsed().as_secs_f64();
+            let ended = Instant::now();
+            let destroy = engine.destroy.clone();
+            let lost_now = engine
+                .stats
+                .lost_notifications
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + dropped.load(std::sync::atomic::Ordering::Relaxed);
+            let lost = lost_now - lost_before;
+            lost_before = lost_now;
+            let counts = engine.counts;
+            while let Ok(e) = rx.try_recv() {
+                if closes.len() < MAX_CLOSES {
+                    closes.push(e);
+                }
+            }
+            let mut notes = Vec::new();
+            if !counts {
+                notes.push(NO_COUNTERS.to_string());
+            }
+            // A close of a socket the closing listing showed came after the listing read it:
+            // the listing counted it (up to then). One pass over the listed cookies finds the
+            // (few) closes among them.
+            let closed_keys: HashSet<u64, FastHash> = closes.iter().map(|(key, _)| *key).collect();
+            let counted_live: HashSet<u64, FastHash> = if closed_keys.is_empty() {
+                HashSet::default()
+            } else {
+                listed
+                    .into_iter()
+                    .filter(|key| closed_keys.contains(key))
+                    .collect()
+            };
+            let (mut closed, mut unmeasured) = (0u64, 0u64);
+            for (key, e) in closes {
+                if counted_live.contains(&key) || e.time_ms > end_ms {
+                    // After this window: the next one's (from the counters the listing saw).
+                    if chained {
+                        carried.push((key, e));
+                    }
+                    continue;
+                }
+                if start_ms.is_some_and(|start| e.time_ms < start) {
+                    continue;
+                }
+                let Some(totals) = e.totals else {
+                    unmeasured += 1;
+                    continue;
+                };
+                closed += 1;
+                let mut socket = e.socket();
+                if socket.owners.is_empty()
+                    && let Some(owners) = listeners.get(&socket.local_port)
+                {
+                    socket.owners = owners.clone();
+                }
+                let now = Bytes {
+                    sent: totals.sent,
+                    received: totals.received,
+                };
+                let before = this_base.get(&key).copied();
+                groups.add(
+                    &socket,
+                    &socket.owners,
+                    (before, now),
+                    None,
+                    Some(&processes),
+                );
+            }
+            let mut extra = notes;
+            if !destroy.is_on() {
+                extra.push(format!(
+                    "{}; connections that closed during the window are not counted",
+                    destroy.describe(super::LOCAL_INTERVAL)
+                ));
+            }
+            if unmeasured > 0 {
+                extra.push(format!(
+                    "{unmeasured} connection(s) closed without final counters and are not counted"
+                ));
+            }
+            if lost > 0 {
+                extra.push(format!(
+                    "{lost} close notification(s) were lost (queue overrun): totals are lower bounds"
+                ));
+            }
+            let window = Window {
+                groups,
+                closed,
+                secs: window,
+            };
+            let envelope = self.traffic_answer(q, target, window, Some(&processes), &extra);
+            let more = views.as_mut().is_some_and(|view| view(&envelope));
+            if !more {
+                return Ok(envelope);
+            }
+            base = next_base.unwrap_or_default();
+            start_ms = None;
+            started = ended;
         }
-        let mut extra = notes;
-        if !destroy.is_on() {
-            extra.push(format!(
-                "{}; connections that closed during the window are not counted",
-                destroy.describe(super::LOCAL_INTERVAL)
-            ));
-        }
-        if unmeasured > 0 {
-            extra.push(format!(
-                "{unmeasured} connection(s) closed without final counters and are not counted"
-            ));
-        }
-        if lost > 0 {
-            extra.push(format!(
-                "{lost} close notification(s) were lost (queue overrun): totals are lower bounds"
-            ));
-        }
-        let window = Window {
-            groups,
-            closed,
-            secs: window,
-        };
-        Ok(self.traffic_answer(q, target, window, Some(&processes), &extra))
     }
 
     /// A remote host: two listings `window` apart; connections closed in between are missed.
