@@ -625,7 +625,7 @@ impl Engine {
                         next = Instant::now() + Duration::from_secs(3600);
                     }
                     Some(window) => {
-                        let result = self.chained_listing(&mut buf, &mut *sink).map(|()| sink);
+                        let result = self.listing(&mut buf, Some(&mut *sink)).map(|()| sink);
                         let _ = reply.send(result);
                         self.closing = Instant::now().checked_add(window);
                         next = self.next_listing(started.elapsed());
@@ -638,7 +638,8 @@ impl Engine {
             }
             self.drain();
             let started = Instant::now();
-            self.listing(&mut buf);
+            // A failure is counted and kept (`last_error`); the next listing tries again.
+            let _ = self.listing(&mut buf, None);
             next = self.next_listing(started.elapsed());
         }
     }
@@ -700,20 +701,36 @@ impl Engine {
         Ok(())
     }
 
-    /// A closing listing after which the watch goes on: taken with counters and applied to
-    /// the differ as a periodic listing is, then each socket the differ keeps is handed to
-    /// `sink` with its owners and counters. A socket destroyed while the listing ran is not
-    /// handed over: its close (with its final counters) went to the engine's sink.
-    fn chained_listing(
+    /// One listing applied to the differ (a failed one is counted and kept as the last error).
+    ///
+    /// With `counted`, a closing listing after which the watch goes on: taken with counters,
+    /// applied as a periodic one is, then each socket the differ keeps is handed to `counted`
+    /// with its owners and counters. A socket destroyed while the listing ran is not handed
+    /// over: its close (with its final counters) went to the engine's sink.
+    fn listing(
         &mut self,
         buf: &mut Listing,
-        sink: &mut dyn CountedSink,
+        counted: Option<&mut dyn CountedSink>,
     ) -> Result<(), Error> {
         let started = Instant::now();
         let at = SystemTime::now();
-        self.lister.list(&self.counted, buf)?;
+        let want = if counted.is_some() {
+            &self.counted
+        } else {
+            &self.want
+        };
+        if let Err(e) = self.lister.list(want, buf) {
+            tracing::warn!(cause = %e, "watch listing failed");
+            self.stats.dump_errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut slot) = self.last_error.lock() {
+                *slot = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        // Notifications that arrived during the listing come first: a socket the listing
+        // shows may since have been destroyed.
         self.drain();
-        let counted: Vec<(u64, Counters)> = buf
+        let counters: Vec<(u64, Counters)> = buf
             .counters
             .iter()
             .map(|&(i, c)| (buf.rows[i].0, c))
@@ -721,7 +738,7 @@ impl Engine {
         let Engine {
             differ,
             attach,
-            sink: events,
+            sink,
             ..
         } = self;
         differ.listing(
@@ -730,59 +747,22 @@ impl Engine {
             std::mem::take(&mut buf.rows),
             &mut **attach,
             false,
-            &mut **events,
+            &mut **sink,
         );
         buf.clear();
-        for (key, counters) in counted {
-            if let Some(socket) = differ.socket(key) {
-                sink.socket(key, socket, &socket.owners, counters);
+        if let Some(counted) = counted {
+            for (key, c) in counters {
+                if let Some(socket) = differ.socket(key) {
+                    counted.socket(key, socket, &socket.owners, c);
+                }
             }
         }
         self.stats.dumps.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            ms = started.elapsed().as_millis() as u64,
-            "chained closing listing"
-        );
-        Ok(())
-    }
-
-    /// One listing applied to the differ (a failed one is counted and kept as the last error).
-    fn listing(&mut self, buf: &mut Listing) {
-        let started = Instant::now();
-        let at = SystemTime::now();
-        match self.lister.list(&self.want, buf) {
-            Ok(()) => {
-                // Notifications that arrived during the listing come first: a socket the
-                // listing shows may since have been destroyed.
-                self.drain();
-                let Engine {
-                    differ,
-                    attach,
-                    sink,
-                    ..
-                } = self;
-                differ.listing(
-                    at,
-                    started,
-                    std::mem::take(&mut buf.rows),
-                    &mut **attach,
-                    false,
-                    &mut **sink,
-                );
-                self.stats.dumps.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut e) = self.last_error.lock() {
-                    *e = None;
-                }
-                tracing::debug!(ms = started.elapsed().as_millis() as u64, "watch listing");
-            }
-            Err(e) => {
-                tracing::warn!(cause = %e, "watch listing failed");
-                self.stats.dump_errors.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut slot) = self.last_error.lock() {
-                    *slot = Some(e.to_string());
-                }
-            }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
         }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "watch listing");
+        Ok(())
     }
 
     fn queued(&mut self, queued: Queued) {
