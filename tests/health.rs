@@ -691,13 +691,13 @@ fn the_socket_cgroup_names_unit_and_container_without_privilege() {
     drop(holder);
 }
 
-/// Calls `traffic` (id 1) for a window of `secs` grouped `by`, and returns once the window
-/// runs: its first progress notification comes a second after the window's first listing.
-async fn start_traffic(raw: &mut Raw, secs: u64, by: &str) {
+/// Calls `traffic` (id 1) with `arguments`, and returns once the window runs: its first
+/// progress notification comes a second after the window's first listing (or sample).
+async fn start_traffic(raw: &mut Raw, arguments: Value) {
     raw.send(json!({
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "traffic",
-                   "arguments": {"duration_secs": secs, "by": by},
+                   "arguments": arguments,
                    "_meta": {"progressToken": "t1"}}
     }))
     .await;
@@ -732,7 +732,7 @@ async fn traffic_of_three_connections(server: Raw, ns: &NetNs, by: &str) -> (Val
         &[&sink_port, &(3u64 << 20).to_string()],
     );
     let idle = peer(ns, "nm-idle", "idle", &[&sink_port]);
-    start_traffic(&mut raw, 6, by).await;
+    start_traffic(&mut raw, json!({"duration_secs": 6, "by": by})).await;
     bulk.poke();
     short.poke();
     let short_port: u16 = short
@@ -827,7 +827,7 @@ async fn traffic_counts_both_connections_of_a_reused_four_tuple() {
         "reuse",
         &["7311", &first.to_string(), &second.to_string()],
     );
-    start_traffic(&mut raw, 5, "connection").await;
+    start_traffic(&mut raw, json!({"duration_secs": 5, "by": "connection"})).await;
     reuse.poke();
     reuse.line("SENT");
     let answer = raw.response(1).await["result"]["structuredContent"].clone();
@@ -1184,24 +1184,11 @@ async fn remote_traffic_counts_bytes_between_two_samples() {
     let mut cmd = tokio::process::Command::new(bin());
     cmd.arg("--config").arg(&config);
     let mut raw = Raw::start_command(cmd).await;
-    raw.send(json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "traffic",
-                   "arguments": {"host": "test-sshd", "duration_secs": 3, "local_port": port,
-                                 "by": "connection"},
-                   "_meta": {"progressToken": "r1"}}
-    }))
+    start_traffic(
+        &mut raw,
+        json!({"host": "test-sshd", "duration_secs": 3, "local_port": port, "by": "connection"}),
+    )
     .await;
-    loop {
-        let m = raw.next_message().await.expect("server closed stdout");
-        assert!(
-            m.get("id") != Some(&json!(1)),
-            "answered before any progress: {m}"
-        );
-        if m["method"] == "notifications/progress" {
-            break;
-        }
-    }
     client.write_all(&vec![1u8; 2 << 20]).unwrap();
     let (got, _server) = reader.join().unwrap();
     assert_eq!(got, 2 << 20);
