@@ -206,6 +206,7 @@ pub(crate) fn take_in_order<T>(v: &mut Vec<T>, order: impl Iterator<Item = usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Endpoint, TcpState};
 
     #[test]
     fn take_in_order_keeps_the_ordered_elements_only() {
@@ -229,7 +230,6 @@ mod tests {
         take_in_order(&mut v, order.iter().copied());
         assert_eq!(v, order);
     }
-    use crate::model::{Endpoint, TcpState};
 
     fn sock(protocol: Protocol, lport: u16, fport: Option<u16>, inode: u64) -> Socket {
         let ip: IpAddr = if protocol.is_ipv6() {

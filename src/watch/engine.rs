@@ -615,7 +615,6 @@ impl Engine {
                 then,
             }) = self.pending.take()
             {
-                let started = Instant::now();
                 match then {
                     None => {
                         let result = self.closing_listing(&mut *sink).map(|()| sink);
@@ -625,6 +624,7 @@ impl Engine {
                         next = Instant::now() + Duration::from_secs(3600);
                     }
                     Some(window) => {
+                        let started = Instant::now();
                         let result = self.listing(&mut buf, Some(&mut *sink)).map(|()| sink);
                         let _ = reply.send(result);
                         self.closing = Instant::now().checked_add(window);
