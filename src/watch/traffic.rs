@@ -473,6 +473,69 @@ impl CountedSink for Closing {
     }
 }
 
+impl Closing {
+    /// Adds a window's closes, stamped between `start_ms` (the first window: closes before it
+    /// are not its own) and `end_ms`. A close of a socket the closing listing showed came
+    /// after the listing read it, which counted it up to then: the rest of its bytes, like
+    /// those of a close stamped after the window, are the next window's (`carried`, when
+    /// windows follow one another). Returns the closes counted, and those without final
+    /// counters.
+    fn add_closes(
+        &mut self,
+        closes: Vec<(u64, Event)>,
+        (start_ms, end_ms): (Option<i64>, i64),
+        mut carried: Option<&mut Vec<(u64, Event)>>,
+    ) -> (u64, u64) {
+        // One pass over the listed cookies finds the (few) closes among them.
+        let closed_keys: HashSet<u64, FastHash> = closes.iter().map(|(key, _)| *key).collect();
+        let counted_live: HashSet<u64, FastHash> = if closed_keys.is_empty() {
+            HashSet::default()
+        } else {
+            self.listed
+                .iter()
+                .copied()
+                .filter(|key| closed_keys.contains(key))
+                .collect()
+        };
+        let (mut closed, mut unmeasured) = (0u64, 0u64);
+        for (key, e) in closes {
+            if counted_live.contains(&key) || e.time_ms > end_ms {
+                if let Some(carried) = carried.as_mut() {
+                    carried.push((key, e));
+                }
+                continue;
+            }
+            if start_ms.is_some_and(|start| e.time_ms < start) {
+                continue;
+            }
+            let Some(totals) = e.totals else {
+                unmeasured += 1;
+                continue;
+            };
+            closed += 1;
+            let mut socket = e.socket();
+            if socket.owners.is_empty()
+                && let Some(owners) = self.listeners.get(&socket.local_port)
+            {
+                socket.owners = owners.clone();
+            }
+            let now = Bytes {
+                sent: totals.sent,
+                received: totals.received,
+            };
+            let before = self.base.get(&key).copied();
+            self.groups.add(
+                &socket,
+                &socket.owners,
+                (before, now),
+                None,
+                Some(&self.processes),
+            );
+        }
+        (closed, unmeasured)
+    }
+}
+
 /// What the two listings of a window ask for: TCP with counters, every state (listeners name
 /// the owners of connections no listing saw), owners at the end only.
 fn sample_want(q: &ConnectionsQuery, owners: bool) -> Want {
@@ -630,15 +693,7 @@ impl WatchService {
                 groups: Groups::new(q.by),
                 processes: ProcessTable::new(&engine.proc_root),
             };
-            let Closing {
-                base: this_base,
-                next_base,
-                listed,
-                listeners,
-                mut groups,
-                processes,
-                ..
-            } = engine
+            let mut closing = engine
                 .counted_listing(closing, chained.then_some(q.window))
                 .await?;
             let end_ms = unix_ms(SystemTime::now());
@@ -662,54 +717,8 @@ impl WatchService {
             if !counts {
                 notes.push(NO_COUNTERS.to_string());
             }
-            // A close of a socket the closing listing showed came after the listing read it:
-            // the listing counted it (up to then). One pass over the listed cookies finds the
-            // (few) closes among them.
-            let closed_keys: HashSet<u64, FastHash> = closes.iter().map(|(key, _)| *key).collect();
-            let counted_live: HashSet<u64, FastHash> = if closed_keys.is_empty() {
-                HashSet::default()
-            } else {
-                listed
-                    .into_iter()
-                    .filter(|key| closed_keys.contains(key))
-                    .collect()
-            };
-            let (mut closed, mut unmeasured) = (0u64, 0u64);
-            for (key, e) in closes {
-                if counted_live.contains(&key) || e.time_ms > end_ms {
-                    // After this window: the next one's (from the counters the listing saw).
-                    if chained {
-                        carried.push((key, e));
-                    }
-                    continue;
-                }
-                if start_ms.is_some_and(|start| e.time_ms < start) {
-                    continue;
-                }
-                let Some(totals) = e.totals else {
-                    unmeasured += 1;
-                    continue;
-                };
-                closed += 1;
-                let mut socket = e.socket();
-                if socket.owners.is_empty()
-                    && let Some(owners) = listeners.get(&socket.local_port)
-                {
-                    socket.owners = owners.clone();
-                }
-                let now = Bytes {
-                    sent: totals.sent,
-                    received: totals.received,
-                };
-                let before = this_base.get(&key).copied();
-                groups.add(
-                    &socket,
-                    &socket.owners,
-                    (before, now),
-                    None,
-                    Some(&processes),
-                );
-            }
+            let (closed, unmeasured) =
+                closing.add_closes(closes, (start_ms, end_ms), chained.then_some(&mut carried));
             let mut extra = notes;
             if !destroy.is_on() {
                 extra.push(format!(
@@ -727,6 +736,12 @@ impl WatchService {
                     "{lost} close notification(s) were lost (queue overrun): totals are lower bounds"
                 ));
             }
+            let Closing {
+                next_base,
+                groups,
+                processes,
+                ..
+            } = closing;
             let window = Window {
                 groups,
                 closed,
